@@ -1,0 +1,12 @@
+// introvisor native core: what JavaScript cannot do well (mmap of guest RAM,
+// and later page walks and ioctls). Kept small; every entry point checks its bounds.
+#include <napi.h>
+
+#include "physical_memory.h"
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("PhysicalMemory", PhysicalMemory::Init(env));
+  return exports;
+}
+
+NODE_API_MODULE(introvisor, Init)

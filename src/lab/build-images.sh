@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Builds the lab's guest images from Debian packages, idempotently:
+#   kernel  : Debian 12's current linux-image-6.1.0-*-amd64 (the one linux-image-amd64 depends on)
+#   initrd  : busybox-static, qemu-ga with its libraries, virtio/ext4 modules, the attack modules
+#   base    : a golden qcow2 data disk holding the critical service csdtest
+# Output: $INTROVISOR_CACHE/lab/<key>/ and $INTROVISOR_CACHE/lab/manifest.json pointing at it.
+# Nothing here is downloaded except through apt.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+guest="$here/guest"
+cache=${INTROVISOR_CACHE:-/var/cache/introvisor}
+die() { echo "build-images: $*" >&2; exit 1; }
+
+for tool in apt-cache apt-get dpkg-deb cpio gzip modinfo mke2fs qemu-img gcc make sha256sum; do
+  command -v "$tool" >/dev/null || die "missing tool '$tool' (run scripts/setup.sh first)"
+done
+[ -x /bin/busybox ] && /bin/busybox --list | grep -qx insmod || die "missing static busybox at /bin/busybox (apt-get install busybox-static)"
+qga_bin=/usr/sbin/qemu-ga
+[ -x "$qga_bin" ] || die "missing $qga_bin (apt-get install qemu-guest-agent)"
+
+# Which kernel: INTROVISOR_KERNEL_ABI (e.g. 6.1.0-56-amd64) or what linux-image-amd64 depends on now.
+abi=${INTROVISOR_KERNEL_ABI:-}
+if [ -z "$abi" ]; then
+  dep=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1)
+  [ -n "$dep" ] || die "cannot tell which linux-image-6.1.0-*-amd64 linux-image-amd64 depends on (apt-get update?)"
+  abi=$dep
+fi
+[[ "$abi" =~ ^6\.1\.0-[0-9]+-amd64$ ]] || die "kernel ABI '$abi' is not of the form 6.1.0-N-amd64"
+headers=/usr/src/linux-headers-$abi
+[ -f "$headers/Makefile" ] || die "kernel headers for $abi are not installed ($headers): apt-get install linux-headers-$abi"
+
+key_src=$( (echo "$abi"; sha256sum "$0"; cd "$guest" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
+out="$cache/lab/$abi-$key_src"
+manifest="$cache/lab/manifest.json"
+if [ -f "$out/manifest.json" ]; then
+  cp "$out/manifest.json" "$manifest.tmp" && mv "$manifest.tmp" "$manifest"
+  echo "build-images: up to date ($out)"
+  exit 0
+fi
+
+work=$(mktemp -d "$cache/lab/.build.XXXXXX" 2>/dev/null || { mkdir -p "$cache/lab"; mktemp -d "$cache/lab/.build.XXXXXX"; })
+trap 'rm -rf "$work"' EXIT
+
+# --- kernel package ---------------------------------------------------------
+kdir="$cache/kernel/$abi"
+if [ ! -f "$kdir/.complete" ]; then
+  mkdir -p "$cache/debs"
+  echo "build-images: fetching linux-image-$abi"
+  (cd "$cache/debs" && apt-get download "linux-image-$abi" >/dev/null 2>&1) \
+    || die "apt-get download linux-image-$abi failed: is the package in the archive (apt-get update)?"
+  deb=$(ls -t "$cache/debs"/linux-image-"$abi"_*_amd64.deb | head -n1)
+  rm -rf "$kdir" && mkdir -p "$kdir"
+  dpkg-deb -x "$deb" "$kdir"
+  touch "$kdir/.complete"
+fi
+vmlinuz="$kdir/boot/vmlinuz-$abi"
+moddir="$kdir/lib/modules/$abi"
+[ -f "$vmlinuz" ] || die "$vmlinuz missing from the unpacked package"
+
+# --- initramfs --------------------------------------------------------------
+root="$work/initramfs"
+mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,run,tmp,data,usr/bin,lib/modules/lab,lib/introvisor}
+cp /bin/busybox "$root/bin/busybox"
+ln -s bin/busybox "$root/init"
+# Applet links made here, so /etc/rc.boot's #!/bin/sh resolves before anything runs.
+for applet in $(/bin/busybox --list-full); do
+  [ -e "$root/$applet" ] || { mkdir -p "$root/$(dirname "$applet")"; ln -s /bin/busybox "$root/$applet"; }
+done
+cp -a "$guest/rootfs/." "$root/"
+
+# Modules in load order: each one's dependencies (modinfo -F depends) before it.
+# The unpacked package has no modules.dep, so resolve them here.
+declare -A modpath=()
+while IFS= read -r f; do modpath[$(basename "$f" .ko)]=$f; done < <(find "$moddir/kernel" -name '*.ko')
+order=()
+declare -A seen=()
+add_mod() {
+  local m=${1//-/_}
+  [ -n "${seen[$m]:-}" ] && return
+  seen[$m]=1
+  local f=${modpath[$m]:-}
+  [ -n "$f" ] || { f=${modpath[${m//_/-}]:-}; }
+  [ -n "$f" ] || die "kernel module $m not found in linux-image-$abi"
+  local deps d
+  deps=$(modinfo -F depends "$f")
+  for d in ${deps//,/ }; do add_mod "$d"; done
+  cp "$f" "$root/lib/modules/lab/$m.ko"
+  order+=("$m")
+}
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console virtio_blk crc32c_generic ext4; do
+  add_mod "$m"
+done
+printf '%s\n' "${order[@]}" > "$root/lib/modules/lab/load-order"
+
+# qemu-ga and the shared libraries ldd names for it.
+cp "$qga_bin" "$root/usr/bin/qemu-ga"
+while read -r lib; do
+  [ -f "$lib" ] || continue
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done < <(ldd "$qga_bin" | awk '/not found/ {print "MISSING:" $1; next} /=>/ {print $3; next} /^\t\// {print $1}')
+if ldd "$qga_bin" | grep -q 'not found'; then die "qemu-ga needs libraries that are not installed: $(ldd "$qga_bin" | grep 'not found')"; fi
+
+# Attack modules, built against the same kernel's headers, loadable on demand.
+mkdir -p "$work/attacks"
+cp "$guest/attacks/"* "$work/attacks/"
+make -s -C "$headers" M="$work/attacks" modules >"$work/attacks.log" 2>&1 \
+  || { cat "$work/attacks.log" >&2; die "building the attack modules against $headers failed"; }
+cp "$work/attacks/"*.ko "$root/lib/introvisor/"
+
+(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -6 > "$work/initrd.img"
+
+# --- golden data disk ---------------------------------------------------------
+disk="$work/disk"
+cp -a "$guest/disk" "$disk"
+gcc -static -O2 -Wall -o "$disk/bin/csdtest" "$guest/csdtest.c"
+truncate -s 64M "$work/base.raw"
+mke2fs -q -t ext4 -L introvisor-data -d "$disk" -F "$work/base.raw"
+qemu-img convert -q -f raw -O qcow2 "$work/base.raw" "$work/base.qcow2"
+
+# --- publish ------------------------------------------------------------------
+mkdir -p "$out.tmp"
+cp "$vmlinuz" "$out.tmp/vmlinuz"
+mv "$work/initrd.img" "$work/base.qcow2" "$out.tmp/"
+cp "$root/lib/introvisor/"*.ko "$out.tmp/"
+version=$(dpkg-deb -f "$(ls -t "$cache/debs"/linux-image-"$abi"_*_amd64.deb | head -n1)" Version)
+cat > "$out.tmp/manifest.json" <<JSON
+{
+  "kernelAbi": "$abi",
+  "kernelVersion": "$version",
+  "key": "$key_src",
+  "dir": "$out",
+  "kernel": "$out/vmlinuz",
+  "initrd": "$out/initrd.img",
+  "baseImage": "$out/base.qcow2",
+  "attackModules": {
+    "syscallHook": "/lib/introvisor/iv_syscall_hook.ko",
+    "dkomHide": "/lib/introvisor/iv_dkom_hide.ko",
+    "hideModule": "/lib/introvisor/iv_hide_module.ko"
+  },
+  "criticalService": "/data/bin/csdtest"
+}
+JSON
+rm -rf "$out" && mv "$out.tmp" "$out"
+cp "$out/manifest.json" "$manifest.tmp" && mv "$manifest.tmp" "$manifest"
+echo "build-images: built $out"

@@ -24,7 +24,7 @@ uint64_t ToOffset(const Napi::Env& env, const Napi::Value& v, const char* what) 
   if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string(what) + " must be a number or bigint");
   double d = v.As<Napi::Number>().DoubleValue();
   if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d)))
-    throw Napi::RangeError::New(env, std::string(what) + " must be a non-negative integer");
+    throw Napi::RangeError::New(env, std::string(what) + " must be a non-negative integer below 2^53 (pass a bigint for larger)");
   return static_cast<uint64_t>(d);
 }
 

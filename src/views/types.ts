@@ -1,0 +1,123 @@
+// Kernel views: typed, immutable snapshots of what the guest kernel knows,
+// rebuilt from guest memory by the introspection engine (src/views/) and
+// consumed by the detectors (src/detectors/). This file is the contract
+// between the two stages: extend it, do not break it.
+
+/** A structure the walk could not read or trust; the view keeps going where it can. */
+export interface ViewError {
+  /** Which walk and where, e.g. "tasks: task_struct@0xffff8880..." */
+  readonly where: string;
+  readonly message: string;
+}
+
+export interface TaskInfo {
+  /** Kernel virtual address of the task_struct. */
+  readonly address: bigint;
+  readonly pid: number;
+  readonly tgid: number;
+  readonly ppid: number;
+  readonly comm: string;
+  /** task_struct.__state */
+  readonly state: number;
+  readonly uid: number;
+  /** task_struct.mm; 0n for kernel threads. */
+  readonly mm: bigint;
+  /** mm->pgd (kernel virtual); 0n when mm is 0n. */
+  readonly pgd: bigint;
+  readonly startTimeNs: bigint;
+  readonly kernelThread: boolean;
+}
+
+/** Processes (thread-group leaders) on init_task.tasks; threads under each. */
+export interface TaskListView {
+  readonly tasks: readonly TaskInfo[];
+  readonly threads: readonly TaskInfo[];
+  readonly errors: readonly ViewError[];
+}
+
+/** The init pid namespace's IDR: every pid the kernel can still find by number. */
+export interface PidIdrView {
+  readonly entries: readonly { readonly pid: number; readonly task: bigint }[];
+  readonly errors: readonly ViewError[];
+}
+
+export interface CpuRunQueue {
+  readonly cpu: number;
+  /** rq->curr */
+  readonly current: bigint;
+  /** task_struct addresses queued on the CFS tree and the RT/DL queues. */
+  readonly queued: readonly bigint[];
+}
+
+export interface RunQueueView {
+  readonly cpus: readonly CpuRunQueue[];
+  readonly errors: readonly ViewError[];
+}
+
+export interface ModuleInfo {
+  readonly name: string;
+  /** struct module address. */
+  readonly address: bigint;
+  readonly coreBase: bigint;
+  readonly coreSize: number;
+}
+
+export interface ModuleListView {
+  /** On the kernel's `modules` list (what lsmod shows). */
+  readonly modules: readonly ModuleInfo[];
+  /** Under /sys/module's kset that are modules (have a struct module). */
+  readonly kobjects: readonly ModuleInfo[];
+  readonly errors: readonly ViewError[];
+}
+
+export type HandlerOwner =
+  | { readonly kind: 'kernel'; readonly symbol: string }
+  | { readonly kind: 'module'; readonly module: string; readonly symbol: string | null }
+  | { readonly kind: 'unknown' };
+
+export interface SyscallEntry {
+  readonly nr: number;
+  readonly target: bigint;
+  readonly owner: HandlerOwner;
+  /** The handler this slot should hold (e.g. __x64_sys_read), when known. */
+  readonly expected: string | null;
+}
+
+export interface SyscallTableView {
+  readonly table: 'sys_call_table' | 'ia32_sys_call_table' | 'x32_sys_call_table';
+  readonly address: bigint;
+  readonly entries: readonly SyscallEntry[];
+  readonly errors: readonly ViewError[];
+}
+
+export interface KernelIntegrityView {
+  /** sha256 hex of kernel text (_stext.._etext) and read-only data (__start_rodata..__end_rodata). */
+  readonly textHash: string | null;
+  readonly rodataHash: string | null;
+  /** sha256 hex of each dispatcher's body: x64_sys_call, ia32_sys_call. */
+  readonly dispatchers: readonly { readonly name: string; readonly hash: string }[];
+  /** Interrupt gate handler addresses, by vector. */
+  readonly idt: readonly bigint[];
+  /** MSR_LSTAR (the syscall entry point) when the hypervisor can read it. */
+  readonly lstar: bigint | null;
+  readonly errors: readonly ViewError[];
+}
+
+export interface KernelIdentity {
+  readonly banner: string;
+  readonly release: string;
+  readonly kaslrSlide: bigint;
+  readonly pagingLevels: 4 | 5;
+}
+
+/** One full scan of one guest. */
+export interface KernelSnapshot {
+  readonly takenAtMs: number;
+  readonly kernel: KernelIdentity;
+  readonly tasks: TaskListView;
+  readonly pidIdr: PidIdrView;
+  readonly runQueues: RunQueueView;
+  readonly modules: ModuleListView;
+  readonly syscallTables: readonly SyscallTableView[];
+  readonly integrity: KernelIntegrityView;
+}

@@ -1,0 +1,283 @@
+// A QEMU/KVM guest as the supervisor and the lab drive it: guest RAM in a shared
+// memory-backend-file the host can map, a QMP socket, a guest-agent socket and a
+// qcow2 overlay on a golden base image (restore = discard the overlay).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, unlinkSync, openSync, closeSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { QmpClient } from '../qemu/qmp-client.js';
+import { GuestAgentClient } from '../qemu/guest-agent-client.js';
+import { findOnPath, run } from '../util/exec.js';
+import { sleep } from '../util/deadline.js';
+import { errorMessage, TimeoutError } from '../util/errors.js';
+
+export interface VmSpec {
+  name: string;
+  kernel: string;
+  initrd: string;
+  kernelArgs: string[];
+  /** The golden image; never written. */
+  baseImage: string;
+  /** The guest's writable state: a qcow2 overlay on baseImage. */
+  overlay: string;
+  memoryMiB: number;
+  cpus: number;
+  accel: 'tcg' | 'kvm';
+  cpuModel: string;
+  /** Sockets, pid file and console log live here. */
+  runDir: string;
+  /** Guest RAM backing file (under /dev/shm), mapped by the introspection engine. */
+  ramPath: string;
+  qemuBinary: string;
+  /** Lab and tests: QEMU dies with this process. The supervisor leaves guests running. */
+  dieWithParent: boolean;
+}
+
+export class VmBusyError extends Error {
+  override readonly name = 'VmBusyError';
+}
+
+const NAME_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
+const live = new Set<QemuVm>();
+
+// Last resort for an exiting process (a failed test, an uncaught error): no stray QEMU.
+process.on('exit', () => {
+  for (const vm of live) vm.killNow();
+});
+
+export class QemuVm {
+  readonly qmpPath: string;
+  readonly agentPath: string;
+  readonly consolePath: string;
+  readonly pidPath: string;
+  private child: ChildProcess | undefined;
+  private exitPromise: Promise<void> = Promise.resolve();
+  private qmpClient: QmpClient | undefined;
+  private agentClient: GuestAgentClient | undefined;
+  private stderrTail = '';
+  /** Wall time of the last start() to guest-agent ready, in ms. */
+  lastBootMs = 0;
+
+  constructor(readonly spec: VmSpec) {
+    if (!NAME_RE.test(spec.name)) throw new Error(`guest name "${spec.name}" must match ${NAME_RE}`);
+    this.qmpPath = join(spec.runDir, 'qmp.sock');
+    this.agentPath = join(spec.runDir, 'qga.sock');
+    this.consolePath = join(spec.runDir, 'console.log');
+    this.pidPath = join(spec.runDir, 'qemu.pid');
+  }
+
+  get name(): string { return this.spec.name; }
+  get running(): boolean { return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null; }
+  get pid(): number | undefined { return this.child?.pid; }
+
+  get qmp(): QmpClient {
+    if (!this.qmpClient || this.qmpClient.isClosed) throw new Error(`guest ${this.name}: QMP is not connected (is the VM running?)`);
+    return this.qmpClient;
+  }
+
+  /** The guest agent, connected on first use. */
+  async agent(): Promise<GuestAgentClient> {
+    if (!this.agentClient || this.agentClient.isClosed) this.agentClient = await GuestAgentClient.connect(this.agentPath);
+    return this.agentClient;
+  }
+
+  /** Boots the VM and waits until its guest agent answers. */
+  async start(opts: { freshDisk?: boolean; readyTimeoutMs?: number } = {}): Promise<void> {
+    if (this.running) throw new VmBusyError(`guest ${this.name} is already running (pid ${this.pid})`);
+    const s = this.spec;
+    const qemu = findOnPath(s.qemuBinary);
+    if (!qemu) throw new Error(`QEMU not found: "${s.qemuBinary}" is not on PATH (apt-get install qemu-system-x86)`);
+    for (const [what, f] of [['kernel', s.kernel], ['initrd', s.initrd], ['golden image', s.baseImage]] as const) {
+      if (!existsSync(f)) throw new Error(`guest ${this.name}: ${what} ${f} does not exist (run scripts/setup.sh to build the lab images)`);
+    }
+    mkdirSync(s.runDir, { recursive: true });
+    await this.claimRunDir();
+    if (opts.freshDisk || !existsSync(s.overlay)) await this.createOverlay();
+
+    const t0 = Date.now();
+    const args = this.qemuArgs();
+    const argv = s.dieWithParent && findOnPath('setpriv') ? ['setpriv', '--pdeathsig', 'KILL', qemu, ...args] : [qemu, ...args];
+    const [cmd, ...rest] = argv as [string, ...string[]];
+    this.stderrTail = '';
+    const child = spawn(cmd, rest, { stdio: ['ignore', 'ignore', 'pipe'], detached: !s.dieWithParent });
+    this.child = child;
+    live.add(this);
+    child.stderr?.on('data', (d: Buffer) => { this.stderrTail = (this.stderrTail + d.toString()).slice(-4000); });
+    this.exitPromise = new Promise((resolve) => child.once('exit', () => { live.delete(this); this.cleanupFiles(); resolve(); }));
+    child.once('error', () => undefined);
+    if (!s.dieWithParent) child.unref();
+
+    try {
+      this.qmpClient = await this.connectQmp(20_000);
+      await this.waitReady(opts.readyTimeoutMs ?? 120_000);
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
+    this.lastBootMs = Date.now() - t0;
+  }
+
+  /** Polls the guest agent until it answers guest-ping. */
+  async waitReady(timeoutMs = 120_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let last = 'no attempt';
+    while (Date.now() < deadline) {
+      if (!this.running) throw new Error(`guest ${this.name}: QEMU exited during boot: ${this.stderrTail.trim() || 'no message'}\n${this.consoleTail(10)}`);
+      try {
+        const agent = await this.agent();
+        await agent.sync(Math.min(2_000, Math.max(deadline - Date.now(), 1)));
+        await agent.ping(2_000);
+        return;
+      } catch (e) {
+        last = errorMessage(e);
+        await sleep(250);
+      }
+    }
+    throw new TimeoutError(`guest ${this.name}: guest agent not ready (${last}); console:\n${this.consoleTail(10)}`, timeoutMs);
+  }
+
+  /** QMP system_reset: the guest OS restarts in the same QEMU; waits for the agent. */
+  async reset(readyTimeoutMs = 120_000): Promise<void> {
+    await this.qmp.execute('system_reset');
+    await sleep(500);
+    await this.waitReady(readyTimeoutMs);
+  }
+
+  /** Stops QEMU: QMP quit, then SIGKILL if it does not exit. Removes sockets and the RAM file. */
+  async stop(graceMs = 5_000): Promise<void> {
+    this.agentClient?.close();
+    this.agentClient = undefined;
+    if (this.running) {
+      try { await this.qmpClient?.execute('quit', undefined, graceMs); } catch { /* killed below */ }
+      const exited = await Promise.race([this.exitPromise.then(() => true), sleep(graceMs).then(() => false)]);
+      if (!exited) {
+        this.killNow();
+        await this.exitPromise;
+      }
+    }
+    this.qmpClient?.close();
+    this.qmpClient = undefined;
+    this.cleanupFiles();
+  }
+
+  /** Image restore: stop, discard the overlay, recreate it from the golden image, boot. */
+  async restoreImage(readyTimeoutMs?: number): Promise<void> {
+    await this.stop();
+    rmSync(this.spec.overlay, { force: true });
+    await this.start({ freshDisk: true, ...(readyTimeoutMs ? { readyTimeoutMs } : {}) });
+  }
+
+  consoleTail(lines: number): string {
+    try {
+      return readFileSync(this.consolePath, 'utf8').split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no console log)';
+    }
+  }
+
+  /** Synchronous kill for exit paths. */
+  killNow(): void {
+    const pid = this.child?.pid;
+    if (pid !== undefined && this.running) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    }
+    this.cleanupFiles();
+  }
+
+  private qemuArgs(): string[] {
+    const s = this.spec;
+    const mem = `${s.memoryMiB}M`;
+    return [
+      '-name', `introvisor-${s.name},process=introvisor-${s.name}`,
+      '-accel', s.accel,
+      '-machine', 'q35,memory-backend=ram0',
+      '-object', `memory-backend-file,id=ram0,size=${mem},mem-path=${s.ramPath},share=on`,
+      '-m', mem,
+      '-smp', String(s.cpus),
+      '-cpu', s.cpuModel,
+      '-kernel', s.kernel,
+      '-initrd', s.initrd,
+      '-append', s.kernelArgs.join(' '),
+      '-display', 'none',
+      '-nodefaults',
+      '-no-user-config',
+      '-serial', `file:${this.consolePath}`,
+      '-qmp', `unix:${this.qmpPath},server=on,wait=off`,
+      '-chardev', `socket,id=qga0,path=${this.agentPath},server=on,wait=off`,
+      '-device', 'virtio-serial-pci',
+      '-device', 'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0',
+      '-drive', `file=${s.overlay},if=virtio,format=qcow2`,
+      '-nic', 'none',
+      '-pidfile', this.pidPath,
+    ];
+  }
+
+  private async createOverlay(): Promise<void> {
+    rmSync(this.spec.overlay, { force: true });
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', this.spec.baseImage, '-F', 'qcow2', this.spec.overlay]);
+  }
+
+  private async connectQmp(timeoutMs: number): Promise<QmpClient> {
+    const deadline = Date.now() + timeoutMs;
+    let last = '';
+    while (Date.now() < deadline) {
+      if (!this.running) throw new Error(`guest ${this.name}: QEMU exited at start: ${this.stderrTail.trim() || 'no message'}`);
+      if (existsSync(this.qmpPath)) {
+        try { return await QmpClient.connect(this.qmpPath, 5_000); } catch (e) { last = errorMessage(e); }
+      }
+      await sleep(50);
+    }
+    throw new TimeoutError(`guest ${this.name}: QMP socket ${this.qmpPath} (${last})`, timeoutMs);
+  }
+
+  /** Refuses a run dir whose sockets have a live listener; clears stale ones. */
+  private async claimRunDir(): Promise<void> {
+    for (const p of [this.qmpPath, this.agentPath]) {
+      if (!existsSync(p)) continue;
+      if (await listening(p)) {
+        throw new VmBusyError(`socket path busy: ${p} already has a listener (is guest "${this.name}" running in another process?)`);
+      }
+      unlinkSync(p);
+    }
+    if (existsSync(this.spec.ramPath)) {
+      // Another QEMU may hold it; a stale one is just removed.
+      const holder = readPid(this.pidPath);
+      if (holder !== undefined && processAlive(holder)) {
+        throw new VmBusyError(`guest ${this.name}: RAM file ${this.spec.ramPath} belongs to running QEMU pid ${holder}`);
+      }
+      rmSync(this.spec.ramPath, { force: true });
+    }
+    // Prove the RAM directory is writable now, not as a QEMU error later.
+    const probe = `${this.spec.ramPath}.probe`;
+    closeSync(openSync(probe, 'w'));
+    unlinkSync(probe);
+  }
+
+  private cleanupFiles(): void {
+    // QEMU leaves its mem-path file behind; the sockets too when killed.
+    for (const p of [this.spec.ramPath, this.qmpPath, this.agentPath, this.pidPath]) {
+      try { if (statSync(p)) rmSync(p, { force: true }); } catch { /* absent */ }
+    }
+  }
+}
+
+function listening(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ path });
+    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('error', () => resolve(false));
+  });
+}
+
+function readPid(file: string): number | undefined {
+  try {
+    const n = Number.parseInt(readFileSync(file, 'utf8').trim(), 10);
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}

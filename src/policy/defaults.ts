@@ -1,0 +1,56 @@
+// The product's default ladders (MISSION.md part B and issue 4):
+//   critical process missing: restart the process x3 -> reboot the OS x3 -> restart the VM -> restore the image
+//   hidden process:           reboot the OS x2 -> restart the VM -> restore the image
+//   syscall table / kernel integrity changed, hidden module: restore the image at once.
+import type { Policy } from './types.js';
+
+export const DEFAULT_POLICY: Policy = {
+  version: 1,
+  maxActionsPerHour: 12,
+  onExhausted: { hold: 'keep-running', alert: true },
+  faults: {
+    'critical-process-missing': {
+      confirmScans: 1,
+      resetWindowSec: 300,
+      ladder: [
+        { action: 'restart-process', count: 3, verifyTimeoutSec: 15, backoffSec: 2, backoffFactor: 2 },
+        { action: 'reboot-os', count: 3, verifyTimeoutSec: 60, backoffSec: 5, backoffFactor: 2 },
+        { action: 'restart-vm', count: 1, verifyTimeoutSec: 60, backoffSec: 0 },
+        { action: 'restore-image', count: 1, verifyTimeoutSec: 60, backoffSec: 0 },
+      ],
+    },
+    'hidden-process': {
+      confirmScans: 2,
+      resetWindowSec: 300,
+      ladder: [
+        { action: 'reboot-os', count: 2, verifyTimeoutSec: 60, backoffSec: 5 },
+        { action: 'restart-vm', count: 1, verifyTimeoutSec: 60, backoffSec: 0 },
+        { action: 'restore-image', count: 1, verifyTimeoutSec: 60, backoffSec: 0 },
+      ],
+    },
+    'syscall-table-changed': {
+      confirmScans: 1,
+      resetWindowSec: 300,
+      ladder: [{ action: 'restore-image', count: 1, verifyTimeoutSec: 60, backoffSec: 0 }],
+    },
+    'kernel-integrity-changed': {
+      confirmScans: 1,
+      resetWindowSec: 300,
+      ladder: [{ action: 'restore-image', count: 1, verifyTimeoutSec: 60, backoffSec: 0 }],
+    },
+    'hidden-module': {
+      confirmScans: 1,
+      resetWindowSec: 300,
+      ladder: [{ action: 'restore-image', count: 1, verifyTimeoutSec: 60, backoffSec: 0 }],
+    },
+    'agent-down': {
+      // The agent is how the guest is seen from inside; a guest mid-boot is not down yet.
+      confirmScans: 3,
+      resetWindowSec: 300,
+      ladder: [
+        { action: 'restart-vm', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
+        { action: 'restore-image', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
+      ],
+    },
+  },
+};

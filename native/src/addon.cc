@@ -2,10 +2,12 @@
 // and later page walks and ioctls). Kept small; every entry point checks its bounds.
 #include <napi.h>
 
+#include "address_space.h"
 #include "physical_memory.h"
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("PhysicalMemory", PhysicalMemory::Init(env));
+  exports.Set("AddressSpace", AddressSpace::Init(env));
   return exports;
 }
 

@@ -13,8 +13,23 @@ export interface NativePhysicalMemory {
   close(): void;
 }
 
+/** Guest-virtual access over a NativePhysicalMemory (native/src/address_space.cc). */
+export interface NativeAddressSpace {
+  translate(va: bigint): bigint | null;
+  read(va: bigint, length: number): Buffer;
+  tryRead(va: bigint, length: number): Buffer | null;
+  readPhys(pa: bigint, length: number): Buffer;
+  readGather(addresses: BigUint64Array, offset: number, length: number): { data: Buffer; ok: Uint8Array };
+  walkList(head: bigint, linkOffset: number, maxNodes: number, gatherOffset: number, gatherLength: number): { nodes: BigUint64Array; data: Buffer; error: string | null };
+  setRoot(root: bigint, levels: 4 | 5): void;
+  clearCache(): void;
+  stats(): { walks: number; hits: number; cached: number };
+}
+
 export interface NativeBinding {
   PhysicalMemory: new (path: string) => NativePhysicalMemory;
+  /** layout: [guestPhysical, fileOffset, size] triples. */
+  AddressSpace: new (memory: NativePhysicalMemory, layout: BigUint64Array, root: bigint, levels: 4 | 5) => NativeAddressSpace;
 }
 
 /** The package root: the nearest folder above this file holding package.json. */

@@ -1,0 +1,324 @@
+#include "address_space.h"
+
+#include <cstring>
+#include <unordered_set>
+
+namespace {
+
+constexpr uint64_t kMaxReadBytes = 64ull << 20;
+constexpr uint64_t kMaxListNodes = 1u << 20;
+constexpr uint64_t kMaxGatherBytes = 64ull << 20;
+constexpr size_t kTlbMaxEntries = 1u << 16;
+// Bits 51:12 of a page-table entry or CR3 hold the next table's frame.
+constexpr uint64_t kFrameMask = 0x000ffffffffff000ull;
+constexpr uint64_t kPresent = 1ull << 0;
+constexpr uint64_t kPageSize = 1ull << 7;
+
+uint64_t ToU64(const Napi::Env& env, const Napi::Value& v, const char* what) {
+  if (v.IsBigInt()) {
+    bool lossless = true;
+    uint64_t r = v.As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless) throw Napi::RangeError::New(env, std::string(what) + " does not fit in 64 bits");
+    return r;
+  }
+  if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string(what) + " must be a number or bigint");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d)))
+    throw Napi::RangeError::New(env, std::string(what) + " must be a non-negative integer below 2^53 (pass a bigint for larger)");
+  return static_cast<uint64_t>(d);
+}
+
+std::string Hex(uint64_t v) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+uint64_t LoadU64(const uint8_t* p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+}  // namespace
+
+Napi::Function AddressSpace::Init(Napi::Env env) {
+  return DefineClass(env, "AddressSpace",
+                     {
+                         InstanceMethod<&AddressSpace::TranslateJs>("translate"),
+                         InstanceMethod<&AddressSpace::ReadJs>("read"),
+                         InstanceMethod<&AddressSpace::TryReadJs>("tryRead"),
+                         InstanceMethod<&AddressSpace::ReadPhysJs>("readPhys"),
+                         InstanceMethod<&AddressSpace::ReadGatherJs>("readGather"),
+                         InstanceMethod<&AddressSpace::WalkListJs>("walkList"),
+                         InstanceMethod<&AddressSpace::SetRootJs>("setRoot"),
+                         InstanceMethod<&AddressSpace::ClearCacheJs>("clearCache"),
+                         InstanceMethod<&AddressSpace::StatsJs>("stats"),
+                     });
+}
+
+// new AddressSpace(physicalMemory, layout: BigUint64Array [gpa, fileOffset, size]*, root: bigint, levels: 4|5)
+AddressSpace::AddressSpace(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddressSpace>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsObject() || !info[1].IsTypedArray())
+    throw Napi::TypeError::New(env, "AddressSpace(physicalMemory, layout: BigUint64Array, root, levels)");
+  Napi::Object mem = info[0].As<Napi::Object>();
+  memory_ = Napi::ObjectWrap<PhysicalMemory>::Unwrap(mem);
+  if (memory_ == nullptr) throw Napi::TypeError::New(env, "AddressSpace: first argument is not a native PhysicalMemory");
+  memory_ref_ = Napi::Persistent(mem);
+  auto arr = info[1].As<Napi::TypedArray>();
+  if (arr.TypedArrayType() != napi_biguint64_array) throw Napi::TypeError::New(env, "AddressSpace: layout must be a BigUint64Array");
+  auto layout = arr.As<Napi::TypedArrayOf<uint64_t>>();
+  if (layout.ElementLength() % 3 != 0 || layout.ElementLength() == 0 || layout.ElementLength() > 3 * 64)
+    throw Napi::RangeError::New(env, "AddressSpace: layout must hold 1..64 [gpa, fileOffset, size] triples");
+  for (size_t i = 0; i < layout.ElementLength(); i += 3) {
+    Range r{layout[i], layout[i + 1], layout[i + 2]};
+    if (r.size == 0 || r.gpa + r.size < r.gpa || r.file_offset + r.size < r.file_offset)
+      throw Napi::RangeError::New(env, "AddressSpace: layout range " + std::to_string(i / 3) + " is empty or wraps");
+    ranges_.push_back(r);
+  }
+  root_ = ToU64(env, info[2], "root") & kFrameMask;
+  uint64_t levels = ToU64(env, info[3], "levels");
+  if (levels != 4 && levels != 5) throw Napi::RangeError::New(env, "AddressSpace: levels must be 4 or 5");
+  levels_ = static_cast<int>(levels);
+}
+
+const uint8_t* AddressSpace::Phys(uint64_t pa, uint64_t len) const {
+  for (const Range& r : ranges_) {
+    if (pa >= r.gpa && pa - r.gpa < r.size) {
+      uint64_t off = pa - r.gpa;
+      if (len > r.size - off) return nullptr;
+      return memory_->At(r.file_offset + off, len);
+    }
+  }
+  return nullptr;
+}
+
+bool AddressSpace::Walk(uint64_t va, uint64_t* pa) {
+  // Canonical form: bits above the top translated bit copy it.
+  int top = levels_ == 5 ? 56 : 47;
+  uint64_t upper = va >> top;
+  uint64_t ones = (~0ull) >> top;
+  if (upper != 0 && upper != ones) return false;
+  ++walks_;
+  uint64_t table = root_;
+  for (int level = levels_; level >= 1; --level) {
+    int shift = 12 + 9 * (level - 1);
+    uint64_t index = (va >> shift) & 0x1ff;
+    const uint8_t* p = Phys(table + index * 8, 8);
+    if (p == nullptr) return false;
+    uint64_t entry = LoadU64(p);
+    if ((entry & kPresent) == 0) return false;
+    // PS at the PDPT (1 GiB) and PD (2 MiB) levels ends the walk early.
+    if ((level == 3 || level == 2) && (entry & kPageSize) != 0) {
+      uint64_t page_mask = (1ull << shift) - 1;
+      *pa = (entry & kFrameMask & ~page_mask) | (va & page_mask);
+      return true;
+    }
+    table = entry & kFrameMask;
+  }
+  *pa = table | (va & 0xfff);
+  return true;
+}
+
+bool AddressSpace::Translate(uint64_t va, uint64_t* pa) {
+  uint64_t page = va & ~0xfffull;
+  auto it = tlb_.find(page);
+  if (it != tlb_.end()) {
+    ++hits_;
+    *pa = it->second | (va & 0xfff);
+    return true;
+  }
+  uint64_t frame;
+  if (!Walk(page, &frame)) return false;
+  if (tlb_.size() >= kTlbMaxEntries) tlb_.clear();
+  tlb_.emplace(page, frame);
+  *pa = frame | (va & 0xfff);
+  return true;
+}
+
+bool AddressSpace::ReadVirtual(uint64_t va, uint64_t len, uint8_t* out, uint64_t* failed_va) {
+  uint64_t done = 0;
+  while (done < len) {
+    uint64_t cur = va + done;
+    uint64_t chunk = 0x1000 - (cur & 0xfff);
+    if (chunk > len - done) chunk = len - done;
+    uint64_t pa;
+    const uint8_t* src = Translate(cur, &pa) ? Phys(pa, chunk) : nullptr;
+    if (src == nullptr) {
+      *failed_va = cur;
+      return false;
+    }
+    memcpy(out + done, src, chunk);
+    done += chunk;
+  }
+  return true;
+}
+
+bool AddressSpace::ReadU64(uint64_t va, uint64_t* out) {
+  uint8_t buf[8];
+  uint64_t failed;
+  if (!ReadVirtual(va, 8, buf, &failed)) return false;
+  *out = LoadU64(buf);
+  return true;
+}
+
+// translate(va) -> bigint physical address, or null when not mapped.
+Napi::Value AddressSpace::TranslateJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t va = ToU64(env, info[0], "va");
+  uint64_t pa;
+  if (!Translate(va, &pa)) return env.Null();
+  return Napi::BigInt::New(env, pa);
+}
+
+// read(va, len) -> Buffer; RangeError naming the first unmapped address.
+Napi::Value AddressSpace::ReadJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2) throw Napi::TypeError::New(env, "read(va, length)");
+  uint64_t va = ToU64(env, info[0], "va");
+  uint64_t len = ToU64(env, info[1], "length");
+  if (len > kMaxReadBytes) throw Napi::RangeError::New(env, "virtual read of " + std::to_string(len) + " bytes exceeds the " + std::to_string(kMaxReadBytes) + "-byte limit");
+  auto buf = Napi::Buffer<uint8_t>::New(env, len);
+  uint64_t failed;
+  if (!ReadVirtual(va, len, buf.Data(), &failed))
+    throw Napi::RangeError::New(env, "virtual address " + Hex(failed) + " (reading " + Hex(va) + "+" + Hex(len) + ") is not mapped");
+  return buf;
+}
+
+// tryRead(va, len) -> Buffer or null: for probes where "not mapped" is an answer, not an error.
+Napi::Value AddressSpace::TryReadJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t va = ToU64(env, info[0], "va");
+  uint64_t len = ToU64(env, info[1], "length");
+  if (len > kMaxReadBytes) throw Napi::RangeError::New(env, "virtual read of " + std::to_string(len) + " bytes exceeds the limit");
+  auto buf = Napi::Buffer<uint8_t>::New(env, len);
+  uint64_t failed;
+  if (!ReadVirtual(va, len, buf.Data(), &failed)) return env.Null();
+  return buf;
+}
+
+// readPhys(pa, len) -> Buffer through the RAM layout (PCI hole aware).
+Napi::Value AddressSpace::ReadPhysJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t pa = ToU64(env, info[0], "pa");
+  uint64_t len = ToU64(env, info[1], "length");
+  if (len > kMaxReadBytes) throw Napi::RangeError::New(env, "physical read of " + std::to_string(len) + " bytes exceeds the limit");
+  const uint8_t* p = Phys(pa, len);
+  if (p == nullptr) throw Napi::RangeError::New(env, "guest-physical range " + Hex(pa) + "+" + Hex(len) + " is not backed by guest RAM");
+  return Napi::Buffer<uint8_t>::Copy(env, p, len);
+}
+
+// readGather(addresses: BigUint64Array, offset, length) -> { data: Buffer(n*length), ok: Uint8Array(n) }.
+// One record per address at address+offset; unmapped records are zero-filled with ok=0.
+Napi::Value AddressSpace::ReadGatherJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsTypedArray()) throw Napi::TypeError::New(env, "readGather(addresses: BigUint64Array, offset, length)");
+  auto arr = info[0].As<Napi::TypedArray>();
+  if (arr.TypedArrayType() != napi_biguint64_array) throw Napi::TypeError::New(env, "readGather: addresses must be a BigUint64Array");
+  auto addrs = arr.As<Napi::TypedArrayOf<uint64_t>>();
+  uint64_t offset = ToU64(env, info[1], "offset");
+  uint64_t len = ToU64(env, info[2], "length");
+  size_t n = addrs.ElementLength();
+  if (len == 0 || len > kMaxReadBytes || n * len > kMaxGatherBytes) throw Napi::RangeError::New(env, "readGather: " + std::to_string(n) + " records of " + std::to_string(len) + " bytes exceed the limit");
+  auto data = Napi::Buffer<uint8_t>::New(env, n * len);
+  auto ok = Napi::Uint8Array::New(env, n);
+  memset(data.Data(), 0, n * len);
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t failed;
+    bool good = ReadVirtual(addrs[i] + offset, len, data.Data() + i * len, &failed);
+    if (!good) memset(data.Data() + i * len, 0, len);
+    ok[i] = good ? 1 : 0;
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("data", data);
+  result.Set("ok", ok);
+  return result;
+}
+
+// walkList(head, linkOffset, maxNodes, gatherOffset, gatherLength)
+//   -> { nodes: BigUint64Array (container addresses), data: Buffer (gatherLength per node), error: string|null }
+// Follows list_head.next from the list_head at `head` until it returns to head. A
+// container is the list_head address minus linkOffset. Stops with an error (keeping
+// what it read) on an unmapped link, a cycle that does not pass through head, or
+// more than maxNodes nodes: the guest can forge any of these.
+Napi::Value AddressSpace::WalkListJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 5) throw Napi::TypeError::New(env, "walkList(head, linkOffset, maxNodes, gatherOffset, gatherLength)");
+  uint64_t head = ToU64(env, info[0], "head");
+  uint64_t link_offset = ToU64(env, info[1], "linkOffset");
+  uint64_t max_nodes = ToU64(env, info[2], "maxNodes");
+  uint64_t gather_offset = ToU64(env, info[3], "gatherOffset");
+  uint64_t gather_len = ToU64(env, info[4], "gatherLength");
+  if (max_nodes > kMaxListNodes) max_nodes = kMaxListNodes;
+  if (gather_len > 1u << 16) throw Napi::RangeError::New(env, "walkList: gatherLength above 64 KiB");
+  if (gather_len * max_nodes > kMaxGatherBytes) max_nodes = kMaxGatherBytes / (gather_len == 0 ? 1 : gather_len);
+
+  std::vector<uint64_t> nodes;
+  std::vector<uint8_t> data;
+  std::unordered_set<uint64_t> seen;
+  std::string error;
+  uint64_t cur = head;
+  for (;;) {
+    uint64_t next;
+    if (!ReadU64(cur, &next)) {
+      error = "list link at " + Hex(cur) + " is not mapped";
+      break;
+    }
+    if (next == head) break;
+    if (!seen.insert(next).second) {
+      error = "cycle at " + Hex(next) + " that does not return to the head " + Hex(head);
+      break;
+    }
+    if (nodes.size() >= max_nodes) {
+      error = "more than " + std::to_string(max_nodes) + " nodes";
+      break;
+    }
+    uint64_t container = next - link_offset;
+    if (gather_len > 0) {
+      size_t at = data.size();
+      data.resize(at + gather_len);
+      uint64_t failed;
+      if (!ReadVirtual(container + gather_offset, gather_len, data.data() + at, &failed)) {
+        data.resize(at);
+        error = "node " + Hex(container) + ": address " + Hex(failed) + " is not mapped";
+        break;
+      }
+    }
+    nodes.push_back(container);
+    cur = next;
+  }
+  auto out_nodes = Napi::BigUint64Array::New(env, nodes.size());
+  for (size_t i = 0; i < nodes.size(); ++i) out_nodes[i] = nodes[i];
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("nodes", out_nodes);
+  result.Set("data", Napi::Buffer<uint8_t>::Copy(env, data.data(), data.size()));
+  result.Set("error", error.empty() ? env.Null() : Napi::String::New(env, error));
+  return result;
+}
+
+// setRoot(root, levels): a new page-table root (e.g. another process's mm->pgd); clears the cache.
+Napi::Value AddressSpace::SetRootJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t root = ToU64(env, info[0], "root");
+  uint64_t levels = ToU64(env, info[1], "levels");
+  if (levels != 4 && levels != 5) throw Napi::RangeError::New(env, "setRoot: levels must be 4 or 5");
+  root_ = root & kFrameMask;
+  levels_ = static_cast<int>(levels);
+  tlb_.clear();
+  return env.Undefined();
+}
+
+Napi::Value AddressSpace::ClearCacheJs(const Napi::CallbackInfo& info) {
+  tlb_.clear();
+  return info.Env().Undefined();
+}
+
+Napi::Value AddressSpace::StatsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("walks", Napi::Number::New(env, static_cast<double>(walks_)));
+  o.Set("hits", Napi::Number::New(env, static_cast<double>(hits_)));
+  o.Set("cached", Napi::Number::New(env, static_cast<double>(tlb_.size())));
+  return o;
+}

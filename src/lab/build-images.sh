@@ -27,6 +27,9 @@ if [ -z "$abi" ]; then
   abi=$dep
 fi
 [[ "$abi" =~ ^6\.1\.0-[0-9]+-amd64$ ]] || die "kernel ABI '$abi' is not of the form 6.1.0-N-amd64"
+if [ ! -f "$cache/kernel/$abi/.complete" ] && ! apt-cache show "linux-image-$abi" >/dev/null 2>&1; then
+  die "kernel package linux-image-$abi is not in the apt archive (apt-get update, or set INTROVISOR_KERNEL_ABI to one that is)"
+fi
 headers=/usr/src/linux-headers-$abi
 [ -f "$headers/Makefile" ] || die "kernel headers for $abi are not installed ($headers): apt-get install linux-headers-$abi"
 
@@ -144,4 +147,9 @@ cat > "$out.tmp/manifest.json" <<JSON
 JSON
 rm -rf "$out" && mv "$out.tmp" "$out"
 cp "$out/manifest.json" "$manifest.tmp" && mv "$manifest.tmp" "$manifest"
+# Older builds are superseded by this one.
+for d in "$cache/lab"/*/; do
+  d=${d%/}
+  [ "$d" = "$out" ] || rm -rf "$d"
+done
 echo "build-images: built $out"

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 machine with Node 20 (run as root):
+# apt packages, npm ci (which builds the native addon), TypeScript build, lab guest images.
+# Each step is skipped when already done. INTROVISOR_SETUP_QUIET=1 hides progress lines.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+say() { [ "${INTROVISOR_SETUP_QUIET:-}" = 1 ] || echo "setup: $*"; }
+die() { echo "setup: $*" >&2; exit 1; }
+
+command -v node >/dev/null || die "node is not installed (Node 20 is required)"
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] || die "Node $node_major found; Node 20 or newer is required"
+
+# --- apt ---------------------------------------------------------------------
+packages=(qemu-system-x86 qemu-utils qemu-guest-agent busybox-static cpio kmod e2fsprogs
+          build-essential mosquitto mosquitto-clients openssl chromium util-linux)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# The guest kernel's headers, for the attack modules: the ABI linux-image-amd64 depends on.
+need_update=0
+abi=${INTROVISOR_KERNEL_ABI:-}
+if [ -z "$abi" ]; then
+  abi=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1 || true)
+  [ -n "$abi" ] || need_update=1
+fi
+if [ ${#missing[@]} -gt 0 ] || [ "$need_update" = 1 ]; then
+  [ "$(id -u)" = 0 ] || die "needs root to install: ${missing[*]:-(package lists)}"
+  say "apt-get update"
+  apt-get update -qq >/dev/null
+fi
+if [ -z "$abi" ]; then
+  abi=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1 || true)
+  [ -n "$abi" ] || die "cannot tell which kernel linux-image-amd64 depends on"
+fi
+dpkg-query -W -f='${Status}' "linux-headers-$abi" 2>/dev/null | grep -q 'install ok installed' || missing+=("linux-headers-$abi")
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || die "needs root to install: ${missing[*]}"
+  say "apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed"
+fi
+
+# --- npm ---------------------------------------------------------------------
+# npm ci when node_modules does not match the lock file; the install script builds the addon.
+stamp=node_modules/.introvisor-lock.sha256
+want=$( (sha256sum package-lock.json; node --version) | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -f build/Release/introvisor.node ]; then
+  say "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null || die "npm ci failed"
+  echo "$want" > "$stamp"
+fi
+# The addon again when its sources are newer than the build.
+if [ -n "$(find native binding.gyp -newer build/Release/introvisor.node -print -quit)" ]; then
+  say "building the native addon"
+  npx --no-install node-gyp rebuild >/dev/null 2>&1 || die "native build failed: run 'npx node-gyp rebuild' to see why"
+fi
+say "compiling TypeScript"
+npx --no-install tsc -p tsconfig.json || die "TypeScript build failed"
+
+# --- lab guest images ----------------------------------------------------------
+INTROVISOR_KERNEL_ABI=$abi bash src/lab/build-images.sh

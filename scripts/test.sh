@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test suite: idempotent set-up, then every tap test file (unit tests and
+# tests on real lab guests), then one line "N passed, N failed".
+# Extra arguments select test files, e.g. scripts/test.sh dist/test/unit/*.test.js
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(find dist/test -name '*.test.js' | LC_ALL=C sort); fi
+[ ${#files[@]} -gt 0 ] || { echo "no test files under dist/test"; echo "0 passed, 1 failed"; exit 1; }
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# Two files at a time: each boots at most one TCG guest, and the machine has two cores.
+npx --no-install tap --disable-coverage --reporter=tap --jobs="${INTROVISOR_TEST_JOBS:-2}" --timeout="${INTROVISOR_TEST_TIMEOUT:-900}" "${files[@]}" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+
+# Safety net: no lab QEMU outlives the suite, whatever happened in it.
+pkill -KILL -f 'process=introvisor-' 2>/dev/null || true
+
+summary=$(grep -E '^# \{ total: ' "$log" | tail -n1)
+pass=$(sed -n 's/.*pass: \([0-9]*\).*/\1/p' <<<"$summary")
+fail=$(sed -n 's/.*fail: \([0-9]*\).*/\1/p' <<<"$summary")
+pass=${pass:-0}
+fail=${fail:-0}
+if [ "$rc" -ne 0 ] && [ "$fail" = 0 ]; then fail=1; fi  # the runner failed without a failing assertion
+echo "$pass passed, $fail failed"
+exit "$rc"

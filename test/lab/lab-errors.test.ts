@@ -1,0 +1,63 @@
+// Bad input to the lab gives a clear error that says what and where.
+import t from 'tap';
+import { createServer } from 'node:net';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { labGuestVm } from '../../src/lab/lab-guest.js';
+import { loadLabImages } from '../../src/lab/lab-images.js';
+import { VmBusyError } from '../../src/vm/qemu-vm.js';
+import { packageRoot } from '../../src/native/binding.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'iv-laberr-'));
+t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
+
+t.test('a kernel package that is not in the archive', async (t) => {
+  const r = spawnSync('bash', [join(packageRoot(), 'src/lab/build-images.sh')], {
+    env: { ...process.env, INTROVISOR_KERNEL_ABI: '6.1.0-999-amd64', INTROVISOR_CACHE: join(tmp, 'cache') },
+    encoding: 'utf8',
+  });
+  t.equal(r.status, 1);
+  t.match(r.stderr, /kernel package linux-image-6\.1\.0-999-amd64 is not in the apt archive/);
+});
+
+t.test('a kernel ABI that is not Debian 12 6.1', async (t) => {
+  const r = spawnSync('bash', [join(packageRoot(), 'src/lab/build-images.sh')], {
+    env: { ...process.env, INTROVISOR_KERNEL_ABI: '5.10.0-9-amd64', INTROVISOR_CACHE: join(tmp, 'cache') },
+    encoding: 'utf8',
+  });
+  t.equal(r.status, 1);
+  t.match(r.stderr, /kernel ABI '5\.10\.0-9-amd64' is not of the form 6\.1\.0-N-amd64/);
+});
+
+t.test('lab images not built', async (t) => {
+  t.throws(() => loadLabImages(join(tmp, 'nowhere', 'manifest.json')), /nowhere\/manifest\.json: not built yet \(run scripts\/setup\.sh/);
+});
+
+t.test('no QEMU on the machine', async (t) => {
+  const vm = labGuestVm('noqemu', { runRoot: tmp, qemuBinary: 'qemu-system-nowhere' });
+  await t.rejects(vm.start(), /QEMU not found: "qemu-system-nowhere" is not on PATH/);
+});
+
+t.test('a socket path another process is listening on', async (t) => {
+  const runRoot = join(tmp, 'busy');
+  mkdirSync(join(runRoot, 'busy'), { recursive: true });
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(join(runRoot, 'busy', 'qmp.sock'), r));
+  t.teardown(() => server.close());
+  const vm = labGuestVm('busy', { runRoot });
+  await t.rejects(vm.start(), VmBusyError);
+  await t.rejects(vm.start(), /socket path busy: .*busy\/qmp\.sock already has a listener/);
+  t.notOk(vm.running, 'no QEMU was started');
+});
+
+t.test('QEMU refusing its arguments: its own message is in the error', async (t) => {
+  const vm = labGuestVm('badcpu', { runRoot: tmp, cpuModel: 'no-such-cpu' });
+  await t.rejects(vm.start(), /QEMU exited at start: .*no-such-cpu/s);
+  t.notOk(vm.running);
+});
+
+t.test('a guest name that cannot be a file name', async (t) => {
+  t.throws(() => labGuestVm('../etc', { runRoot: tmp }), /guest name "\.\.\/etc" must match/);
+});

@@ -119,3 +119,24 @@ export function parseRecordedEvent(data: unknown, where: string): RecordedEvent 
   if (problem) throw new Error(`${where}: ${problem}`);
   return data as RecordedEvent;
 }
+
+/**
+ * Retained status messages (device `state`, `policy/state`) are not journal
+ * events: only the latest matters, so they carry no stream/seq.
+ */
+export const statusEnvelope = (kind: string, payload: Schema): Schema => obj({
+  v: { const: 1 },
+  device: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' },
+  kind: { const: kind },
+  atMs: ms,
+  payload,
+});
+export const deviceStateMessageSchema: Schema = statusEnvelope('device-state', payloadSchemas['device-state']);
+const deviceStateValidator = ajv.compile(deviceStateMessageSchema);
+
+export interface StatusMessage<K extends string, P> { readonly v: 1; readonly device: string; readonly kind: K; readonly atMs: number; readonly payload: P }
+
+export function parseDeviceState(data: unknown, where: string): StatusMessage<'device-state', EventPayloads['device-state']> {
+  if (!deviceStateValidator(data)) throw new Error(`${where}: not a device-state message: ${formatAjvErrors(deviceStateValidator.errors)}`);
+  return data as StatusMessage<'device-state', EventPayloads['device-state']>;
+}

@@ -1,0 +1,239 @@
+// Store-and-forward telemetry: events are already durable in the store's
+// outbox when they get here; this pumps the outbox to the broker in seq order
+// with a bounded in-flight window, deletes rows on PUBACK, and after any drop
+// (broker outage, supervisor restart) replays from the oldest unacknowledged.
+// It also keeps the retained status topics (device state with its Last Will,
+// policy/state) and hands received messages (policy updates) to subscribers.
+import { EventEmitter } from 'node:events';
+import type { EventStore } from '../store/event-store.js';
+import type { DeviceStatePayload, EventKind } from '../events/types.js';
+import type { StatusMessage } from '../events/schemas.js';
+import { connectMqtt, type BrokerConfig, type BrokerConnector, type BrokerSession } from './broker.js';
+import { topicsFor, type Topics } from './topics.js';
+import { errorMessage } from '../util/errors.js';
+
+export interface TelemetryOptions {
+  readonly store: EventStore;
+  readonly broker: BrokerConfig;
+  readonly softwareVersion: string;
+  /** Topics to subscribe to on every connection (e.g. policy/set and group topics). */
+  readonly subscriptions?: readonly string[];
+  /** Most QoS 1 messages awaiting PUBACK at once. */
+  readonly window?: number;
+  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+  readonly connector?: BrokerConnector;
+  /** The policy version to report in the device state. */
+  readonly policyVersion?: () => number | null;
+}
+
+export interface TelemetryStatus {
+  readonly connected: boolean;
+  readonly pending: number;
+  readonly inFlight: number;
+  readonly publishedTotal: number;
+  readonly connects: number;
+  readonly lastError: string | null;
+}
+
+export interface TelemetryEvents {
+  connected: [];
+  disconnected: [reason: string];
+  message: [topic: string, payload: Buffer];
+  drained: [];
+}
+
+export class Telemetry extends EventEmitter<TelemetryEvents> {
+  readonly topics: Topics;
+  private readonly store: EventStore;
+  private readonly cfg: BrokerConfig;
+  private readonly window: number;
+  private readonly backoff: { initialMs: number; maxMs: number };
+  private readonly connector: BrokerConnector;
+  private readonly startedAtMs = Date.now();
+  private session: BrokerSession | null = null;
+  private generation = 0;
+  private running = false;
+  private failures = 0;
+  private retryTimer: NodeJS.Timeout | null = null;
+  /** Highest seq handed to the current session; the next pump reads the outbox after it. */
+  private lastSent = 0;
+  private inFlight = 0;
+  private acked: number[] = [];
+  private ackTimer: NodeJS.Timeout | null = null;
+  private pumping = false;
+  private publishedTotal = 0;
+  private connects = 0;
+  private lastError: string | null = null;
+  private readonly retained = new Map<string, string>();
+  private unsubscribeOutbox: (() => void) | null = null;
+
+  constructor(private readonly opts: TelemetryOptions) {
+    super();
+    this.store = opts.store;
+    this.cfg = opts.broker;
+    this.window = opts.window ?? 200;
+    this.backoff = { initialMs: opts.backoff?.initialMs ?? 500, maxMs: opts.backoff?.maxMs ?? 30_000 };
+    this.connector = opts.connector ?? connectMqtt;
+    this.topics = topicsFor(opts.store.deviceId);
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.unsubscribeOutbox = this.store.onOutbox(() => this.pump());
+    void this.connect();
+  }
+
+  /** Graceful stop: flushes acknowledgements, publishes "offline" and disconnects (so the Last Will is not needed). */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.unsubscribeOutbox?.();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    const s = this.session;
+    if (s) {
+      try {
+        await s.publish(this.topics.state, this.deviceState('offline'), { qos: 1, retain: true });
+      } catch { /* the broker is gone; the Last Will says offline */ }
+      await s.end(false);
+    }
+    this.dropSession();
+  }
+
+  /** Publishes a retained status now if connected, and again after every reconnect. */
+  setRetained(topic: string, message: string): void {
+    this.retained.set(topic, message);
+    const s = this.session;
+    if (s) s.publish(topic, message, { qos: 1, retain: true }).catch((e: unknown) => { this.lastError = errorMessage(e); });
+  }
+
+  status(): TelemetryStatus {
+    return { connected: this.session !== null, pending: this.store.outboxStats().pending, inFlight: this.inFlight, publishedTotal: this.publishedTotal, connects: this.connects, lastError: this.lastError };
+  }
+
+  /** Resolves when the outbox is empty (everything acknowledged), or rejects after timeoutMs. */
+  waitDrained(timeoutMs: number): Promise<void> {
+    if (this.store.outboxStats().pending === 0 && this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { this.off('drained', done); reject(new Error(`telemetry: outbox not drained within ${timeoutMs} ms (${this.store.outboxStats().pending} pending)`)); }, timeoutMs);
+      const done = (): void => { clearTimeout(timer); resolve(); };
+      this.once('drained', done);
+    });
+  }
+
+  private deviceState(state: 'online' | 'offline'): string {
+    const msg: StatusMessage<'device-state', DeviceStatePayload> = {
+      v: 1, device: this.store.deviceId, kind: 'device-state', atMs: Date.now(),
+      payload: { state, softwareVersion: this.opts.softwareVersion, startedAtMs: this.startedAtMs, policyVersion: this.opts.policyVersion?.() ?? null },
+    };
+    return JSON.stringify(msg);
+  }
+
+  private async connect(): Promise<void> {
+    if (!this.running) return;
+    const gen = ++this.generation;
+    let session: BrokerSession;
+    try {
+      session = await this.connector(this.cfg, { topic: this.topics.state, payload: this.deviceState('offline'), retain: true });
+    } catch (e) {
+      this.lastError = errorMessage(e);
+      this.scheduleReconnect();
+      return;
+    }
+    if (!this.running || gen !== this.generation) { await session.end(true); return; }
+    this.session = session;
+    this.failures = 0;
+    this.connects++;
+    session.onClose((reason) => {
+      if (this.session !== session) return;
+      this.lastError = reason;
+      this.dropSession();
+      this.emit('disconnected', reason);
+      this.scheduleReconnect();
+    });
+    session.onMessage((topic, payload) => this.emit('message', topic, payload));
+    try {
+      await session.publish(this.topics.state, this.deviceState('online'), { qos: 1, retain: true });
+      for (const [topic, message] of this.retained) await session.publish(topic, message, { qos: 1, retain: true });
+      if (this.opts.subscriptions && this.opts.subscriptions.length > 0) await session.subscribe(this.opts.subscriptions);
+    } catch (e) {
+      this.lastError = errorMessage(e);
+      if (this.session === session) { this.dropSession(); await session.end(true); this.scheduleReconnect(); }
+      return;
+    }
+    this.emit('connected');
+    this.pump();
+  }
+
+  private scheduleReconnect(): void {
+    if (!this.running || this.retryTimer) return;
+    // Exponential backoff with jitter, so a fleet does not reconnect in lockstep after a broker restart.
+    const base = Math.min(this.backoff.maxMs, this.backoff.initialMs * 2 ** Math.min(this.failures, 16));
+    this.failures++;
+    const delay = Math.round(base * (0.5 + Math.random() * 0.5));
+    this.retryTimer = setTimeout(() => { this.retryTimer = null; void this.connect(); }, delay);
+  }
+
+  private dropSession(): void {
+    this.session = null;
+    this.flushAcks();
+    // Whatever was in flight without a PUBACK is still in the outbox: resend from the oldest.
+    this.inFlight = 0;
+    this.lastSent = 0;
+  }
+
+  private pump(): void {
+    const s = this.session;
+    if (!s || this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.session === s && this.inFlight < this.window) {
+        const rows = this.store.outboxAfter(this.lastSent, this.window - this.inFlight);
+        if (rows.length === 0) break;
+        for (const row of rows) {
+          this.lastSent = row.seq;
+          const { topic, retain } = this.route(row.message);
+          this.inFlight++;
+          s.publish(topic, row.message, { qos: 1, retain }).then(
+            () => {
+              if (this.session !== s) return; // a stale session's late ack: the row is resent anyway
+              this.inFlight--;
+              this.publishedTotal++;
+              this.acked.push(row.seq);
+              this.scheduleAckFlush();
+              this.pump();
+            },
+            (e: unknown) => { this.lastError = errorMessage(e); },
+          );
+        }
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private route(message: string): { topic: string; retain: boolean } {
+    // The outbox holds messages the store built and validated; only kind and guest are needed here.
+    const head = JSON.parse(message) as { kind: EventKind; guest: string | null };
+    return this.topics.forEvent(head.kind, head.guest);
+  }
+
+  private scheduleAckFlush(): void {
+    if (this.acked.length >= 500) { this.flushAcks(); return; }
+    if (this.ackTimer) return;
+    this.ackTimer = setTimeout(() => { this.ackTimer = null; this.flushAcks(); }, 20);
+  }
+
+  private flushAcks(): void {
+    if (this.ackTimer) { clearTimeout(this.ackTimer); this.ackTimer = null; }
+    if (this.acked.length === 0) return;
+    const batch = this.acked;
+    this.acked = [];
+    try {
+      this.store.markDelivered(batch);
+    } catch (e) {
+      // Not fatal: the rows stay and are re-sent; consumers drop the duplicates by id.
+      this.lastError = `marking ${batch.length} events delivered: ${errorMessage(e)}`;
+    }
+    if (this.inFlight === 0 && this.store.outboxStats().pending === 0) this.emit('drained');
+  }
+}

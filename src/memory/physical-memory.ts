@@ -11,10 +11,13 @@ export interface PhysicalMemory {
   /** First match of pattern starting in [from, to), or -1. */
   indexOf(pattern: Buffer, from?: number, to?: number): number;
   close(): void;
+  /** The native object, for other native parts (the page walker). */
+  readonly native: NativePhysicalMemory;
 }
 
 class MappedPhysicalMemory implements PhysicalMemory {
   constructor(private readonly mem: NativePhysicalMemory) {}
+  get native(): NativePhysicalMemory { return this.mem; }
   get size(): number { return this.mem.size; }
   get source(): string { return this.mem.path; }
   read(address: number | bigint, length: number): Buffer { return this.mem.read(address, length); }

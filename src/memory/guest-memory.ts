@@ -1,0 +1,89 @@
+// Guest-physical memory as the guest sees it: QEMU puts RAM above the PCI hole
+// at 4 GiB once a guest has more than the low window, so guest-physical
+// address != offset in the RAM file. GuestMemory maps one to the other.
+import { openPhysicalMemory, type PhysicalMemory } from './physical-memory.js';
+import type { NativePhysicalMemory } from '../native/binding.js';
+
+/** One contiguous run of guest RAM: guest-physical [gpa, gpa+size) is file [fileOffset, fileOffset+size). */
+export interface RamRange {
+  readonly gpa: bigint;
+  readonly fileOffset: bigint;
+  readonly size: bigint;
+}
+
+/** q35 (what QemuVm runs), pc (i440fx), or flat (a dump whose offsets are addresses). */
+export type MachineLayout = 'q35' | 'pc' | 'flat';
+
+const GiB4 = 0x1_0000_0000n;
+
+/** QEMU's split of `ramSize` bytes into below-4G and above-4G RAM (hw/i386/pc_q35.c, pc_piix.c). */
+export function qemuRamLayout(ramSize: number, machine: MachineLayout = 'q35'): RamRange[] {
+  const size = BigInt(ramSize);
+  if (size <= 0n) throw new RangeError(`RAM size ${ramSize} must be positive`);
+  if (machine === 'flat') return [{ gpa: 0n, fileOffset: 0n, size }];
+  let lowmem: bigint;
+  if (machine === 'q35') lowmem = size >= 0xb000_0000n ? 0x8000_0000n : 0xb000_0000n;
+  else lowmem = size >= 0xe000_0000n ? 0xc000_0000n : 0xe000_0000n; // gigabyte-aligned split (QEMU default)
+  if (size <= lowmem) return [{ gpa: 0n, fileOffset: 0n, size }];
+  return [
+    { gpa: 0n, fileOffset: 0n, size: lowmem },
+    { gpa: GiB4, fileOffset: lowmem, size: size - lowmem },
+  ];
+}
+
+export class GuestMemory {
+  readonly layout: readonly RamRange[];
+
+  constructor(readonly file: PhysicalMemory, machine: MachineLayout = 'q35') {
+    this.layout = qemuRamLayout(file.size, machine);
+  }
+
+  get source(): string { return this.file.source; }
+  get size(): number { return this.file.size; }
+  /** For the native AddressSpace. */
+  get native(): NativePhysicalMemory { return this.file.native; }
+
+  /** Layout as the native side wants it: [gpa, fileOffset, size]*. */
+  layoutArray(): BigUint64Array {
+    return BigUint64Array.from(this.layout.flatMap((r) => [r.gpa, r.fileOffset, r.size]));
+  }
+
+  fileOffsetOf(gpa: bigint, length = 1): bigint | null {
+    for (const r of this.layout) {
+      if (gpa >= r.gpa && gpa - r.gpa < r.size) return gpa - r.gpa + BigInt(length) <= r.size ? r.fileOffset + (gpa - r.gpa) : null;
+    }
+    return null;
+  }
+
+  gpaOfFileOffset(offset: bigint): bigint | null {
+    for (const r of this.layout) if (offset >= r.fileOffset && offset - r.fileOffset < r.size) return r.gpa + (offset - r.fileOffset);
+    return null;
+  }
+
+  /** A copy of guest-physical [gpa, gpa+length); RangeError naming the range when RAM does not back it. */
+  readPhys(gpa: bigint, length: number): Buffer {
+    const off = this.fileOffsetOf(gpa, length);
+    if (off === null) throw new RangeError(`guest-physical range 0x${gpa.toString(16)}+0x${length.toString(16)} is not backed by RAM in ${this.source}`);
+    return this.file.read(off, length);
+  }
+
+  /** Guest-physical addresses of up to `limit` matches of pattern, in address order. */
+  findAll(pattern: Buffer, limit = 64): bigint[] {
+    const out: bigint[] = [];
+    let from = 0;
+    while (out.length < limit) {
+      const at = this.file.indexOf(pattern, from);
+      if (at < 0) break;
+      const gpa = this.gpaOfFileOffset(BigInt(at));
+      if (gpa !== null) out.push(gpa);
+      from = at + 1;
+    }
+    return out;
+  }
+
+  close(): void { this.file.close(); }
+}
+
+export function openGuestMemory(path: string, machine: MachineLayout = 'q35'): GuestMemory {
+  return new GuestMemory(openPhysicalMemory(path), machine);
+}

@@ -1,0 +1,243 @@
+// Structure layouts from the kernel's own BTF (include/uapi/linux/btf.h), read
+// from guest memory between __start_BTF and __stop_BTF. Parsed once into an
+// index of type records; names and members are resolved on demand.
+// The blob comes from the guest: every offset and count is checked against
+// the blob's length, and nested lookups are depth-bounded.
+
+const BTF_MAGIC = 0xeb9f;
+const MAX_DEPTH = 16;
+
+export const enum BtfKind {
+  Int = 1, Ptr = 2, Array = 3, Struct = 4, Union = 5, Enum = 6, Fwd = 7, Typedef = 8,
+  Volatile = 9, Const = 10, Restrict = 11, Func = 12, FuncProto = 13, Var = 14,
+  Datasec = 15, Float = 16, DeclTag = 17, TypeTag = 18, Enum64 = 19,
+}
+
+export class BtfError extends Error {
+  override readonly name = 'BtfError';
+}
+
+export interface BtfMember {
+  readonly name: string;
+  readonly type: number;
+  /** Offset from the start of the containing struct, in bits. */
+  readonly bitOffset: number;
+  /** 0 unless a bitfield. */
+  readonly bitSize: number;
+}
+
+export interface MemberLocation {
+  /** Byte offset from the start of the outermost struct. */
+  readonly offset: number;
+  readonly bitOffset: number;
+  readonly bitSize: number;
+  /** Type id of the member. */
+  readonly type: number;
+}
+
+export class Btf {
+  private readonly typeStart: Int32Array; // index by type id; byte offset of the btf_type in the types section
+  private readonly types: Buffer;
+  private readonly strings: Buffer;
+  private byName: Map<string, number[]> | undefined;
+  private readonly memberCache = new Map<string, MemberLocation>();
+
+  constructor(blob: Buffer) {
+    if (blob.length < 24) throw new BtfError(`BTF blob of ${blob.length} bytes is shorter than its header`);
+    if (blob.readUInt16LE(0) !== BTF_MAGIC) throw new BtfError(`BTF magic 0x${blob.readUInt16LE(0).toString(16)} is not 0xeb9f`);
+    const hdrLen = blob.readUInt32LE(4);
+    const typeOff = blob.readUInt32LE(8);
+    const typeLen = blob.readUInt32LE(12);
+    const strOff = blob.readUInt32LE(16);
+    const strLen = blob.readUInt32LE(20);
+    const check = (what: string, off: number, len: number): void => {
+      if (hdrLen + off + len > blob.length || hdrLen + off + len < hdrLen) throw new BtfError(`BTF ${what} section (+${off}, ${len} bytes) runs past the ${blob.length}-byte blob`);
+    };
+    if (hdrLen < 24 || hdrLen > 256) throw new BtfError(`BTF header length ${hdrLen} is implausible`);
+    check('type', typeOff, typeLen);
+    check('string', strOff, strLen);
+    this.types = blob.subarray(hdrLen + typeOff, hdrLen + typeOff + typeLen);
+    this.strings = blob.subarray(hdrLen + strOff, hdrLen + strOff + strLen);
+    const starts: number[] = [0]; // type id 0 is void
+    let off = 0;
+    const t = this.types;
+    while (off < t.length) {
+      if (off + 12 > t.length) throw new BtfError(`BTF type ${starts.length} header at +${off} is truncated`);
+      const info = t.readUInt32LE(off + 4);
+      const kind = (info >>> 24) & 0x1f;
+      const vlen = info & 0xffff;
+      starts.push(off);
+      off += 12 + extraBytes(kind, vlen, starts.length - 1, off);
+    }
+    if (off !== t.length) throw new BtfError('BTF type section does not end on a type boundary');
+    this.typeStart = Int32Array.from(starts);
+  }
+
+  get typeCount(): number { return this.typeStart.length - 1; }
+
+  kind(id: number): number { return (this.info(id) >>> 24) & 0x1f; }
+  name(id: number): string { return this.str(this.types.readUInt32LE(this.at(id))); }
+  /** size for INT/STRUCT/UNION/ENUM/DATASEC/FLOAT. */
+  sizeField(id: number): number { return this.types.readUInt32LE(this.at(id) + 8); }
+  /** referenced type for PTR/TYPEDEF/CONST/VOLATILE/RESTRICT/FUNC/VAR/TYPE_TAG. */
+  refType(id: number): number { return this.types.readUInt32LE(this.at(id) + 8); }
+
+  /** Ids of named types (struct, union, typedef, enum, ...) with this name. */
+  find(name: string, kind?: number): number[] {
+    if (!this.byName) {
+      const m = new Map<string, number[]>();
+      for (let id = 1; id < this.typeStart.length; id++) {
+        const nameOff = this.types.readUInt32LE(this.typeStart[id] as number);
+        if (nameOff === 0) continue;
+        const n = this.str(nameOff);
+        const list = m.get(n);
+        if (list) list.push(id); else m.set(n, [id]);
+      }
+      this.byName = m;
+    }
+    const ids = this.byName.get(name) ?? [];
+    return kind === undefined ? ids : ids.filter((id) => this.kind(id) === kind);
+  }
+
+  /** The struct (or union) named `name`; complete definitions win over forward declarations. */
+  struct(name: string): number {
+    const ids = [...this.find(name, BtfKind.Struct), ...this.find(name, BtfKind.Union)];
+    const id = ids[0];
+    if (id === undefined) throw new BtfError(`BTF has no struct ${name}`);
+    return id;
+  }
+
+  /** Strips typedef/const/volatile/restrict/type_tag. */
+  resolve(id: number): number {
+    for (let depth = 0; depth < MAX_DEPTH && id !== 0; depth++) {
+      const k = this.kind(id);
+      if (k !== BtfKind.Typedef && k !== BtfKind.Const && k !== BtfKind.Volatile && k !== BtfKind.Restrict && k !== BtfKind.TypeTag) return id;
+      id = this.refType(id);
+    }
+    return id;
+  }
+
+  /** Byte size of a type (arrays multiply, pointers are 8). */
+  sizeof(id: number): number {
+    for (let depth = 0; depth < MAX_DEPTH; depth++) {
+      id = this.resolve(id);
+      const k = this.kind(id);
+      switch (k) {
+        case BtfKind.Int: case BtfKind.Struct: case BtfKind.Union: case BtfKind.Enum: case BtfKind.Enum64: case BtfKind.Float: case BtfKind.Datasec:
+          return this.sizeField(id);
+        case BtfKind.Ptr: return 8;
+        case BtfKind.Array: {
+          const a = this.at(id) + 12;
+          return this.types.readUInt32LE(a + 8) * this.sizeof(this.types.readUInt32LE(a));
+        }
+        default: throw new BtfError(`BTF type ${id} (kind ${k}) has no size`);
+      }
+    }
+    throw new BtfError(`BTF type ${id}: size chain deeper than ${MAX_DEPTH}`);
+  }
+
+  sizeofStruct(name: string): number { return this.sizeof(this.struct(name)); }
+
+  /** Element type and count of an array type. */
+  array(id: number): { elem: number; count: number } | null {
+    id = this.resolve(id);
+    if (this.kind(id) !== BtfKind.Array) return null;
+    const a = this.at(id) + 12;
+    return { elem: this.types.readUInt32LE(a), count: this.types.readUInt32LE(a + 8) };
+  }
+
+  members(id: number): BtfMember[] {
+    id = this.resolve(id);
+    const k = this.kind(id);
+    if (k !== BtfKind.Struct && k !== BtfKind.Union) throw new BtfError(`BTF type ${id} (${this.name(id) || 'anonymous'}) is not a struct or union`);
+    const info = this.info(id);
+    const vlen = info & 0xffff;
+    const kindFlag = (info >>> 31) !== 0;
+    const out: BtfMember[] = [];
+    let off = this.at(id) + 12;
+    for (let i = 0; i < vlen; i++, off += 12) {
+      const raw = this.types.readUInt32LE(off + 8);
+      out.push({
+        name: this.str(this.types.readUInt32LE(off)),
+        type: this.types.readUInt32LE(off + 4),
+        bitOffset: kindFlag ? raw & 0xffffff : raw,
+        bitSize: kindFlag ? raw >>> 24 : 0,
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Where `path` ("tasks", "se.run_node", "thread_info.flags") lies in `structName`,
+   * looking through anonymous structs and unions and following nested members.
+   */
+  member(structName: string, path: string): MemberLocation {
+    const key = `${structName}.${path}`;
+    const cached = this.memberCache.get(key);
+    if (cached) return cached;
+    let id = this.struct(structName);
+    let bits = 0;
+    let found: { type: number; bitSize: number } | null = null;
+    for (const part of path.split('.')) {
+      const hit = this.findMember(id, part, 0);
+      if (!hit) throw new BtfError(`BTF: ${structName} has no member ${path} (missing "${part}")`);
+      bits += hit.bitOffset;
+      found = { type: hit.type, bitSize: hit.bitSize };
+      id = hit.type;
+    }
+    if (!found) throw new BtfError(`BTF: empty member path for ${structName}`);
+    const loc = { offset: Math.floor(bits / 8), bitOffset: bits, bitSize: found.bitSize, type: found.type };
+    this.memberCache.set(key, loc);
+    return loc;
+  }
+
+  offsetof(structName: string, path: string): number { return this.member(structName, path).offset; }
+
+  private findMember(id: number, name: string, depth: number): { bitOffset: number; type: number; bitSize: number } | null {
+    if (depth > MAX_DEPTH) return null;
+    for (const m of this.members(id)) {
+      if (m.name === name) return m;
+      if (m.name === '') {
+        const inner = this.resolve(m.type);
+        const k = this.kind(inner);
+        if (k === BtfKind.Struct || k === BtfKind.Union) {
+          const hit = this.findMember(inner, name, depth + 1);
+          if (hit) return { ...hit, bitOffset: hit.bitOffset + m.bitOffset };
+        }
+      }
+    }
+    return null;
+  }
+
+  private at(id: number): number {
+    const s = this.typeStart[id];
+    if (s === undefined || id <= 0) throw new BtfError(`BTF type id ${id} is out of range (1..${this.typeCount})`);
+    return s;
+  }
+
+  private info(id: number): number { return this.types.readUInt32LE(this.at(id) + 4); }
+
+  private str(off: number): string {
+    if (off >= this.strings.length) throw new BtfError(`BTF string offset ${off} is past the ${this.strings.length}-byte string section`);
+    let end = this.strings.indexOf(0, off);
+    if (end < 0) end = this.strings.length;
+    return this.strings.toString('latin1', off, end);
+  }
+}
+
+function extraBytes(kind: number, vlen: number, id: number, off: number): number {
+  switch (kind) {
+    case BtfKind.Int: return 4;
+    case BtfKind.Ptr: case BtfKind.Fwd: case BtfKind.Typedef: case BtfKind.Volatile: case BtfKind.Const:
+    case BtfKind.Restrict: case BtfKind.Func: case BtfKind.Float: case BtfKind.TypeTag: return 0;
+    case BtfKind.Array: return 12;
+    case BtfKind.Struct: case BtfKind.Union: return 12 * vlen;
+    case BtfKind.Enum: return 8 * vlen;
+    case BtfKind.FuncProto: return 8 * vlen;
+    case BtfKind.Var: return 4;
+    case BtfKind.Datasec: return 12 * vlen;
+    case BtfKind.DeclTag: return 4;
+    case BtfKind.Enum64: return 12 * vlen;
+    default: throw new BtfError(`BTF type ${id} at +${off} has unknown kind ${kind}`);
+  }
+}

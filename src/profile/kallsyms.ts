@@ -1,0 +1,187 @@
+// The kernel's own symbol table (kallsyms), found and decoded straight from
+// guest-physical memory with no profile. Layout (scripts/kallsyms.c, 6.1 with
+// CONFIG_KALLSYMS_BASE_RELATIVE; every label 8-aligned, in this order in .rodata):
+//   kallsyms_offsets[N] (s32), kallsyms_relative_base (u64), kallsyms_num_syms (u32),
+//   kallsyms_names (len-prefixed token streams), kallsyms_markers[ceil(N/256)] (u32),
+//   kallsyms_seqs_of_names[N] (3 bytes; absent on older kernels), kallsyms_token_table
+//   (256 NUL-terminated tokens), kallsyms_token_index[256] (u16).
+// We find the token table by its single-digit tokens ("0".."9" keep their own
+// slots because every symbol set uses them) and work backwards from it.
+import type { GuestMemory, RamRange } from '../memory/guest-memory.js';
+
+export interface KallsymsTable {
+  /** Guest-physical address of kallsyms_token_table (identifies which kernel image). */
+  readonly tokenTablePhys: bigint;
+  readonly relativeBase: bigint;
+  readonly names: readonly string[];
+  /** kallsyms type letter per symbol ('T', 't', 'D', 'A', ...). */
+  readonly types: string;
+  readonly addresses: BigUint64Array;
+}
+
+const DIGIT_TOKENS = Buffer.from('0\u00001\u00002\u00003\u00004\u00005\u00006\u00007\u00008\u00009\u0000', 'latin1');
+/** How far before the token table the other arrays may start: ~300k symbols. */
+const WINDOW_BEFORE = 24 << 20;
+const MAX_SYMBOLS = 1 << 20;
+const MAX_TOKEN_LEN = 256;
+
+const align8 = (n: number): number => (n + 7) & ~7;
+
+export class KallsymsError extends Error {
+  override readonly name = 'KallsymsError';
+}
+
+/** Every kallsyms table in guest RAM (after a reset, the previous kernel's is still there). */
+export function findKallsyms(mem: GuestMemory, maxCandidates = 32): { tables: KallsymsTable[]; rejected: string[] } {
+  const tables: KallsymsTable[] = [];
+  const rejected: string[] = [];
+  for (const hit of mem.findAll(DIGIT_TOKENS, maxCandidates)) {
+    try {
+      tables.push(decodeAt(mem, hit));
+    } catch (e) {
+      rejected.push(`0x${hit.toString(16)}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  return { tables, rejected };
+}
+
+function decodeAt(mem: GuestMemory, digitsPhys: bigint): KallsymsTable {
+  const range = mem.layout.find((r) => digitsPhys >= r.gpa && digitsPhys - r.gpa < r.size);
+  if (!range) throw new KallsymsError('candidate is outside guest RAM');
+  // A small copy first: most candidates (digit runs elsewhere in RAM) fail the token checks.
+  const small = readWindow(mem, range, digitsPhys, BigInt(0x31 * (MAX_TOKEN_LEN + 1) + 64), 8192n);
+  const tokens = checkTokens(small.buf, Number(digitsPhys - small.start));
+  const tokenTablePhys = small.start + BigInt(tokens.tokenTable);
+  // Then one bounded copy holding everything from the offsets to the token table,
+  // clipped to the RAM range (kernel images are physically contiguous).
+  const big = readWindow(mem, range, tokenTablePhys, BigInt(WINDOW_BEFORE), 0n);
+  const buf = big.buf;
+  const tokenTable = Number(tokenTablePhys - big.start);
+
+  // Find N: the markers, seqs and names must line up exactly below the token table.
+  const maxN = Math.min(MAX_SYMBOLS, Math.floor(tokenTable / 8));
+  for (let n = 256; n <= maxN; n++) {
+    const markerCount = (n + 255) >> 8;
+    const seqsStart = tokenTable - align8(3 * n);
+    for (const withSeqs of [true, false]) {
+      const markersStart = (withSeqs ? seqsStart : tokenTable) - align8(4 * markerCount);
+      if (markersStart < 16 || buf.readUInt32LE(markersStart) !== 0) continue;
+      const table = tryN(buf, n, markersStart, markerCount, tokens.tokens);
+      if (table) {
+        return {
+          tokenTablePhys,
+          ...table,
+        };
+      }
+    }
+  }
+  throw new KallsymsError('no symbol count makes the markers, names and count agree');
+}
+
+function tryN(buf: Buffer, n: number, markersStart: number, markerCount: number, tokens: string[]):
+  { relativeBase: bigint; names: string[]; types: string; addresses: BigUint64Array } | null {
+  let prev = 0;
+  for (let i = 1; i < markerCount; i++) {
+    const m = buf.readUInt32LE(markersStart + 4 * i);
+    // each block of 256 symbols takes at least 2 bytes per symbol
+    if (m < prev + 512 || m - prev > 256 * 0x4002) return null;
+    prev = m;
+  }
+  const lastMarker = prev;
+  const tailSymbols = n - 256 * (markerCount - 1);
+  // names starts 8-aligned right after num_syms; try each aligned start that leaves room.
+  const highest = markersStart - lastMarker - 8;
+  const lowest = Math.max(24, highest - 256 * 300);
+  for (let x = highest & ~7; x >= lowest; x -= 8) {
+    if (buf.readUInt32LE(x - 8) !== n) continue;
+    let off = x + lastMarker;
+    let ok = true;
+    for (let s = 0; s < tailSymbols; s++) {
+      if (off >= markersStart) { ok = false; break; }
+      let len = buf[off] as number;
+      off++;
+      if (len & 0x80) { len = (len & 0x7f) | ((buf[off] as number) << 7); off++; }
+      if (len === 0) { ok = false; break; }
+      off += len;
+    }
+    if (!ok || off > markersStart || align8(off) !== markersStart) continue;
+    return decodeSymbols(buf, n, x, tokens);
+  }
+  return null;
+}
+
+function decodeSymbols(buf: Buffer, n: number, namesStart: number, tokens: string[]):
+  { relativeBase: bigint; names: string[]; types: string; addresses: BigUint64Array } {
+  const relativeBase = buf.readBigUInt64LE(namesStart - 16);
+  const offsetsStart = namesStart - 16 - align8(4 * n);
+  if (offsetsStart < 0) throw new KallsymsError('kallsyms_offsets would start before the window');
+  // CONFIG_KALLSYMS_ABSOLUTE_PERCPU: negative offsets are relative to base-1, others absolute.
+  // Without it every offset is an unsigned distance from the base; a kernel image is far
+  // smaller than 2 GiB, so any negative offset means the absolute-percpu encoding.
+  let absolutePercpu = false;
+  for (let i = 0; i < n; i++) if (buf.readInt32LE(offsetsStart + 4 * i) < 0) { absolutePercpu = true; break; }
+  const addresses = new BigUint64Array(n);
+  for (let i = 0; i < n; i++) {
+    const o = buf.readInt32LE(offsetsStart + 4 * i);
+    if (!absolutePercpu) addresses[i] = (relativeBase + BigInt(o >>> 0)) & 0xffff_ffff_ffff_ffffn;
+    else addresses[i] = o >= 0 ? BigInt(o) : (relativeBase - 1n - BigInt(o)) & 0xffff_ffff_ffff_ffffn;
+  }
+  const names: string[] = new Array<string>(n);
+  const types: string[] = new Array<string>(n);
+  let off = namesStart;
+  for (let i = 0; i < n; i++) {
+    let len = buf[off] as number;
+    off++;
+    if (len & 0x80) { len = (len & 0x7f) | ((buf[off] as number) << 7); off++; }
+    let s = '';
+    for (let k = 0; k < len; k++) s += tokens[buf[off + k] as number];
+    off += len;
+    types[i] = s.charAt(0);
+    names[i] = s.slice(1);
+  }
+  return { relativeBase, names, types: types.join(''), addresses };
+}
+
+function readWindow(mem: GuestMemory, range: RamRange, at: bigint, before: bigint, after: bigint): { start: bigint; buf: Buffer } {
+  let start = at > before ? at - before : 0n;
+  if (start < range.gpa) start = range.gpa;
+  start &= ~7n; // keep the 8-byte alignment of the kallsyms labels visible in buffer offsets
+  if (start < range.gpa) start += 8n;
+  const rangeEnd = range.gpa + range.size;
+  const end = at + after < rangeEnd ? at + after : rangeEnd;
+  return { start, buf: mem.readPhys(start, Number(end - start)) };
+}
+
+/** Checks the 256 tokens around the digit run and the token index after them. */
+function checkTokens(buf: Buffer, digits: number): { tokenTable: number; tokens: string[] } {
+  // Walk back over the 48 tokens before "0" (index 0x30) to the table's start.
+  let p = digits;
+  for (let k = 0; k < 0x30; k++) {
+    if (p < 2 || buf[p - 1] !== 0) throw new KallsymsError(`token ${0x2f - k} is not NUL-terminated`);
+    let q = p - 2;
+    const stop = Math.max(0, p - 1 - MAX_TOKEN_LEN);
+    while (q > stop && buf[q - 1] !== 0) q--;
+    if (q === stop && q > 0 && buf[q - 1] !== 0) throw new KallsymsError('token longer than 256 bytes');
+    if (q >= p - 1) throw new KallsymsError('empty token');
+    p = q;
+  }
+  const tokenTable = p;
+  if ((tokenTable & 7) !== 0) throw new KallsymsError(`token table at +0x${tokenTable.toString(16)} is not 8-aligned`);
+  const tokens: string[] = [];
+  const tokenOffsets: number[] = [];
+  let q = tokenTable;
+  for (let i = 0; i < 256; i++) {
+    const end = buf.indexOf(0, q);
+    if (end < 0 || end - q > MAX_TOKEN_LEN) throw new KallsymsError(`token ${i} runs off the window`);
+    tokenOffsets.push(q - tokenTable);
+    tokens.push(buf.toString('latin1', q, end));
+    q = end + 1;
+  }
+  const tokenIndex = align8(q);
+  if (tokenIndex + 512 > buf.length) throw new KallsymsError('token index runs off the window');
+  for (let i = 0; i < 256; i++) {
+    if (buf.readUInt16LE(tokenIndex + 2 * i) !== tokenOffsets[i]) throw new KallsymsError(`token index entry ${i} does not match the token table`);
+  }
+
+  return { tokenTable, tokens };
+}

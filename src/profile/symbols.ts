@@ -1,0 +1,128 @@
+// Kernel symbols by name and by address, from kallsyms in guest memory or from
+// a user's System.map / Volatility 3 ISF (optional overrides).
+import type { KallsymsTable } from './kallsyms.js';
+
+export interface SymbolHit {
+  readonly name: string;
+  readonly address: bigint;
+  readonly offset: bigint;
+}
+
+export class SymbolTable {
+  private readonly byName = new Map<string, number>();
+  /** Indices of non-absolute symbols sorted by address, for address -> symbol. */
+  private readonly sorted: Uint32Array;
+
+  constructor(readonly names: readonly string[], readonly types: string, readonly addresses: BigUint64Array) {
+    if (names.length !== addresses.length || types.length !== names.length) throw new Error('symbol table: names, types and addresses differ in length');
+    for (let i = 0; i < names.length; i++) {
+      const n = names[i] as string;
+      // A global definition wins over a static one of the same name.
+      const prev = this.byName.get(n);
+      if (prev === undefined || (isGlobal(types.charCodeAt(i)) && !isGlobal(types.charCodeAt(prev)))) this.byName.set(n, i);
+    }
+    const idx: number[] = [];
+    for (let i = 0; i < names.length; i++) if (types[i] !== 'A' && types[i] !== 'a') idx.push(i);
+    idx.sort((a, b) => {
+      const x = addresses[a] as bigint;
+      const y = addresses[b] as bigint;
+      return x < y ? -1 : x > y ? 1 : a - b;
+    });
+    this.sorted = Uint32Array.from(idx);
+  }
+
+  static fromKallsyms(t: KallsymsTable): SymbolTable {
+    return new SymbolTable(t.names, t.types, t.addresses);
+  }
+
+  get size(): number { return this.names.length; }
+
+  has(name: string): boolean { return this.byName.has(name); }
+
+  /** Address of `name`, or undefined. */
+  address(name: string): bigint | undefined {
+    const i = this.byName.get(name);
+    return i === undefined ? undefined : this.addresses[i];
+  }
+
+  /** Address of `name`; throws naming the symbol when the kernel lacks it. */
+  require(name: string): bigint {
+    const a = this.address(name);
+    if (a === undefined) throw new Error(`kernel symbol ${name} not found`);
+    return a;
+  }
+
+  type(name: string): string | undefined {
+    const i = this.byName.get(name);
+    return i === undefined ? undefined : this.types[i];
+  }
+
+  /** The symbol containing `address` (greatest start <= address), or null below the first. */
+  lookup(address: bigint): SymbolHit | null {
+    let lo = 0;
+    let hi = this.sorted.length - 1;
+    let best = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const a = this.addresses[this.sorted[mid] as number] as bigint;
+      if (a <= address) { best = mid; lo = mid + 1; } else hi = mid - 1;
+    }
+    if (best < 0) return null;
+    // Several names can share an address; prefer a global one.
+    let pick = this.sorted[best] as number;
+    const at = this.addresses[pick] as bigint;
+    for (let k = best; k >= 0 && this.addresses[this.sorted[k] as number] === at; k--) {
+      const i = this.sorted[k] as number;
+      if (isGlobal(this.types.charCodeAt(i)) && !isGlobal(this.types.charCodeAt(pick))) pick = i;
+    }
+    return { name: this.names[pick] as string, address: at, offset: address - at };
+  }
+
+  /** Bytes from `name` to the next symbol at a higher address: an upper bound on its size. */
+  extent(name: string): number | undefined {
+    const start = this.address(name);
+    if (start === undefined) return undefined;
+    let lo = 0;
+    let hi = this.sorted.length - 1;
+    let next: bigint | undefined;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const a = this.addresses[this.sorted[mid] as number] as bigint;
+      if (a > start) { next = a; hi = mid - 1; } else lo = mid + 1;
+    }
+    return next === undefined ? undefined : Number(next - start);
+  }
+}
+
+function isGlobal(c: number): boolean {
+  return c >= 65 && c <= 90; // upper-case kallsyms type letter
+}
+
+/** Parses System.map ("ffffffff81000000 T _text" per line); throws naming the first bad line. */
+export function parseSystemMap(text: string, source = 'System.map'): SymbolTable {
+  const names: string[] = [];
+  const types: string[] = [];
+  const addrs: bigint[] = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = (lines[i] as string).trim();
+    if (line === '') continue;
+    const m = /^([0-9a-fA-F]{1,16})\s+([A-Za-z?])\s+(\S+)(?:\s+\[\S+\])?$/.exec(line);
+    if (!m) throw new Error(`${source}:${i + 1}: not "<hex address> <type> <name>": ${line.slice(0, 80)}`);
+    addrs.push(BigInt('0x' + (m[1] as string)));
+    types.push(m[2] as string);
+    names.push(m[3] as string);
+  }
+  if (names.length === 0) throw new Error(`${source}: no symbols`);
+  return new SymbolTable(names, types.join(''), BigUint64Array.from(addrs));
+}
+
+/** Rebases every non-absolute symbol by `slide` (a System.map from disk describes the unrandomised kernel). */
+export function slideSymbols(t: SymbolTable, slide: bigint): SymbolTable {
+  const addrs = new BigUint64Array(t.addresses.length);
+  for (let i = 0; i < addrs.length; i++) {
+    const c = t.types[i];
+    addrs[i] = c === 'A' || c === 'a' ? (t.addresses[i] as bigint) : ((t.addresses[i] as bigint) + slide) & 0xffff_ffff_ffff_ffffn;
+  }
+  return new SymbolTable(t.names, t.types, addrs);
+}

@@ -1,0 +1,209 @@
+// Zero-configuration kernel discovery: from nothing but guest RAM (plus CR3/CR4
+// when the guest is live) find the kernel image, its symbols (kallsyms), its
+// KASLR slide, its page-table root and paging depth, and its BTF.
+//
+// Pitfall: system_reset does not clear RAM, so after a reset the previous
+// kernel's image (and its kallsyms) is still there. Live, the candidate whose
+// addresses CR3 actually maps is the running one; in a dump, the one whose
+// wall clock (tk_core) is latest.
+import type { GuestMemory } from '../memory/guest-memory.js';
+import { AddressSpace, pageTableRootFromCr3, type PagingLevels } from '../translate/address-space.js';
+import { findKallsyms, type KallsymsTable } from '../profile/kallsyms.js';
+import { SymbolTable } from '../profile/symbols.js';
+import { Btf } from '../profile/btf.js';
+import { BtfLayouts, type StructLayouts } from '../profile/layouts.js';
+import { KernelProfile } from '../profile/kernel-profile.js';
+import type { KernelIdentity } from './types.js';
+
+/** __START_KERNEL_map: the kernel image's virtual base before the KASLR slide. */
+export const START_KERNEL_MAP = 0xffff_ffff_8000_0000n;
+/** The default (unrandomised) _text: __START_KERNEL_map + CONFIG_PHYSICAL_START (16 MiB). */
+export const DEFAULT_TEXT = 0xffff_ffff_8100_0000n;
+const MAX_BTF_BYTES = 64 << 20;
+const CR4_LA57 = 1n << 12n;
+// phys_base is an unsigned long: it wraps when the virtual slide exceeds the physical one.
+const U64 = 0xffff_ffff_ffff_ffffn;
+
+export interface LiveRegisters {
+  /** CR3 of any CPU (user or kernel half; PCID and PTI bits are masked here). */
+  readonly cr3: bigint;
+  readonly cr4?: bigint;
+}
+
+export interface DiscoveryOptions {
+  /** Live guests: from QMP `info registers` (see registersFromHmp). */
+  readonly registers?: LiveRegisters;
+  /** Overrides: a user's System.map (already slid) or ISF layouts. */
+  readonly symbols?: SymbolTable;
+  readonly layouts?: StructLayouts;
+}
+
+export interface DiscoveredKernel {
+  readonly identity: KernelIdentity;
+  readonly profile: KernelProfile;
+  readonly space: AddressSpace;
+  /** VA - PA for the kernel image mapping. */
+  readonly imageDelta: bigint;
+  readonly physBase: bigint;
+  readonly tokenTablePhys: bigint;
+  /** How each candidate image was judged (for reports). */
+  readonly candidates: readonly string[];
+  readonly timings: { readonly kallsymsMs: number; readonly btfMs: number; readonly totalMs: number };
+}
+
+export class DiscoveryError extends Error {
+  override readonly name = 'DiscoveryError';
+}
+
+/** CR3 and CR4 of the first CPU in HMP `info registers` output. */
+export function registersFromHmp(text: string): LiveRegisters {
+  const cr3 = /CR3=([0-9a-fA-F]+)/.exec(text);
+  const cr4 = /CR4=([0-9a-fA-F]+)/.exec(text);
+  if (!cr3) throw new DiscoveryError(`no CR3 in "info registers" output: ${text.slice(0, 120)}`);
+  return { cr3: BigInt('0x' + (cr3[1] as string)), ...(cr4 ? { cr4: BigInt('0x' + (cr4[1] as string)) } : {}) };
+}
+
+interface Candidate {
+  table: KallsymsTable;
+  symbols: SymbolTable;
+  delta: bigint;
+  levels: PagingLevels;
+  space: AddressSpace;
+  note: string;
+}
+
+const hex = (v: bigint): string => '0x' + v.toString(16);
+
+export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): DiscoveredKernel {
+  const t0 = performance.now();
+  const { tables, rejected } = findKallsyms(mem);
+  const kallsymsMs = performance.now() - t0;
+  const notes = rejected.map((r) => `kallsyms candidate ${r}`);
+  const banners = mem.findAll(Buffer.from('Linux version '), 512);
+  const valid: Candidate[] = [];
+  for (const table of tables) {
+    const symbols = opts.symbols ?? SymbolTable.fromKallsyms(table);
+    const c = judgeCandidate(mem, table, symbols, banners, opts.registers);
+    notes.push(c.note);
+    if ('space' in c) valid.push(c);
+  }
+  if (valid.length === 0) {
+    throw new DiscoveryError(`no running Linux kernel found in ${mem.source}: ${notes.join('; ') || 'no kallsyms token table in RAM'}`);
+  }
+  const t1 = performance.now();
+  let chosen = valid[0] as Candidate;
+  const btfs = new Map<Candidate, Btf>();
+  if (valid.length > 1) {
+    // Only without CR3 can several survive: pick the latest wall clock.
+    let best = -1n;
+    for (const c of valid) {
+      const btf = loadBtf(c);
+      btfs.set(c, btf);
+      const secs = wallClock(c, btf);
+      notes.push(`image with kallsyms at ${hex(c.table.tokenTablePhys)}: wall clock ${secs}`);
+      if (secs > best) { best = secs; chosen = c; }
+    }
+  }
+  const layouts = opts.layouts ?? new BtfLayouts(btfs.get(chosen) ?? loadBtf(chosen));
+  const btfMs = performance.now() - t1;
+  const symbols = chosen.symbols;
+  const bannerVa = symbols.require('linux_banner');
+  const banner = readCString(chosen.space, bannerVa, 512).replace(/\n$/, '');
+  const text = symbols.require('_text');
+  const identity: KernelIdentity = {
+    banner,
+    release: banner.split(' ')[2] ?? '',
+    kaslrSlide: text - DEFAULT_TEXT,
+    pagingLevels: chosen.levels,
+  };
+  const profile = new KernelProfile(symbols, layouts, {
+    symbols: opts.symbols ? 'override' : `kallsyms@${hex(chosen.table.tokenTablePhys)}`,
+    layouts: opts.layouts ? 'override' : 'btf',
+  });
+  return {
+    identity,
+    profile,
+    space: chosen.space,
+    imageDelta: chosen.delta,
+    physBase: (START_KERNEL_MAP - chosen.delta) & U64,
+    tokenTablePhys: chosen.table.tokenTablePhys,
+    candidates: notes,
+    timings: { kallsymsMs, btfMs, totalMs: performance.now() - t0 },
+  };
+}
+
+function judgeCandidate(mem: GuestMemory, table: KallsymsTable, symbols: SymbolTable, banners: bigint[], regs: LiveRegisters | undefined):
+  Candidate | { note: string } {
+  const at = `image with kallsyms at ${hex(table.tokenTablePhys)}`;
+  const bannerVa = symbols.address('linux_banner');
+  const physBaseVa = symbols.address('phys_base');
+  const rodata = [symbols.address('__start_rodata'), symbols.address('__end_rodata')] as const;
+  if (bannerVa === undefined || physBaseVa === undefined || rodata[0] === undefined || rodata[1] === undefined) {
+    return { note: `${at}: lacks linux_banner/phys_base/__start_rodata` };
+  }
+  // The image is mapped linearly: VA - PA is one constant. Find the banner copy that
+  // makes phys_base (a variable in the image holding exactly that mapping) agree.
+  let delta: bigint | undefined;
+  for (const pa of banners) {
+    const d = bannerVa - pa;
+    const physBasePa = physBaseVa - d;
+    const tokenVa = table.tokenTablePhys + d;
+    if (tokenVa < rodata[0] || tokenVa >= rodata[1]) continue;
+    let stored: bigint;
+    try { stored = mem.readPhys(physBasePa, 8).readBigUInt64LE(0); } catch { continue; }
+    if (stored === ((START_KERNEL_MAP - d) & U64)) { delta = d; break; }
+  }
+  if (delta === undefined) return { note: `${at}: no banner copy agrees with phys_base (not a complete kernel image)` };
+  const bannerPa = bannerVa - delta;
+
+  let levelsToTry: PagingLevels[];
+  let root: bigint;
+  if (regs) {
+    root = pageTableRootFromCr3(regs.cr3);
+    levelsToTry = regs.cr4 === undefined ? [4, 5] : (regs.cr4 & CR4_LA57) !== 0n ? [5] : [4];
+  } else {
+    const pgd = symbols.address('init_top_pgt') ?? symbols.address('swapper_pg_dir');
+    if (pgd === undefined) return { note: `${at}: no init_top_pgt symbol for a page-table root` };
+    root = pgd - delta;
+    // __pgtable_l5_enabled tells a dump's paging depth; try the other if it lies.
+    const l5 = symbols.address('__pgtable_l5_enabled');
+    let five = false;
+    if (l5 !== undefined) { try { five = mem.readPhys(l5 - delta, 4).readUInt32LE(0) === 1; } catch { /* keep 4 */ } }
+    levelsToTry = five ? [5, 4] : [4, 5];
+  }
+  for (const levels of levelsToTry) {
+    const space = new AddressSpace(mem, root, levels);
+    if (space.translate(bannerVa) === bannerPa && space.translate(physBaseVa) === physBaseVa - delta) {
+      return { table, symbols, delta, levels, space, note: `${at}: running kernel (root ${hex(root)}, ${levels}-level, slide ${hex(symbols.require('_text') - DEFAULT_TEXT)})` };
+    }
+  }
+  return { note: `${at}: page tables at ${hex(root)} do not map it (${regs ? 'a previous kernel left in RAM' : 'inconsistent image'})` };
+}
+
+function loadBtf(c: Candidate): Btf {
+  const start = c.symbols.address('__start_BTF');
+  const stop = c.symbols.address('__stop_BTF');
+  if (start === undefined || stop === undefined) throw new DiscoveryError('kernel has no __start_BTF/__stop_BTF (built without CONFIG_DEBUG_INFO_BTF): supply an ISF');
+  const len = stop - start;
+  if (len <= 0n || len > BigInt(MAX_BTF_BYTES)) throw new DiscoveryError(`kernel BTF size ${len} is outside 1..${MAX_BTF_BYTES}`);
+  return new Btf(c.space.read(start, Number(len)));
+}
+
+/** tk_core.timekeeper.xtime_sec: seconds of wall time at the kernel's last tick. */
+function wallClock(c: Candidate, btf: Btf): bigint {
+  try {
+    const tk = c.symbols.require('tk_core');
+    const off = btf.offsetof('timekeeper', 'xtime_sec');
+    // tk_core is an anonymous struct { seqcount_raw_spinlock_t seq; struct timekeeper timekeeper; }
+    // (not in BTF): a 4-byte seqcount, then the 8-aligned timekeeper.
+    return c.space.readU64(tk + 8n + BigInt(off));
+  } catch {
+    return -1n;
+  }
+}
+
+export function readCString(space: AddressSpace, va: bigint, max: number): string {
+  const buf = space.tryRead(va, max) ?? space.read(va, 1);
+  const end = buf.indexOf(0);
+  return buf.toString('latin1', 0, end < 0 ? buf.length : end);
+}

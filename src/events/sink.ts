@@ -38,7 +38,7 @@ export interface PolicySource<P> {
 
 /**
  * Checks a policy document. The schema of the document belongs to the watchdog
- * (src/policy/schema.ts); the OTA path is handed this function so it never
- * applies a document the watchdog would not load.
+ * (src/policy/schema.ts: validatePolicy fits this type); the OTA path is
+ * handed this function so it never applies a document the watchdog would not load.
  */
-export type PolicyValidator<P> = (doc: unknown) => { ok: true; policy: P } | { ok: false; errors: string };
+export type PolicyValidator<P> = (doc: unknown) => { ok: true; policy: P } | { ok: false; errors: readonly string[] };

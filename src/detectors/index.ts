@@ -1,0 +1,70 @@
+// All detectors over one scan: a kernel snapshot (null when the introspection
+// could not run) and the guest's own report. Pure: the baseline comes in, and
+// a baseline to record (first clean scan of a kernel, or a new boot) goes out.
+import type { KernelSnapshot } from '../views/types.js';
+import type { FaultKind } from '../policy/types.js';
+import { baselineOf, kernelKey, type KernelBaseline } from './baseline.js';
+import { detectHiddenProcesses } from './hidden-process.js';
+import { detectMissingCritical, type CriticalProcessSpec } from './critical-process.js';
+import { detectSyscallChanges } from './syscall-integrity.js';
+import { detectHiddenModules, detectKernelChanges } from './kernel-integrity.js';
+import type { DetectorResult, GuestReport, Observation } from './types.js';
+
+export interface ScanInput {
+  readonly nowMs: number;
+  readonly snapshot: KernelSnapshot | null;
+  /** Why there is no snapshot (or what went wrong taking it). */
+  readonly snapshotError: string | null;
+  readonly report: GuestReport;
+  readonly critical: readonly CriticalProcessSpec[];
+  /** The stored baseline for this snapshot's kernel, if any. */
+  readonly baseline: KernelBaseline | null;
+}
+
+export interface ScanAnalysis extends DetectorResult {
+  /** Store this (first clean scan of this kernel, or the per-boot part after a reboot). */
+  readonly baselineToRecord: KernelBaseline | null;
+}
+
+const KERNEL_KINDS: readonly FaultKind[] = ['hidden-process', 'syscall-table-changed', 'kernel-integrity-changed', 'hidden-module'];
+
+export function analyzeScan(input: ScanInput): ScanAnalysis {
+  const observations: Observation[] = [];
+  const undetermined: FaultKind[] = [];
+  const take = (r: DetectorResult): void => {
+    observations.push(...r.observations);
+    undetermined.push(...r.undetermined);
+  };
+  if (input.report.agent === 'down') {
+    observations.push({
+      kind: 'agent-down',
+      key: 'agent-down',
+      summary: `the guest agent does not answer: ${input.report.error}`,
+      target: null,
+      evidence: { error: input.report.error },
+    });
+  }
+  const snap = input.snapshot;
+  take(detectMissingCritical(input.critical, snap, input.report));
+  if (!snap) {
+    undetermined.push(...KERNEL_KINDS);
+    return { observations, undetermined, baselineToRecord: null };
+  }
+  const baseline = input.baseline && input.baseline.kernelKey === kernelKey(snap) ? input.baseline : null;
+  const hidden = detectHiddenProcesses(snap, input.report);
+  const sys = detectSyscallChanges(snap, baseline);
+  const kern = detectKernelChanges(snap, baseline);
+  const mods = detectHiddenModules(snap);
+  for (const r of [hidden, sys, kern, mods]) take(r);
+
+  // Only a scan with no kernel-side fault and readable views may become the baseline.
+  let baselineToRecord: KernelBaseline | null = null;
+  const clean = sys.observations.length === 0 && kern.observations.length === 0 && mods.observations.length === 0 &&
+    sys.undetermined.length === 0 && mods.undetermined.length === 0 && snap.integrity.errors.length === 0;
+  if (clean) {
+    const fresh = baselineOf(snap, input.nowMs);
+    if (!baseline) baselineToRecord = fresh;
+    else if (baseline.boot.slide !== fresh.boot.slide || baseline.boot.textHash === null) baselineToRecord = { ...baseline, boot: fresh.boot };
+  }
+  return { observations, undetermined, baselineToRecord };
+}

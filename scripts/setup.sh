@@ -61,3 +61,5 @@ npx --no-install tsc -p tsconfig.json || die "TypeScript build failed"
 
 # --- lab guest images ----------------------------------------------------------
 INTROVISOR_KERNEL_ABI=$abi bash src/lab/build-images.sh
+# KVM or TCG for lab guests: probed once per host kernel and QEMU version.
+node dist/src/cli/main.js lab-accel

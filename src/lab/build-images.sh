@@ -117,6 +117,7 @@ cp "$work/attacks/"*.ko "$root/lib/introvisor/"
 # --- golden data disk ---------------------------------------------------------
 disk="$work/disk"
 cp -a "$guest/disk" "$disk"
+mkdir -p "$disk/bin"  # git keeps no empty folders
 gcc -static -O2 -Wall -o "$disk/bin/csdtest" "$guest/csdtest.c"
 truncate -s 64M "$work/base.raw"
 mke2fs -q -t ext4 -L introvisor-data -d "$disk" -F "$work/base.raw"

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { QemuVm } from '../vm/qemu-vm.js';
 import { loadLabImages, type LabImages } from './lab-images.js';
 import { runDir, shmDir } from '../util/paths.js';
+import { defaultAccel } from './accel.js';
 
 export interface LabGuestOptions {
   memoryMiB?: number;
@@ -19,11 +20,6 @@ export interface LabGuestOptions {
   freshDisk?: boolean;
   readyTimeoutMs?: number;
   extraKernelArgs?: string[];
-}
-
-/** The accelerator: INTROVISOR_ACCEL, else TCG (see docs/LAB.md for why not KVM here). */
-export function defaultAccel(): 'tcg' | 'kvm' {
-  return process.env.INTROVISOR_ACCEL === 'kvm' ? 'kvm' : 'tcg';
 }
 
 export function labGuestVm(name: string, opts: LabGuestOptions = {}): QemuVm {

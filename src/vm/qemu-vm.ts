@@ -160,6 +160,28 @@ export class QemuVm {
     this.cleanupFiles();
   }
 
+  /**
+   * Clean shutdown: the guest OS powers off through its agent (QEMU exits when it does);
+   * a guest that does not go within timeoutMs is stopped hard. Returns how it ended.
+   */
+  async shutdown(timeoutMs = 30_000): Promise<'powered-off' | 'forced'> {
+    if (!this.running) return 'powered-off';
+    try {
+      await (await this.agent()).shutdown('powerdown');
+    } catch {
+      // No agent to ask (and a minimal guest has no ACPI daemon): stop it hard.
+      await this.stop();
+      return 'forced';
+    }
+    const exited = await Promise.race([this.exitPromise.then(() => true), sleep(timeoutMs).then(() => false)]);
+    if (exited) {
+      await this.stop();
+      return 'powered-off';
+    }
+    await this.stop();
+    return 'forced';
+  }
+
   /** Image restore: stop, discard the overlay, recreate it from the golden image, boot. */
   async restoreImage(readyTimeoutMs?: number): Promise<void> {
     await this.stop();

@@ -93,10 +93,11 @@ t.test('attack: a module hides itself from the module list and can be put back',
   t.notMatch(await agent.shell('ls /sys/module'), /iv_hide_module/, 'and unloaded');
 });
 
-t.test('stop leaves no QEMU and no RAM file behind', async (t) => {
+t.test('clean shutdown and stop leave no QEMU and no RAM file behind', async (t) => {
   const pids = vms.map((vm) => vm.pid);
   const rams = vms.map((vm) => vm.spec.ramPath);
-  await Promise.all(vms.map((vm) => vm.stop()));
+  t.equal(await a.shutdown(), 'powered-off', 'lab-a powers itself off when asked through its agent');
+  await b.stop();
   for (const pid of pids) {
     t.throws(() => process.kill(pid as number, 0), `QEMU pid ${pid} is gone`);
   }

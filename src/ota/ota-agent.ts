@@ -1,0 +1,139 @@
+// The device side of over-the-air policy updates: bundles arrive on
+// introvisor/<device>/policy/set and introvisor/group/<group>/policy/set,
+// are verified, applied through the policy store, and the outcome goes to the
+// retained introvisor/<device>/policy/state and to the event journal.
+import { createHash } from 'node:crypto';
+import { Ajv } from 'ajv';
+import type { EventSink, PolicyValidator } from '../events/sink.js';
+import { formatAjvErrors, statusEnvelope, type StatusMessage } from '../events/schemas.js';
+import { topicsFor, type Topics } from '../telemetry/topics.js';
+import { DEFAULT_MAX_BUNDLE_BYTES, verifyBundle, type RejectCode } from './bundle.js';
+import type { Keyring } from './keyring.js';
+import type { FilePolicyStore } from './policy-store.js';
+import { errorMessage } from '../util/errors.js';
+
+export interface PolicyStatePayload {
+  /** initial: what runs at start-up; applied / rejected / rolled-back: the outcome of the last bundle received. */
+  readonly status: 'initial' | 'applied' | 'rejected' | 'rolled-back';
+  readonly activeVersion: number | null;
+  readonly activeSource: string | null;
+  readonly activeKeyId: string | null;
+  /** The received bundle's version, when it could be read. */
+  readonly bundleVersion: number | null;
+  readonly code: RejectCode | null;
+  readonly reason: string | null;
+  /** What was received (null for the initial state): its topic, size and sha256 of its bytes. */
+  readonly received: { readonly topic: string; readonly bytes: number; readonly sha256: string } | null;
+}
+export type PolicyStateMessage = StatusMessage<'policy-state', PolicyStatePayload>;
+
+const nullableInt = { anyOf: [{ type: 'integer', minimum: 0 }, { type: 'null' }] };
+const nullableStr = { anyOf: [{ type: 'string', maxLength: 4000 }, { type: 'null' }] };
+export const policyStatePayloadSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['status', 'activeVersion', 'activeSource', 'activeKeyId', 'bundleVersion', 'code', 'reason', 'received'],
+  properties: {
+    status: { enum: ['initial', 'applied', 'rejected', 'rolled-back'] },
+    activeVersion: nullableInt, activeSource: nullableStr, activeKeyId: nullableStr, bundleVersion: nullableInt,
+    code: { anyOf: [{ enum: ['oversize', 'not-json', 'bad-envelope', 'unknown-key', 'bad-signature', 'bad-content', 'wrong-target', 'not-newer', 'policy-invalid', 'load-failed'] }, { type: 'null' }] },
+    reason: nullableStr,
+    received: {
+      anyOf: [{ type: 'null' }, {
+        type: 'object', additionalProperties: false, required: ['topic', 'bytes', 'sha256'],
+        properties: { topic: { type: 'string', maxLength: 512 }, bytes: { type: 'integer', minimum: 0 }, sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
+      }],
+    },
+  },
+};
+export const policyStateMessageSchema = statusEnvelope('policy-state', policyStatePayloadSchema);
+const checkPolicyState = new Ajv({ allErrors: true, strict: true }).compile<PolicyStateMessage>(policyStateMessageSchema);
+
+export function parsePolicyState(data: unknown, where: string): PolicyStateMessage {
+  if (!checkPolicyState(data)) throw new Error(`${where}: not a policy-state message: ${formatAjvErrors(checkPolicyState.errors)}`);
+  return data;
+}
+
+export interface OtaAgentOptions<P> {
+  readonly deviceId: string;
+  readonly groups: readonly string[];
+  readonly keyring: Keyring;
+  readonly store: FilePolicyStore<P>;
+  readonly sink: EventSink;
+  /** Where retained status goes (Telemetry.setRetained). */
+  readonly publishRetained: (topic: string, message: string) => void;
+  readonly validatePolicy: PolicyValidator<P>;
+  readonly maxBytes?: number;
+}
+
+export class OtaAgent<P> {
+  readonly topics: Topics;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly opts: OtaAgentOptions<P>) {
+    this.topics = topicsFor(opts.deviceId);
+    if (opts.keyring.size === 0) throw new Error('OTA: the keyring is empty, so no policy bundle could ever be accepted');
+  }
+
+  /** The topics to subscribe to. */
+  subscriptions(): string[] {
+    return [this.topics.policySet, ...this.opts.groups.map((g) => this.topics.groupPolicySet(g))];
+  }
+
+  /** Publishes what runs now (call once at start-up). */
+  announce(): PolicyStateMessage {
+    return this.publish({ status: 'initial', bundleVersion: null, code: null, reason: null, received: null });
+  }
+
+  /** Handles one message from a subscribed topic; bundles are handled one at a time, in arrival order. */
+  handle(topic: string, payload: Buffer): Promise<PolicyStateMessage | null> {
+    if (!this.subscriptions().includes(topic)) return Promise.resolve(null);
+    const run = this.queue.then(() => this.handleNow(topic, payload));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async handleNow(topic: string, payload: Buffer): Promise<PolicyStateMessage | null> {
+    const received = { topic, bytes: payload.length, sha256: createHash('sha256').update(payload).digest('hex') };
+    const running = this.opts.store.currentStored();
+    const result = verifyBundle(payload, {
+      keyring: this.opts.keyring, deviceId: this.opts.deviceId, groups: this.opts.groups,
+      currentVersion: running?.version ?? null, maxBytes: this.opts.maxBytes ?? DEFAULT_MAX_BUNDLE_BYTES,
+      validatePolicy: this.opts.validatePolicy,
+    });
+    const source = `ota:${topic}`;
+    if (!result.ok) {
+      // The running bundle delivered again (a retained policy/set after reconnect) is not an update attempt.
+      if (result.code === 'not-newer' && result.digest !== null && result.digest === running?.digest) return null;
+      this.journal({ outcome: 'rejected', version: result.version, previousVersion: running?.version ?? null, activeVersion: running?.version ?? null, source, keyId: result.keyId, reason: `${result.code}: ${result.reason}` });
+      return this.publish({ status: 'rejected', bundleVersion: result.version, code: result.code, reason: result.reason, received });
+    }
+    const b = result.bundle;
+    const applied = await this.opts.store.apply({ version: b.version, source, keyId: b.keyId, digest: b.digest, document: b.document });
+    if (applied.ok) {
+      this.journal({ outcome: 'applied', version: b.version, previousVersion: applied.previousVersion, activeVersion: b.version, source, keyId: b.keyId, reason: null });
+      return this.publish({ status: 'applied', bundleVersion: b.version, code: null, reason: null, received });
+    }
+    const status = applied.rolledBack ? 'rolled-back' : 'rejected';
+    this.journal({ outcome: status, version: b.version, previousVersion: running?.version ?? null, activeVersion: applied.activeVersion, source, keyId: b.keyId, reason: `load-failed: ${applied.reason}` });
+    return this.publish({ status, bundleVersion: b.version, code: 'load-failed', reason: applied.reason, received });
+  }
+
+  private journal(p: { outcome: 'applied' | 'rejected' | 'rolled-back'; version: number | null; previousVersion: number | null; activeVersion: number | null; source: string; keyId: string | null; reason: string | null }): void {
+    try {
+      this.opts.sink.record({ kind: 'policy-change', payload: { ...p, reason: p.reason === null ? null : p.reason.slice(0, 2000) } });
+    } catch (e) {
+      process.emitWarning(`OTA: recording the policy change failed: ${errorMessage(e)}`);
+    }
+  }
+
+  private publish(p: Omit<PolicyStatePayload, 'activeVersion' | 'activeSource' | 'activeKeyId'>): PolicyStateMessage {
+    const active = this.opts.store.currentStored();
+    const msg: PolicyStateMessage = {
+      v: 1, device: this.opts.deviceId, kind: 'policy-state', atMs: Date.now(),
+      payload: { ...p, reason: p.reason === null ? null : p.reason.slice(0, 4000), activeVersion: active?.version ?? null, activeSource: active?.source ?? null, activeKeyId: active?.keyId ?? null },
+    };
+    this.opts.publishRetained(this.topics.policyState, JSON.stringify(msg));
+    return msg;
+  }
+}

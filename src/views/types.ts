@@ -45,6 +45,8 @@ export interface CpuRunQueue {
   readonly cpu: number;
   /** rq->curr */
   readonly current: bigint;
+  /** rq->idle: the CPU's idle task (pid 0, never on the task list); absent when unknown. */
+  readonly idle?: bigint;
   /** task_struct addresses queued on the CFS tree and the RT/DL queues. */
   readonly queued: readonly bigint[];
 }

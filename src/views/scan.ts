@@ -1,0 +1,80 @@
+// The introspection engine's entry point: attach to a guest's RAM (live) or a
+// raw dump, discover the kernel once, then produce KernelSnapshots on demand.
+// Discovery (kallsyms + BTF) is the expensive part and is cached; a scan only
+// walks the kernel's structures.
+import { openGuestMemory, type GuestMemory, type MachineLayout } from '../memory/guest-memory.js';
+import { discoverKernel, registersFromHmp, type DiscoveredKernel, type DiscoveryOptions, type LiveRegisters } from './discovery.js';
+import { KernelContext, DEFAULT_LIMITS, type ScanLimits } from './kernel-context.js';
+import { readTaskList } from './task-list.js';
+import { readPidIdr } from './pid-idr.js';
+import { readRunQueues } from './run-queues.js';
+import { readModuleList } from './modules.js';
+import { readSyscallTables } from './syscall-tables.js';
+import { readIntegrity } from './integrity.js';
+import type { KernelSnapshot } from './types.js';
+import type { SymbolTable } from '../profile/symbols.js';
+import type { StructLayouts } from '../profile/layouts.js';
+
+export interface ScanOptions {
+  /** Hash kernel text and rodata (default true; ~10-40 ms). */
+  readonly hashImage?: boolean;
+}
+
+/** Something that can answer HMP commands (QmpClient does). */
+export interface HmpSource {
+  hmp(command: string): Promise<string>;
+}
+
+export interface AttachOptions {
+  readonly machine?: MachineLayout;
+  readonly limits?: ScanLimits;
+  readonly symbols?: SymbolTable;
+  readonly layouts?: StructLayouts;
+  /** Live guests: CR3/CR4 come from here (`info registers`). */
+  readonly qmp?: HmpSource;
+  readonly registers?: LiveRegisters;
+}
+
+export class Introspector {
+  readonly context: KernelContext;
+
+  private constructor(readonly memory: GuestMemory, readonly kernel: DiscoveredKernel, limits: ScanLimits) {
+    this.context = new KernelContext(kernel.space, kernel.profile, limits);
+  }
+
+  /** Maps `ramPath` (a RAM file or raw dump) and discovers its kernel. */
+  static async attach(ramPath: string, opts: AttachOptions = {}): Promise<Introspector> {
+    const memory = openGuestMemory(ramPath, opts.machine ?? 'q35');
+    try {
+      const registers = opts.registers ?? (opts.qmp ? registersFromHmp(await opts.qmp.hmp('info registers')) : undefined);
+      const d: DiscoveryOptions = {
+        ...(registers ? { registers } : {}),
+        ...(opts.symbols ? { symbols: opts.symbols } : {}),
+        ...(opts.layouts ? { layouts: opts.layouts } : {}),
+      };
+      return new Introspector(memory, discoverKernel(memory, d), opts.limits ?? DEFAULT_LIMITS);
+    } catch (e) {
+      memory.close();
+      throw e;
+    }
+  }
+
+  /** One full scan. Never throws for what the guest wrote: malformed structures become view errors. */
+  scan(opts: ScanOptions = {}): KernelSnapshot {
+    const ctx = this.context;
+    ctx.space.clearCache(); // the guest moves on between scans
+    const modules = readModuleList(ctx);
+    return {
+      takenAtMs: Date.now(),
+      kernel: this.kernel.identity,
+      tasks: readTaskList(ctx),
+      pidIdr: readPidIdr(ctx),
+      runQueues: readRunQueues(ctx),
+      modules,
+      syscallTables: readSyscallTables(ctx, [...modules.modules, ...modules.kobjects]),
+      integrity: readIntegrity(ctx, { hashImage: opts.hashImage ?? true }),
+    };
+  }
+
+  close(): void { this.memory.close(); }
+}

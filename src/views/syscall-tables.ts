@@ -1,0 +1,64 @@
+// The system call tables, each slot resolved to the kernel function or module
+// that holds its target, and to the handler the slot should hold.
+import type { HandlerOwner, ModuleInfo, SyscallEntry, SyscallTableView, ViewError } from './types.js';
+import { hex, viewError, type KernelContext } from './kernel-context.js';
+import { X64_SYSCALL_ENTRIES } from './syscall-names.js';
+
+const TABLES = [
+  { table: 'sys_call_table', prefix: '__x64_' },
+  { table: 'ia32_sys_call_table', prefix: '__ia32_' },
+  { table: 'x32_sys_call_table', prefix: '__x64_' },
+] as const;
+const MAX_ENTRIES = 1024;
+
+/** Resolves a code address to the kernel text symbol or module that holds it. */
+export function ownerOf(ctx: KernelContext, target: bigint, modules: readonly ModuleInfo[]): HandlerOwner {
+  const s = ctx.profile.symbols;
+  const stext = s.address('_stext');
+  const etext = s.address('_etext');
+  if (stext !== undefined && etext !== undefined && target >= stext && target < etext) {
+    const hit = s.lookup(target);
+    if (hit) return { kind: 'kernel', symbol: hit.offset === 0n ? hit.name : `${hit.name}+0x${hit.offset.toString(16)}` };
+  }
+  for (const m of modules) {
+    if (target >= m.coreBase && target < m.coreBase + BigInt(m.coreSize)) return { kind: 'module', module: m.name, symbol: null };
+  }
+  return { kind: 'unknown' };
+}
+
+export function readSyscallTables(ctx: KernelContext, modules: readonly ModuleInfo[]): SyscallTableView[] {
+  const out: SyscallTableView[] = [];
+  const s = ctx.profile.symbols;
+  for (const { table, prefix } of TABLES) {
+    const address = s.address(table);
+    if (address === undefined) continue; // this kernel has no such table (e.g. ia32 on Debian 6.1)
+    const errors: ViewError[] = [];
+    const names = table === 'sys_call_table' ? X64_SYSCALL_ENTRIES : null;
+    // The table's size: the syscall numbering when known, else the gap to the next symbol.
+    const extent = s.extent(table);
+    let count = names ? names.length : Math.floor((extent ?? 0) / 8);
+    if (extent !== undefined && count * 8 > extent) count = Math.floor(extent / 8);
+    count = Math.min(count, MAX_ENTRIES);
+    if (count <= 0) { out.push({ table, address, entries: [], errors: [{ where: `${table} at ${hex(address)}`, message: 'size unknown' }] }); continue; }
+    let raw: Buffer;
+    try {
+      raw = ctx.space.read(address, count * 8);
+    } catch (e) {
+      out.push({ table, address, entries: [], errors: [viewError(`${table} at ${hex(address)}`, e)] });
+      continue;
+    }
+    const ni = s.has(`${prefix}sys_ni_syscall`) ? `${prefix}sys_ni_syscall` : 'sys_ni_syscall';
+    const entries: SyscallEntry[] = [];
+    for (let nr = 0; nr < count; nr++) {
+      const target = raw.readBigUInt64LE(nr * 8);
+      let expected: string | null = null;
+      if (names) {
+        const e = names[nr];
+        expected = e ? (s.has(prefix + e) ? prefix + e : ni) : ni;
+      }
+      entries.push({ nr, target, owner: ownerOf(ctx, target, modules), expected });
+    }
+    out.push({ table, address, entries, errors });
+  }
+  return out;
+}

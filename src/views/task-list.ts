@@ -1,0 +1,188 @@
+// Processes and threads on the kernel's task list (init_task.tasks), the view a
+// DKOM rootkit edits. Fields are gathered natively, one record per task, in one
+// bounded walk; parents, creds and page tables are then read in batches.
+import type { TaskInfo, TaskListView, ViewError } from './types.js';
+import { hex, viewError, type KernelContext } from './kernel-context.js';
+
+const PF_KTHREAD = 0x0020_0000;
+const PID_MAX_LIMIT = 4 * 1024 * 1024;
+
+/** Where the task_struct fields the views read lie; resolved once per profile. */
+export interface TaskLayout {
+  readonly tasks: number;
+  readonly state: number;
+  readonly flags: number;
+  readonly pid: number;
+  readonly tgid: number;
+  readonly comm: number;
+  readonly mm: number;
+  readonly realParent: number;
+  readonly cred: number;
+  readonly startTime: number;
+  /** thread_group list (kernels before 6.7) or signal->thread_head/thread_node. */
+  readonly threadGroup: number | null;
+  readonly signal: number;
+  readonly threadNode: number | null;
+  readonly signalThreadHead: number | null;
+  readonly credUid: number;
+  readonly mmPgd: number;
+  /** [first, last) byte span covering every field above, gathered per task. */
+  readonly span: readonly [number, number];
+}
+
+const layouts = new WeakMap<object, TaskLayout>();
+
+export function taskLayout(ctx: KernelContext): TaskLayout {
+  const cached = layouts.get(ctx.profile);
+  if (cached) return cached;
+  const p = ctx.profile;
+  const L = p.layouts;
+  const o = (m: string): number => p.offsetof('task_struct', m);
+  const fields = {
+    tasks: o('tasks'), state: o('__state'), flags: o('flags'), pid: o('pid'), tgid: o('tgid'), comm: o('comm'),
+    mm: o('mm'), realParent: o('real_parent'), cred: o('cred'), startTime: o('start_time'), signal: o('signal'),
+    threadGroup: L.has('task_struct', 'thread_group') ? o('thread_group') : null,
+    threadNode: L.has('task_struct', 'thread_node') ? o('thread_node') : null,
+  };
+  const ends = [fields.tasks + 16, fields.state + 4, fields.flags + 4, fields.pid + 4, fields.tgid + 4, fields.comm + 16,
+    fields.mm + 8, fields.realParent + 8, fields.cred + 8, fields.startTime + 8, fields.signal + 8,
+    (fields.threadGroup ?? 0) + 16, (fields.threadNode ?? 0) + 16];
+  const starts = [fields.tasks, fields.state, fields.flags, fields.pid, fields.tgid, fields.comm, fields.mm, fields.realParent,
+    fields.cred, fields.startTime, fields.signal, ...(fields.threadGroup !== null ? [fields.threadGroup] : []), ...(fields.threadNode !== null ? [fields.threadNode] : [])];
+  const layout: TaskLayout = {
+    ...fields,
+    signalThreadHead: L.has('signal_struct', 'thread_head') ? p.offsetof('signal_struct', 'thread_head') : null,
+    credUid: p.offsetof('cred', 'uid'),
+    mmPgd: p.offsetof('mm_struct', 'pgd'),
+    span: [Math.min(...starts), Math.max(...ends)],
+  };
+  layouts.set(ctx.profile, layout);
+  return layout;
+}
+
+interface RawTask {
+  address: bigint;
+  pid: number;
+  tgid: number;
+  comm: string;
+  state: number;
+  flags: number;
+  mm: bigint;
+  realParent: bigint;
+  cred: bigint;
+  startTimeNs: bigint;
+}
+
+function decode(L: TaskLayout, address: bigint, rec: Buffer, base: number): RawTask {
+  const at = (off: number): number => base + off - (L.span[0]);
+  const commBytes = rec.subarray(at(L.comm), at(L.comm) + 16);
+  const nul = commBytes.indexOf(0);
+  return {
+    address,
+    pid: rec.readInt32LE(at(L.pid)),
+    tgid: rec.readInt32LE(at(L.tgid)),
+    comm: commBytes.toString('latin1', 0, nul < 0 ? 16 : nul),
+    state: rec.readUInt32LE(at(L.state)),
+    flags: rec.readUInt32LE(at(L.flags)),
+    mm: rec.readBigUInt64LE(at(L.mm)),
+    realParent: rec.readBigUInt64LE(at(L.realParent)),
+    cred: rec.readBigUInt64LE(at(L.cred)),
+    startTimeNs: rec.readBigUInt64LE(at(L.startTime)),
+  };
+}
+
+/** Reads the task_structs at `addresses` (e.g. found in the pid IDR or a run queue). */
+export function readTasks(ctx: KernelContext, addresses: readonly bigint[], errors: ViewError[], where: string): TaskInfo[] {
+  const L = taskLayout(ctx);
+  const good = addresses.filter((a) => {
+    if (ctx.isKernelPointer(a)) return true;
+    errors.push({ where: `${where}: task_struct ${hex(a)}`, message: 'not a kernel pointer' });
+    return false;
+  });
+  const len = L.span[1] - L.span[0];
+  const { data, ok } = ctx.space.readGather(BigUint64Array.from(good), L.span[0], len);
+  const raw: RawTask[] = [];
+  for (let i = 0; i < good.length; i++) {
+    if (!ok[i]) { errors.push({ where: `${where}: task_struct ${hex(good[i] as bigint)}`, message: 'not mapped' }); continue; }
+    raw.push(decode(L, good[i] as bigint, data, i * len));
+  }
+  return complete(ctx, raw, errors, where);
+}
+
+/** Fills ppid, uid and pgd with three batched reads; checks what the guest could forge. */
+function complete(ctx: KernelContext, raw: RawTask[], errors: ViewError[], where: string): TaskInfo[] {
+  const L = taskLayout(ctx);
+  const gather = (ptrs: bigint[], off: number, len: number): { data: Buffer; ok: Uint8Array } =>
+    ctx.space.readGather(BigUint64Array.from(ptrs.map((p) => (ctx.isKernelPointer(p) ? p : 0n))), off, len);
+  const parents = gather(raw.map((t) => t.realParent), L.tgid, 4);
+  const creds = gather(raw.map((t) => t.cred), L.credUid, 4);
+  const mms = gather(raw.map((t) => t.mm), L.mmPgd, 8);
+  const out: TaskInfo[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    const t = raw[i] as RawTask;
+    if (t.pid < 0 || t.pid > PID_MAX_LIMIT || t.tgid < 0 || t.tgid > PID_MAX_LIMIT) {
+      errors.push({ where: `${where}: task_struct ${hex(t.address)}`, message: `pid ${t.pid}/tgid ${t.tgid} outside 0..${PID_MAX_LIMIT}` });
+      continue;
+    }
+    const kernelThread = (t.flags & PF_KTHREAD) !== 0;
+    let ppid = parents.ok[i] ? parents.data.readInt32LE(4 * i) : -1;
+    // pid 1 and kthreadd are children of the idle task (pid 0); ps reports 0.
+    if (t.realParent === 0n) ppid = 0;
+    if (ppid < 0) errors.push({ where: `${where}: task ${t.pid} real_parent ${hex(t.realParent)}`, message: 'not readable' });
+    const uid = creds.ok[i] ? creds.data.readUInt32LE(4 * i) : -1;
+    if (uid < 0) errors.push({ where: `${where}: task ${t.pid} cred ${hex(t.cred)}`, message: 'not readable' });
+    const pgd = t.mm !== 0n && mms.ok[i] ? mms.data.readBigUInt64LE(8 * i) : 0n;
+    if (t.mm !== 0n && !mms.ok[i]) errors.push({ where: `${where}: task ${t.pid} mm ${hex(t.mm)}`, message: 'not readable' });
+    out.push({
+      address: t.address, pid: t.pid, tgid: t.tgid, ppid: Math.max(ppid, 0), comm: t.comm, state: t.state,
+      uid: Math.max(uid, 0), mm: t.mm, pgd, startTimeNs: t.startTimeNs, kernelThread,
+    });
+  }
+  return out;
+}
+
+/** The task list: processes from init_task.tasks, then each one's other threads. */
+export function readTaskList(ctx: KernelContext): TaskListView {
+  const errors: ViewError[] = [];
+  let L: TaskLayout;
+  let initTask: bigint;
+  try {
+    L = taskLayout(ctx);
+    initTask = ctx.profile.symbol('init_task');
+  } catch (e) {
+    return { tasks: [], threads: [], errors: [viewError('tasks: profile', e)] };
+  }
+  const len = L.span[1] - L.span[0];
+  const walk = ctx.space.walkList(initTask + BigInt(L.tasks), L.tasks, ctx.limits.maxTasks, L.span[0], len);
+  if (walk.error) errors.push({ where: `tasks: init_task.tasks at ${hex(initTask)}`, message: walk.error });
+  const raw: RawTask[] = [];
+  for (let i = 0; i < walk.nodes.length; i++) raw.push(decode(L, walk.nodes[i] as bigint, walk.data, i * len));
+  const tasks = complete(ctx, raw, errors, 'tasks');
+
+  // Threads: each leader's thread group, minus the leader itself.
+  const threadAddrs: bigint[] = [];
+  const budget = { left: ctx.limits.maxTasks - tasks.length };
+  for (const t of tasks) {
+    if (budget.left <= 0) { errors.push({ where: 'threads', message: `more than ${ctx.limits.maxTasks} tasks in all` }); break; }
+    let head: bigint;
+    let linkOff: number;
+    if (L.threadGroup !== null) {
+      head = t.address + BigInt(L.threadGroup);
+      linkOff = L.threadGroup;
+    } else if (L.threadNode !== null && L.signalThreadHead !== null) {
+      const sig = ctx.space.tryRead(t.address + BigInt(L.signal), 8)?.readBigUInt64LE(0) ?? 0n;
+      if (!ctx.isKernelPointer(sig)) { errors.push({ where: `threads: task ${t.pid} signal ${hex(sig)}`, message: 'not a kernel pointer' }); continue; }
+      head = sig + BigInt(L.signalThreadHead);
+      linkOff = L.threadNode;
+    } else {
+      errors.push({ where: 'threads', message: 'task_struct has neither thread_group nor thread_node' });
+      break;
+    }
+    const w = ctx.space.walkList(head, linkOff, budget.left, 0, 0);
+    if (w.error) errors.push({ where: `threads: task ${t.pid} thread list`, message: w.error });
+    for (const n of w.nodes) if (n !== t.address) threadAddrs.push(n);
+    budget.left -= w.nodes.length;
+  }
+  const threads = threadAddrs.length > 0 ? readTasks(ctx, threadAddrs, errors, 'threads') : [];
+  return { tasks, threads: threads.filter((th) => th.pid !== th.tgid), errors };
+}

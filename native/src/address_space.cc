@@ -54,6 +54,7 @@ Napi::Function AddressSpace::Init(Napi::Env env) {
                          InstanceMethod<&AddressSpace::SetRootJs>("setRoot"),
                          InstanceMethod<&AddressSpace::ClearCacheJs>("clearCache"),
                          InstanceMethod<&AddressSpace::StatsJs>("stats"),
+                         InstanceMethod<&AddressSpace::SetLinearJs>("setLinear"),
                      });
 }
 
@@ -122,6 +123,12 @@ bool AddressSpace::Walk(uint64_t va, uint64_t* pa) {
 }
 
 bool AddressSpace::Translate(uint64_t va, uint64_t* pa) {
+  for (const Linear& l : linear_) {
+    if (va >= l.va && va - l.va < l.size) {
+      *pa = l.pa + (va - l.va);
+      return true;
+    }
+  }
   uint64_t page = va & ~0xfffull;
   auto it = tlb_.find(page);
   if (it != tlb_.end()) {
@@ -321,4 +328,21 @@ Napi::Value AddressSpace::StatsJs(const Napi::CallbackInfo& info) {
   o.Set("hits", Napi::Number::New(env, static_cast<double>(hits_)));
   o.Set("cached", Napi::Number::New(env, static_cast<double>(tlb_.size())));
   return o;
+}
+
+// setLinear(regions: BigUint64Array [va, pa, size]*): replaces the linear shortcuts (empty array: none).
+Napi::Value AddressSpace::SetLinearJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+    throw Napi::TypeError::New(env, "setLinear(regions: BigUint64Array)");
+  auto arr = info[0].As<Napi::TypedArrayOf<uint64_t>>();
+  if (arr.ElementLength() % 3 != 0 || arr.ElementLength() > 3 * 8) throw Napi::RangeError::New(env, "setLinear: up to 8 [va, pa, size] triples");
+  std::vector<Linear> next;
+  for (size_t i = 0; i < arr.ElementLength(); i += 3) {
+    Linear l{arr[i], arr[i + 1], arr[i + 2]};
+    if (l.va + l.size < l.va || l.pa + l.size < l.pa) throw Napi::RangeError::New(env, "setLinear: region wraps");
+    next.push_back(l);
+  }
+  linear_ = std::move(next);
+  return env.Undefined();
 }

@@ -42,6 +42,7 @@ class AddressSpace : public Napi::ObjectWrap<AddressSpace> {
   Napi::Value SetRootJs(const Napi::CallbackInfo& info);
   Napi::Value ClearCacheJs(const Napi::CallbackInfo& info);
   Napi::Value StatsJs(const Napi::CallbackInfo& info);
+  Napi::Value SetLinearJs(const Napi::CallbackInfo& info);
 
   bool Walk(uint64_t va, uint64_t* pa);
   bool ReadU64(uint64_t va, uint64_t* out);
@@ -50,6 +51,14 @@ class AddressSpace : public Napi::ObjectWrap<AddressSpace> {
   Napi::ObjectReference memory_ref_;
   PhysicalMemory* memory_ = nullptr;
   std::vector<Range> ranges_;
+  // Regions the kernel maps linearly by construction (direct map, kernel image):
+  // [va, va+size) -> [pa, pa+size) without a walk. Verified by the caller against walks.
+  struct Linear {
+    uint64_t va;
+    uint64_t pa;
+    uint64_t size;
+  };
+  std::vector<Linear> linear_;
   uint64_t root_ = 0;
   int levels_ = 4;
   // Page-granular translation cache; the guest changes its page tables, so the

@@ -24,6 +24,7 @@ export interface NativeAddressSpace {
   setRoot(root: bigint, levels: 4 | 5): void;
   clearCache(): void;
   stats(): { walks: number; hits: number; cached: number };
+  setLinear(regions: BigUint64Array): void;
 }
 
 export interface NativeBinding {

@@ -36,6 +36,30 @@ export class AddressSpace {
   stats(): { walks: number; hits: number; cached: number } { return this.native.stats(); }
 
   translate(va: bigint): bigint | null { return this.native.translate(va); }
+
+  /**
+   * Regions translated by arithmetic instead of a walk: the kernel's direct map and
+   * image are linear by construction. Call only after checking samples against walks
+   * (see verifyLinear); pass [] to walk everything.
+   */
+  setLinear(regions: readonly { va: bigint; pa: bigint; size: bigint }[]): void {
+    this.native.setLinear(BigUint64Array.from(regions.flatMap((r) => [r.va, r.pa, r.size])));
+  }
+
+  /** Checks a region against real walks at `samples` evenly spread mapped pages; false on any disagreement. */
+  verifyLinear(region: { va: bigint; pa: bigint; size: bigint }, samples = 64): boolean {
+    this.native.setLinear(new BigUint64Array(0));
+    const step = region.size / BigInt(samples);
+    let mapped = 0;
+    for (let i = 0n; i < BigInt(samples); i++) {
+      const va = region.va + ((i * step) & ~0xfffn);
+      const pa = this.native.translate(va);
+      if (pa === null) continue;
+      if (pa !== region.pa + (va - region.va)) return false;
+      mapped++;
+    }
+    return mapped > 0;
+  }
   read(va: bigint, length: number): Buffer { return this.native.read(va, length); }
   tryRead(va: bigint, length: number): Buffer | null { return this.native.tryRead(va, length); }
   readPhys(pa: bigint, length: number): Buffer { return this.native.readPhys(pa, length); }

@@ -48,6 +48,8 @@ export interface DiscoveredKernel {
   readonly tokenTablePhys: bigint;
   /** How each candidate image was judged (for reports). */
   readonly candidates: readonly string[];
+  /** Regions translated arithmetically (verified against page walks at discovery). */
+  readonly linear: readonly { readonly what: string; readonly va: bigint; readonly pa: bigint; readonly size: bigint }[];
   readonly timings: { readonly kallsymsMs: number; readonly btfMs: number; readonly totalMs: number };
 }
 
@@ -116,6 +118,7 @@ export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): D
     kaslrSlide: text - DEFAULT_TEXT,
     pagingLevels: chosen.levels,
   };
+  const linear = linearRegions(mem, chosen);
   const profile = new KernelProfile(symbols, layouts, {
     symbols: opts.symbols ? 'override' : `kallsyms@${hex(chosen.table.tokenTablePhys)}`,
     layouts: opts.layouts ? 'override' : 'btf',
@@ -128,6 +131,7 @@ export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): D
     physBase: (START_KERNEL_MAP - chosen.delta) & U64,
     tokenTablePhys: chosen.table.tokenTablePhys,
     candidates: notes,
+    linear,
     timings: { kallsymsMs, btfMs, totalMs: performance.now() - t0 },
   };
 }
@@ -178,6 +182,31 @@ function judgeCandidate(mem: GuestMemory, table: KallsymsTable, symbols: SymbolT
     }
   }
   return { note: `${at}: page tables at ${hex(root)} do not map it (${regs ? 'a previous kernel left in RAM' : 'inconsistent image'})` };
+}
+
+/**
+ * The kernel image and the direct map are linear by construction; translating them by
+ * arithmetic keeps a scan off the page walker. Each is used only if walks agree.
+ */
+function linearRegions(mem: GuestMemory, c: Candidate): { what: string; va: bigint; pa: bigint; size: bigint }[] {
+  const out: { what: string; va: bigint; pa: bigint; size: bigint }[] = [];
+  const text = c.symbols.address('_text');
+  const end = c.symbols.address('_end');
+  if (text !== undefined && end !== undefined && end > text) {
+    const va = text & ~0x1f_ffffn;
+    out.push({ what: 'kernel image', va, pa: va - c.delta, size: end - va });
+  }
+  const pob = c.symbols.address('page_offset_base');
+  if (pob !== undefined) {
+    try {
+      const base = c.space.readU64(pob);
+      const top = mem.layout.reduce((m, r) => (r.gpa + r.size > m ? r.gpa + r.size : m), 0n);
+      out.push({ what: 'direct map', va: base, pa: 0n, size: top });
+    } catch { /* no shortcut */ }
+  }
+  const verified = out.filter((r) => c.space.verifyLinear(r));
+  c.space.setLinear(verified);
+  return verified;
 }
 
 function loadBtf(c: Candidate): Btf {

@@ -9,6 +9,19 @@ const MAX_REGION = 64 << 20;
 const MAX_FUNCTION = 1 << 20;
 const DISPATCHERS = ['x64_sys_call', 'ia32_sys_call', 'x32_sys_call'];
 
+// The last bytes hashed per function: an unchanged body (the usual case) costs a memcmp, not a sha256.
+const lastBodies = new WeakMap<object, Map<string, { bytes: Buffer; hash: string }>>();
+
+function hashFunction(ctx: KernelContext, name: string, bytes: Buffer): string {
+  let m = lastBodies.get(ctx.profile);
+  if (!m) { m = new Map(); lastBodies.set(ctx.profile, m); }
+  const last = m.get(name);
+  if (last && last.bytes.equals(bytes)) return last.hash;
+  const hash = createHash('sha256').update(bytes).digest('hex');
+  m.set(name, { bytes, hash });
+  return hash;
+}
+
 export interface IntegrityOptions {
   /** Hash all of kernel text and rodata (~20 MB; tens of ms). Off for the fast periodic check. */
   readonly hashImage: boolean;
@@ -50,7 +63,7 @@ export function readIntegrity(ctx: KernelContext, opts: IntegrityOptions): Kerne
     if (a === undefined) continue;
     if (len === undefined || len <= 0 || len > MAX_FUNCTION) { errors.push({ where: `integrity: ${name}`, message: `size ${String(len)} implausible` }); continue; }
     try {
-      dispatchers.push({ name, hash: createHash('sha256').update(ctx.space.read(a, len)).digest('hex') });
+      dispatchers.push({ name, hash: hashFunction(ctx, name, ctx.space.read(a, len)) });
     } catch (e) {
       errors.push(viewError(`integrity: ${name} at ${hex(a)}`, e));
     }

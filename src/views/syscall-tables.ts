@@ -11,8 +11,27 @@ const TABLES = [
 ] as const;
 const MAX_ENTRIES = 1024;
 
+// Kernel-text resolutions never change for a profile: cache them across scans.
+const kernelOwners = new WeakMap<object, Map<bigint, HandlerOwner | null>>();
+const expectedNames = new WeakMap<object, Map<string, (string | null)[]>>();
+
 /** Resolves a code address to the kernel text symbol or module that holds it. */
 export function ownerOf(ctx: KernelContext, target: bigint, modules: readonly ModuleInfo[]): HandlerOwner {
+  let cache = kernelOwners.get(ctx.profile);
+  if (!cache) { cache = new Map(); kernelOwners.set(ctx.profile, cache); }
+  let hit = cache.get(target);
+  if (hit === undefined) {
+    hit = kernelOwner(ctx, target);
+    if (cache.size < 1 << 16) cache.set(target, hit);
+  }
+  if (hit) return hit;
+  for (const m of modules) {
+    if (target >= m.coreBase && target < m.coreBase + BigInt(m.coreSize)) return { kind: 'module', module: m.name, symbol: null };
+  }
+  return { kind: 'unknown' };
+}
+
+function kernelOwner(ctx: KernelContext, target: bigint): HandlerOwner | null {
   const s = ctx.profile.symbols;
   const stext = s.address('_stext');
   const etext = s.address('_etext');
@@ -20,10 +39,26 @@ export function ownerOf(ctx: KernelContext, target: bigint, modules: readonly Mo
     const hit = s.lookup(target);
     if (hit) return { kind: 'kernel', symbol: hit.offset === 0n ? hit.name : `${hit.name}+0x${hit.offset.toString(16)}` };
   }
-  for (const m of modules) {
-    if (target >= m.coreBase && target < m.coreBase + BigInt(m.coreSize)) return { kind: 'module', module: m.name, symbol: null };
+  return null;
+}
+
+/** The handler each slot should hold, by the syscall numbering and this kernel's symbols. */
+function expectedHandlers(ctx: KernelContext, table: string, prefix: string, count: number): (string | null)[] {
+  let perProfile = expectedNames.get(ctx.profile);
+  if (!perProfile) { perProfile = new Map(); expectedNames.set(ctx.profile, perProfile); }
+  const cached = perProfile.get(table);
+  if (cached && cached.length === count) return cached;
+  const s = ctx.profile.symbols;
+  const names = table === 'sys_call_table' ? X64_SYSCALL_ENTRIES : null;
+  const ni = s.has(`${prefix}sys_ni_syscall`) ? `${prefix}sys_ni_syscall` : 'sys_ni_syscall';
+  const out: (string | null)[] = [];
+  for (let nr = 0; nr < count; nr++) {
+    if (!names) { out.push(null); continue; }
+    const e = names[nr];
+    out.push(e && s.has(prefix + e) ? prefix + e : ni);
   }
-  return { kind: 'unknown' };
+  perProfile.set(table, out);
+  return out;
 }
 
 export function readSyscallTables(ctx: KernelContext, modules: readonly ModuleInfo[]): SyscallTableView[] {
@@ -47,16 +82,11 @@ export function readSyscallTables(ctx: KernelContext, modules: readonly ModuleIn
       out.push({ table, address, entries: [], errors: [viewError(`${table} at ${hex(address)}`, e)] });
       continue;
     }
-    const ni = s.has(`${prefix}sys_ni_syscall`) ? `${prefix}sys_ni_syscall` : 'sys_ni_syscall';
+    const expected = expectedHandlers(ctx, table, prefix, count);
     const entries: SyscallEntry[] = [];
     for (let nr = 0; nr < count; nr++) {
       const target = raw.readBigUInt64LE(nr * 8);
-      let expected: string | null = null;
-      if (names) {
-        const e = names[nr];
-        expected = e ? (s.has(prefix + e) ? prefix + e : ni) : ni;
-      }
-      entries.push({ nr, target, owner: ownerOf(ctx, target, modules), expected });
+      entries.push({ nr, target, owner: ownerOf(ctx, target, modules), expected: expected[nr] ?? null });
     }
     out.push({ table, address, entries, errors });
   }

@@ -62,6 +62,8 @@ export function taskLayout(ctx: KernelContext): TaskLayout {
 
 interface RawTask {
   address: bigint;
+  /** thread_group.next (or 0n): equal to the task's own link when it has no other threads. */
+  threadGroupNext: bigint;
   pid: number;
   tgid: number;
   comm: string;
@@ -79,6 +81,7 @@ function decode(L: TaskLayout, address: bigint, rec: Buffer, base: number): RawT
   const nul = commBytes.indexOf(0);
   return {
     address,
+    threadGroupNext: L.threadGroup !== null ? rec.readBigUInt64LE(at(L.threadGroup)) : 0n,
     pid: rec.readInt32LE(at(L.pid)),
     tgid: rec.readInt32LE(at(L.tgid)),
     comm: commBytes.toString('latin1', 0, nul < 0 ? 16 : nul),
@@ -158,11 +161,14 @@ export function readTaskList(ctx: KernelContext): TaskListView {
   const raw: RawTask[] = [];
   for (let i = 0; i < walk.nodes.length; i++) raw.push(decode(L, walk.nodes[i] as bigint, walk.data, i * len));
   const tasks = complete(ctx, raw, errors, 'tasks');
+  const alone = new Set<bigint>();
+  if (L.threadGroup !== null) for (const r of raw) if (r.threadGroupNext === r.address + BigInt(L.threadGroup)) alone.add(r.address);
 
   // Threads: each leader's thread group, minus the leader itself.
   const threadAddrs: bigint[] = [];
   const budget = { left: ctx.limits.maxTasks - tasks.length };
   for (const t of tasks) {
+    if (alone.has(t.address)) continue; // single-threaded: no walk needed
     if (budget.left <= 0) { errors.push({ where: 'threads', message: `more than ${ctx.limits.maxTasks} tasks in all` }); break; }
     let head: bigint;
     let linkOff: number;

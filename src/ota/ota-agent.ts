@@ -94,6 +94,8 @@ export class OtaAgent<P> {
   }
 
   private async handleNow(topic: string, payload: Buffer): Promise<PolicyStateMessage | null> {
+    // An empty message is how an operator clears a retained bundle from the broker: nothing to apply.
+    if (payload.length === 0) return null;
     const received = { topic, bytes: payload.length, sha256: createHash('sha256').update(payload).digest('hex') };
     const running = this.opts.store.currentStored();
     const result = verifyBundle(payload, {

@@ -8,6 +8,7 @@ interface Command { usage: string; run(argv: string[]): Promise<number> }
 const commands: Record<string, () => Promise<Command>> = {
   demo: () => import('./commands/demo.js'),
   'lab-accel': () => import('./commands/lab-accel.js'),
+  run: () => import('./commands/run.js'),
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -1,0 +1,31 @@
+// `introvisor run --config FILE`: the supervisor (MISSION part B end to end).
+import { parseArgs, UsageError } from '../args.js';
+import { loadSupervisorConfig } from '../../supervisor/config.js';
+import { Supervisor } from '../../supervisor/supervisor.js';
+
+export const usage = 'run --config FILE                     watch every configured guest, detect faults, climb the recovery ladder';
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { boolean: [], valued: ['config'] });
+  const file = args.flags.get('config');
+  if (typeof file !== 'string') throw new UsageError('run needs --config FILE (see examples/supervisor.json)');
+  if (args.positional.length) throw new UsageError(`run takes no arguments (got "${args.positional.join(' ')}")`);
+  const config = loadSupervisorConfig(file);
+  const sup = new Supervisor(config);
+  console.log(`introvisor run: ${config.guests.length} guest(s), database ${config.database}, policy ${config.policy ?? '(defaults)'}`);
+  let stopping: Promise<void> | undefined;
+  const stop = (sig: string): void => {
+    if (stopping) return;
+    console.log(`introvisor run: ${sig}: stopping`);
+    stopping = sup.stop();
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  await sup.start();
+  await new Promise<void>((resolve) => {
+    const t = setInterval(() => { if (stopping) { clearInterval(t); resolve(); } }, 100);
+  });
+  await stopping;
+  console.log('introvisor run: stopped');
+  return 0;
+}

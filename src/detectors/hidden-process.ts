@@ -28,9 +28,9 @@ export function detectHiddenProcesses(snap: KernelSnapshot, report: GuestReport 
   }
   const queued = new Map<bigint, number>();
   for (const rq of snap.runQueues.cpus) {
-    for (const a of rq.queued) queued.set(a, rq.cpu);
+    for (const a of rq.queued) if (a !== rq.idle) queued.set(a, rq.cpu);
     // The idle task (pid 0, not on any list) is rq->curr when the CPU idles.
-    if (rq.current !== 0n && (listedByAddr.has(rq.current) || idrByAddr.has(rq.current))) queued.set(rq.current, rq.cpu);
+    if (rq.current !== 0n && rq.current !== rq.idle && (listedByAddr.has(rq.current) || idrByAddr.has(rq.current))) queued.set(rq.current, rq.cpu);
   }
   const ps = report?.agent === 'ok' ? new Map(report.processes.map((p) => [p.pid, p])) : null;
 

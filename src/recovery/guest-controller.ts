@@ -1,0 +1,29 @@
+// What recovery (and the supervisor's scans) need from a guest, behind one
+// small interface so the ladder engine and supervisor logic stay testable.
+// The QEMU implementation is ./qemu-controller.ts.
+import type { GuestReport } from '../detectors/types.js';
+
+export interface ProcessCommand {
+  readonly path: string;
+  readonly args: readonly string[];
+}
+
+export interface GuestController {
+  readonly name: string;
+  /** Bumped whenever the guest kernel restarts under us (reboot, reset, restore): kernel views must be rebuilt. */
+  readonly bootGeneration: number;
+  /** Makes sure the VM runs: adopts a running QEMU of this guest or boots one. */
+  ensureRunning(timeoutMs: number): Promise<'adopted' | 'started' | 'running'>;
+  /** The guest's own process list through its agent; never throws (agent trouble is `agent: 'down'`). */
+  report(timeoutMs: number): Promise<GuestReport>;
+  startProcess(cmd: ProcessCommand, timeoutMs: number): Promise<string>;
+  killProcess(pid: number, timeoutMs: number): Promise<string>;
+  rebootOs(timeoutMs: number): Promise<string>;
+  restartVm(timeoutMs: number): Promise<string>;
+  restoreImage(timeoutMs: number): Promise<string>;
+  /** Hold: pause the vCPUs (QMP stop), or stop the VM. */
+  pause(timeoutMs: number): Promise<string>;
+  stop(timeoutMs: number): Promise<string>;
+  /** Releases connections; leaves the VM as it is unless stopGuest. */
+  close(opts: { stopGuest: boolean }): Promise<void>;
+}

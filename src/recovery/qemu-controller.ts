@@ -1,0 +1,242 @@
+// GuestController for a QEMU guest (src/vm/qemu-vm.ts). It also adopts a QEMU
+// of this guest that is already running (a supervisor restarted after a crash
+// finds its guests still up), talking to it over its QMP and agent sockets.
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { QemuVm } from '../vm/qemu-vm.js';
+import { QmpClient } from '../qemu/qmp-client.js';
+import { GuestAgentClient } from '../qemu/guest-agent-client.js';
+import { sleep, withTimeout } from '../util/deadline.js';
+import { NotReachableError, TimeoutError, errorMessage } from '../util/errors.js';
+import type { GuestReport } from '../detectors/types.js';
+import type { GuestController, ProcessCommand } from './guest-controller.js';
+import { PROC_STAT_COMMAND, parseProcStat } from './proc-stat.js';
+
+const BOOT_ID = '/proc/sys/kernel/random/boot_id';
+
+export class QemuGuestController implements GuestController {
+  bootGeneration = 0;
+  private adoptedQmp: QmpClient | undefined;
+  private adoptedPid: number | undefined;
+  private adoptedAgent: GuestAgentClient | undefined;
+
+  constructor(readonly vm: QemuVm) {}
+
+  get name(): string { return this.vm.name; }
+
+  /** Whether a QEMU of this guest is alive (launched here or adopted). */
+  get up(): boolean {
+    return this.vm.running || (this.adoptedPid !== undefined && alive(this.adoptedPid));
+  }
+
+  /** QEMU's pid (launched or adopted). */
+  get qemuPid(): number | undefined {
+    return this.vm.running ? this.vm.pid : this.adoptedPid;
+  }
+
+  async ensureRunning(timeoutMs: number): Promise<'adopted' | 'started' | 'running'> {
+    if (this.up && (this.vm.running || (this.adoptedQmp && !this.adoptedQmp.isClosed))) return 'running';
+    this.dropAdopted();
+    const pid = readPid(this.vm.pidPath);
+    if (pid !== undefined && alive(pid) && existsSync(this.vm.qmpPath)) {
+      try {
+        this.adoptedQmp = await QmpClient.connect(this.vm.qmpPath, Math.min(timeoutMs, 5_000));
+        this.adoptedPid = pid;
+        return 'adopted';
+      } catch (e) {
+        throw new Error(`guest ${this.name}: QEMU pid ${pid} is running but its QMP socket ${this.vm.qmpPath} does not answer: ${errorMessage(e)}`);
+      }
+    }
+    await this.vm.start({ readyTimeoutMs: timeoutMs });
+    this.bootGeneration++;
+    return 'started';
+  }
+
+  async report(timeoutMs: number): Promise<GuestReport> {
+    const takenAtMs = Date.now();
+    try {
+      const agent = await this.agent(timeoutMs);
+      const text = await agent.shell(PROC_STAT_COMMAND, { timeoutMs });
+      return { takenAtMs, agent: 'ok', processes: parseProcStat(text, `guest ${this.name} /proc`) };
+    } catch (e) {
+      return { takenAtMs, agent: 'down', error: errorMessage(e) };
+    }
+  }
+
+  async startProcess(cmd: ProcessCommand, timeoutMs: number): Promise<string> {
+    const agent = await this.agent(timeoutMs);
+    const r = await agent.exec(cmd.path, [...cmd.args], { timeoutMs });
+    const what = [cmd.path, ...cmd.args].join(' ');
+    if (r.exitCode !== 0) {
+      throw new Error(`guest ${this.name}: ${what} exited ${r.exitCode ?? `by signal ${r.signal}`}: ${r.stderr.toString().trim().slice(0, 300) || 'no message'}`);
+    }
+    return `started ${what}`;
+  }
+
+  async killProcess(pid: number, timeoutMs: number): Promise<string> {
+    if (!Number.isInteger(pid) || pid <= 1) throw new Error(`guest ${this.name}: refusing to kill pid ${pid}`);
+    const agent = await this.agent(timeoutMs);
+    await agent.shell(`kill -9 ${pid}`, { timeoutMs });
+    return `killed pid ${pid}`;
+  }
+
+  async rebootOs(timeoutMs: number): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    const before = await this.bootId(Math.min(5_000, timeoutMs)).catch(() => null);
+    let via = 'guest agent guest-shutdown reboot';
+    try {
+      if (before === null) throw new Error('the guest agent does not answer');
+      const agent = await this.agent(5_000);
+      await agent.shutdown('reboot');
+    } catch (e) {
+      // The agent cannot ask; the keyboard's ctrl-alt-delete reaches init (inittab ::ctrlaltdel).
+      via = `ctrl-alt-delete (agent: ${errorMessage(e)})`;
+      await this.qmp().execute('send-key', { keys: [{ type: 'qcode', data: 'ctrl' }, { type: 'qcode', data: 'alt' }, { type: 'qcode', data: 'delete' }] });
+    }
+    this.bootGeneration++;
+    const after = await this.waitForBoot(before, deadline, 'OS reboot');
+    return `rebooted via ${via}; boot id ${before ?? '?'} -> ${after}`;
+  }
+
+  async restartVm(timeoutMs: number): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    if (!this.up) {
+      this.dropAdopted();
+      await this.vm.start({ readyTimeoutMs: timeoutMs });
+      this.bootGeneration++;
+      return 'VM was gone: relaunched';
+    }
+    const before = await this.bootId(Math.min(3_000, timeoutMs)).catch(() => null);
+    try {
+      await this.qmp().execute('system_reset', undefined, 5_000);
+      // A paused guest (held earlier) does not boot until continued.
+      await this.qmp().execute('cont', undefined, 5_000).catch(() => undefined);
+    } catch (e) {
+      // QMP does not answer: the QEMU is wedged; stop it and launch anew.
+      await this.stopQemu(10_000);
+      await this.vm.start({ readyTimeoutMs: Math.max(deadline - Date.now(), 1) });
+      this.bootGeneration++;
+      return `QMP system_reset failed (${errorMessage(e)}): QEMU relaunched`;
+    }
+    this.bootGeneration++;
+    const after = await this.waitForBoot(before, deadline, 'VM reset');
+    return `QMP system_reset; boot id ${before ?? '?'} -> ${after}`;
+  }
+
+  async restoreImage(timeoutMs: number): Promise<string> {
+    const t0 = Date.now();
+    await this.stopQemu(10_000);
+    rmSync(this.vm.spec.overlay, { force: true });
+    const stoppedMs = Date.now() - t0;
+    await this.vm.start({ freshDisk: true, readyTimeoutMs: Math.max(timeoutMs - stoppedMs, 1) });
+    this.bootGeneration++;
+    return `overlay ${this.vm.spec.overlay} recreated from ${this.vm.spec.baseImage}; stopped in ${stoppedMs} ms, booted in ${this.vm.lastBootMs} ms`;
+  }
+
+  /** HMP through QMP (the introspection engine reads CR3/CR4 with `info registers`). */
+  hmp(command: string): Promise<string> {
+    return this.qmp().hmp(command);
+  }
+
+  async pause(timeoutMs: number): Promise<string> {
+    await this.qmp().execute('stop', undefined, timeoutMs);
+    return 'vCPUs paused (QMP stop)';
+  }
+
+  async stop(timeoutMs: number): Promise<string> {
+    await this.stopQemu(timeoutMs);
+    return 'VM stopped';
+  }
+
+  async close(opts: { stopGuest: boolean }): Promise<void> {
+    if (opts.stopGuest) await this.stopQemu(10_000).catch(() => undefined);
+    this.dropAdopted();
+  }
+
+  private qmp(): QmpClient {
+    if (this.vm.running) return this.vm.qmp;
+    if (this.adoptedQmp && !this.adoptedQmp.isClosed) return this.adoptedQmp;
+    throw new NotReachableError(`guest ${this.name}: QMP not connected (the VM is not running)`);
+  }
+
+  private async agent(timeoutMs: number): Promise<GuestAgentClient> {
+    if (this.vm.running) return this.vm.agent();
+    if (!this.up) throw new NotReachableError(`guest ${this.name}: the VM is not running`);
+    if (!this.adoptedAgent || this.adoptedAgent.isClosed) this.adoptedAgent = await GuestAgentClient.connect(this.vm.agentPath, Math.min(timeoutMs, 5_000));
+    return this.adoptedAgent;
+  }
+
+  private async bootId(timeoutMs: number): Promise<string> {
+    const agent = await this.agent(timeoutMs);
+    const id = (await agent.shell(`cat ${BOOT_ID}`, { timeoutMs })).trim();
+    if (!/^[0-9a-f-]{36}$/.test(id)) throw new Error(`guest ${this.name}: ${BOOT_ID} reads ${JSON.stringify(id.slice(0, 60))}`);
+    return id;
+  }
+
+  /** Waits until the agent answers from a boot other than `before`: the guest really came back. */
+  private async waitForBoot(before: string | null, deadline: number, what: string): Promise<string> {
+    let last = 'no answer yet';
+    // Give the old kernel a moment to go down, so its agent is not mistaken for the new one.
+    await sleep(500);
+    while (Date.now() < deadline) {
+      try {
+        const id = await withTimeout(this.bootId(3_000), 4_000, `guest ${this.name} boot id`);
+        if (before === null || id !== before) return id;
+        last = 'still the old boot';
+      } catch (e) {
+        last = errorMessage(e);
+      }
+      await sleep(500);
+    }
+    throw new TimeoutError(`guest ${this.name}: ${what}: the guest did not come back (${last})`, Math.max(0, deadline - Date.now()));
+  }
+
+  private async stopQemu(graceMs: number): Promise<void> {
+    if (this.vm.running) {
+      await this.vm.stop(graceMs);
+      return;
+    }
+    const pid = this.adoptedPid;
+    if (pid !== undefined && alive(pid)) {
+      try { await this.adoptedQmp?.execute('quit', undefined, graceMs); } catch { /* killed below */ }
+      const until = Date.now() + graceMs;
+      while (alive(pid) && Date.now() < until) await sleep(50);
+      if (alive(pid)) {
+        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+        while (alive(pid)) await sleep(20);
+      }
+    }
+    this.dropAdopted();
+    // QEMU killed hard leaves its sockets and RAM file; QemuVm.start clears stale ones.
+  }
+
+  private dropAdopted(): void {
+    this.adoptedAgent?.close();
+    this.adoptedAgent = undefined;
+    this.adoptedQmp?.close();
+    this.adoptedQmp = undefined;
+    this.adoptedPid = undefined;
+  }
+}
+
+function readPid(file: string): number | undefined {
+  try {
+    const n = Number.parseInt(readFileSync(file, 'utf8').trim(), 10);
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // A zombie (our own exited child not yet reaped) is not alive.
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,169 @@
+// The supervisor's configuration file: guests, their disks and golden images,
+// critical processes, the policy file, the scan interval. Schema-checked; errors
+// name the field. Relative paths are relative to the config file.
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { Ajv } from 'ajv';
+import { describeAjvErrors } from '../policy/schema.js';
+
+export interface GuestImageConfig {
+  /** Use the lab's images (src/lab/build-images.sh manifest) for kernel, initrd and golden image. */
+  readonly lab?: boolean;
+  readonly kernel?: string;
+  readonly initrd?: string;
+  /** The golden image (qcow2); never written: the guest runs on an overlay. */
+  readonly baseImage?: string;
+}
+
+export interface CriticalProcessEntry {
+  readonly name: string;
+  readonly comm?: string;
+  /** argv to start it through the guest agent, e.g. ["/data/bin/csdtest", "-d"]. */
+  readonly start?: readonly string[];
+}
+
+export interface GuestConfig {
+  readonly name: string;
+  readonly image: GuestImageConfig;
+  /** The guest's writable disk (qcow2 overlay on the golden image); default <runDir>/guests/<name>/disk.qcow2. */
+  readonly overlay?: string;
+  readonly memoryMiB?: number;
+  readonly cpus?: number;
+  readonly accel?: 'tcg' | 'kvm';
+  readonly cpuModel?: string;
+  readonly kaslr?: boolean;
+  readonly kernelArgs?: readonly string[];
+  readonly critical?: readonly CriticalProcessEntry[];
+  readonly scanIntervalSec?: number;
+  /** Kernel introspection (task list, IDR, run queues, syscall tables, integrity); default true. */
+  readonly introspection?: boolean;
+}
+
+export interface SupervisorConfig {
+  readonly version: 1;
+  /** SQLite file: events, ladder state, baselines. */
+  readonly database: string;
+  readonly deviceId?: string;
+  /** Policy file; the defaults when absent. */
+  readonly policy?: string;
+  readonly scanIntervalSec?: number;
+  /** Where sockets and overlays live; default $INTROVISOR_RUN/supervisor. */
+  readonly runDir?: string;
+  /** On SIGTERM: stop the guests (default) or leave them running for the next supervisor to adopt. */
+  readonly onExit?: 'stop-guests' | 'leave-running';
+  readonly actionTimeoutsSec?: Partial<Record<'restart-process' | 'kill-process' | 'reboot-os' | 'restart-vm' | 'restore-image', number>>;
+  readonly guests: readonly GuestConfig[];
+}
+
+const path = { type: 'string', minLength: 1, maxLength: 4096 } as const;
+const schema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['version', 'database', 'guests'],
+  properties: {
+    version: { const: 1 },
+    database: path,
+    deviceId: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' },
+    policy: path,
+    scanIntervalSec: { type: 'number', minimum: 0.1, maximum: 3600 },
+    runDir: path,
+    onExit: { type: 'string', enum: ['stop-guests', 'leave-running'] },
+    actionTimeoutsSec: {
+      type: 'object',
+      additionalProperties: false,
+      properties: Object.fromEntries(['restart-process', 'kill-process', 'reboot-os', 'restart-vm', 'restore-image']
+        .map((k) => [k, { type: 'number', minimum: 1, maximum: 3600 }])),
+    },
+    guests: {
+      type: 'array',
+      minItems: 1,
+      maxItems: 64,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'image'],
+        properties: {
+          name: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,31}$' },
+          image: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { lab: { type: 'boolean' }, kernel: path, initrd: path, baseImage: path },
+          },
+          overlay: path,
+          memoryMiB: { type: 'integer', minimum: 64, maximum: 1048576 },
+          cpus: { type: 'integer', minimum: 1, maximum: 64 },
+          accel: { type: 'string', enum: ['tcg', 'kvm'] },
+          cpuModel: { type: 'string', minLength: 1, maxLength: 200 },
+          kaslr: { type: 'boolean' },
+          kernelArgs: { type: 'array', items: { type: 'string', maxLength: 512 }, maxItems: 64 },
+          critical: {
+            type: 'array',
+            maxItems: 64,
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['name'],
+              properties: {
+                name: { type: 'string', minLength: 1, maxLength: 64 },
+                comm: { type: 'string', minLength: 1, maxLength: 15 },
+                start: { type: 'array', minItems: 1, maxItems: 64, items: { type: 'string', minLength: 1, maxLength: 4096 } },
+              },
+            },
+          },
+          scanIntervalSec: { type: 'number', minimum: 0.1, maximum: 3600 },
+          introspection: { type: 'boolean' },
+        },
+      },
+    },
+  },
+} as const;
+
+export const SUPERVISOR_CONFIG_SCHEMA = schema;
+const validate = new Ajv({ allErrors: true, strict: true }).compile<SupervisorConfig>(schema);
+
+export function parseSupervisorConfig(raw: unknown, where: string): SupervisorConfig {
+  if (!validate(raw)) throw new Error(`config ${where}: ${describeAjvErrors(validate.errors).join('; ')}`);
+  const errors: string[] = [];
+  const names = new Set<string>();
+  raw.guests.forEach((g, i) => {
+    if (names.has(g.name)) errors.push(`/guests/${i}/name "${g.name}" is used by another guest`);
+    names.add(g.name);
+    const img = g.image;
+    if (!img.lab && !(img.kernel && img.initrd && img.baseImage)) errors.push(`/guests/${i}/image needs "lab": true or kernel, initrd and baseImage`);
+    (g.critical ?? []).forEach((c, j) => {
+      if (c.comm === undefined && c.name.length > 15) errors.push(`/guests/${i}/critical/${j}/comm is required when the name is longer than 15 characters (the kernel keeps 15)`);
+      if (c.start && !c.start[0]?.startsWith('/')) errors.push(`/guests/${i}/critical/${j}/start/0 must be an absolute path in the guest`);
+    });
+  });
+  if (errors.length) throw new Error(`config ${where}: ${errors.join('; ')}`);
+  return raw;
+}
+
+/** Reads the file and resolves its relative paths against its folder. */
+export function loadSupervisorConfig(file: string): SupervisorConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`config ${file}: ${(e as Error).message}`);
+  }
+  const c = parseSupervisorConfig(raw, file);
+  const base = dirname(resolve(file));
+  const abs = (p: string): string => (isAbsolute(p) ? p : join(base, p));
+  return {
+    ...c,
+    database: abs(c.database),
+    ...(c.policy ? { policy: abs(c.policy) } : {}),
+    ...(c.runDir ? { runDir: abs(c.runDir) } : {}),
+    guests: c.guests.map((g) => ({
+      ...g,
+      image: {
+        ...g.image,
+        ...(g.image.kernel ? { kernel: abs(g.image.kernel) } : {}),
+        ...(g.image.initrd ? { initrd: abs(g.image.initrd) } : {}),
+        ...(g.image.baseImage ? { baseImage: abs(g.image.baseImage) } : {}),
+      },
+      ...(g.overlay ? { overlay: abs(g.overlay) } : {}),
+    })),
+  };
+}

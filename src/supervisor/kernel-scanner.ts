@@ -1,0 +1,41 @@
+// Kernel snapshots of one guest through the introspection engine
+// (src/views/scan.ts). Discovery is redone whenever the guest's kernel may
+// have changed under us (reboot, reset, image restore: a new boot generation).
+import { Introspector, type HmpSource } from '../views/scan.js';
+import type { KernelSnapshot } from '../views/types.js';
+
+export interface KernelScanner {
+  /** A snapshot of the running kernel; throws when the kernel cannot be found (e.g. mid-boot). */
+  scan(bootGeneration: number): Promise<KernelSnapshot>;
+  close(): void;
+}
+
+export class IntrospectorScanner implements KernelScanner {
+  private intro: Introspector | undefined;
+  private generation = -1;
+
+  constructor(private readonly ramPath: string, private readonly hmp: HmpSource, private readonly hashImage = true) {}
+
+  async scan(bootGeneration: number): Promise<KernelSnapshot> {
+    if (!this.intro || bootGeneration !== this.generation) {
+      this.close();
+      this.intro = await Introspector.attach(this.ramPath, { qmp: this.hmp });
+      this.generation = bootGeneration;
+    }
+    try {
+      const snap = this.intro.scan({ hashImage: this.hashImage });
+      // No task list at all: the kernel we discovered is not the one running (it rebooted by itself).
+      if (snap.tasks.tasks.length === 0) this.close();
+      return snap;
+    } catch (e) {
+      // A scan that throws (rather than reporting view errors) means the mapping or kernel changed: rediscover next time.
+      this.close();
+      throw e;
+    }
+  }
+
+  close(): void {
+    this.intro?.close();
+    this.intro = undefined;
+  }
+}

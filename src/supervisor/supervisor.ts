@@ -1,0 +1,114 @@
+// `introvisor run`: every configured guest watched concurrently in one
+// process, each by its own GuestWatch loop; SQLite (the event store's
+// database) holds events, ladder state and kernel baselines.
+import { join } from 'node:path';
+import { EventStore } from '../store/event-store.js';
+import { SqliteLadderStateStore } from '../policy/ladder-store.js';
+import { SqliteBaselineStore } from '../detectors/baseline-store.js';
+import { loadPolicyFile } from '../policy/schema.js';
+import { DEFAULT_POLICY } from '../policy/defaults.js';
+import type { Policy } from '../policy/types.js';
+import { QemuVm } from '../vm/qemu-vm.js';
+import { labGuestVm } from '../lab/lab-guest.js';
+import { defaultAccel } from '../lab/accel.js';
+import { QemuGuestController } from '../recovery/qemu-controller.js';
+import { shmDir, runDir as defaultRunDir } from '../util/paths.js';
+import { errorMessage } from '../util/errors.js';
+import { GuestWatch } from './guest-watch.js';
+import { IntrospectorScanner } from './kernel-scanner.js';
+import type { GuestConfig, SupervisorConfig } from './config.js';
+
+export function vmForGuest(g: GuestConfig, runRoot: string): QemuVm {
+  const dir = join(runRoot, 'guests', g.name);
+  const accel = g.accel ?? defaultAccel();
+  const cpuModel = g.cpuModel ?? (accel === 'kvm' ? 'host' : 'max');
+  let spec;
+  if (g.image.lab) {
+    spec = labGuestVm(g.name, {
+      runRoot: join(runRoot, 'guests'), accel, cpuModel,
+      ...(g.memoryMiB ? { memoryMiB: g.memoryMiB } : {}), ...(g.cpus ? { cpus: g.cpus } : {}),
+      ...(g.kaslr === false ? { kaslr: false } : {}), ...(g.kernelArgs ? { extraKernelArgs: [...g.kernelArgs] } : {}),
+    }).spec;
+  } else {
+    spec = {
+      name: g.name, kernel: g.image.kernel as string, initrd: g.image.initrd as string,
+      kernelArgs: ['console=ttyS0', ...(g.kaslr === false ? ['nokaslr'] : []), ...(g.kernelArgs ?? [])],
+      baseImage: g.image.baseImage as string, overlay: join(dir, 'disk.qcow2'),
+      memoryMiB: g.memoryMiB ?? 512, cpus: g.cpus ?? 1, accel, cpuModel, runDir: dir,
+      ramPath: join(shmDir(), `introvisor-${g.name}.ram`), qemuBinary: 'qemu-system-x86_64', dieWithParent: false,
+    };
+  }
+  // Guests outlive a crashed supervisor: the next one adopts them.
+  return new QemuVm({ ...spec, runDir: dir, overlay: g.overlay ?? spec.overlay, dieWithParent: false });
+}
+
+export interface SupervisorOptions {
+  readonly log?: (line: string) => void;
+}
+
+export class Supervisor {
+  readonly store: EventStore;
+  readonly watches: GuestWatch[] = [];
+  readonly controllers: QemuGuestController[] = [];
+  private readonly policy: { policy: Policy; version: number | null };
+  private running: Promise<void>[] = [];
+  private readonly log: (line: string) => void;
+
+  constructor(readonly config: SupervisorConfig, opts: SupervisorOptions = {}) {
+    this.log = opts.log ?? ((l) => console.log(l));
+    this.policy = config.policy ? { policy: loadPolicyFile(config.policy), version: 1 } : { policy: DEFAULT_POLICY, version: null };
+    this.store = new EventStore({ path: config.database, deviceId: config.deviceId ?? 'introvisor' });
+    const ladders = new SqliteLadderStateStore(this.store.db, config.database);
+    const baselines = new SqliteBaselineStore(this.store.db);
+    const runRoot = config.runDir ?? join(defaultRunDir(), 'supervisor');
+    const timeouts = Object.fromEntries(Object.entries(config.actionTimeoutsSec ?? {}).map(([k, v]) => [k, v * 1000]));
+    for (const g of config.guests) {
+      const ctl = new QemuGuestController(vmForGuest(g, runRoot));
+      this.controllers.push(ctl);
+      this.watches.push(new GuestWatch({
+        controller: ctl,
+        scanner: g.introspection === false ? null : new IntrospectorScanner(ctl.vm.spec.ramPath, { hmp: (c) => ctl.hmp(c) }),
+        critical: (g.critical ?? []).map((c) => ({
+          name: c.name, ...(c.comm ? { comm: c.comm } : {}),
+          ...(c.start ? { start: { path: c.start[0] as string, args: c.start.slice(1) } } : {}),
+        })),
+        scanIntervalMs: 1000 * (g.scanIntervalSec ?? config.scanIntervalSec ?? 2),
+        policy: () => this.policy,
+        ladders,
+        baselines,
+        sink: this.store,
+        actionTimeoutsMs: timeouts,
+        log: this.log,
+      }));
+    }
+  }
+
+  /** Boots or adopts every guest (concurrently; one that fails to start is retried by its loop) and starts watching. */
+  async start(): Promise<void> {
+    this.store.record({ kind: 'device-state', payload: { state: 'online', softwareVersion: '0.1.0', startedAtMs: Date.now(), policyVersion: this.policy.version } });
+    this.running = this.watches.map(async (w) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await w.start();
+          break;
+        } catch (e) {
+          this.log(`[${w.name}] cannot start the guest (attempt ${attempt}): ${errorMessage(e)}`);
+          await new Promise((r) => setTimeout(r, Math.min(60_000, 2_000 * attempt)));
+        }
+      }
+      await w.run();
+    });
+  }
+
+  /** Graceful stop: each loop finishes its cycle, then guests stop (or stay, per onExit) and the store closes. */
+  async stop(): Promise<void> {
+    for (const w of this.watches) w.stop();
+    await Promise.allSettled(this.running);
+    const stopGuests = (this.config.onExit ?? 'stop-guests') === 'stop-guests';
+    await Promise.allSettled(this.controllers.map((c) => c.close({ stopGuest: stopGuests })));
+    try {
+      this.store.record({ kind: 'device-state', payload: { state: 'offline', softwareVersion: '0.1.0', startedAtMs: null, policyVersion: this.policy.version } });
+    } catch { /* closing anyway */ }
+    this.store.close();
+  }
+}

@@ -1,0 +1,100 @@
+// End-to-end harness: a Supervisor (in this process, or as a child for the
+// SIGKILL test) watching one real lab guest, with a fast policy that keeps the
+// default ladders' order and counts but short verify windows, so a whole
+// ladder fits in a test.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Supervisor } from '../../src/supervisor/supervisor.js';
+import { loadSupervisorConfig } from '../../src/supervisor/config.js';
+import { SqliteLadderStateStore, type ActionJournalRow } from '../../src/policy/ladder-store.js';
+import type { GuestAgentClient } from '../../src/qemu/guest-agent-client.js';
+import { sleep } from '../../src/util/deadline.js';
+
+export const FAST_POLICY = {
+  version: 1,
+  maxActionsPerHour: 30,
+  onExhausted: { hold: 'keep-running', alert: true },
+  faults: {
+    'critical-process-missing': {
+      confirmScans: 1, resetWindowSec: 60,
+      ladder: [
+        { action: 'restart-process', count: 3, verifyTimeoutSec: 5, backoffSec: 1, backoffFactor: 2 },
+        { action: 'reboot-os', count: 3, verifyTimeoutSec: 8, backoffSec: 0 },
+        { action: 'restart-vm', count: 1, verifyTimeoutSec: 8, backoffSec: 0 },
+        { action: 'restore-image', count: 1, verifyTimeoutSec: 30, backoffSec: 0 },
+      ],
+    },
+    'hidden-process': {
+      confirmScans: 2, resetWindowSec: 60,
+      ladder: [
+        { action: 'reboot-os', count: 2, verifyTimeoutSec: 20, backoffSec: 0 },
+        { action: 'restart-vm', count: 1, verifyTimeoutSec: 20, backoffSec: 0 },
+        { action: 'restore-image', count: 1, verifyTimeoutSec: 30, backoffSec: 0 },
+      ],
+    },
+    'syscall-table-changed': {
+      confirmScans: 1, resetWindowSec: 60,
+      ladder: [{ action: 'restore-image', count: 1, verifyTimeoutSec: 30, backoffSec: 0 }],
+    },
+  },
+};
+
+export interface Harness {
+  dir: string;
+  configPath: string;
+  dbPath: string;
+  guest: string;
+  cleanup(): void;
+}
+
+export function makeHarness(guest: string, opts: { critical?: { name: string; start?: string[] }[]; scanIntervalSec?: number } = {}): Harness {
+  const dir = mkdtempSync(join(tmpdir(), `iv-sup-${guest}-`));
+  writeFileSync(join(dir, 'policy.json'), JSON.stringify(FAST_POLICY, null, 1));
+  const configPath = join(dir, 'supervisor.json');
+  writeFileSync(configPath, JSON.stringify({
+    version: 1,
+    database: 'introvisor.db',
+    deviceId: 'e2e',
+    policy: 'policy.json',
+    scanIntervalSec: opts.scanIntervalSec ?? 1,
+    runDir: 'run',
+    onExit: 'stop-guests',
+    guests: [{
+      name: guest, image: { lab: true }, memoryMiB: 256, cpus: 1,
+      critical: opts.critical ?? [{ name: 'csdtest', start: ['/data/bin/csdtest', '-d'] }],
+    }],
+  }, null, 1));
+  return { dir, configPath, dbPath: join(dir, 'introvisor.db'), guest, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** An in-process supervisor with its log lines captured. */
+export class LiveSupervisor {
+  readonly lines: { atMs: number; line: string }[] = [];
+  readonly sup: Supervisor;
+  constructor(readonly h: Harness) {
+    this.sup = new Supervisor(loadSupervisorConfig(h.configPath), {
+      log: (line) => {
+        this.lines.push({ atMs: Date.now(), line });
+        if (process.env.IV_E2E_VERBOSE) console.error(`# ${((Date.now() % 1e6) / 1000).toFixed(1)} ${line}`);
+      },
+    });
+  }
+  async start(): Promise<void> { await this.sup.start(); }
+  async stop(): Promise<void> { await this.sup.stop(); }
+  agent(): Promise<GuestAgentClient> { return (this.sup.controllers[0] as NonNullable<(typeof this.sup.controllers)[0]>).vm.agent(); }
+  actions(): ActionJournalRow[] { return new SqliteLadderStateStore(this.sup.store.db).actions(this.h.guest); }
+
+  /** Resolves with the first log line (from index `from`) matching re; rejects after timeoutMs naming what it waited for. */
+  async waitFor(re: RegExp, timeoutMs: number, from = 0): Promise<{ atMs: number; line: string; index: number }> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      for (let i = from; i < this.lines.length; i++) {
+        const l = this.lines[i] as { atMs: number; line: string };
+        if (re.test(l.line)) return { ...l, index: i };
+      }
+      if (Date.now() > until) throw new Error(`waited ${timeoutMs} ms for ${re}; last lines:\n${this.lines.slice(-15).map((l) => l.line).join('\n')}`);
+      await sleep(100);
+    }
+  }
+}

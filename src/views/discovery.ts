@@ -99,7 +99,14 @@ export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): D
     // Only without CR3 can several survive: pick the latest wall clock.
     let best = -1n;
     for (const c of valid) {
-      const btf = loadBtf(c);
+      let btf: Btf;
+      try {
+        btf = loadBtf(c);
+      } catch (e) {
+        // A stale image is partly overwritten by the running kernel: unreadable BTF disqualifies it.
+        notes.push(`image with kallsyms at ${hex(c.table.tokenTablePhys)}: BTF unreadable (${e instanceof Error ? e.message : String(e)})`);
+        continue;
+      }
       btfs.set(c, btf);
       const secs = wallClock(c, btf);
       notes.push(`image with kallsyms at ${hex(c.table.tokenTablePhys)}: wall clock ${secs}`);

@@ -1,0 +1,167 @@
+// The operator's local page and its JSON API (plain node:http). Everything
+// shown comes from the event store. Off loopback an access token is required;
+// with a token configured it is required everywhere. Guest-controlled strings
+// (process names, module names) reach the page only as JSON and are put in
+// the DOM as text, never as HTML.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { EVENT_KINDS, type EventKind, type RecordedEvent } from '../events/types.js';
+import type { EventQuery, OutboxStats } from '../store/event-store.js';
+import { PAGE_HTML, PAGE_JS, PAGE_CSS } from './page.js';
+import { errorMessage } from '../util/errors.js';
+
+/** What the web server reads; EventStore provides all of it. */
+export interface WebDataSource {
+  readonly deviceId: string;
+  guests(): unknown[];
+  openFindings(guest?: string): unknown[];
+  ladders(guest?: string): unknown[];
+  refusedWrites(q: { guest?: string; limit?: number }): unknown[];
+  events(q: EventQuery): RecordedEvent[];
+  outboxStats(): OutboxStats;
+}
+
+export interface WebServerOptions {
+  readonly host: string;
+  readonly port: number;
+  /** Required unless host is a loopback address. */
+  readonly token?: string;
+  readonly data: WebDataSource;
+  /** Extra status shown on the page (policy version, telemetry connection, ...). */
+  readonly status?: () => Record<string, unknown>;
+}
+
+export interface WebServer { readonly url: string; close(): Promise<void> }
+
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  if (isIP(host) === 6) return host === '::1' || host === '0:0:0:0:0:0:0:1';
+  return false;
+}
+
+const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
+
+class HttpError extends Error {
+  constructor(readonly status: number, message: string) { super(message); }
+}
+
+const guestPattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+function queryInt(u: URL, name: string, dflt: number, min: number, max: number): number {
+  const v = u.searchParams.get(name);
+  if (v === null) return dflt;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < min || n > max) throw new HttpError(400, `${name} must be a whole number from ${min} to ${max}`);
+  return n;
+}
+
+function queryGuest(u: URL): string | undefined {
+  const g = u.searchParams.get('guest');
+  if (g === null || g === '') return undefined;
+  if (!guestPattern.test(g)) throw new HttpError(400, 'guest must be 1-64 of [A-Za-z0-9._-]');
+  return g;
+}
+
+/** since: milliseconds since the epoch, an ISO date, or a duration back from now like 15m, 2h, 7d. */
+export function parseSince(v: string, now = Date.now()): number {
+  const rel = /^(\d+)(s|m|h|d)$/.exec(v);
+  if (rel) return now - Number(rel[1]) * { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[rel[2] as 's' | 'm' | 'h' | 'd'];
+  if (/^\d+$/.test(v)) return Number(v);
+  const t = Date.parse(v);
+  if (Number.isNaN(t)) throw new HttpError(400, `since "${v.slice(0, 40)}" is not a time (ms, ISO date, or 15m/2h/7d)`);
+  return t;
+}
+
+export function startWebServer(opts: WebServerOptions): Promise<WebServer> {
+  const loopback = isLoopback(opts.host);
+  if (!loopback && (opts.token === undefined || opts.token.length < 16)) {
+    return Promise.reject(new Error(`web: listening on ${opts.host} (not loopback) needs an access token of at least 16 characters`));
+  }
+  const tokenDigest = opts.token !== undefined ? digest(opts.token) : null;
+  const authorized = (req: IncomingMessage): boolean => {
+    if (tokenDigest === null) return true;
+    const h = req.headers.authorization ?? '';
+    const m = /^Bearer (.+)$/.exec(h);
+    return m !== null && timingSafeEqual(digest(m[1] as string), tokenDigest);
+  };
+
+  const api = (u: URL): unknown => {
+    const d = opts.data;
+    switch (u.pathname) {
+      case '/api/status':
+        return { device: d.deviceId, now: Date.now(), outbox: d.outboxStats(), ...(opts.status?.() ?? {}) };
+      case '/api/guests':
+        return d.guests();
+      case '/api/findings':
+        return d.openFindings(queryGuest(u));
+      case '/api/ladders':
+        return d.ladders(queryGuest(u));
+      case '/api/actions':
+        return d.events({ kinds: ['action'], limit: queryInt(u, 'limit', 100, 1, 1000), ...guestOpt(queryGuest(u)) });
+      case '/api/refused-writes':
+        return d.refusedWrites({ limit: queryInt(u, 'limit', 200, 1, 1000), ...guestOpt(queryGuest(u)) });
+      case '/api/events': {
+        const kinds = u.searchParams.getAll('kind');
+        for (const k of kinds) if (!(EVENT_KINDS as readonly string[]).includes(k)) throw new HttpError(400, `kind "${k.slice(0, 40)}" is not one of ${EVENT_KINDS.join(', ')}`);
+        const since = u.searchParams.get('since');
+        return d.events({
+          limit: queryInt(u, 'limit', 100, 1, 1000), kinds: kinds as EventKind[],
+          ...guestOpt(queryGuest(u)), ...(since !== null ? { sinceMs: parseSince(since) } : {}),
+        });
+      }
+      default:
+        throw new HttpError(404, `no API ${u.pathname}`);
+    }
+  };
+
+  const send = (res: ServerResponse, status: number, type: string, body: string): void => {
+    res.writeHead(status, {
+      'content-type': type,
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+      'referrer-policy': 'no-referrer',
+      'x-frame-options': 'DENY',
+      'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    });
+    res.end(body);
+  };
+
+  const server: Server = createServer((req, res) => {
+    try {
+      const u = new URL(req.url ?? '/', 'http://local');
+      if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'read-only: GET only');
+      if (u.pathname === '/' || u.pathname === '/index.html') return send(res, 200, 'text/html; charset=utf-8', PAGE_HTML);
+      if (u.pathname === '/app.js') return send(res, 200, 'text/javascript; charset=utf-8', PAGE_JS);
+      if (u.pathname === '/app.css') return send(res, 200, 'text/css; charset=utf-8', PAGE_CSS);
+      if (u.pathname === '/favicon.ico') { res.writeHead(204, { 'cache-control': 'max-age=86400' }); res.end(); return; }
+      if (!u.pathname.startsWith('/api/')) throw new HttpError(404, 'not found');
+      if (!authorized(req)) {
+        res.setHeader('www-authenticate', 'Bearer realm="introvisor"');
+        throw new HttpError(401, 'access token required (Authorization: Bearer <token>)');
+      }
+      return send(res, 200, 'application/json', JSON.stringify(api(u)));
+    } catch (e) {
+      const status = e instanceof HttpError ? e.status : 500;
+      return send(res, status, 'application/json', JSON.stringify({ error: status === 500 ? `internal error: ${errorMessage(e)}` : errorMessage(e) }));
+    }
+  });
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 15_000;
+
+  return new Promise((resolve, reject) => {
+    server.once('error', (e) => reject(new Error(`web: cannot listen on ${opts.host}:${opts.port}: ${e.message}`)));
+    server.listen(opts.port, opts.host, () => {
+      const a = server.address() as AddressInfo;
+      const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+      resolve({
+        url: `http://${host}:${a.port}/`,
+        close: () => new Promise<void>((res) => { server.closeAllConnections(); server.close(() => res()); }),
+      });
+    });
+  });
+}
+
+const guestOpt = (g: string | undefined): { guest?: string } => (g === undefined ? {} : { guest: g });

@@ -7,6 +7,7 @@ interface Command { usage: string; run(argv: string[]): Promise<number> }
 
 const commands: Record<string, () => Promise<Command>> = {
   demo: () => import('./commands/demo.js'),
+  inspect: () => import('./commands/inspect.js'),
   'lab-accel': () => import('./commands/lab-accel.js'),
   run: () => import('./commands/run.js'),
 };

@@ -9,7 +9,7 @@
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { AddressSpace, pageTableRootFromCr3, type PagingLevels } from '../translate/address-space.js';
 import { findKallsyms, type KallsymsTable } from '../profile/kallsyms.js';
-import { SymbolTable } from '../profile/symbols.js';
+import { SymbolTable, slideSymbols } from '../profile/symbols.js';
 import { Btf } from '../profile/btf.js';
 import { BtfLayouts, type StructLayouts } from '../profile/layouts.js';
 import { KernelProfile } from '../profile/kernel-profile.js';
@@ -33,7 +33,7 @@ export interface LiveRegisters {
 export interface DiscoveryOptions {
   /** Live guests: from QMP `info registers` (see registersFromHmp). */
   readonly registers?: LiveRegisters;
-  /** Overrides: a user's System.map (already slid) or ISF layouts. */
+  /** Overrides: a user's System.map / ISF symbols (as built; slid here) or ISF layouts. */
   readonly symbols?: SymbolTable;
   readonly layouts?: StructLayouts;
 }
@@ -84,7 +84,9 @@ export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): D
   const banners = mem.findAll(Buffer.from('Linux version '), 512);
   const valid: Candidate[] = [];
   for (const table of tables) {
-    const symbols = opts.symbols ?? SymbolTable.fromKallsyms(table);
+    // A user's System.map/ISF describes the unrandomised build: slide it to where this
+    // image's kallsyms says _text is (kallsyms_relative_base is _text).
+    const symbols = opts.symbols ? slideSymbols(opts.symbols, table.relativeBase - (opts.symbols.address('_text') ?? table.relativeBase)) : SymbolTable.fromKallsyms(table);
     const c = judgeCandidate(mem, table, symbols, banners, opts.registers);
     notes.push(c.note);
     if ('space' in c) valid.push(c);

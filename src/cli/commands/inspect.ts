@@ -1,0 +1,122 @@
+// `introvisor inspect <guest | dump-file>`: rebuilds the guest kernel's views
+// from its RAM alone and prints them (like vmi-process-list / vol linux.pslist).
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs, UsageError } from '../args.js';
+import { Introspector, type AttachOptions } from '../../views/scan.js';
+import { QmpClient } from '../../qemu/qmp-client.js';
+import { runDir, shmDir } from '../../util/paths.js';
+import { parseSystemMap, type SymbolTable } from '../../profile/symbols.js';
+import { IsfLayouts, isfSymbols, parseIsf } from '../../profile/layouts.js';
+import type { MachineLayout } from '../../memory/guest-memory.js';
+import type { KernelSnapshot, TaskInfo, ViewError } from '../../views/types.js';
+import { errorMessage } from '../../util/errors.js';
+
+export const usage = 'inspect <guest | dump-file> [--json] [--no-hash] [--system-map FILE] [--isf FILE] [--machine q35|pc|flat]   print the kernel views rebuilt from guest memory';
+
+const hex = (v: bigint): string => '0x' + v.toString(16);
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { boolean: ['json', 'no-hash'], valued: ['system-map', 'isf', 'machine'] });
+  const target = args.positional[0];
+  if (target === undefined || args.positional.length > 1) throw new UsageError(`usage: introvisor ${usage}`);
+  const machine = (args.flags.get('machine') as string | undefined) ?? 'q35';
+  if (!['q35', 'pc', 'flat'].includes(machine)) throw new UsageError(`--machine must be q35, pc or flat, not "${machine}"`);
+
+  const opts: { -readonly [K in keyof AttachOptions]: AttachOptions[K] } = { machine: machine as MachineLayout };
+  const mapFile = args.flags.get('system-map');
+  const isfFile = args.flags.get('isf');
+  let symbols: SymbolTable | undefined;
+  if (typeof mapFile === 'string') symbols = parseSystemMap(readFileSync(mapFile, 'utf8'), mapFile);
+  if (typeof isfFile === 'string') {
+    const doc = parseIsf(readFileSync(isfFile, 'utf8'), isfFile);
+    opts.layouts = new IsfLayouts(doc, isfFile);
+    symbols ??= isfSymbols(doc, isfFile);
+  }
+  if (symbols) opts.symbols = symbols;
+
+  let ramPath: string;
+  let qmp: QmpClient | undefined;
+  let mode: string;
+  if (existsSync(target) && statSync(target).isFile()) {
+    ramPath = target;
+    mode = 'dump';
+  } else {
+    if (!/^[a-z0-9][a-z0-9-]{0,31}$/.test(target)) throw new UsageError(`"${target}" is neither a file nor a guest name`);
+    ramPath = join(shmDir(), `introvisor-${target}.ram`);
+    if (!existsSync(ramPath)) throw new Error(`guest "${target}": no RAM file at ${ramPath} (is it running?)`);
+    const qmpPath = join(runDir(), 'lab', target, 'qmp.sock');
+    try {
+      qmp = await QmpClient.connect(qmpPath, 2_000);
+      mode = 'live (CR3 from QMP)';
+    } catch (e) {
+      // QEMU serves one QMP client at a time; the supervisor may hold it. The RAM alone still works.
+      mode = `live RAM without CR3 (QMP ${qmpPath}: ${errorMessage(e)})`;
+    }
+  }
+  try {
+    const t0 = performance.now();
+    const ins = await Introspector.attach(ramPath, { ...opts, ...(qmp ? { qmp } : {}) });
+    const attachMs = performance.now() - t0;
+    try {
+      const t1 = performance.now();
+      const snap = ins.scan({ hashImage: !args.flags.has('no-hash') });
+      const scanMs = performance.now() - t1;
+      if (args.flags.has('json')) {
+        console.log(JSON.stringify({ source: ramPath, mode, discovery: { ...ins.kernel.timings, candidates: ins.kernel.candidates, profile: ins.kernel.profile.origin }, scanMs, snapshot: snap },
+          (_k, v: unknown) => (typeof v === 'bigint' ? hex(v) : v), 2));
+      } else {
+        printSnapshot(snap, `${ramPath} (${mode}); discovery ${attachMs.toFixed(0)} ms, scan ${scanMs.toFixed(1)} ms; profile: symbols ${ins.kernel.profile.origin.symbols}, layouts ${ins.kernel.profile.origin.layouts}`);
+      }
+      const errors = allErrors(snap);
+      return errors.length > 0 ? 1 : 0;
+    } finally {
+      ins.close();
+    }
+  } finally {
+    qmp?.close();
+  }
+}
+
+function allErrors(s: KernelSnapshot): ViewError[] {
+  return [...s.tasks.errors, ...s.pidIdr.errors, ...s.runQueues.errors, ...s.modules.errors, ...s.syscallTables.flatMap((x) => x.errors), ...s.integrity.errors];
+}
+
+function printSnapshot(s: KernelSnapshot, header: string): void {
+  const out: string[] = [];
+  out.push(`source   ${header}`);
+  out.push(`kernel   ${s.kernel.banner}`);
+  out.push(`         release ${s.kernel.release}, KASLR slide ${hex(s.kernel.kaslrSlide)}, ${s.kernel.pagingLevels}-level paging`);
+  const row = (t: TaskInfo): string =>
+    `${String(t.pid).padStart(7)} ${String(t.tgid).padStart(7)} ${String(t.ppid).padStart(7)} ${String(t.uid).padStart(6)} ${String(t.state).padStart(6)}  ${t.comm.padEnd(16)} ${hex(t.address)}  ${t.kernelThread ? '-' : hex(t.mm)}`;
+  out.push('', `processes (${s.tasks.tasks.length}) and threads (${s.tasks.threads.length}) on init_task.tasks`);
+  out.push(`${'PID'.padStart(7)} ${'TGID'.padStart(7)} ${'PPID'.padStart(7)} ${'UID'.padStart(6)} ${'STATE'.padStart(6)}  ${'COMM'.padEnd(16)} ${'TASK'.padEnd(18)}  MM`);
+  for (const t of s.tasks.tasks) out.push(row(t));
+  for (const t of s.tasks.threads) out.push(row(t));
+  const listed = new Set([...s.tasks.tasks, ...s.tasks.threads].map((t) => t.address));
+  const idrOnly = s.pidIdr.entries.filter((e) => !listed.has(e.task));
+  out.push('', `pid IDR: ${s.pidIdr.entries.length} pids with a task; not on the task list: ${idrOnly.map((e) => `${e.pid} (${hex(e.task)})`).join(', ') || 'none'}`);
+  for (const c of s.runQueues.cpus) {
+    const name = (a: bigint): string => (a === c.idle ? 'idle' : [...s.tasks.tasks, ...s.tasks.threads].find((t) => t.address === a)?.comm ?? `${hex(a)} (not on the task list)`);
+    out.push(`run queue cpu ${c.cpu}: current ${name(c.current)}; queued: ${c.queued.map(name).join(', ') || 'none'}`);
+  }
+  out.push('', `modules (${s.modules.modules.length} on the list, ${s.modules.kobjects.length} kobjects)`);
+  for (const m of s.modules.modules) out.push(`  ${m.name.padEnd(28)} ${hex(m.coreBase)} ${String(m.coreSize).padStart(9)}`);
+  const onList = new Set(s.modules.modules.map((m) => m.address));
+  for (const m of s.modules.kobjects.filter((k) => !onList.has(k.address))) out.push(`  ${m.name.padEnd(28)} ${hex(m.coreBase)} ${String(m.coreSize).padStart(9)}  NOT ON THE MODULE LIST`);
+  for (const t of s.syscallTables) {
+    const odd = t.entries.filter((e) => e.expected !== null && (e.owner.kind !== 'kernel' || e.owner.symbol !== e.expected));
+    out.push('', `${t.table} at ${hex(t.address)}: ${t.entries.length} entries, ${odd.length} not holding their own handler`);
+    for (const e of odd) out.push(`  ${String(e.nr).padStart(4)} ${hex(e.target)} ${e.owner.kind === 'kernel' ? e.owner.symbol : e.owner.kind === 'module' ? `module ${e.owner.module}` : 'unknown'} (expected ${String(e.expected)})`);
+  }
+  const i = s.integrity;
+  out.push('', `kernel text sha256   ${i.textHash ?? '(not hashed)'}`, `kernel rodata sha256 ${i.rodataHash ?? '(not hashed)'}`);
+  for (const d of i.dispatchers) out.push(`${d.name.padEnd(20)} ${d.hash}`);
+  out.push(`IDT: ${i.idt.length} vectors; LSTAR ${i.lstar === null ? '(not readable through QMP)' : hex(i.lstar)}`);
+  const errors = allErrors(s);
+  if (errors.length > 0) {
+    out.push('', `errors (${errors.length}):`);
+    for (const e of errors.slice(0, 50)) out.push(`  ${e.where}: ${e.message}`);
+  }
+  console.log(out.join('\n'));
+}

@@ -67,16 +67,21 @@ export class GuestMemory {
     return this.file.read(off, length);
   }
 
-  /** Guest-physical addresses of up to `limit` matches of pattern, in address order. */
-  findAll(pattern: Buffer, limit = 64): bigint[] {
+  /** Guest-physical addresses of up to `limit` matches of pattern, in address order, optionally within [fromGpa, toGpa). */
+  findAll(pattern: Buffer, limit = 64, fromGpa?: bigint, toGpa?: bigint): bigint[] {
     const out: bigint[] = [];
-    let from = 0;
-    while (out.length < limit) {
-      const at = this.file.indexOf(pattern, from);
-      if (at < 0) break;
-      const gpa = this.gpaOfFileOffset(BigInt(at));
-      if (gpa !== null) out.push(gpa);
-      from = at + 1;
+    for (const r of this.layout) {
+      const lo = fromGpa !== undefined && fromGpa > r.gpa ? fromGpa : r.gpa;
+      const hi = toGpa !== undefined && toGpa < r.gpa + r.size ? toGpa : r.gpa + r.size;
+      if (lo >= hi) continue;
+      let from = Number(r.fileOffset + (lo - r.gpa));
+      const to = Number(r.fileOffset + (hi - r.gpa));
+      while (out.length < limit) {
+        const at = this.file.indexOf(pattern, from, to);
+        if (at < 0) break;
+        out.push(r.gpa + (BigInt(at) - r.fileOffset));
+        from = at + 1;
+      }
     }
     return out;
   }

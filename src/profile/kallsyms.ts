@@ -20,8 +20,8 @@ export interface KallsymsTable {
 }
 
 const DIGIT_TOKENS = Buffer.from('0\u00001\u00002\u00003\u00004\u00005\u00006\u00007\u00008\u00009\u0000', 'latin1');
-/** How far before the token table the other arrays may start: ~300k symbols. */
-const WINDOW_BEFORE = 24 << 20;
+/** How far before the token table the other arrays may start: 4 MiB first, then enough for ~300k symbols. */
+const WINDOWS_BEFORE = [4 << 20, 24 << 20];
 const MAX_SYMBOLS = 1 << 20;
 const MAX_TOKEN_LEN = 256;
 
@@ -53,12 +53,20 @@ function decodeAt(mem: GuestMemory, digitsPhys: bigint): KallsymsTable {
   const tokens = checkTokens(small.buf, Number(digitsPhys - small.start));
   const tokenTablePhys = small.start + BigInt(tokens.tokenTable);
   // Then one bounded copy holding everything from the offsets to the token table,
-  // clipped to the RAM range (kernel images are physically contiguous).
-  const big = readWindow(mem, range, tokenTablePhys, BigInt(WINDOW_BEFORE), 0n);
-  const buf = big.buf;
-  const tokenTable = Number(tokenTablePhys - big.start);
+  // clipped to the RAM range (kernel images are physically contiguous). A 6.1
+  // distribution kernel needs ~2 MB; the window grows only if that is not enough.
+  for (const before of WINDOWS_BEFORE) {
+    const big = readWindow(mem, range, tokenTablePhys, BigInt(before), 0n);
+    const found = findCount(big.buf, Number(tokenTablePhys - big.start), tokens.tokens);
+    if (found) return { tokenTablePhys, ...found };
+    if (big.start === range.gpa) break; // the window already reaches the start of RAM
+  }
+  throw new KallsymsError('no symbol count makes the markers, names and count agree');
+}
 
-  // Find N: the markers, seqs and names must line up exactly below the token table.
+/** Finds N: the markers, seqs and names must line up exactly below the token table. */
+function findCount(buf: Buffer, tokenTable: number, tokens: string[]):
+  { relativeBase: bigint; names: string[]; types: string; addresses: BigUint64Array } | null {
   const maxN = Math.min(MAX_SYMBOLS, Math.floor(tokenTable / 8));
   for (let n = 256; n <= maxN; n++) {
     const markerCount = (n + 255) >> 8;
@@ -66,16 +74,11 @@ function decodeAt(mem: GuestMemory, digitsPhys: bigint): KallsymsTable {
     for (const withSeqs of [true, false]) {
       const markersStart = (withSeqs ? seqsStart : tokenTable) - align8(4 * markerCount);
       if (markersStart < 16 || buf.readUInt32LE(markersStart) !== 0) continue;
-      const table = tryN(buf, n, markersStart, markerCount, tokens.tokens);
-      if (table) {
-        return {
-          tokenTablePhys,
-          ...table,
-        };
-      }
+      const table = tryN(buf, n, markersStart, markerCount, tokens);
+      if (table) return table;
     }
   }
-  throw new KallsymsError('no symbol count makes the markers, names and count agree');
+  return null;
 }
 
 function tryN(buf: Buffer, n: number, markersStart: number, markerCount: number, tokens: string[]):
@@ -105,6 +108,7 @@ function tryN(buf: Buffer, n: number, markersStart: number, markerCount: number,
       off += len;
     }
     if (!ok || off > markersStart || align8(off) !== markersStart) continue;
+    if (x - 16 - align8(4 * n) < 0) return null; // offsets start before this window: a bigger one will do
     return decodeSymbols(buf, n, x, tokens);
   }
   return null;

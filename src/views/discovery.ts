@@ -81,9 +81,11 @@ export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): D
   const { tables, rejected } = findKallsyms(mem);
   const kallsymsMs = performance.now() - t0;
   const notes = rejected.map((r) => `kallsyms candidate ${r}`);
-  const banners = mem.findAll(Buffer.from('Linux version '), 512);
   const valid: Candidate[] = [];
   for (const table of tables) {
+    // linux_banner lies in the same image's rodata: search only around this kallsyms.
+    const span = 128n << 20n;
+    const banners = mem.findAll(Buffer.from('Linux version '), 512, table.tokenTablePhys > span ? table.tokenTablePhys - span : 0n, table.tokenTablePhys + span);
     // A user's System.map/ISF describes the unrandomised build: slide it to where this
     // image's kallsyms says _text is (kallsyms_relative_base is _text).
     const symbols = opts.symbols ? slideSymbols(opts.symbols, table.relativeBase - (opts.symbols.address('_text') ?? table.relativeBase)) : SymbolTable.fromKallsyms(table);

@@ -59,6 +59,18 @@ t.test('system_reset brings the guest back', async (t) => {
   t.same(await b.qmp.queryStatus(), { status: 'running', running: true });
 });
 
+t.test('a guest OS reboot through the agent brings the guest back', async (t) => {
+  const agent = await b.agent();
+  await agent.shell('echo before-reboot > /tmp/marker');
+  const t0 = Date.now();
+  await agent.shutdown('reboot');
+  await b.waitReady();
+  t.comment(`guest-shutdown reboot to guest agent ready: ${Date.now() - t0} ms`);
+  const marker = await (await b.agent()).exec('/bin/cat', ['/tmp/marker']);
+  t.not(marker.exitCode, 0, 'tmpfs state is gone: the OS rebooted');
+  t.ok(b.running, 'in the same QEMU process');
+});
+
 t.test('attack: sys_call_table hook, visible in the guest and undone by rmmod', async (t) => {
   const agent = await a.agent();
   await agent.shell(`insmod ${images.attackModules.syscallHook} nrs=39,62`);

@@ -10,6 +10,9 @@ const commands: Record<string, () => Promise<Command>> = {
   inspect: () => import('./commands/inspect.js'),
   'lab-accel': () => import('./commands/lab-accel.js'),
   run: () => import('./commands/run.js'),
+  status: () => import('./commands/status.js'),
+  log: () => import('./commands/log.js'),
+  policy: () => import('./commands/policy.js'),
 };
 
 async function main(argv: string[]): Promise<number> {

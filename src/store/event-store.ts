@@ -4,14 +4,19 @@
 // (guest health, open findings, ladders) that the web page and CLI show.
 import BetterSqlite3, { type Database, type Statement } from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { EventSink } from '../events/sink.js';
 import { payloadProblem } from '../events/schemas.js';
 import {
   eventGuest, type EventInput, type EventKind, type EventPayloads, type GuestHealthPayload,
   type FindingPayload, type LadderStepPayload, type RecordedEvent, type RefusedWritePayload,
 } from '../events/types.js';
-import { migrate } from './migrations.js';
+import { migrate, migrations } from './migrations.js';
+
+/** Where the appliance keeps its state; INTROVISOR_STATE moves it. */
+export const stateDir = (): string => process.env.INTROVISOR_STATE ?? '/var/lib/introvisor';
+export const defaultDatabasePath = (): string => join(stateDir(), 'introvisor.db');
+export const defaultPolicyDir = (): string => join(stateDir(), 'policy');
 
 export interface RetentionSettings {
   /** Journal events older than this are deleted (current state and the outbox are kept). */
@@ -27,6 +32,8 @@ export interface EventStoreOptions {
   readonly retention?: RetentionSettings;
   /** Most undelivered events kept for telemetry; beyond it the oldest are dropped (and an outbox-dropped event says so). 0 disables the outbox. */
   readonly outboxLimit?: number;
+  /** Open for reading only (the CLI, next to a running supervisor): no migrations, no retention, no writes. */
+  readonly readOnly?: boolean;
   readonly now?: () => number;
 }
 
@@ -80,22 +87,28 @@ export class EventStore implements EventSink {
     this.retention = opts.retention ?? defaultRetention;
     this.outboxLimit = opts.outboxLimit ?? defaultOutboxLimit;
     this.now = opts.now ?? Date.now;
-    mkdirSync(dirname(opts.path), { recursive: true });
+    if (!opts.readOnly) mkdirSync(dirname(opts.path), { recursive: true });
     try {
-      this.db = new BetterSqlite3(opts.path);
+      this.db = opts.readOnly ? new BetterSqlite3(opts.path, { readonly: true, fileMustExist: true }) : new BetterSqlite3(opts.path);
     } catch (e) {
       throw new Error(`event store ${opts.path}: cannot open: ${(e as Error).message}`);
     }
-    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('busy_timeout = 5000');
+    if (opts.readOnly) {
+      const have = this.db.pragma('user_version', { simple: true }) as number;
+      const want = migrations[migrations.length - 1]?.version ?? 0;
+      if (have !== want) throw new Error(`event store ${opts.path}: schema version ${have}, this program reads ${want}`);
+    } else {
+      this.db.pragma('journal_mode = WAL');
+    }
     // FULL: a commit is fsynced before record() returns (the WAL default NORMAL could lose the last commits on power loss).
     this.db.pragma('synchronous = FULL');
     this.db.pragma('foreign_keys = ON');
-    this.db.pragma('busy_timeout = 5000');
-    migrate(this.db, opts.path);
+    if (!opts.readOnly) migrate(this.db, opts.path);
     const stream = (this.db.prepare("SELECT value FROM meta WHERE key = 'stream'").get() as { value: string } | undefined)?.value;
     if (!stream) throw new Error(`event store ${opts.path}: meta has no stream id`);
     this.stream = stream;
-    if (opts.deviceId !== undefined) {
+    if (opts.deviceId !== undefined && !opts.readOnly) {
       this.db.prepare("INSERT INTO meta (key, value) VALUES ('device', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(opts.deviceId);
       this.deviceId = opts.deviceId;
     } else {
@@ -119,7 +132,7 @@ export class EventStore implements EventSink {
       outboxAfter: db.prepare('SELECT seq, message FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?'),
     };
     this.outboxCount = (db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n;
-    this.pruneRetention();
+    if (!opts.readOnly) this.pruneRetention();
   }
 
   close(): void {

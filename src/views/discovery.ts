@@ -156,42 +156,49 @@ function judgeCandidate(mem: GuestMemory, table: KallsymsTable, symbols: SymbolT
   if (bannerVa === undefined || physBaseVa === undefined || rodata[0] === undefined || rodata[1] === undefined) {
     return { note: `${at}: lacks linux_banner/phys_base/__start_rodata` };
   }
-  // The image is mapped linearly: VA - PA is one constant. Find the banner copy that
-  // makes phys_base (a variable in the image holding exactly that mapping) agree.
-  let delta: bigint | undefined;
+  // The image is mapped linearly: VA - PA is one constant. Each banner copy whose
+  // implied mapping puts this kallsyms inside the image's rodata proposes one; those
+  // that phys_base (a variable holding exactly that mapping) confirms go first, but
+  // a guest can overwrite phys_base, so the page tables have the final word.
+  const deltas: { d: bigint; confirmed: boolean }[] = [];
   for (const pa of banners) {
     const d = bannerVa - pa;
-    const physBasePa = physBaseVa - d;
     const tokenVa = table.tokenTablePhys + d;
     if (tokenVa < rodata[0] || tokenVa >= rodata[1]) continue;
-    let stored: bigint;
-    try { stored = mem.readPhys(physBasePa, 8).readBigUInt64LE(0); } catch { continue; }
-    if (stored === ((START_KERNEL_MAP - d) & U64)) { delta = d; break; }
+    let stored: bigint | undefined;
+    try { stored = mem.readPhys(physBaseVa - d, 8).readBigUInt64LE(0); } catch { /* unconfirmed */ }
+    deltas.push({ d, confirmed: stored === ((START_KERNEL_MAP - d) & U64) });
   }
-  if (delta === undefined) return { note: `${at}: no banner copy agrees with phys_base (not a complete kernel image)` };
-  const bannerPa = bannerVa - delta;
+  deltas.sort((x, y) => Number(y.confirmed) - Number(x.confirmed));
+  if (deltas.length === 0) return { note: `${at}: no kernel banner where this image's rodata would be (not a complete kernel image)` };
 
-  let levelsToTry: PagingLevels[];
-  let root: bigint;
-  if (regs) {
-    root = pageTableRootFromCr3(regs.cr3);
-    levelsToTry = regs.cr4 === undefined ? [4, 5] : (regs.cr4 & CR4_LA57) !== 0n ? [5] : [4];
-  } else {
-    const pgd = symbols.address('init_top_pgt') ?? symbols.address('swapper_pg_dir');
-    if (pgd === undefined) return { note: `${at}: no init_top_pgt symbol for a page-table root` };
-    root = pgd - delta;
-    // __pgtable_l5_enabled tells a dump's paging depth; try the other if it lies.
-    const l5 = symbols.address('__pgtable_l5_enabled');
-    let five = false;
-    if (l5 !== undefined) { try { five = mem.readPhys(l5 - delta, 4).readUInt32LE(0) === 1; } catch { /* keep 4 */ } }
-    levelsToTry = five ? [5, 4] : [4, 5];
-  }
-  for (const levels of levelsToTry) {
-    const space = new AddressSpace(mem, root, levels);
-    if (space.translate(bannerVa) === bannerPa && space.translate(physBaseVa) === physBaseVa - delta) {
-      return { table, symbols, delta, levels, space, note: `${at}: running kernel (root ${hex(root)}, ${levels}-level, slide ${hex(symbols.require('_text') - DEFAULT_TEXT)})` };
+  let lastRoot = 0n;
+  for (const { d: delta } of deltas.slice(0, 8)) {
+    const bannerPa = bannerVa - delta;
+    let levelsToTry: PagingLevels[];
+    let root: bigint;
+    if (regs) {
+      root = pageTableRootFromCr3(regs.cr3);
+      levelsToTry = regs.cr4 === undefined ? [4, 5] : (regs.cr4 & CR4_LA57) !== 0n ? [5] : [4];
+    } else {
+      const pgd = symbols.address('init_top_pgt') ?? symbols.address('swapper_pg_dir');
+      if (pgd === undefined) return { note: `${at}: no init_top_pgt symbol for a page-table root` };
+      root = pgd - delta;
+      // __pgtable_l5_enabled tells a dump's paging depth; try the other if it lies.
+      const l5 = symbols.address('__pgtable_l5_enabled');
+      let five = false;
+      if (l5 !== undefined) { try { five = mem.readPhys(l5 - delta, 4).readUInt32LE(0) === 1; } catch { /* keep 4 */ } }
+      levelsToTry = five ? [5, 4] : [4, 5];
+    }
+    lastRoot = root;
+    for (const levels of levelsToTry) {
+      const space = new AddressSpace(mem, root, levels);
+      if (space.translate(bannerVa) === bannerPa && space.translate(physBaseVa) === physBaseVa - delta) {
+        return { table, symbols, delta, levels, space, note: `${at}: running kernel (root ${hex(root)}, ${levels}-level, slide ${hex(symbols.require('_text') - DEFAULT_TEXT)})` };
+      }
     }
   }
+  const root = lastRoot;
   return { note: `${at}: page tables at ${hex(root)} do not map it (${regs ? 'a previous kernel left in RAM' : 'inconsistent image'})` };
 }
 

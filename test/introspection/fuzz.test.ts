@@ -1,0 +1,172 @@
+// Hostile guest memory: mutate a real guest's RAM image where the engine looks
+// (task list links, module list, pid IDR nodes, run-queue trees, syscall table,
+// kallsyms, BTF, random bytes) and check every discovery and scan ends — with a
+// result or a clean error — within a time bound, without crashing or growing
+// memory. CI runs IV_FUZZ_SECONDS (default 40); `npm run fuzz` runs longer.
+import t from 'tap';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startLabGuest } from '../../src/lab/lab-guest.js';
+import { Introspector } from '../../src/views/scan.js';
+import { dumpRam } from './ground-truth.js';
+
+t.setTimeout(900_000);
+const seconds = Number(process.env.IV_FUZZ_SECONDS ?? '40');
+const seed = Number(process.env.IV_FUZZ_SEED ?? Date.now() % 1_000_000);
+t.comment(`fuzz: ${seconds} s, seed ${seed} (IV_FUZZ_SEED=${seed} replays it)`);
+
+// xorshift32: reproducible from the seed.
+let state = seed || 1;
+const rnd = (): number => { state ^= state << 13; state >>>= 0; state ^= state >>> 17; state ^= state << 5; state >>>= 0; return state; };
+const pick = <T>(xs: readonly T[]): T => xs[rnd() % xs.length] as T;
+
+const dir = mkdtempSync(join(tmpdir(), 'iv-fuzz-'));
+const image = join(dir, 'guest.ram');
+{
+  const vm = await startLabGuest('iv-fuzz', { kaslr: true });
+  try { await dumpRam(vm, image); } finally { await vm.stop(); }
+}
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+const clean = await Introspector.attach(image);
+t.teardown(() => clean.close());
+const ctx = clean.context;
+const p = clean.kernel.profile;
+const snap = clean.scan({ hashImage: false });
+
+// Guest-physical targets worth corrupting, from the clean views.
+const pa = (va: bigint): bigint | null => ctx.space.translate(va);
+const targets: { what: string; pa: bigint; len: number }[] = [];
+const add = (what: string, va: bigint, len: number): void => { const a = pa(va); if (a !== null) targets.push({ what, pa: a, len }); };
+const off = (s: string, m: string): bigint => BigInt(p.offsetof(s, m));
+for (const task of snap.tasks.tasks) {
+  add(`task ${task.pid} tasks.next`, task.address + off('task_struct', 'tasks'), 8);
+  add(`task ${task.pid} tasks.prev`, task.address + off('task_struct', 'tasks') + 8n, 8);
+  add(`task ${task.pid} real_parent`, task.address + off('task_struct', 'real_parent'), 8);
+  add(`task ${task.pid} cred`, task.address + off('task_struct', 'cred'), 8);
+  add(`task ${task.pid} mm`, task.address + off('task_struct', 'mm'), 8);
+  add(`task ${task.pid} comm`, task.address + off('task_struct', 'comm'), 16);
+  add(`task ${task.pid} pid`, task.address + off('task_struct', 'pid'), 8);
+  add(`task ${task.pid} thread_group`, task.address + off('task_struct', 'thread_group'), 8);
+}
+for (const m of snap.modules.modules) {
+  add(`module ${m.name} list.next`, m.address + off('module', 'list'), 8);
+  add(`module ${m.name} name`, m.address + off('module', 'name'), 56);
+}
+for (const e of snap.pidIdr.entries) add(`struct pid of ${e.pid}`, ctx.space.readU64(e.task + off('task_struct', 'thread_pid')), 64);
+const ns = p.symbol('init_pid_ns') + off('pid_namespace', 'idr');
+add('init_pid_ns idr head', ns + off('idr', 'idr_rt') + off('xarray', 'xa_head'), 8);
+const head = ctx.space.readU64(ns + off('idr', 'idr_rt') + off('xarray', 'xa_head'));
+if ((head & 3n) === 2n) add('idr root xa_node', head - 2n, 64 * 8 + 64);
+for (const c of snap.runQueues.cpus) add(`rq ${c.cpu}`, p.symbol('runqueues') + ctx.space.readU64(p.symbol('__per_cpu_offset') + BigInt(8 * c.cpu)), 4096);
+add('sys_call_table', p.symbol('sys_call_table'), 451 * 8);
+add('module_kset ptr', p.symbol('module_kset'), 8);
+add('nr_cpu_ids', p.symbol('nr_cpu_ids'), 4);
+add('idt_table', p.symbol('idt_table'), 4096);
+t.ok(targets.length > 100, `${targets.length} structure targets`);
+const structureTargets = [...targets];
+const btfStart = pa(p.symbol('__start_BTF'));
+const tokenTable = clean.kernel.tokenTablePhys;
+const discoveryTargets = [
+  { what: 'BTF header', pa: btfStart ?? 0n, len: 24 },
+  { what: 'BTF types', pa: (btfStart ?? 0n) + 24n + BigInt(rnd() % 4_000_000), len: 4096 },
+  { what: 'kallsyms token table', pa: tokenTable, len: 2048 },
+  { what: 'kallsyms names/markers', pa: tokenTable - BigInt(1 + (rnd() % 2_000_000)), len: 4096 },
+  { what: 'phys_base', pa: pa(p.symbol('phys_base')) ?? 0n, len: 8 },
+  { what: 'init_top_pgt', pa: pa(p.symbol('init_top_pgt')) ?? 0n, len: 4096 },
+];
+
+const kernelPointers = snap.tasks.tasks.map((x) => x.address);
+function payload(len: number): Buffer {
+  const b = Buffer.alloc(len);
+  switch (rnd() % 6) {
+    case 0: for (let i = 0; i < len; i++) b[i] = rnd() & 0xff; break; // noise
+    case 1: b.fill(0xff); break; // huge counts, -1 pointers
+    case 2: break; // zeros: NULLs, truncation
+    case 3: for (let i = 0; i + 8 <= len; i += 8) b.writeBigUInt64LE(pick(kernelPointers) + BigInt(rnd() % 4096), i); break; // pointers into other tasks: cycles
+    case 4: for (let i = 0; i + 8 <= len; i += 8) b.writeBigUInt64LE(0xffff_0000_0000_0000n | (BigInt(rnd()) << 12n), i); break; // wild kernel pointers
+    default: { const i = rnd() % len; b.fill(0); b[i] = 1 << (rnd() % 8); } // a single bit
+  }
+  return b;
+}
+
+const fd = openSync(image, 'r+');
+t.teardown(() => closeSync(fd));
+/** Writes a payload at a guest-physical target (the image is mapped shared: the engine sees it at once); returns an undo. */
+function mutate(target: { pa: bigint; len: number }): () => void {
+  const fileOff = clean.memory.fileOffsetOf(target.pa, target.len);
+  if (fileOff === null) return () => undefined;
+  const before = Buffer.alloc(target.len);
+  readSync(fd, before, 0, target.len, Number(fileOff));
+  writeSync(fd, payload(target.len), 0, target.len, Number(fileOff));
+  return () => { writeSync(fd, before, 0, target.len, Number(fileOff)); };
+}
+
+const SCAN_BOUND_MS = 2_000;
+const DISCOVERY_BOUND_MS = 10_000;
+const RSS_BOUND = 3 * 1024 ** 3;
+
+t.test('scans of corrupted kernel structures end with views and errors, within bounds', async (t) => {
+  const deadline = Date.now() + seconds * 1000 * 0.75;
+  let runs = 0;
+  let withErrors = 0;
+  let worstMs = 0;
+  let worstWhat = '';
+  while (Date.now() < deadline) {
+    const chosen = Array.from({ length: 1 + (rnd() % 4) }, () => pick(structureTargets));
+    const undo = chosen.map(mutate);
+    const t0 = performance.now();
+    let s;
+    try {
+      s = clean.scan({ hashImage: false });
+    } catch (e) {
+      t.fail(`scan threw after corrupting ${chosen.map((c) => c.what).join(', ')}: ${e instanceof Error ? e.stack : String(e)}`);
+      undo.reverse().forEach((u) => u());
+      break;
+    }
+    const ms = performance.now() - t0;
+    if (ms > worstMs) { worstMs = ms; worstWhat = chosen.map((c) => c.what).join(', '); }
+    const errs = s.tasks.errors.length + s.pidIdr.errors.length + s.runQueues.errors.length + s.modules.errors.length + s.integrity.errors.length;
+    if (errs > 0) withErrors++;
+    undo.reverse().forEach((u) => u());
+    runs++;
+    if (ms > SCAN_BOUND_MS || process.memoryUsage().rss > RSS_BOUND) {
+      t.fail(`scan took ${ms.toFixed(0)} ms / rss ${process.memoryUsage().rss} after corrupting ${worstWhat}`);
+      break;
+    }
+  }
+  t.comment(`${runs} corrupted scans, ${withErrors} reported view errors; slowest ${worstMs.toFixed(1)} ms (${worstWhat})`);
+  t.ok(runs > 50, `${runs} scans ran`);
+  t.ok(withErrors > 0, 'corruption shows up as view errors');
+  t.same(clean.scan({ hashImage: false }).tasks.errors, [], 'the restored image scans clean again');
+});
+
+t.test('discovery over corrupted kallsyms, BTF and page tables ends with a kernel or a clean error', async (t) => {
+  const deadline = Date.now() + seconds * 1000 * 0.25;
+  let runs = 0;
+  let failures = 0;
+  const messages = new Set<string>();
+  while (Date.now() < deadline || runs < 3) {
+    const target = pick(discoveryTargets);
+    const undo = mutate(target);
+    const t0 = performance.now();
+    try {
+      const ins = await Introspector.attach(image);
+      ins.scan({ hashImage: false });
+      ins.close();
+    } catch (e) {
+      failures++;
+      if (!(e instanceof Error) || e.message.length === 0) t.fail(`discovery threw a non-error after corrupting ${target.what}`);
+      else if (messages.size < 8) messages.add(`${target.what}: ${e.message.slice(0, 160)}`);
+    } finally {
+      undo();
+    }
+    const ms = performance.now() - t0;
+    runs++;
+    if (ms > DISCOVERY_BOUND_MS) { t.fail(`discovery took ${ms.toFixed(0)} ms after corrupting ${target.what}`); break; }
+    if (runs > 200) break;
+  }
+  t.comment(`${runs} corrupted discoveries, ${failures} ended in a clean error, e.g.:\n${[...messages].join('\n')}`);
+  t.ok(runs >= 3);
+});

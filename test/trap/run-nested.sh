@@ -251,6 +251,27 @@ if [ "$full_kernel" = 1 ]; then
   fi
   echo "# build: full kernel $((f1 - f0))s"
 fi
+# The series' own KVM selftest (tools/testing/selftests/kvm/x86_64/
+# introvisor_trap_test.c), built against the patched tree's uapi headers.
+st_dir="$tcache/selftest/$source_ver-$series_key"
+st_bin="$st_dir/out/x86_64/introvisor_trap_test"
+if [ ! -x "$st_bin" ]; then
+  rm -rf "$st_dir" && mkdir -p "$st_dir"
+  s0=$(date +%s)
+  if make -s -C "$tree" O="$st_dir/hdr-build" headers_install INSTALL_HDR_PATH="$st_dir/hdr" > "$st_dir/build.log" 2>&1 \
+     && make -s -C "$tree/tools/testing/selftests/kvm" OUTPUT="$st_dir/out" \
+          KHDR_INCLUDES="-isystem $st_dir/hdr/include" "$st_bin" >> "$st_dir/build.log" 2>&1; then
+    echo "# build: selftest $(( $(date +%s) - s0 ))s"
+  else
+    tail -20 "$st_dir/build.log" | sed 's/^/# /'
+  fi
+fi
+if [ -x "$st_bin" ] && ! grep -q 'warning:' "$st_dir/build.log"; then
+  tap 1 "KVM selftest x86_64/introvisor_trap_test builds without warnings"
+else
+  tap 0 "KVM selftest x86_64/introvisor_trap_test builds without warnings"
+fi
+
 [ "$build_only" = 1 ] && finish
 
 # ---- 3. test program and initramfs -------------------------------------------
@@ -267,6 +288,12 @@ for applet in $(/bin/busybox --list-full); do
   [ -e "$root/$applet" ] || { mkdir -p "$root/$(dirname "$applet")"; ln -s /bin/busybox "$root/$applet"; }
 done
 cp "$work/trap_test" "$root/bin/trap_test"
+if [ -x "$st_bin" ]; then
+  cp "$st_bin" "$root/bin/introvisor_trap_test"
+  while read -r lib; do
+    mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
+  done < <(ldd "$st_bin" | awk '/=>/ && $3 ~ /^\// {print $3; next} /^\t\// {print $1}')
+fi
 
 # Modules in load order, each one's dependencies (modinfo -F depends) first:
 # the patched kvm/kvm_amd from the build, everything else from the image.
@@ -309,6 +336,13 @@ for npt in 1 0; do
   t0=\$(cut -d' ' -f1 /proc/uptime)
   /bin/trap_test npt=\$npt $loops
   echo "TRAP exit npt=\$npt \$? \$t0 \$(cut -d' ' -f1 /proc/uptime)"
+  if [ -x /bin/introvisor_trap_test ]; then
+    /bin/introvisor_trap_test > /tmp/st.log 2>&1
+    rc=\$?
+    sed 's/^/# selftest: /' /tmp/st.log
+    [ \$rc = 0 ] && echo "TRAP ok - npt=\$npt: KVM selftest introvisor_trap_test passes" \
+                 || echo "TRAP not ok - npt=\$npt: KVM selftest introvisor_trap_test passes (exit \$rc)"
+  fi
   rmmod kvm_amd
 done
 dmesg | grep -E 'kvm|SVM|BUG:|WARNING: CPU|Call Trace|RIP:' | sed 's/^/TRAP dmesg /' | tail -40

@@ -34,8 +34,12 @@ export function qemuRamLayout(ramSize: number, machine: MachineLayout = 'q35'): 
 export class GuestMemory {
   readonly layout: readonly RamRange[];
 
-  constructor(readonly file: PhysicalMemory, machine: MachineLayout = 'q35') {
-    this.layout = qemuRamLayout(file.size, machine);
+  /** `layout`: a QEMU machine type, or explicit ranges (e.g. from an ELF dump's program headers). */
+  constructor(readonly file: PhysicalMemory, layout: MachineLayout | readonly RamRange[] = 'q35') {
+    this.layout = typeof layout === 'string' ? qemuRamLayout(file.size, layout) : layout;
+    for (const r of this.layout) {
+      if (r.fileOffset + r.size > BigInt(file.size)) throw new RangeError(`RAM range at 0x${r.gpa.toString(16)} runs past the end of ${file.source}`);
+    }
   }
 
   get source(): string { return this.file.source; }

@@ -1,0 +1,88 @@
+// Introspection figures on a live lab guest (KASLR on, LA57, TCG): cold start
+// from nothing to the first full view, the median time of each view and of a
+// full check, and how they grow with ~1k and ~10k guest tasks.
+// Reproduce: npm run bench -- introspection
+import { startLabGuest } from '../src/lab/lab-guest.js';
+import { Introspector } from '../src/views/scan.js';
+import { readTaskList } from '../src/views/task-list.js';
+import { readPidIdr } from '../src/views/pid-idr.js';
+import { readRunQueues } from '../src/views/run-queues.js';
+import { readModuleList } from '../src/views/modules.js';
+import { readSyscallTables } from '../src/views/syscall-tables.js';
+import { readIntegrity } from '../src/views/integrity.js';
+import { median } from './stats.js';
+
+function timeIt(iterations: number, fn: () => unknown): number {
+  for (let i = 0; i < Math.min(50, iterations); i++) fn(); // warm the JIT
+  const xs: number[] = [];
+  for (let i = 0; i < iterations; i++) {
+    const t0 = process.hrtime.bigint();
+    fn();
+    xs.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  return median(xs);
+}
+
+function measureViews(ins: Introspector, label: string, iterations: number): void {
+  const ctx = ins.context;
+  const mods = readModuleList(ctx).modules;
+  const rows: [string, number][] = [
+    ['task list', timeIt(iterations, () => { ctx.space.clearCache(); readTaskList(ctx); })],
+    ['pid IDR', timeIt(iterations, () => { ctx.space.clearCache(); readPidIdr(ctx); })],
+    ['run queues', timeIt(iterations, () => { ctx.space.clearCache(); readRunQueues(ctx); })],
+    ['modules', timeIt(iterations, () => { ctx.space.clearCache(); readModuleList(ctx); })],
+    ['syscall tables', timeIt(iterations, () => { ctx.space.clearCache(); readSyscallTables(ctx, mods); })],
+    ['integrity (dispatchers, IDT)', timeIt(iterations, () => { ctx.space.clearCache(); readIntegrity(ctx, { hashImage: false }); })],
+    ['FULL CHECK (all views, no image hash)', timeIt(iterations, () => ins.scan({ hashImage: false }))],
+    ['full scan with text+rodata sha256', timeIt(Math.max(5, iterations / 20), () => ins.scan({ hashImage: true }))],
+  ];
+  const snap = ins.scan({ hashImage: false });
+  console.log(`  ${label}: ${snap.tasks.tasks.length} processes + ${snap.tasks.threads.length} threads, ${snap.pidIdr.entries.length} pids`);
+  for (const [name, ms] of rows) console.log(`    ${name.padEnd(40)} median ${ms.toFixed(3)} ms`);
+}
+
+export async function bench(): Promise<void> {
+  const vm = await startLabGuest('bench-introspect', { memoryMiB: 2048, kaslr: true });
+  try {
+    // Cold start: map RAM, find kallsyms, decode symbols, load BTF, verify page tables, first full view.
+    const colds: number[] = [];
+    const phases: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t0 = performance.now();
+      const ins = await Introspector.attach(vm.spec.ramPath, { qmp: vm.qmp });
+      ins.scan({ hashImage: true });
+      colds.push(performance.now() - t0);
+      const tm = ins.kernel.timings;
+      phases.push(`kallsyms ${tm.kallsymsMs.toFixed(0)} + BTF ${tm.btfMs.toFixed(0)} of discovery ${tm.totalMs.toFixed(0)} ms`);
+      ins.close();
+    }
+    console.log(`  cold start to first full view (no profile, 2 GiB guest): median ${median(colds).toFixed(0)} ms  [${colds.map((c) => c.toFixed(0)).join(', ')}]`);
+    console.log(`    ${phases.join('; ')}`);
+
+    const ins = await Introspector.attach(vm.spec.ramPath, { qmp: vm.qmp });
+    try {
+      measureViews(ins, 'idle lab guest', 500);
+      const agent = await vm.agent();
+      await agent.shell('echo 200000 > /proc/sys/kernel/threads-max; echo 131072 > /proc/sys/kernel/pid_max; mkfifo /tmp/iv-bench-fifo');
+      // Sleeping subshells blocked on a FIFO: one fork each, no exec.
+      const spawn = async (n: number): Promise<void> => {
+        for (let done = 0; done < n; done += 500) {
+          const k = Math.min(500, n - done);
+          await agent.shell(`i=0; while [ $i -lt ${k} ]; do (read x < /tmp/iv-bench-fifo) >/dev/null 2>&1 & i=$((i+1)); done`, { timeoutMs: 600_000 });
+        }
+      };
+      let current = ins.scan({ hashImage: false }).tasks.tasks.length;
+      for (const target of [1000, 10000]) {
+        const t0 = Date.now();
+        await spawn(target - current);
+        current = ins.scan({ hashImage: false }).tasks.tasks.length;
+        console.log(`  (spawned to ${current} guest processes in ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+        measureViews(ins, `~${target} guest tasks`, target > 5000 ? 50 : 200);
+      }
+    } finally {
+      ins.close();
+    }
+  } finally {
+    await vm.stop();
+  }
+}

@@ -152,9 +152,15 @@ export interface DeviceStatePayload {
   readonly policyVersion: number | null;
 }
 
-/** The outbox hit its bound and dropped its oldest undelivered events. */
+/**
+ * The outbox hit its bound and dropped its oldest undelivered events. An
+ * earlier notice that was dropped too is folded in, so the notices a consumer
+ * receives add up to every event it will never receive.
+ */
 export interface OutboxDroppedPayload {
+  /** Events dropped (this drop plus any folded-in notices), not counting notices. */
   readonly dropped: number;
+  /** Span of the dropped events' seq (not every seq in it was dropped: some may have been delivered before). */
   readonly firstSeq: number;
   readonly lastSeq: number;
   readonly limit: number;

@@ -72,7 +72,7 @@ export class EventStore implements EventSink {
     insertEvent: Statement<[string, string | null, number, string]>;
     insertOutbox: Statement<[number, string]>;
     deleteOutbox: Statement<[number]>;
-    oldestOutbox: Statement<[number], { seq: number }>;
+    oldestOutbox: Statement<[number], OutboxRow>;
     insertRefused: Statement<unknown[]>;
     upsertGuest: Statement<[string, number, string]>;
     upsertFinding: Statement<[string, string, number, string]>;
@@ -121,7 +121,7 @@ export class EventStore implements EventSink {
       insertEvent: db.prepare('INSERT INTO events (kind, guest, at_ms, payload) VALUES (?, ?, ?, ?)'),
       insertOutbox: db.prepare('INSERT INTO outbox (seq, message) VALUES (?, ?)'),
       deleteOutbox: db.prepare('DELETE FROM outbox WHERE seq = ?'),
-      oldestOutbox: db.prepare('SELECT seq FROM outbox ORDER BY seq LIMIT ?'),
+      oldestOutbox: db.prepare('SELECT seq, message FROM outbox ORDER BY seq LIMIT ?'),
       insertRefused: db.prepare(`INSERT INTO refused_writes (seq, guest, refused_at_ms, vcpu, gpa, gva, length, rip, instruction, value, protected_table, entry)
                                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
       upsertGuest: db.prepare('INSERT INTO guest_state (guest, seq, payload) VALUES (?, ?, ?) ON CONFLICT (guest) DO UPDATE SET seq = excluded.seq, payload = excluded.payload'),
@@ -204,17 +204,34 @@ export class EventStore implements EventSink {
     }
   }
 
-  /** Drops the n oldest undelivered events and records that it did (as an event that is itself published). */
+  /**
+   * Drops the n oldest undelivered events and queues a notice saying so (itself an event).
+   * A notice that is dropped in turn is folded into the new one, so the notices that reach the
+   * broker account for every dropped event: delivered events + the sum of delivered notices'
+   * `dropped` = every event recorded (notices not counted).
+   */
   private dropOldest(n: number): void {
     const rows = this.stmt.oldestOutbox.all(n);
     if (rows.length === 0) return;
-    for (const r of rows) this.stmt.deleteOutbox.run(r.seq);
+    let dropped = 0;
+    let firstSeq = Number.MAX_SAFE_INTEGER;
+    for (const r of rows) {
+      this.stmt.deleteOutbox.run(r.seq);
+      const m = JSON.parse(r.message) as { kind: string; payload: { dropped?: number; firstSeq?: number } };
+      if (m.kind === 'outbox-dropped') {
+        dropped += m.payload.dropped ?? 0;
+        firstSeq = Math.min(firstSeq, m.payload.firstSeq ?? r.seq);
+      } else {
+        dropped += 1;
+        firstSeq = Math.min(firstSeq, r.seq);
+      }
+    }
     this.outboxCount -= rows.length;
-    this.db.prepare("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT) WHERE key = 'outbox_dropped_total'").run(rows.length);
-    const first = rows[0] as { seq: number };
-    const last = rows[rows.length - 1] as { seq: number };
-    const notice: EventInput = { kind: 'outbox-dropped', payload: { dropped: rows.length, firstSeq: first.seq, lastSeq: last.seq, limit: this.outboxLimit } };
-    process.emitWarning(`event outbox full (${this.outboxLimit}): dropped ${rows.length} undelivered events, seq ${first.seq}..${last.seq}`, { code: 'INTROVISOR_OUTBOX_DROPPED' });
+    const lastSeq = (rows[rows.length - 1] as OutboxRow).seq;
+    const events = rows.filter((r) => !r.message.includes('"kind":"outbox-dropped"')).length;
+    this.db.prepare("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT) WHERE key = 'outbox_dropped_total'").run(events);
+    const notice: EventInput = { kind: 'outbox-dropped', payload: { dropped, firstSeq, lastSeq, limit: this.outboxLimit } };
+    process.emitWarning(`event outbox full (${this.outboxLimit}): dropped ${events} undelivered events, seq ${firstSeq}..${lastSeq}`, { code: 'INTROVISOR_OUTBOX_DROPPED' });
     this.insert(notice);
   }
 

@@ -125,3 +125,34 @@ t.test('the Last Will marks the device offline when the supervisor process dies'
   t.equal(parsed.payload.state, 'offline', 'LWT published offline after SIGKILL');
   t.equal(parsed.device, 'dev-lwt');
 });
+
+t.test('an overflowing outbox tells the broker what it dropped (outbox-dropped arrives and validates)', async (t) => {
+  const broker = await Mosquitto.start({ tls: true });
+  t.teardown(() => broker.stop());
+  const consumer = await broker.client('central-overflow');
+  t.teardown(() => { consumer.end(true); });
+  await subscribeAll(consumer, ['introvisor/dev-ovf/events/#']);
+  const got = collect(consumer);
+  // Recorded while no broker connection exists yet, into an outbox bounded at 100.
+  const store = new EventStore({ path: join(dir, 'overflow.db'), deviceId: 'dev-ovf', outboxLimit: 100 });
+  const warn = (): void => { /* the drop warning is expected here */ };
+  process.on('warning', warn);
+  t.teardown(() => { process.off('warning', warn); });
+  for (let i = 0; i < 300; i++) store.record(sampleEvents('lab1')[0] as never);
+  t.ok(store.outboxStats().pending <= 100, 'bounded');
+  const dropped = store.outboxStats().droppedTotal;
+  t.ok(dropped >= 200, `dropped ${dropped}`);
+  const telemetry = new Telemetry({ store, broker: broker.brokerConfig('introvisor-dev-ovf'), softwareVersion: 'test' });
+  t.teardown(async () => { await telemetry.stop(); store.close(); });
+  telemetry.start();
+  await telemetry.waitDrained(10_000);
+  const notices = await got.waitFor((m) => m.topic === 'introvisor/dev-ovf/events/outbox-dropped', 5000, 'outbox-dropped');
+  const e = parseRecordedEvent(JSON.parse(notices.payload), notices.topic);
+  t.equal(e.kind, 'outbox-dropped');
+  await new Promise((r) => setTimeout(r, 200));
+  const all = got.messages.filter((m) => m.topic === 'introvisor/dev-ovf/events/outbox-dropped').map((m) => parseRecordedEvent(JSON.parse(m.payload), m.topic));
+  const sum = all.reduce((n, x) => n + (x.kind === 'outbox-dropped' ? x.payload.dropped : 0), 0);
+  const scans = got.messages.filter((m) => m.topic === 'introvisor/dev-ovf/events/scan').length;
+  t.equal(scans + sum, 300, `the scans that arrived (${scans}) and the drops the notices report (${sum}) add up to all 300 recorded`);
+  t.equal(sum, dropped, 'and match the store\'s count');
+});

@@ -214,6 +214,7 @@ export class EventStore implements EventSink {
     const rows = this.stmt.oldestOutbox.all(n);
     if (rows.length === 0) return;
     let dropped = 0;
+    let events = 0;
     let firstSeq = Number.MAX_SAFE_INTEGER;
     for (const r of rows) {
       this.stmt.deleteOutbox.run(r.seq);
@@ -223,12 +224,12 @@ export class EventStore implements EventSink {
         firstSeq = Math.min(firstSeq, m.payload.firstSeq ?? r.seq);
       } else {
         dropped += 1;
+        events += 1;
         firstSeq = Math.min(firstSeq, r.seq);
       }
     }
     this.outboxCount -= rows.length;
     const lastSeq = (rows[rows.length - 1] as OutboxRow).seq;
-    const events = rows.filter((r) => !r.message.includes('"kind":"outbox-dropped"')).length;
     this.db.prepare("UPDATE meta SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT) WHERE key = 'outbox_dropped_total'").run(events);
     const notice: EventInput = { kind: 'outbox-dropped', payload: { dropped, firstSeq, lastSeq, limit: this.outboxLimit } };
     process.emitWarning(`event outbox full (${this.outboxLimit}): dropped ${events} undelivered events, seq ${firstSeq}..${lastSeq}`, { code: 'INTROVISOR_OUTBOX_DROPPED' });

@@ -11,6 +11,7 @@ import type { StatusMessage } from '../events/schemas.js';
 import { connectMqtt, type BrokerConfig, type BrokerConnector, type BrokerSession } from './broker.js';
 import { topicsFor, type Topics } from './topics.js';
 import { errorMessage } from '../util/errors.js';
+import { withTimeout } from '../util/deadline.js';
 
 export interface TelemetryOptions {
   readonly store: EventStore;
@@ -92,9 +93,12 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
     const s = this.session;
     if (s) {
       try {
-        await s.publish(this.topics.state, this.deviceState('offline'), { qos: 1, retain: true });
-      } catch { /* the broker is gone; the Last Will says offline */ }
-      await s.end(false);
+        await withTimeout(s.publish(this.topics.state, this.deviceState('offline'), { qos: 1, retain: true }), 5000, 'telemetry: publishing offline');
+        await withTimeout(s.end(false), 5000, 'telemetry: disconnect');
+      } catch {
+        // The broker is gone or stuck: drop the socket; the Last Will says offline.
+        await s.end(true);
+      }
     }
     this.dropSession();
   }

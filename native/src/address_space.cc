@@ -243,7 +243,7 @@ Napi::Value AddressSpace::ReadGatherJs(const Napi::CallbackInfo& info) {
   return result;
 }
 
-// walkList(head, linkOffset, maxNodes, gatherOffset, gatherLength)
+// walkList(head, linkOffset, maxNodes, gatherOffset, gatherLength[, fields: Uint32Array [offset, length]*])
 //   -> { nodes: BigUint64Array (container addresses), data: Buffer (gatherLength per node), error: string|null }
 // Follows list_head.next from the list_head at `head` until it returns to head. A
 // container is the list_head address minus linkOffset. Stops with an error (keeping
@@ -257,15 +257,33 @@ Napi::Value AddressSpace::WalkListJs(const Napi::CallbackInfo& info) {
   uint64_t max_nodes = ToU64(env, info[2], "maxNodes");
   uint64_t gather_offset = ToU64(env, info[3], "gatherOffset");
   uint64_t gather_len = ToU64(env, info[4], "gatherLength");
+  // Optional field list: gather only these [offset, length] pieces, packed, instead of one span.
+  std::vector<std::pair<uint32_t, uint32_t>> fields;
+  if (info.Length() > 5 && !info[5].IsUndefined()) {
+    if (!info[5].IsTypedArray() || info[5].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+      throw Napi::TypeError::New(env, "walkList: fields must be a Uint32Array of [offset, length] pairs");
+    auto f = info[5].As<Napi::Uint32Array>();
+    if (f.ElementLength() % 2 != 0 || f.ElementLength() > 128) throw Napi::RangeError::New(env, "walkList: up to 64 [offset, length] pairs");
+    gather_len = 0;
+    for (size_t i = 0; i < f.ElementLength(); i += 2) {
+      fields.emplace_back(f[i], f[i + 1]);
+      gather_len += f[i + 1];
+    }
+  }
   if (max_nodes > kMaxListNodes) max_nodes = kMaxListNodes;
   if (gather_len > 1u << 16) throw Napi::RangeError::New(env, "walkList: gatherLength above 64 KiB");
   if (gather_len * max_nodes > kMaxGatherBytes) max_nodes = kMaxGatherBytes / (gather_len == 0 ? 1 : gather_len);
 
   std::vector<uint64_t> nodes;
   std::vector<uint8_t> data;
-  std::unordered_set<uint64_t> seen;
+  nodes.reserve(256);
+  data.reserve(256 * gather_len);
   std::string error;
   uint64_t cur = head;
+  // Brent's cycle detection: no per-node memory, finds a loop that skips the head
+  // within a small multiple of its length (and max_nodes bounds the walk anyway).
+  uint64_t tortoise = head;
+  uint64_t power = 1, lambda = 0;
   for (;;) {
     uint64_t next;
     if (!ReadU64(cur, &next)) {
@@ -273,9 +291,20 @@ Napi::Value AddressSpace::WalkListJs(const Napi::CallbackInfo& info) {
       break;
     }
     if (next == head) break;
-    if (!seen.insert(next).second) {
+    if (next == tortoise) {
       error = "cycle at " + Hex(next) + " that does not return to the head " + Hex(head);
+      // Brent's check notices the loop only after going round it: keep each node once.
+      std::unordered_set<uint64_t> seen;
+      size_t keep = 0;
+      while (keep < nodes.size() && seen.insert(nodes[keep]).second) ++keep;
+      nodes.resize(keep);
+      data.resize(keep * gather_len);
       break;
+    }
+    if (++lambda == power) {
+      tortoise = next;
+      power <<= 1;
+      lambda = 0;
     }
     if (nodes.size() >= max_nodes) {
       error = "more than " + std::to_string(max_nodes) + " nodes";
@@ -286,7 +315,27 @@ Napi::Value AddressSpace::WalkListJs(const Napi::CallbackInfo& info) {
       size_t at = data.size();
       data.resize(at + gather_len);
       uint64_t failed;
-      if (!ReadVirtual(container + gather_offset, gather_len, data.data() + at, &failed)) {
+      bool good = true;
+      if (fields.empty()) {
+        good = ReadVirtual(container + gather_offset, gather_len, data.data() + at, &failed);
+      } else {
+        // Fields of one node sit on different cache lines: find and prefetch them all
+        // before copying, so the memory loads overlap instead of queueing.
+        const uint8_t* src[64];
+        size_t nf = fields.size();
+        for (size_t i = 0; i < nf; ++i) {
+          uint64_t va = container + fields[i].first, pa;
+          src[i] = ((va & 0xfff) + fields[i].second <= 0x1000 && Translate(va, &pa)) ? Phys(pa, fields[i].second) : nullptr;
+          if (src[i] != nullptr) __builtin_prefetch(src[i]);
+        }
+        size_t pos = at;
+        for (size_t i = 0; i < nf && good; ++i) {
+          if (src[i] != nullptr) memcpy(data.data() + pos, src[i], fields[i].second);
+          else good = ReadVirtual(container + fields[i].first, fields[i].second, data.data() + pos, &failed);
+          pos += fields[i].second;
+        }
+      }
+      if (!good) {
         data.resize(at);
         error = "node " + Hex(container) + ": address " + Hex(failed) + " is not mapped";
         break;

@@ -72,4 +72,9 @@ export class AddressSpace {
   walkList(head: bigint, linkOffset: number, maxNodes: number, gatherOffset = 0, gatherLength = 0): { nodes: BigUint64Array; data: Buffer; error: string | null } {
     return this.native.walkList(head, linkOffset, maxNodes, gatherOffset, gatherLength);
   }
+
+  /** walkList gathering only `fields` ([offset, length] pairs) per node, packed in that order. */
+  walkListFields(head: bigint, linkOffset: number, maxNodes: number, fields: Uint32Array): { nodes: BigUint64Array; data: Buffer; error: string | null } {
+    return this.native.walkList(head, linkOffset, maxNodes, 0, 0, fields);
+  }
 }

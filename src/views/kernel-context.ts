@@ -32,7 +32,7 @@ export class KernelContext {
 
   /** A plausible kernel pointer: in the kernel half and 8-byte aligned where `align` says so. */
   isKernelPointer(va: bigint, align = 8n): boolean {
-    return va >= this.kernelHalf && va % align === 0n;
+    return va >= this.kernelHalf && (va & (align - 1n)) === 0n;
   }
 
   /** Reads the field at struct offset `off` from a gathered record. */

@@ -28,6 +28,10 @@ export interface TaskLayout {
   readonly mmPgd: number;
   /** [first, last) byte span covering every field above, gathered per task. */
   readonly span: readonly [number, number];
+  /** The same fields as packed [offset, length] pairs for the native list walk, and where each lands. */
+  readonly packedFields: Uint32Array;
+  readonly packedAt: ReadonlyMap<number, number>;
+  readonly packedLength: number;
 }
 
 const layouts = new WeakMap<object, TaskLayout>();
@@ -55,9 +59,30 @@ export function taskLayout(ctx: KernelContext): TaskLayout {
     credUid: p.offsetof('cred', 'uid'),
     mmPgd: p.offsetof('mm_struct', 'pgd'),
     span: [Math.min(...starts), Math.max(...ends)],
+    ...packFields([[fields.tasks, 16], [fields.state, 4], [fields.flags, 4], [fields.pid, 4], [fields.tgid, 4], [fields.comm, 16],
+      [fields.mm, 8], [fields.realParent, 8], [fields.cred, 8], [fields.startTime, 8], [fields.signal, 8],
+      ...(fields.threadGroup !== null ? [[fields.threadGroup, 8] as [number, number]] : [])]),
   };
   layouts.set(ctx.profile, layout);
   return layout;
+}
+
+/** Packs (offset, length) fields; fields that overlap or touch are merged into one piece. */
+function packFields(list: [number, number][]): { packedFields: Uint32Array; packedAt: Map<number, number>; packedLength: number } {
+  const sorted = [...list].sort((a, b) => a[0] - b[0]);
+  const pieces: [number, number][] = [];
+  for (const [off, len] of sorted) {
+    const last = pieces[pieces.length - 1];
+    if (last && off <= last[0] + last[1] + 8) last[1] = Math.max(last[1], off + len - last[0]);
+    else pieces.push([off, len]);
+  }
+  const packedAt = new Map<number, number>();
+  let pos = 0;
+  for (const [off, len] of pieces) {
+    for (const [f] of sorted) if (f >= off && f < off + len) packedAt.set(f, pos + (f - off));
+    pos += len;
+  }
+  return { packedFields: Uint32Array.from(pieces.flat()), packedAt, packedLength: pos };
 }
 
 interface RawTask {
@@ -75,22 +100,40 @@ interface RawTask {
   startTimeNs: bigint;
 }
 
-function decode(L: TaskLayout, address: bigint, rec: Buffer, base: number): RawTask {
-  const at = (off: number): number => base + off - (L.span[0]);
-  const commBytes = rec.subarray(at(L.comm), at(L.comm) + 16);
-  const nul = commBytes.indexOf(0);
+interface FieldPositions { tg: number; pid: number; tgid: number; comm: number; state: number; flags: number; mm: number; rp: number; cred: number; start: number }
+const positionCache = new WeakMap<TaskLayout, { packed: FieldPositions; span: FieldPositions }>();
+
+/** Where each field sits in a gathered record: packed (list walk) or as one span (readGather). */
+function positions(L: TaskLayout, packed: boolean): FieldPositions {
+  let c = positionCache.get(L);
+  if (!c) {
+    const make = (at: (off: number) => number): FieldPositions => ({
+      tg: L.threadGroup !== null ? at(L.threadGroup) : -1, pid: at(L.pid), tgid: at(L.tgid), comm: at(L.comm), state: at(L.state),
+      flags: at(L.flags), mm: at(L.mm), rp: at(L.realParent), cred: at(L.cred), start: at(L.startTime),
+    });
+    c = { packed: make((off) => L.packedAt.get(off) as number), span: make((off) => off - L.span[0]) };
+    positionCache.set(L, c);
+  }
+  return packed ? c.packed : c.span;
+}
+
+function decode(L: TaskLayout, address: bigint, rec: Buffer, base: number, packed: boolean): RawTask {
+  const p = positions(L, packed);
+  const c = base + p.comm;
+  let end = c;
+  while (end < c + 16 && rec[end] !== 0) end++;
   return {
     address,
-    threadGroupNext: L.threadGroup !== null ? rec.readBigUInt64LE(at(L.threadGroup)) : 0n,
-    pid: rec.readInt32LE(at(L.pid)),
-    tgid: rec.readInt32LE(at(L.tgid)),
-    comm: commBytes.toString('latin1', 0, nul < 0 ? 16 : nul),
-    state: rec.readUInt32LE(at(L.state)),
-    flags: rec.readUInt32LE(at(L.flags)),
-    mm: rec.readBigUInt64LE(at(L.mm)),
-    realParent: rec.readBigUInt64LE(at(L.realParent)),
-    cred: rec.readBigUInt64LE(at(L.cred)),
-    startTimeNs: rec.readBigUInt64LE(at(L.startTime)),
+    threadGroupNext: p.tg >= 0 ? rec.readBigUInt64LE(base + p.tg) : 0n,
+    pid: rec.readInt32LE(base + p.pid),
+    tgid: rec.readInt32LE(base + p.tgid),
+    comm: rec.toString('latin1', c, end),
+    state: rec.readUInt32LE(base + p.state),
+    flags: rec.readUInt32LE(base + p.flags),
+    mm: rec.readBigUInt64LE(base + p.mm),
+    realParent: rec.readBigUInt64LE(base + p.rp),
+    cred: rec.readBigUInt64LE(base + p.cred),
+    startTimeNs: rec.readBigUInt64LE(base + p.start),
   };
 }
 
@@ -107,7 +150,7 @@ export function readTasks(ctx: KernelContext, addresses: readonly bigint[], erro
   const raw: RawTask[] = [];
   for (let i = 0; i < good.length; i++) {
     if (!ok[i]) { errors.push({ where: `${where}: task_struct ${hex(good[i] as bigint)}`, message: 'not mapped' }); continue; }
-    raw.push(decode(L, good[i] as bigint, data, i * len));
+    raw.push(decode(L, good[i] as bigint, data, i * len, false));
   }
   return complete(ctx, raw, errors, where);
 }
@@ -155,11 +198,11 @@ export function readTaskList(ctx: KernelContext): TaskListView {
   } catch (e) {
     return { tasks: [], threads: [], errors: [viewError('tasks: profile', e)] };
   }
-  const len = L.span[1] - L.span[0];
-  const walk = ctx.space.walkList(initTask + BigInt(L.tasks), L.tasks, ctx.limits.maxTasks, L.span[0], len);
+  const len = L.packedLength;
+  const walk = ctx.space.walkListFields(initTask + BigInt(L.tasks), L.tasks, ctx.limits.maxTasks, L.packedFields);
   if (walk.error) errors.push({ where: `tasks: init_task.tasks at ${hex(initTask)}`, message: walk.error });
   const raw: RawTask[] = [];
-  for (let i = 0; i < walk.nodes.length; i++) raw.push(decode(L, walk.nodes[i] as bigint, walk.data, i * len));
+  for (let i = 0; i < walk.nodes.length; i++) raw.push(decode(L, walk.nodes[i] as bigint, walk.data, i * len, true));
   const tasks = complete(ctx, raw, errors, 'tasks');
   const alone = new Set<bigint>();
   if (L.threadGroup !== null) for (const r of raw) if (r.threadGroupNext === r.address + BigInt(L.threadGroup)) alone.add(r.address);

@@ -216,7 +216,7 @@ Napi::Value AddressSpace::ReadPhysJs(const Napi::CallbackInfo& info) {
   return Napi::Buffer<uint8_t>::Copy(env, p, len);
 }
 
-// readGather(addresses: BigUint64Array, offset, length) -> { data: Buffer(n*length), ok: Uint8Array(n) }.
+// readGather(addresses: BigUint64Array, offset, length[, minAddress]) -> { data: Buffer(n*length), ok: Uint8Array(n) }.
 // One record per address at address+offset; unmapped records are zero-filled with ok=0.
 Napi::Value AddressSpace::ReadGatherJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -228,12 +228,14 @@ Napi::Value AddressSpace::ReadGatherJs(const Napi::CallbackInfo& info) {
   uint64_t len = ToU64(env, info[2], "length");
   size_t n = addrs.ElementLength();
   if (len == 0 || len > kMaxReadBytes || n * len > kMaxGatherBytes) throw Napi::RangeError::New(env, "readGather: " + std::to_string(n) + " records of " + std::to_string(len) + " bytes exceed the limit");
+  // Optional floor: addresses below it (user half, NULL) are refused unread.
+  uint64_t floor = info.Length() > 3 && !info[3].IsUndefined() ? ToU64(env, info[3], "minAddress") : 0;
   auto data = Napi::Buffer<uint8_t>::New(env, n * len);
   auto ok = Napi::Uint8Array::New(env, n);
   memset(data.Data(), 0, n * len);
   for (size_t i = 0; i < n; ++i) {
     uint64_t failed;
-    bool good = ReadVirtual(addrs[i] + offset, len, data.Data() + i * len, &failed);
+    bool good = addrs[i] >= floor && ReadVirtual(addrs[i] + offset, len, data.Data() + i * len, &failed);
     if (!good) memset(data.Data() + i * len, 0, len);
     ok[i] = good ? 1 : 0;
   }

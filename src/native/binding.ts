@@ -19,7 +19,7 @@ export interface NativeAddressSpace {
   read(va: bigint, length: number): Buffer;
   tryRead(va: bigint, length: number): Buffer | null;
   readPhys(pa: bigint, length: number): Buffer;
-  readGather(addresses: BigUint64Array, offset: number, length: number): { data: Buffer; ok: Uint8Array };
+  readGather(addresses: BigUint64Array, offset: number, length: number, minAddress?: bigint): { data: Buffer; ok: Uint8Array };
   walkList(head: bigint, linkOffset: number, maxNodes: number, gatherOffset: number, gatherLength: number, fields?: Uint32Array): { nodes: BigUint64Array; data: Buffer; error: string | null };
   setRoot(root: bigint, levels: 4 | 5): void;
   clearCache(): void;

@@ -32,7 +32,7 @@ export class KallsymsError extends Error {
 }
 
 /** Every kallsyms table in guest RAM (after a reset, the previous kernel's is still there). */
-export function findKallsyms(mem: GuestMemory, maxCandidates = 32): { tables: KallsymsTable[]; rejected: string[] } {
+export function findKallsyms(mem: GuestMemory, maxCandidates = 4096): { tables: KallsymsTable[]; rejected: string[] } {
   const tables: KallsymsTable[] = [];
   const rejected: string[] = [];
   for (const hit of mem.findAll(DIGIT_TOKENS, maxCandidates)) {

@@ -65,8 +65,9 @@ export class AddressSpace {
   readPhys(pa: bigint, length: number): Buffer { return this.native.readPhys(pa, length); }
   readU64(va: bigint): bigint { return this.native.read(va, 8).readBigUInt64LE(0); }
   readU32(va: bigint): number { return this.native.read(va, 4).readUInt32LE(0); }
-  readGather(addresses: BigUint64Array, offset: number, length: number): { data: Buffer; ok: Uint8Array } {
-    return this.native.readGather(addresses, offset, length);
+  /** One record per address (ok[i] = 0 when unmapped or below minAddress). */
+  readGather(addresses: BigUint64Array, offset: number, length: number, minAddress?: bigint): { data: Buffer; ok: Uint8Array } {
+    return this.native.readGather(addresses, offset, length, minAddress);
   }
   /** Bounded, cycle-checked walk of a circular list_head; see native walkList. */
   walkList(head: bigint, linkOffset: number, maxNodes: number, gatherOffset = 0, gatherLength = 0): { nodes: BigUint64Array; data: Buffer; error: string | null } {

@@ -55,10 +55,11 @@ export function readPidIdr(ctx: KernelContext): PidIdrView {
   } catch (e) {
     return { entries: [], errors: [viewError(`pid idr: init_pid_ns at ${hex(ns)}`, e)] };
   }
-  // Collect (index, struct pid *) from the XArray.
-  const found: { index: bigint; pid: bigint }[] = [];
+  // Collect (index, struct pid *) from the XArray. Indices are pid numbers (< 2^22 for a
+  // sane kernel), so they stay JavaScript numbers; larger ones are errors, not pids.
+  const found: { index: number; pid: bigint }[] = [];
   let nodes = 0;
-  const visit = (entry: bigint, index: bigint, depth: number): void => {
+  const visit = (entry: bigint, index: number, depth: number): void => {
     if (entry === 0n) return;
     if ((entry & 3n) === 2n) {
       if (entry <= 4096n) return; // sibling/retry entries, not nodes
@@ -70,15 +71,18 @@ export function readPidIdr(ctx: KernelContext): PidIdrView {
       const slots = ctx.space.tryRead(node + BigInt(L.nodeSlots), 8 * XA_SLOTS);
       if (!shiftBuf || !slots) { errors.push({ where: `pid idr: xa_node ${hex(node)}`, message: 'not mapped' }); return; }
       const shift = shiftBuf[0] as number;
-      if (shift % XA_CHUNK_SHIFT !== 0 || shift > 60) { errors.push({ where: `pid idr: xa_node ${hex(node)}`, message: `shift ${shift} is not a multiple of 6 up to 60` }); return; }
-      for (let i = 0; i < XA_SLOTS; i++) visit(slots.readBigUInt64LE(8 * i), index + (BigInt(i) << BigInt(shift)), depth + 1);
+      if (shift % XA_CHUNK_SHIFT !== 0 || shift > 30) { errors.push({ where: `pid idr: xa_node ${hex(node)}`, message: `shift ${shift} is not a multiple of 6 up to 30` }); return; }
+      for (let i = 0; i < XA_SLOTS; i++) {
+        if (slots.readUInt32LE(8 * i) === 0 && slots.readUInt32LE(8 * i + 4) === 0) continue;
+        visit(slots.readBigUInt64LE(8 * i), index + i * 2 ** shift, depth + 1);
+      }
       return;
     }
     if ((entry & 1n) === 1n) return; // value entries are not pointers
     if (found.length >= ctx.limits.maxTasks) return;
     found.push({ index, pid: entry });
   };
-  visit(head, 0n, 0);
+  visit(head, 0, 0);
   if (found.length >= ctx.limits.maxTasks) errors.push({ where: 'pid idr', message: `more than ${ctx.limits.maxTasks} pids` });
 
   const good = found.filter((f) => {
@@ -91,13 +95,13 @@ export function readPidIdr(ctx: KernelContext): PidIdrView {
   const { data, ok } = ctx.space.readGather(BigUint64Array.from(good.map((g) => g.pid)), 0, span);
   const entries: { pid: number; task: bigint }[] = [];
   for (let i = 0; i < good.length; i++) {
-    const g = good[i] as { index: bigint; pid: bigint };
-    const where = `pid idr: struct pid ${hex(g.pid)}`;
-    if (!ok[i]) { errors.push({ where, message: 'not mapped' }); continue; }
+    const g = good[i] as { index: number; pid: bigint };
+    const where = (): string => `pid idr: struct pid ${hex(g.pid)}`;
+    if (!ok[i]) { errors.push({ where: where(), message: 'not mapped' }); continue; }
     const rec = data.subarray(i * span, (i + 1) * span);
     const number = Number(g.index) + base;
     const nr = rec.readInt32LE(L.pidNumbers + L.upidNr);
-    if (rec.readUInt32LE(L.pidLevel) === 0 && nr !== number) errors.push({ where, message: `numbers[0].nr ${nr} differs from its IDR index ${number}` });
+    if (rec.readUInt32LE(L.pidLevel) === 0 && nr !== number) errors.push({ where: where(), message: `numbers[0].nr ${nr} differs from its IDR index ${number}` });
     const first = rec.readBigUInt64LE(L.pidTasks);
     if (first === 0n) continue; // a pid kept only as a process group or session id
     entries.push({ pid: number, task: first - BigInt(L.taskPidLinks) });

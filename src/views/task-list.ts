@@ -85,21 +85,6 @@ function packFields(list: [number, number][]): { packedFields: Uint32Array; pack
   return { packedFields: Uint32Array.from(pieces.flat()), packedAt, packedLength: pos };
 }
 
-interface RawTask {
-  address: bigint;
-  /** thread_group.next (or 0n): equal to the task's own link when it has no other threads. */
-  threadGroupNext: bigint;
-  pid: number;
-  tgid: number;
-  comm: string;
-  state: number;
-  flags: number;
-  mm: bigint;
-  realParent: bigint;
-  cred: bigint;
-  startTimeNs: bigint;
-}
-
 interface FieldPositions { tg: number; pid: number; tgid: number; comm: number; state: number; flags: number; mm: number; rp: number; cred: number; start: number }
 const positionCache = new WeakMap<TaskLayout, { packed: FieldPositions; span: FieldPositions }>();
 
@@ -117,25 +102,6 @@ function positions(L: TaskLayout, packed: boolean): FieldPositions {
   return packed ? c.packed : c.span;
 }
 
-function decode(L: TaskLayout, address: bigint, rec: Buffer, base: number, packed: boolean): RawTask {
-  const p = positions(L, packed);
-  const c = base + p.comm;
-  let end = c;
-  while (end < c + 16 && rec[end] !== 0) end++;
-  return {
-    address,
-    threadGroupNext: p.tg >= 0 ? rec.readBigUInt64LE(base + p.tg) : 0n,
-    pid: rec.readInt32LE(base + p.pid),
-    tgid: rec.readInt32LE(base + p.tgid),
-    comm: rec.toString('latin1', c, end),
-    state: rec.readUInt32LE(base + p.state),
-    flags: rec.readUInt32LE(base + p.flags),
-    mm: rec.readBigUInt64LE(base + p.mm),
-    realParent: rec.readBigUInt64LE(base + p.rp),
-    cred: rec.readBigUInt64LE(base + p.cred),
-    startTimeNs: rec.readBigUInt64LE(base + p.start),
-  };
-}
 
 /** Reads the task_structs at `addresses` (e.g. found in the pid IDR or a run queue). */
 export function readTasks(ctx: KernelContext, addresses: readonly bigint[], errors: ViewError[], where: string): TaskInfo[] {
@@ -145,46 +111,76 @@ export function readTasks(ctx: KernelContext, addresses: readonly bigint[], erro
     errors.push({ where: `${where}: task_struct ${hex(a)}`, message: 'not a kernel pointer' });
     return false;
   });
+  const nodes = BigUint64Array.from(good);
   const len = L.span[1] - L.span[0];
-  const { data, ok } = ctx.space.readGather(BigUint64Array.from(good), L.span[0], len);
-  const raw: RawTask[] = [];
-  for (let i = 0; i < good.length; i++) {
-    if (!ok[i]) { errors.push({ where: `${where}: task_struct ${hex(good[i] as bigint)}`, message: 'not mapped' }); continue; }
-    raw.push(decode(L, good[i] as bigint, data, i * len, false));
-  }
-  return complete(ctx, raw, errors, where);
+  const { data, ok } = ctx.space.readGather(nodes, L.span[0], len);
+  return buildTasks(ctx, nodes, data, len, false, ok, errors, where).tasks;
 }
 
-/** Fills ppid, uid and pgd with three batched reads; checks what the guest could forge. */
-function complete(ctx: KernelContext, raw: RawTask[], errors: ViewError[], where: string): TaskInfo[] {
+/**
+ * TaskInfo for each gathered record, in one pass: pointer fields are copied as bytes
+ * into three arrays and followed with three native gathers (parent's tgid, cred's uid,
+ * mm's pgd), so 10k tasks cost few allocations beyond the TaskInfo objects themselves.
+ */
+function buildTasks(ctx: KernelContext, nodes: BigUint64Array, data: Buffer, len: number, packed: boolean, ok: Uint8Array | null,
+  errors: ViewError[], where: string): { tasks: TaskInfo[]; alone: Set<bigint> } {
   const L = taskLayout(ctx);
-  const gather = (ptrs: bigint[], off: number, len: number): { data: Buffer; ok: Uint8Array } =>
-    ctx.space.readGather(BigUint64Array.from(ptrs.map((p) => (ctx.isKernelPointer(p) ? p : 0n))), off, len);
-  const parents = gather(raw.map((t) => t.realParent), L.tgid, 4);
-  const creds = gather(raw.map((t) => t.cred), L.credUid, 4);
-  const mms = gather(raw.map((t) => t.mm), L.mmPgd, 8);
-  const out: TaskInfo[] = [];
-  for (let i = 0; i < raw.length; i++) {
-    const t = raw[i] as RawTask;
-    if (t.pid < 0 || t.pid > PID_MAX_LIMIT || t.tgid < 0 || t.tgid > PID_MAX_LIMIT) {
-      errors.push({ where: `${where}: task_struct ${hex(t.address)}`, message: `pid ${t.pid}/tgid ${t.tgid} outside 0..${PID_MAX_LIMIT}` });
+  const p = positions(L, packed);
+  const n = nodes.length;
+  const rp = Buffer.alloc(8 * n);
+  const cred = Buffer.alloc(8 * n);
+  const mm = Buffer.alloc(8 * n);
+  for (let i = 0; i < n; i++) {
+    if (ok && !ok[i]) continue;
+    const base = i * len;
+    data.copy(rp, 8 * i, base + p.rp, base + p.rp + 8);
+    data.copy(cred, 8 * i, base + p.cred, base + p.cred + 8);
+    data.copy(mm, 8 * i, base + p.mm, base + p.mm + 8);
+  }
+  const view = (b: Buffer): BigUint64Array => new BigUint64Array(b.buffer, b.byteOffset, n);
+  const parents = ctx.space.readGather(view(rp), L.tgid, 4, ctx.kernelHalf);
+  const creds = ctx.space.readGather(view(cred), L.credUid, 4, ctx.kernelHalf);
+  const mms = ctx.space.readGather(view(mm), L.mmPgd, 8, ctx.kernelHalf);
+  const tgLink = L.threadGroup !== null ? BigInt(L.threadGroup) : -1n;
+  const tasks: TaskInfo[] = [];
+  const alone = new Set<bigint>();
+  for (let i = 0; i < n; i++) {
+    const address = nodes[i] as bigint;
+    if (ok && !ok[i]) { errors.push({ where: `${where}: task_struct ${hex(address)}`, message: 'not mapped' }); continue; }
+    const base = i * len;
+    const pid = data.readInt32LE(base + p.pid);
+    const tgid = data.readInt32LE(base + p.tgid);
+    if (pid < 0 || pid > PID_MAX_LIMIT || tgid < 0 || tgid > PID_MAX_LIMIT) {
+      errors.push({ where: `${where}: task_struct ${hex(address)}`, message: `pid ${pid}/tgid ${tgid} outside 0..${PID_MAX_LIMIT}` });
       continue;
     }
-    const kernelThread = (t.flags & PF_KTHREAD) !== 0;
-    let ppid = parents.ok[i] ? parents.data.readInt32LE(4 * i) : -1;
-    // pid 1 and kthreadd are children of the idle task (pid 0); ps reports 0.
-    if (t.realParent === 0n) ppid = 0;
-    if (ppid < 0) errors.push({ where: `${where}: task ${t.pid} real_parent ${hex(t.realParent)}`, message: 'not readable' });
-    const uid = creds.ok[i] ? creds.data.readUInt32LE(4 * i) : -1;
-    if (uid < 0) errors.push({ where: `${where}: task ${t.pid} cred ${hex(t.cred)}`, message: 'not readable' });
-    const pgd = t.mm !== 0n && mms.ok[i] ? mms.data.readBigUInt64LE(8 * i) : 0n;
-    if (t.mm !== 0n && !mms.ok[i]) errors.push({ where: `${where}: task ${t.pid} mm ${hex(t.mm)}`, message: 'not readable' });
-    out.push({
-      address: t.address, pid: t.pid, tgid: t.tgid, ppid: Math.max(ppid, 0), comm: t.comm, state: t.state,
-      uid: Math.max(uid, 0), mm: t.mm, pgd, startTimeNs: t.startTimeNs, kernelThread,
+    const isNull = (b: Buffer): boolean => b.readUInt32LE(8 * i) === 0 && b.readUInt32LE(8 * i + 4) === 0;
+    // pid 1 and kthreadd are children of the idle task (real_parent NULL here): ps reports 0.
+    let ppid = 0;
+    if (!isNull(rp)) {
+      if (parents.ok[i]) ppid = parents.data.readInt32LE(4 * i);
+      else errors.push({ where: `${where}: task ${pid} real_parent ${hex(rp.readBigUInt64LE(8 * i))}`, message: 'not a readable kernel pointer' });
+    }
+    let uid = 0;
+    if (creds.ok[i]) uid = creds.data.readUInt32LE(4 * i);
+    else errors.push({ where: `${where}: task ${pid} cred ${hex(cred.readBigUInt64LE(8 * i))}`, message: 'not a readable kernel pointer' });
+    let mmVa = 0n;
+    let pgd = 0n;
+    if (!isNull(mm)) {
+      mmVa = mm.readBigUInt64LE(8 * i);
+      if (mms.ok[i]) pgd = mms.data.readBigUInt64LE(8 * i);
+      else errors.push({ where: `${where}: task ${pid} mm ${hex(mmVa)}`, message: 'not a readable kernel pointer' });
+    }
+    const c = base + p.comm;
+    let end = c;
+    while (end < c + 16 && data[end] !== 0) end++;
+    if (tgLink >= 0n && data.readBigUInt64LE(base + p.tg) === address + tgLink) alone.add(address);
+    tasks.push({
+      address, pid, tgid, ppid: Math.max(ppid, 0), comm: data.toString('latin1', c, end), state: data.readUInt32LE(base + p.state),
+      uid, mm: mmVa, pgd, startTimeNs: data.readBigUInt64LE(base + p.start), kernelThread: (data.readUInt32LE(base + p.flags) & PF_KTHREAD) !== 0,
     });
   }
-  return out;
+  return { tasks, alone };
 }
 
 /** The task list: processes from init_task.tasks, then each one's other threads. */
@@ -198,14 +194,9 @@ export function readTaskList(ctx: KernelContext): TaskListView {
   } catch (e) {
     return { tasks: [], threads: [], errors: [viewError('tasks: profile', e)] };
   }
-  const len = L.packedLength;
   const walk = ctx.space.walkListFields(initTask + BigInt(L.tasks), L.tasks, ctx.limits.maxTasks, L.packedFields);
   if (walk.error) errors.push({ where: `tasks: init_task.tasks at ${hex(initTask)}`, message: walk.error });
-  const raw: RawTask[] = [];
-  for (let i = 0; i < walk.nodes.length; i++) raw.push(decode(L, walk.nodes[i] as bigint, walk.data, i * len, true));
-  const tasks = complete(ctx, raw, errors, 'tasks');
-  const alone = new Set<bigint>();
-  if (L.threadGroup !== null) for (const r of raw) if (r.threadGroupNext === r.address + BigInt(L.threadGroup)) alone.add(r.address);
+  const { tasks, alone } = buildTasks(ctx, walk.nodes, walk.data, L.packedLength, true, null, errors, 'tasks');
 
   // Threads: each leader's thread group, minus the leader itself.
   const threadAddrs: bigint[] = [];

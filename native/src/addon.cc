@@ -3,11 +3,13 @@
 #include <napi.h>
 
 #include "address_space.h"
+#include "file_extents.h"
 #include "physical_memory.h"
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("PhysicalMemory", PhysicalMemory::Init(env));
   exports.Set("AddressSpace", AddressSpace::Init(env));
+  exports.Set("fileDataExtents", Napi::Function::New(env, FileDataExtents, "fileDataExtents"));
   return exports;
 }
 

@@ -2,7 +2,7 @@
 // at 4 GiB once a guest has more than the low window, so guest-physical
 // address != offset in the RAM file. GuestMemory maps one to the other.
 import { openPhysicalMemory, type PhysicalMemory } from './physical-memory.js';
-import type { NativePhysicalMemory } from '../native/binding.js';
+import { loadNative, type NativePhysicalMemory } from '../native/binding.js';
 
 /** One contiguous run of guest RAM: guest-physical [gpa, gpa+size) is file [fileOffset, fileOffset+size). */
 export interface RamRange {
@@ -71,23 +71,44 @@ export class GuestMemory {
     return this.file.read(off, length);
   }
 
-  /** Guest-physical addresses of up to `limit` matches of pattern, in address order, optionally within [fromGpa, toGpa). */
+  /**
+   * Guest-physical addresses of up to `limit` matches of pattern, in address order, optionally
+   * within [fromGpa, toGpa). Only the file's data extents are scanned: on tmpfs, touching a hole
+   * through the mapping would allocate it, turning a sparse guest RAM file into a full one.
+   */
   findAll(pattern: Buffer, limit = 64, fromGpa?: bigint, toGpa?: bigint): bigint[] {
     const out: bigint[] = [];
+    const extents = this.dataExtents();
     for (const r of this.layout) {
       const lo = fromGpa !== undefined && fromGpa > r.gpa ? fromGpa : r.gpa;
       const hi = toGpa !== undefined && toGpa < r.gpa + r.size ? toGpa : r.gpa + r.size;
       if (lo >= hi) continue;
-      let from = Number(r.fileOffset + (lo - r.gpa));
-      const to = Number(r.fileOffset + (hi - r.gpa));
-      while (out.length < limit) {
-        const at = this.file.indexOf(pattern, from, to);
-        if (at < 0) break;
-        out.push(r.gpa + (BigInt(at) - r.fileOffset));
-        from = at + 1;
+      const fileLo = r.fileOffset + (lo - r.gpa);
+      const fileHi = r.fileOffset + (hi - r.gpa);
+      for (let e = 0; e + 1 < extents.length && out.length < limit; e += 2) {
+        const eLo = extents[e] as bigint;
+        const eHi = extents[e + 1] as bigint;
+        const from0 = eLo > fileLo ? eLo : fileLo;
+        const to = Number(eHi < fileHi ? eHi : fileHi);
+        let from = Number(from0);
+        while (from < to && out.length < limit) {
+          const at = this.file.indexOf(pattern, from, to);
+          if (at < 0) break;
+          out.push(r.gpa + (BigInt(at) - r.fileOffset));
+          from = at + 1;
+        }
       }
     }
     return out;
+  }
+
+  /** [start, end)* data extents of the backing file (the whole file if unknown). */
+  dataExtents(): BigUint64Array {
+    try {
+      return loadNative().fileDataExtents(this.file.source);
+    } catch {
+      return BigUint64Array.from([0n, BigInt(this.file.size)]);
+    }
   }
 
   close(): void { this.file.close(); }

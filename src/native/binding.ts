@@ -31,6 +31,8 @@ export interface NativeBinding {
   PhysicalMemory: new (path: string) => NativePhysicalMemory;
   /** layout: [guestPhysical, fileOffset, size] triples. */
   AddressSpace: new (memory: NativePhysicalMemory, layout: BigUint64Array, root: bigint, levels: 4 | 5) => NativeAddressSpace;
+  /** [start, end)* byte ranges of a sparse file that hold data (native/src/file_extents.cc). */
+  fileDataExtents(path: string): BigUint64Array;
 }
 
 /** The package root: the nearest folder above this file holding package.json. */

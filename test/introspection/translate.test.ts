@@ -143,3 +143,18 @@ t.test('QEMU RAM layout: RAM above the PCI hole lives at 4 GiB', async (t) => {
   t.throws(() => gm.readPhys(0x1000n, 4), /not backed by RAM/);
   t.same(gm.findAll(Buffer.from('HIGH')), [0x1_0000_0000n]);
 });
+
+t.test('scans skip the holes of a sparse RAM file (tmpfs would allocate them)', async (t) => {
+  const file = join(dir, 'sparse');
+  const { openSync, writeSync, ftruncateSync, closeSync, statSync } = await import('node:fs');
+  const fd = openSync(file, 'w');
+  ftruncateSync(fd, 64 << 20);
+  writeSync(fd, Buffer.from('Linux version 6.1'), 0, 17, 32 << 20);
+  closeSync(fd);
+  const gm = new GuestMemory(openPhysicalMemory(file), 'flat');
+  t.teardown(() => gm.close());
+  const extents = Array.from(gm.dataExtents());
+  t.ok(extents.length >= 2 && (extents[0] as bigint) <= 32n << 20n && (extents[1] as bigint) > 32n << 20n, `data extents ${extents.map((e) => e.toString(16)).join(',')}`);
+  t.same(gm.findAll(Buffer.from('Linux version')), [32n << 20n]);
+  t.ok(statSync(file).blocks * 512 < 4 << 20, 'the file is still sparse after the scan');
+});

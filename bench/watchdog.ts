@@ -42,6 +42,13 @@ async function stopSupervisor(r: Run): Promise<void> {
   rmSync(r.dir, { recursive: true, force: true });
 }
 
+/** Private (not shared) resident memory of this process: RSS also counts the guest RAM pages it maps from /dev/shm. */
+function privateMiB(): number {
+  const t = readFileSync('/proc/self/smaps_rollup', 'utf8');
+  const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(t)?.[1] ?? NaN);
+  return (kb('Private_Clean') + kb('Private_Dirty')) / 1024;
+}
+
 const rssMiB = (pid: number | undefined): number => {
   if (pid === undefined) return NaN;
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -100,7 +107,7 @@ export async function bench(): Promise<void> {
       const rss = process.memoryUsage().rss / 2 ** 20;
       const qemuRss = run.sup.controllers.reduce((s, c) => s + rssMiB(c.qemuPid), 0);
       console.log(`${n} guest(s), ${windowMs / 1000} s at ${intervalSec} s: ${scans} scans; supervisor CPU ${((cpu.user + cpu.system) / 1000 / scans).toFixed(1)} ms per guest per scan; ` +
-        `scan wall time median ${median(durations).toFixed(0)} ms, p95 ${percentile(durations, 95).toFixed(0)} ms; supervisor RSS ${rss.toFixed(0)} MiB; QEMU RSS total ${qemuRss.toFixed(0)} MiB`);
+        `scan wall time median ${median(durations).toFixed(0)} ms, p95 ${percentile(durations, 95).toFixed(0)} ms; supervisor RSS ${rss.toFixed(0)} MiB (private ${privateMiB().toFixed(0)} MiB; the rest is mapped guest RAM shared with QEMU); QEMU RSS total ${qemuRss.toFixed(0)} MiB`);
     } finally {
       await stopSupervisor(run);
     }

@@ -4,6 +4,7 @@ import t from 'tap';
 import { LiveSupervisor, makeHarness } from './harness.js';
 import { sleep } from '../../src/util/deadline.js';
 
+t.setTimeout(1_800_000); // 1,000 real scans take 7-8 min alone, longer beside another guest
 t.test('1,000 scans of a clean guest raise no finding (bound 15 min)', async (t) => {
   const h = makeHarness('e2e-clean', { scanIntervalSec: 0.1 });
   const s = new LiveSupervisor(h);

@@ -19,6 +19,10 @@ export async function run(argv: string[]): Promise<number> {
     console.log(`introvisor run: ${sig}: stopping`);
     stopping = sup.stop();
   };
+  // One stray rejection in an adapter must not end the watch over every guest: say it loudly and go on.
+  process.on('unhandledRejection', (e: unknown) => {
+    console.error(`introvisor run: unhandled rejection (a bug; watching continues): ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+  });
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
   await sup.start();

@@ -160,15 +160,17 @@ fi
 tree="$patched/linux-source-6.1"
 tap 1 "series applies cleanly (no fuzz) to linux-source-6.1 $source_ver ($(ls "$series_dir"/*.patch | wc -l) patches)"
 
-cp_errors=0
-cp_out=""
-for p in "$series_dir"/*.patch; do
-  out=$(perl "$pristine_src/scripts/checkpatch.pl" --no-tree --strict "$p" 2>&1 || true)
-  e=$(sed -n 's/^total: \([0-9]*\) errors.*/\1/p' <<<"$out")
-  cp_out+="$(basename "$p"): $(grep '^total:' <<<"$out")"$'\n'
-  [ "${e:-1}" = 0 ] || { cp_errors=$((cp_errors + 1)); echo "$out" | grep -E '^(ERROR|#)' | sed 's/^/# /' | head -20; }
-done
-printf '%s' "$cp_out" | sed 's/^/# checkpatch: /'
+# checkpatch results are cached with the patched tree (same series, same result).
+if [ ! -f "$patched/checkpatch.txt" ]; then
+  for p in "$series_dir"/*.patch; do
+    echo "== $(basename "$p")"
+    perl "$pristine_src/scripts/checkpatch.pl" --no-tree --strict "$p" 2>&1 || true
+  done > "$patched/checkpatch.txt.tmp"
+  mv "$patched/checkpatch.txt.tmp" "$patched/checkpatch.txt"
+fi
+cp_errors=$(awk '/^total: / && $2 != 0 {n++} END {print n+0}' "$patched/checkpatch.txt")
+awk '/^== / {f=$2} /^total: / {print "# checkpatch: " f ": " $0}' "$patched/checkpatch.txt"
+[ "$cp_errors" = 0 ] || grep -E '^(==|ERROR)' -A3 "$patched/checkpatch.txt" | sed 's/^/# /' | head -40
 tap "$([ $cp_errors = 0 ] && echo 1 || echo 0)" "scripts/checkpatch.pl --strict: no errors in the series"
 
 if cmp -s "$uapi_copy" "$tree/include/uapi/linux/introvisor_trap.h"; then

@@ -85,7 +85,6 @@ export class Supervisor {
 
   /** Boots or adopts every guest (concurrently; one that fails to start is retried by its loop) and starts watching. */
   async start(): Promise<void> {
-    this.store.record({ kind: 'device-state', payload: { state: 'online', softwareVersion: '0.1.0', startedAtMs: Date.now(), policyVersion: this.policy.version } });
     this.running = this.watches.map(async (w) => {
       for (let attempt = 1; ; attempt++) {
         try {
@@ -106,9 +105,6 @@ export class Supervisor {
     await Promise.allSettled(this.running);
     const stopGuests = (this.config.onExit ?? 'stop-guests') === 'stop-guests';
     await Promise.allSettled(this.controllers.map((c) => c.close({ stopGuest: stopGuests })));
-    try {
-      this.store.record({ kind: 'device-state', payload: { state: 'offline', softwareVersion: '0.1.0', startedAtMs: null, policyVersion: this.policy.version } });
-    } catch { /* closing anyway */ }
     this.store.close();
   }
 }

@@ -1,6 +1,34 @@
 #!/usr/bin/env bash
-# The main job: idempotent set-up, then the demo guest under introvisor.
+# The main job: idempotent set-up, then the supervisor guarding the demo guest
+# (examples/demo.json) with its web page on http://127.0.0.1:8080 and telemetry to
+# an MQTT broker on 127.0.0.1:1883 (a local mosquitto is started when none listens
+# there, standing in for the central broker). Ctrl-C stops it all.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
-exec node dist/src/cli/main.js demo "$@"
+state=/var/lib/introvisor
+mkdir -p "$state/keyring" "$state/operator"
+
+# A device keyring with one trusted key, so over-the-air policies can be tried:
+# sign with $state/operator/demo.key (see docs/OTA.md).
+if ! compgen -G "$state/keyring/*.pub" >/dev/null; then
+  node ota/introvisor-ota.js keygen --out "$state/operator" --name demo >/dev/null
+  cp "$state/operator/demo.pub" "$state/keyring/"
+fi
+
+broker_pid=""
+cleanup() { [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null || true; }
+trap cleanup EXIT
+if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
+  conf=$(mktemp --suffix=.conf)
+  printf 'listener 1883 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n' > "$conf"
+  mosquitto -c "$conf" &
+  broker_pid=$!
+  echo "demo: started a local MQTT broker on 127.0.0.1:1883 (watch it: mosquitto_sub -h 127.0.0.1 -t 'introvisor/#' -v)"
+fi
+echo "demo: web page on http://127.0.0.1:8080 once the supervisor is up; Ctrl-C stops"
+node dist/src/cli/main.js run --config examples/demo.json "$@" &
+sup=$!
+trap 'kill -TERM "$sup" 2>/dev/null || true' INT TERM
+wait "$sup" || true
+wait "$sup" 2>/dev/null || true

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { describeAjvErrors } from '../policy/schema.js';
+import { RECORD_REPORT_CONFIG_SCHEMA, parseRecordReportConfig, type RecordReportConfig } from '../telemetry/record-report.js';
 
 export interface GuestImageConfig {
   /** Use the lab's images (src/lab/build-images.sh manifest) for kernel, initrd and golden image. */
@@ -53,6 +54,8 @@ export interface SupervisorConfig {
   readonly onExit?: 'stop-guests' | 'leave-running';
   readonly actionTimeoutsSec?: Partial<Record<'restart-process' | 'kill-process' | 'reboot-os' | 'restart-vm' | 'restore-image', number>>;
   readonly guests: readonly GuestConfig[];
+  /** Policy store, MQTT telemetry, OTA policy updates, host metrics and the web page; off when absent. */
+  readonly report?: RecordReportConfig;
 }
 
 const path = { type: 'string', minLength: 1, maxLength: 4096 } as const;
@@ -74,6 +77,7 @@ const schema = {
       properties: Object.fromEntries(['restart-process', 'kill-process', 'reboot-os', 'restart-vm', 'restore-image']
         .map((k) => [k, { type: 'number', minimum: 1, maximum: 3600 }])),
     },
+    report: RECORD_REPORT_CONFIG_SCHEMA,
     guests: {
       type: 'array',
       minItems: 1,
@@ -155,6 +159,7 @@ export function loadSupervisorConfig(file: string): SupervisorConfig {
     database: abs(c.database),
     ...(c.policy ? { policy: abs(c.policy) } : {}),
     ...(c.runDir ? { runDir: abs(c.runDir) } : {}),
+    ...(c.report ? { report: parseRecordReportConfig(c.report, `config ${file}: /report`, base) } : {}),
     guests: c.guests.map((g) => ({
       ...g,
       image: {

@@ -1,7 +1,9 @@
 // `introvisor run`: every configured guest watched concurrently in one
 // process, each by its own GuestWatch loop; SQLite (the event store's
 // database) holds events, ladder state and kernel baselines.
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { packageRoot } from '../native/binding.js';
 import { EventStore } from '../store/event-store.js';
 import { SqliteLadderStateStore } from '../policy/ladder-store.js';
 import { SqliteBaselineStore } from '../detectors/baseline-store.js';
@@ -15,6 +17,7 @@ import { QemuGuestController } from '../recovery/qemu-controller.js';
 import { shmDir, runDir as defaultRunDir } from '../util/paths.js';
 import { errorMessage } from '../util/errors.js';
 import { GuestWatch } from './guest-watch.js';
+import { startRecordReport, type RecordReport } from '../telemetry/record-report.js';
 import { IntrospectorScanner } from './kernel-scanner.js';
 import type { GuestConfig, SupervisorConfig } from './config.js';
 
@@ -42,6 +45,8 @@ export function vmForGuest(g: GuestConfig, runRoot: string): QemuVm {
   return new QemuVm({ ...spec, runDir: dir, overlay: g.overlay ?? spec.overlay, dieWithParent: false });
 }
 
+const SOFTWARE_VERSION = (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+
 export interface SupervisorOptions {
   readonly log?: (line: string) => void;
 }
@@ -50,13 +55,14 @@ export class Supervisor {
   readonly store: EventStore;
   readonly watches: GuestWatch[] = [];
   readonly controllers: QemuGuestController[] = [];
-  private readonly policy: { policy: Policy; version: number | null };
+  private readonly filePolicy: { policy: Policy; version: number | null };
+  private report: RecordReport | null = null;
   private running: Promise<void>[] = [];
   private readonly log: (line: string) => void;
 
   constructor(readonly config: SupervisorConfig, opts: SupervisorOptions = {}) {
     this.log = opts.log ?? ((l) => console.log(l));
-    this.policy = config.policy ? { policy: loadPolicyFile(config.policy), version: 1 } : { policy: DEFAULT_POLICY, version: null };
+    this.filePolicy = config.policy ? { policy: loadPolicyFile(config.policy), version: 1 } : { policy: DEFAULT_POLICY, version: null };
     this.store = new EventStore({ path: config.database, deviceId: config.deviceId ?? 'introvisor' });
     const ladders = new SqliteLadderStateStore(this.store.db, config.database);
     const baselines = new SqliteBaselineStore(this.store.db);
@@ -83,8 +89,21 @@ export class Supervisor {
     }
   }
 
+  /** The running policy: the policy store's (updated over the air) when reporting is on, else the policy file. */
+  get policy(): { policy: Policy; version: number | null } {
+    const active = this.report?.policy.current();
+    return active ? { policy: active.policy, version: active.version } : this.filePolicy;
+  }
+
   /** Boots or adopts every guest (concurrently; one that fails to start is retried by its loop) and starts watching. */
   async start(): Promise<void> {
+    const r = this.config.report;
+    if (r) {
+      this.report = await startRecordReport(this.store, { ...r, ...(r.initialPolicy || !this.config.policy ? {} : { initialPolicy: this.config.policy }) }, {
+        softwareVersion: SOFTWARE_VERSION,
+        log: this.log,
+      });
+    }
     this.running = this.watches.map(async (w) => {
       for (let attempt = 1; ; attempt++) {
         try {
@@ -105,6 +124,7 @@ export class Supervisor {
     await Promise.allSettled(this.running);
     const stopGuests = (this.config.onExit ?? 'stop-guests') === 'stop-guests';
     await Promise.allSettled(this.controllers.map((c) => c.close({ stopGuest: stopGuests })));
+    await this.report?.stop();
     this.store.close();
   }
 }

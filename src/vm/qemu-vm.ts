@@ -40,9 +40,10 @@ export class VmBusyError extends Error {
 const NAME_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
 const live = new Set<QemuVm>();
 
-// Last resort for an exiting process (a failed test, an uncaught error): no stray QEMU.
+// Last resort for an exiting process (a failed test, an uncaught error): no stray lab QEMU.
+// Guests that outlive their parent by design (the supervisor's) are left alone.
 process.on('exit', () => {
-  for (const vm of live) vm.killNow();
+  for (const vm of live) if (vm.spec.dieWithParent) vm.killNow();
 });
 
 export class QemuVm {

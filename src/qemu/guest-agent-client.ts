@@ -64,13 +64,23 @@ export class GuestAgentClient {
 
   /** Runs one command; commands are serialised, the stream is resynced first when needed. */
   execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs = DEFAULT_AGENT_TIMEOUT_MS): Promise<T> {
-    const run = async (): Promise<unknown> => {
-      if (!this.inSync) await this.sync(timeoutMs);
+    return this.enqueue(async () => {
+      if (!this.inSync) await this.resync(timeoutMs);
       return this.roundTrip(command, args, timeoutMs);
-    };
+    }) as Promise<T>;
+  }
+
+  /** Discards whatever is in flight and waits for the reply to a fresh sync id (queued like a command). */
+  async sync(timeoutMs = DEFAULT_AGENT_TIMEOUT_MS): Promise<void> {
+    await this.enqueue(() => this.resync(timeoutMs));
+  }
+
+  // One exchange at a time: the agent's replies carry no id, so a second
+  // reader would take the first one's reply.
+  private enqueue(run: () => Promise<unknown>): Promise<unknown> {
     const p = this.queue.then(run, run);
     this.queue = p.catch(() => undefined);
-    return p as Promise<T>;
+    return p;
   }
 
   async ping(timeoutMs?: number): Promise<void> {
@@ -131,8 +141,7 @@ export class GuestAgentClient {
     }
   }
 
-  /** Discards whatever is in flight and waits for the reply to a fresh sync id. */
-  async sync(timeoutMs = DEFAULT_AGENT_TIMEOUT_MS): Promise<void> {
+  private async resync(timeoutMs: number): Promise<void> {
     const id = randomInt(1, 2 ** 31);
     this.decoder.skipToDelimiter();
     const deadline = Date.now() + timeoutMs;

@@ -158,6 +158,10 @@ if [ ! -f "$patched/.complete" ]; then
   touch "$patched/.complete"
 fi
 tree="$patched/linux-source-6.1"
+# Keep one patched tree and one selftest build: drop those of older series.
+for d in "$tcache"/patched/* "$tcache"/selftest/*; do
+  case "$d" in */"$source_ver-$series_key") ;; *) [ -d "$d" ] && rm -rf "$d" ;; esac
+done
 tap 1 "series applies cleanly (no fuzz) to linux-source-6.1 $source_ver ($(ls "$series_dir"/*.patch | wc -l) patches)"
 
 # checkpatch results are cached with the patched tree (same series, same result).

@@ -18,7 +18,7 @@ rc=${PIPESTATUS[0]}
 # Safety net: no lab QEMU outlives the suite, whatever happened in it.
 pkill -KILL -f 'process=introvisor-' 2>/dev/null || true
 
-summary=$(grep -E '^# \{ total: ' "$log" | tail -n1)
+summary=$(grep -a -E '^# \{ total: ' "$log" | tail -n1)  # -a: guest output can carry binary bytes
 pass=$(sed -n 's/.*pass: \([0-9]*\).*/\1/p' <<<"$summary")
 fail=$(sed -n 's/.*fail: \([0-9]*\).*/\1/p' <<<"$summary")
 pass=${pass:-0}

@@ -5,10 +5,12 @@
 #include "address_space.h"
 #include "file_extents.h"
 #include "physical_memory.h"
+#include "write_trap.h"
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("PhysicalMemory", PhysicalMemory::Init(env));
   exports.Set("AddressSpace", AddressSpace::Init(env));
+  exports.Set("WriteTrap", WriteTrap::Init(env));
   exports.Set("fileDataExtents", Napi::Function::New(env, FileDataExtents, "fileDataExtents"));
   return exports;
 }

@@ -15,6 +15,7 @@ const SEVERITY: Record<FaultKind, Finding['severity']> = {
   'kernel-integrity-changed': 'critical',
   'hidden-module': 'critical',
   'agent-down': 'warning',
+  'syscall-write-refused': 'critical',
 };
 
 interface Streak { count: number; firstSeenMs: number; obs: Observation }

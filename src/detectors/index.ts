@@ -8,6 +8,7 @@ import { detectHiddenProcesses } from './hidden-process.js';
 import { detectMissingCritical, type CriticalProcessSpec } from './critical-process.js';
 import { detectSyscallChanges } from './syscall-integrity.js';
 import { detectHiddenModules, detectKernelChanges } from './kernel-integrity.js';
+import { detectRefusedWrites, type RefusedWriteTally } from './write-trap.js';
 import type { DetectorResult, GuestReport, Observation } from './types.js';
 
 export interface ScanInput {
@@ -19,6 +20,8 @@ export interface ScanInput {
   readonly critical: readonly CriticalProcessSpec[];
   /** The stored baseline for this snapshot's kernel, if any. */
   readonly baseline: KernelBaseline | null;
+  /** Writes the KVM write trap refused in this boot of the guest (absent: no trap). */
+  readonly refusedWrites?: RefusedWriteTally | null;
 }
 
 export interface ScanAnalysis extends DetectorResult {
@@ -46,6 +49,8 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   }
   const snap = input.snapshot;
   take(detectMissingCritical(input.critical, snap, input.report));
+  // The trap's log does not depend on the snapshot: a refused write counts even when introspection failed.
+  take(detectRefusedWrites(input.refusedWrites ?? null));
   if (!snap) {
     undetermined.push(...KERNEL_KINDS);
     return { observations, undetermined, baselineToRecord: null };

@@ -27,12 +27,30 @@ export interface NativeAddressSpace {
   setLinear(regions: BigUint64Array): void;
 }
 
+/** The KVM write trap's control fd for one QEMU (native/src/write_trap.cc; kernel-patches/uapi/introvisor_trap.h). */
+export interface NativeWriteTrap {
+  /** The trap fd (-1 after close). */
+  readonly fd: number;
+  /** The fd number of the VM inside QEMU that was attached. */
+  readonly qemuVmFd: number;
+  addRange(gpa: bigint, len: bigint | number, action: number): void;
+  delRange(gpa: bigint, len: bigint | number): void;
+  /** [gpa, len, action]* */
+  list(): BigUint64Array;
+  stats(): { refused: bigint; logged: bigint; lost: bigint; queued: number; ringRecords: number; ranges: number; apiVersion: number };
+  /** Up to max whole 112-byte records; empty when none are queued (never blocks). */
+  readRecords(max: number): Buffer;
+  close(): void;
+}
+
 export interface NativeBinding {
   PhysicalMemory: new (path: string) => NativePhysicalMemory;
   /** layout: [guestPhysical, fileOffset, size] triples. */
   AddressSpace: new (memory: NativePhysicalMemory, layout: BigUint64Array, root: bigint, levels: 4 | 5) => NativeAddressSpace;
   /** [start, end)* byte ranges of a sparse file that hold data (native/src/file_extents.cc). */
   fileDataExtents(path: string): BigUint64Array;
+  /** Attaches the write trap to QEMU `qemuPid`'s VM; throws an Error with .code (errno name or ENOVMFD) and .step. */
+  WriteTrap: new (qemuPid: number, ringRecords?: number) => NativeWriteTrap;
 }
 
 /** The package root: the nearest folder above this file holding package.json. */

@@ -2,6 +2,7 @@
 //   critical process missing: restart the process x3 -> reboot the OS x3 -> restart the VM -> restore the image
 //   hidden process:           reboot the OS x2 -> restart the VM -> restore the image
 //   syscall table / kernel integrity changed, hidden module: restore the image at once.
+//   write into the syscall table refused by the write trap: the same (a rootkit ran, though its hook did not land).
 import type { Policy } from './types.js';
 
 export const DEFAULT_POLICY: Policy = {
@@ -39,6 +40,11 @@ export const DEFAULT_POLICY: Policy = {
       ladder: [{ action: 'restore-image', count: 1, verifyTimeoutSec: 60, backoffSec: 0 }],
     },
     'hidden-module': {
+      confirmScans: 1,
+      resetWindowSec: 300,
+      ladder: [{ action: 'restore-image', count: 1, verifyTimeoutSec: 60, backoffSec: 0 }],
+    },
+    'syscall-write-refused': {
       confirmScans: 1,
       resetWindowSec: 300,
       ladder: [{ action: 'restore-image', count: 1, verifyTimeoutSec: 60, backoffSec: 0 }],

@@ -9,6 +9,8 @@ export const FAULT_KINDS = [
   'kernel-integrity-changed',
   'hidden-module',
   'agent-down',
+  // The KVM write trap refused a write into a syscall table (src/trap/).
+  'syscall-write-refused',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 

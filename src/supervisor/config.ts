@@ -38,6 +38,8 @@ export interface GuestConfig {
   readonly scanIntervalSec?: number;
   /** Kernel introspection (task list, IDR, run queues, syscall tables, integrity); default true. */
   readonly introspection?: boolean;
+  /** KVM write trap on the syscall tables (src/trap/, docs/TRAP.md): what a refused write gets, or 'off'; default the supervisor's writeTrap. */
+  readonly writeTrap?: 'gp' | 'drop' | 'off';
 }
 
 export interface SupervisorConfig {
@@ -48,6 +50,8 @@ export interface SupervisorConfig {
   /** Policy file; the defaults when absent. */
   readonly policy?: string;
   readonly scanIntervalSec?: number;
+  /** Default for every guest's writeTrap; default 'gp'. */
+  readonly writeTrap?: 'gp' | 'drop' | 'off';
   /** Where sockets and overlays live; default $INTROVISOR_RUN/supervisor. */
   readonly runDir?: string;
   /** On SIGTERM: stop the guests (default) or leave them running for the next supervisor to adopt. */
@@ -68,6 +72,7 @@ const schema = {
     database: path,
     deviceId: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' },
     policy: path,
+    writeTrap: { type: 'string', enum: ['gp', 'drop', 'off'] },
     scanIntervalSec: { type: 'number', minimum: 0.1, maximum: 3600 },
     runDir: path,
     onExit: { type: 'string', enum: ['stop-guests', 'leave-running'] },
@@ -116,6 +121,7 @@ const schema = {
           },
           scanIntervalSec: { type: 'number', minimum: 0.1, maximum: 3600 },
           introspection: { type: 'boolean' },
+          writeTrap: { type: 'string', enum: ['gp', 'drop', 'off'] },
         },
       },
     },

@@ -20,6 +20,7 @@ import type { GuestController } from '../recovery/guest-controller.js';
 import { errorMessage } from '../util/errors.js';
 import type { KernelSnapshot } from '../views/types.js';
 import type { KernelScanner } from './kernel-scanner.js';
+import type { SyscallTableTrap, TrapStatus } from '../trap/syscall-table-trap.js';
 
 export interface GuestWatchOptions {
   readonly controller: GuestController;
@@ -34,6 +35,8 @@ export interface GuestWatchOptions {
   readonly log?: (line: string) => void;
   readonly bootTimeoutMs?: number;
   readonly agentTimeoutMs?: number;
+  /** The KVM write trap on the syscall tables, and QEMU's pid to attach it to; absent: off. */
+  readonly trap?: { readonly guard: SyscallTableTrap; readonly qemuPid: () => number | undefined } | null;
 }
 
 export interface ScanSummary {
@@ -42,6 +45,8 @@ export interface ScanSummary {
   readonly findings: readonly Finding[];
   readonly snapshotError: string | null;
   readonly agent: GuestReport['agent'];
+  /** The write trap's state after this scan (absent when the trap is off). */
+  readonly trap?: { readonly status: TrapStatus; readonly detail: string | null; readonly refusedWrites: number };
 }
 
 export class GuestWatch {
@@ -114,6 +119,8 @@ export class GuestWatch {
       if (wait > 0 && !this.stopped) await new Promise<void>((r) => { const t = setTimeout(r, wait); this.wake = () => { clearTimeout(t); r(); }; });
       this.wake = undefined;
     }
+    // Closing the trap fd unprotects the tables: the supervisor no longer watches the log.
+    this.o.trap?.guard.close();
   }
 
   stop(): void {
@@ -137,13 +144,20 @@ export class GuestWatch {
       }
     }
     const baseline = snapshot ? this.o.baselines.load(this.name, kernelKey(snapshot)) : null;
-    const analysis = analyzeScan({ nowMs: t0, snapshot, snapshotError, report, critical: this.o.critical, baseline });
+    // The trap: (re)armed on the tables this scan found readable, its log drained into events and a per-boot tally.
+    const trap = this.o.trap ? this.o.trap.guard.update({
+      qemuPid: this.o.trap.qemuPid(),
+      bootGeneration: ctl.bootGeneration,
+      tables: snapshot && snapshot.syscallTables.length > 0 && snapshot.syscallTables.every((t) => t.errors.length === 0) ? snapshot.syscallTables : null,
+      translate: snapshot && this.o.scanner?.translate ? (va) => this.o.scanner?.translate?.(va) ?? null : null,
+    }) : null;
+    const analysis = analyzeScan({ nowMs: t0, snapshot, snapshotError, report, critical: this.o.critical, baseline, ...(trap ? { refusedWrites: trap.tally } : {}) });
     if (analysis.baselineToRecord) {
       this.o.baselines.save(this.name, analysis.baselineToRecord);
       this.log(baseline ? 'kernel baseline: new boot recorded' : 'kernel baseline recorded at the first clean scan');
     }
     const tracked = this.tracker.update(analysis, t0);
-    const events: EventInput[] = [];
+    const events: EventInput[] = [...(trap?.events ?? [])];
     for (const f of tracked.cleared) {
       this.log(`finding cleared: ${f.kind} ${f.id}`);
       events.push({ kind: 'finding', payload: { guest: this.name, findingId: f.id, fault: f.kind, state: 'cleared', severity: f.severity, summary: f.summary.slice(0, 1000), evidence: f.evidence } });
@@ -168,6 +182,7 @@ export class GuestWatch {
           modules: snapshot?.modules.modules.length ?? -1,
           openFindings: tracked.findings.length,
           viewErrors: snapshot ? snapshot.tasks.errors.length + snapshot.pidIdr.errors.length + snapshot.runQueues.errors.length + snapshot.modules.errors.length + snapshot.integrity.errors.length : -1,
+          ...(trap ? { trapArmed: trap.status === 'armed' ? 1 : 0, refusedWrites: trap.events.length } : {}),
         },
       },
     });
@@ -184,6 +199,8 @@ export class GuestWatch {
       const a = d.action;
       this.log(`action ${a.action} (attempt ${a.attempt}/${a.count}) for ${a.fault}${a.target ? ` on ${a.target}` : ''}`);
       const timeout = this.o.actionTimeoutsMs?.[a.action] ?? DEFAULT_ACTION_TIMEOUT_MS[a.action];
+      // A restarted kernel may put anything on the table's old pages: unprotect them first (re-armed after the next clean scan).
+      if (a.action === 'reboot-os' || a.action === 'restart-vm' || a.action === 'restore-image') this.o.trap?.guard.beforeKernelRestart();
       const res = await executeAction(ctl, a, this.o.critical, timeout);
       const c = completeAction(this.state, a.actionId, { ok: res.ok, error: res.error }, Date.now(), policy);
       this.state = c.state;
@@ -223,7 +240,10 @@ export class GuestWatch {
         note: this.state.held ? `held since ${new Date(this.state.held.sinceMs).toISOString()}: ${this.state.held.reason}`.slice(0, 1000) : null,
       },
     }]);
-    const summary = { startedAtMs: t0, durationMs, findings: tracked.findings, snapshotError, agent: report.agent };
+    const summary: ScanSummary = {
+      startedAtMs: t0, durationMs, findings: tracked.findings, snapshotError, agent: report.agent,
+      ...(trap ? { trap: { status: trap.status, detail: trap.detail, refusedWrites: trap.events.length } } : {}),
+    };
     this.lastScan = summary;
     return summary;
   }

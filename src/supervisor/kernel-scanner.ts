@@ -7,6 +7,8 @@ import type { KernelSnapshot } from '../views/types.js';
 export interface KernelScanner {
   /** A snapshot of the running kernel; throws when the kernel cannot be found (e.g. mid-boot). */
   scan(bootGeneration: number): Promise<KernelSnapshot>;
+  /** Guest-virtual to guest-physical through the last scan's kernel page tables (null: unmapped or no kernel yet). */
+  translate?(va: bigint): bigint | null;
   close(): void;
 }
 
@@ -32,6 +34,10 @@ export class IntrospectorScanner implements KernelScanner {
       this.close();
       throw e;
     }
+  }
+
+  translate(va: bigint): bigint | null {
+    return this.intro ? this.intro.context.space.translate(va) : null;
   }
 
   close(): void {

@@ -17,6 +17,7 @@ import { QemuGuestController } from '../recovery/qemu-controller.js';
 import { shmDir, runDir as defaultRunDir } from '../util/paths.js';
 import { errorMessage } from '../util/errors.js';
 import { GuestWatch } from './guest-watch.js';
+import { SyscallTableTrap } from '../trap/syscall-table-trap.js';
 import { startRecordReport, type RecordReport } from '../telemetry/record-report.js';
 import { IntrospectorScanner } from './kernel-scanner.js';
 import type { GuestConfig, SupervisorConfig } from './config.js';
@@ -71,6 +72,8 @@ export class Supervisor {
     for (const g of config.guests) {
       const ctl = new QemuGuestController(vmForGuest(g, runRoot));
       this.controllers.push(ctl);
+      // The trap needs the syscall tables' addresses, so it rides on introspection.
+      const trapAction = g.introspection === false ? 'off' : g.writeTrap ?? config.writeTrap ?? 'gp';
       this.watches.push(new GuestWatch({
         controller: ctl,
         scanner: g.introspection === false ? null : new IntrospectorScanner(ctl.vm.spec.ramPath, { hmp: (c) => ctl.hmp(c) }),
@@ -85,6 +88,10 @@ export class Supervisor {
         sink: this.store,
         actionTimeoutsMs: timeouts,
         log: this.log,
+        trap: trapAction === 'off' ? null : {
+          guard: new SyscallTableTrap({ guest: g.name, action: trapAction, log: (l) => this.log(`[${g.name}] ${l}`) }),
+          qemuPid: () => ctl.qemuPid,
+        },
       }));
     }
   }

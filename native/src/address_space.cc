@@ -1,6 +1,7 @@
 #include "address_space.h"
 
 #include <cstring>
+#include <functional>
 #include <unordered_set>
 
 namespace {
@@ -55,6 +56,9 @@ Napi::Function AddressSpace::Init(Napi::Env env) {
                          InstanceMethod<&AddressSpace::ClearCacheJs>("clearCache"),
                          InstanceMethod<&AddressSpace::StatsJs>("stats"),
                          InstanceMethod<&AddressSpace::SetLinearJs>("setLinear"),
+                         InstanceMethod<&AddressSpace::WalkRecordsJs>("walkRecords"),
+                         InstanceMethod<&AddressSpace::GatherRecordsJs>("gatherRecords"),
+                         InstanceMethod<&AddressSpace::WalkXArrayJs>("walkXArray"),
                      });
 }
 
@@ -396,4 +400,307 @@ Napi::Value AddressSpace::SetLinearJs(const Napi::CallbackInfo& info) {
   }
   linear_ = std::move(next);
   return env.Undefined();
+}
+
+// ---- Fixed-stride records --------------------------------------------------------------
+// The views read a handful of fields from thousands of structures (task_structs, struct
+// pids). walkRecords/gatherRecords return them as one ArrayBuffer of fixed-stride records
+// that JavaScript reads through typed-array views, instead of a Buffer per read. Record
+// layout: bytes [0, 8) the structure's address, [8, 12) a status word: bit 0 = every field
+// was readable, bit 1+k = deref k was followed; the caller's fields land at dst >= 16.
+// A deref reads `len` bytes at (the u64 at record offset ptr_at) + src, only when that
+// pointer is at or above `floor` (the kernel half): one level of pointer following
+// (task->cred->uid, task->mm->pgd), with the same checks as readGather.
+
+namespace {
+constexpr uint32_t kRecordHeader = 16;
+constexpr uint32_t kMaxRecordStride = 4096;
+constexpr size_t kRecordBlock = 32;  // records whose loads are prefetched together
+}  // namespace
+
+const uint8_t* AddressSpace::HostPointer(uint64_t va, uint64_t len) {
+  if ((va & 0xfff) + len > 0x1000) return nullptr;
+  uint64_t pa;
+  return Translate(va, &pa) ? Phys(pa, len) : nullptr;
+}
+
+// fields: Uint32Array [src, len, dst]*, derefs: Uint32Array [ptrAt, src, len, dst]*, stride, floor.
+AddressSpace::RecordSpec AddressSpace::ParseRecordSpec(const Napi::Env& env, const Napi::CallbackInfo& info, size_t first) {
+  RecordSpec spec;
+  auto u32s = [&](size_t i, const char* what) -> Napi::Uint32Array {
+    if (info.Length() <= i || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+      throw Napi::TypeError::New(env, std::string(what) + " must be a Uint32Array");
+    return info[i].As<Napi::Uint32Array>();
+  };
+  Napi::Uint32Array f = u32s(first, "fields");
+  Napi::Uint32Array d = u32s(first + 1, "derefs");
+  if (info.Length() <= first + 3) throw Napi::TypeError::New(env, "records: stride and floor are required");
+  uint64_t stride = ToU64(env, info[first + 2], "stride");
+  spec.floor = ToU64(env, info[first + 3], "floor");
+  if (stride < kRecordHeader || stride > kMaxRecordStride || stride % 8 != 0)
+    throw Napi::RangeError::New(env, "records: stride must be a multiple of 8 in 16..4096");
+  spec.stride = static_cast<uint32_t>(stride);
+  if (f.ElementLength() % 3 != 0 || f.ElementLength() > 3 * 64) throw Napi::RangeError::New(env, "records: up to 64 [src, len, dst] fields");
+  if (d.ElementLength() % 4 != 0 || d.ElementLength() > 4 * 16) throw Napi::RangeError::New(env, "records: up to 16 [ptrAt, src, len, dst] derefs");
+  auto fits = [&](uint64_t dst, uint64_t len) { return dst >= kRecordHeader && len > 0 && len <= stride && dst <= stride - len; };
+  for (size_t i = 0; i < f.ElementLength(); i += 3) {
+    RecordSpec::Field x{f[i], f[i + 1], f[i + 2]};
+    if (!fits(x.dst, x.len)) throw Napi::RangeError::New(env, "records: field " + std::to_string(i / 3) + " does not fit the record");
+    spec.fields.push_back(x);
+  }
+  for (size_t i = 0; i < d.ElementLength(); i += 4) {
+    RecordSpec::Deref x{d[i], d[i + 1], d[i + 2], d[i + 3]};
+    if (!fits(x.dst, x.len) || !fits(x.ptr_at, 8)) throw Napi::RangeError::New(env, "records: deref " + std::to_string(i / 4) + " does not fit the record");
+    spec.derefs.push_back(x);
+  }
+  return spec;
+}
+
+namespace {
+// The few pages one structure spans (a task_struct is ~10 KiB): translated once per record.
+struct PageMemo {
+  uint64_t page[4];
+  const uint8_t* host[4];
+  int n = 0;
+};
+
+inline void CopySmall(uint8_t* dst, const uint8_t* src, uint32_t len) {
+  switch (len) {
+    case 4: memcpy(dst, src, 4); break;
+    case 8: memcpy(dst, src, 8); break;
+    case 16: memcpy(dst, src, 16); break;
+    default: memcpy(dst, src, len);
+  }
+}
+}  // namespace
+
+size_t AddressSpace::FillRecords(const RecordSpec& spec, const uint64_t* nodes, size_t n, uint8_t* out, bool stop_at_failure, uint64_t* failed_va) {
+  const size_t nf = spec.fields.size();
+  const size_t nd = spec.derefs.size();
+  std::vector<const uint8_t*> src(kRecordBlock * (nf > nd ? nf : nd));
+  // Host address of [va, va+len) through the record's page memo; nullptr when the range
+  // crosses a page or is not backed (the copy then falls back to ReadVirtual).
+  auto host = [&](PageMemo& m, uint64_t va, uint32_t len) -> const uint8_t* {
+    uint64_t off = va & 0xfff;
+    if (off + len > 0x1000) return nullptr;
+    uint64_t page = va - off;
+    for (int i = 0; i < m.n; ++i)
+      if (m.page[i] == page) return m.host[i] != nullptr ? m.host[i] + off : nullptr;
+    const uint8_t* h = HostPointer(page, 0x1000);
+    if (m.n < 4) {
+      m.page[m.n] = page;
+      m.host[m.n] = h;
+      ++m.n;
+    }
+    return h != nullptr ? h + off : nullptr;
+  };
+  for (size_t b = 0; b < n; b += kRecordBlock) {
+    size_t e = b + kRecordBlock < n ? b + kRecordBlock : n;
+    // Fields: find every field's host address for the block and prefetch it, then copy, so
+    // the block's cache misses overlap instead of queueing one after another.
+    for (size_t i = b; i < e; ++i) {
+      PageMemo memo;
+      for (size_t k = 0; k < nf; ++k) {
+        const uint8_t* p = host(memo, nodes[i] + spec.fields[k].src, spec.fields[k].len);
+        if (p != nullptr) __builtin_prefetch(p);
+        src[(i - b) * nf + k] = p;
+      }
+    }
+    for (size_t i = b; i < e; ++i) {
+      uint8_t* rec = out + i * spec.stride;  // zero-filled by the caller
+      memcpy(rec, &nodes[i], 8);
+      bool good = true;
+      for (size_t k = 0; k < nf && good; ++k) {
+        const RecordSpec::Field& f = spec.fields[k];
+        const uint8_t* p = src[(i - b) * nf + k];
+        if (p != nullptr) CopySmall(rec + f.dst, p, f.len);
+        else good = ReadVirtual(nodes[i] + f.src, f.len, rec + f.dst, failed_va);  // crosses a page, or unmapped
+      }
+      if (!good) {
+        if (stop_at_failure) return i;
+        memset(rec + 8, 0, spec.stride - 8);
+        continue;
+      }
+      rec[8] = 1;
+    }
+    // Derefs: the same two steps for the pointers just read.
+    for (size_t i = b; i < e; ++i) {
+      const uint8_t* rec = out + i * spec.stride;
+      for (size_t k = 0; k < nd; ++k) {
+        const RecordSpec::Deref& d = spec.derefs[k];
+        const uint8_t* p = nullptr;
+        if (rec[8] & 1) {
+          uint64_t ptr = LoadU64(rec + d.ptr_at);
+          if (ptr >= spec.floor) p = HostPointer(ptr + d.src, d.len);
+          if (p != nullptr) __builtin_prefetch(p);
+        }
+        src[(i - b) * nd + k] = p;
+      }
+    }
+    for (size_t i = b; i < e; ++i) {
+      uint8_t* rec = out + i * spec.stride;
+      if ((rec[8] & 1) == 0) continue;
+      uint32_t status = 1;
+      for (size_t k = 0; k < nd; ++k) {
+        const RecordSpec::Deref& d = spec.derefs[k];
+        const uint8_t* p = src[(i - b) * nd + k];
+        bool good = p != nullptr;
+        if (good) {
+          CopySmall(rec + d.dst, p, d.len);
+        } else {
+          uint64_t ptr = LoadU64(rec + d.ptr_at), ignored;
+          good = ptr >= spec.floor && ReadVirtual(ptr + d.src, d.len, rec + d.dst, &ignored);
+          if (!good) memset(rec + d.dst, 0, d.len);
+        }
+        if (good) status |= 1u << (1 + k);
+      }
+      memcpy(rec + 8, &status, 4);
+    }
+  }
+  return n;
+}
+
+void AddressSpace::WalkNodes(uint64_t head, uint64_t link_offset, uint64_t max_nodes, std::vector<uint64_t>* nodes, std::string* error) {
+  // As walkList: Brent's cycle detection, stop at an unmapped link or more than max_nodes.
+  uint64_t cur = head, tortoise = head, power = 1, lambda = 0;
+  for (;;) {
+    uint64_t next;
+    if (!ReadU64(cur, &next)) {
+      *error = "list link at " + Hex(cur) + " is not mapped";
+      break;
+    }
+    if (next == head) break;
+    if (next == tortoise) {
+      *error = "cycle at " + Hex(next) + " that does not return to the head " + Hex(head);
+      std::unordered_set<uint64_t> seen;
+      size_t keep = 0;
+      while (keep < nodes->size() && seen.insert((*nodes)[keep]).second) ++keep;
+      nodes->resize(keep);
+      break;
+    }
+    if (++lambda == power) {
+      tortoise = next;
+      power <<= 1;
+      lambda = 0;
+    }
+    if (nodes->size() >= max_nodes) {
+      *error = "more than " + std::to_string(max_nodes) + " nodes";
+      break;
+    }
+    nodes->push_back(next - link_offset);
+    cur = next;
+  }
+}
+
+// walkRecords(head, linkOffset, maxNodes, fields, derefs, stride, floor) -> { records: ArrayBuffer, error: string|null }
+// walkList's walk (bounded, cycle-checked; the guest can forge every link) with one record
+// per node. A node whose fields cannot be read ends the walk there, as walkList's gather does.
+Napi::Value AddressSpace::WalkRecordsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 7) throw Napi::TypeError::New(env, "walkRecords(head, linkOffset, maxNodes, fields, derefs, stride, floor)");
+  uint64_t head = ToU64(env, info[0], "head");
+  uint64_t link_offset = ToU64(env, info[1], "linkOffset");
+  uint64_t max_nodes = ToU64(env, info[2], "maxNodes");
+  RecordSpec spec = ParseRecordSpec(env, info, 3);
+  if (max_nodes > kMaxListNodes) max_nodes = kMaxListNodes;
+  if (spec.stride * max_nodes > kMaxGatherBytes) max_nodes = kMaxGatherBytes / spec.stride;
+  std::vector<uint64_t> nodes;
+  nodes.reserve(256);
+  std::string error;
+  WalkNodes(head, link_offset, max_nodes, &nodes, &error);
+  std::vector<uint8_t> out(nodes.size() * spec.stride);
+  uint64_t failed = 0;
+  size_t n = FillRecords(spec, nodes.data(), nodes.size(), out.data(), true, &failed);
+  if (n < nodes.size()) error = "node " + Hex(nodes[n]) + ": address " + Hex(failed) + " is not mapped";
+  auto records = Napi::ArrayBuffer::New(env, n * spec.stride);
+  if (n > 0) memcpy(records.Data(), out.data(), n * spec.stride);
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("records", records);
+  result.Set("error", error.empty() ? env.Null() : Napi::String::New(env, error));
+  return result;
+}
+
+// gatherRecords(addresses: BigUint64Array, fields, derefs, stride, floor) -> ArrayBuffer
+// One record per address, in order; an unreadable structure gets status 0 (and zeroed fields).
+Napi::Value AddressSpace::GatherRecordsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 5 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+    throw Napi::TypeError::New(env, "gatherRecords(addresses: BigUint64Array, fields, derefs, stride, floor)");
+  auto addrs = info[0].As<Napi::TypedArrayOf<uint64_t>>();
+  RecordSpec spec = ParseRecordSpec(env, info, 1);
+  size_t n = addrs.ElementLength();
+  if (n * spec.stride > kMaxGatherBytes) throw Napi::RangeError::New(env, "gatherRecords: " + std::to_string(n) + " records exceed the limit");
+  std::vector<uint64_t> nodes(addrs.Data(), addrs.Data() + n);
+  auto records = Napi::ArrayBuffer::New(env, n * spec.stride);
+  if (n > 0) memset(records.Data(), 0, n * spec.stride);
+  uint64_t failed;
+  FillRecords(spec, nodes.data(), n, static_cast<uint8_t*>(records.Data()), false, &failed);
+  return records;
+}
+
+// walkXArray(head, nodeShiftOffset, nodeSlotsOffset, maxDepth, maxNodes, maxEntries, floor, where)
+//   -> { indices: Float64Array, entries: BigUint64Array, errors: string[] ([where, message]*) }
+// The pointer entries of an XArray (e.g. an IDR) and their indices, depth first in index
+// order. Internal entries (low bits 10) above 4096 are nodes: each must be a kernel pointer,
+// readable, with a shift that is a multiple of 6 up to 30; depth, node count and entry count
+// are bounded. Value entries (low bit 1) and sibling/retry entries are skipped.
+Napi::Value AddressSpace::WalkXArrayJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 8 || !info[7].IsString()) throw Napi::TypeError::New(env, "walkXArray(head, shiftOffset, slotsOffset, maxDepth, maxNodes, maxEntries, floor, where)");
+  uint64_t head = ToU64(env, info[0], "head");
+  uint64_t shift_off = ToU64(env, info[1], "shiftOffset");
+  uint64_t slots_off = ToU64(env, info[2], "slotsOffset");
+  uint64_t max_depth = ToU64(env, info[3], "maxDepth");
+  uint64_t max_nodes = ToU64(env, info[4], "maxNodes");
+  uint64_t max_entries = ToU64(env, info[5], "maxEntries");
+  uint64_t floor = ToU64(env, info[6], "floor");
+  std::string where = info[7].As<Napi::String>().Utf8Value();
+  if (max_depth > 64) max_depth = 64;
+  if (max_entries > kMaxListNodes) max_entries = kMaxListNodes;
+  std::vector<double> indices;
+  std::vector<uint64_t> entries;
+  std::vector<std::string> errors;
+  uint64_t nodes = 0;
+  constexpr int kSlots = 64;
+  auto err = [&](std::string w, std::string m) { errors.push_back(std::move(w)); errors.push_back(std::move(m)); };
+  std::function<void(uint64_t, uint64_t, uint64_t)> visit = [&](uint64_t entry, uint64_t index, uint64_t depth) {
+    if (entry == 0) return;
+    if ((entry & 3) == 2) {
+      if (entry <= 4096) return;  // sibling/retry entries, not nodes
+      uint64_t node = entry - 2;
+      std::string at = where + ": xa_node " + Hex(node);
+      if (depth > max_depth) return err(at, "deeper than " + std::to_string(max_depth) + " levels");
+      if (node < floor || (node & 7) != 0) return err(at, "not a kernel pointer");
+      if (++nodes > max_nodes) {
+        if (nodes == max_nodes + 1) err(where, "more than " + std::to_string(max_nodes) + " nodes");
+        return;
+      }
+      uint8_t shift;
+      uint64_t slots[kSlots];
+      uint64_t failed;
+      if (!ReadVirtual(node + shift_off, 1, &shift, &failed) ||
+          !ReadVirtual(node + slots_off, sizeof slots, reinterpret_cast<uint8_t*>(slots), &failed))
+        return err(at, "not mapped");
+      if (shift % 6 != 0 || shift > 30) return err(at, "shift " + std::to_string(shift) + " is not a multiple of 6 up to 30");
+      for (int i = 0; i < kSlots; ++i)
+        if (slots[i] != 0) visit(slots[i], index + (static_cast<uint64_t>(i) << shift), depth + 1);
+      return;
+    }
+    if (entry & 1) return;  // value entries are not pointers
+    if (entries.size() >= max_entries) return;
+    indices.push_back(static_cast<double>(index));
+    entries.push_back(entry);
+  };
+  visit(head, 0, 0);
+  auto out_idx = Napi::Float64Array::New(env, indices.size());
+  auto out_ent = Napi::BigUint64Array::New(env, entries.size());
+  if (!indices.empty()) memcpy(out_idx.Data(), indices.data(), indices.size() * sizeof(double));
+  if (!entries.empty()) memcpy(out_ent.Data(), entries.data(), entries.size() * sizeof(uint64_t));
+  auto out_err = Napi::Array::New(env, errors.size());
+  for (size_t i = 0; i < errors.size(); ++i) out_err.Set(static_cast<uint32_t>(i), Napi::String::New(env, errors[i]));
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("indices", out_idx);
+  result.Set("entries", out_ent);
+  result.Set("errors", out_err);
+  return result;
 }

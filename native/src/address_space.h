@@ -43,6 +43,27 @@ class AddressSpace : public Napi::ObjectWrap<AddressSpace> {
   Napi::Value ClearCacheJs(const Napi::CallbackInfo& info);
   Napi::Value StatsJs(const Napi::CallbackInfo& info);
   Napi::Value SetLinearJs(const Napi::CallbackInfo& info);
+  Napi::Value WalkRecordsJs(const Napi::CallbackInfo& info);
+  Napi::Value GatherRecordsJs(const Napi::CallbackInfo& info);
+  Napi::Value WalkXArrayJs(const Napi::CallbackInfo& info);
+
+  // Fixed-stride records gathered from guest structures (see walkRecords in the .cc).
+  struct RecordSpec {
+    struct Field { uint32_t src, len, dst; };
+    struct Deref { uint32_t ptr_at, src, len, dst; };
+    std::vector<Field> fields;
+    std::vector<Deref> derefs;
+    uint32_t stride = 0;
+    uint64_t floor = 0;
+  };
+  RecordSpec ParseRecordSpec(const Napi::Env& env, const Napi::CallbackInfo& info, size_t first);
+  // Fills one record per node; with stop_at_failure, returns the index of the first node whose
+  // fields are unreadable (and *failed_va), else n. Without it, such records get status 0.
+  size_t FillRecords(const RecordSpec& spec, const uint64_t* nodes, size_t n, uint8_t* out, bool stop_at_failure, uint64_t* failed_va);
+  // Host pointer for [va, va+len) when it lies in one page and is backed; nullptr otherwise.
+  const uint8_t* HostPointer(uint64_t va, uint64_t len);
+  // Bounded, cycle-checked list walk collecting container addresses (no gathering).
+  void WalkNodes(uint64_t head, uint64_t link_offset, uint64_t max_nodes, std::vector<uint64_t>* nodes, std::string* error);
 
   bool Walk(uint64_t va, uint64_t* pa);
   bool ReadU64(uint64_t va, uint64_t* out);

@@ -5,19 +5,41 @@ import type { GuestMemory } from '../memory/guest-memory.js';
 
 export type PagingLevels = 4 | 5;
 
+/**
+ * Fixed-stride records gathered natively (native walkRecords/gatherRecords): bytes [0, 8) of
+ * each record hold the structure's address, [8, 12) a status word (bit 0: every field was
+ * readable; bit 1+k: deref k was followed); fields land at their dst (>= 16).
+ */
+export interface RecordSpec {
+  /** [src offset in the structure, length, dst offset in the record]* */
+  readonly fields: Uint32Array;
+  /** [record offset of a u64 pointer, offset from that pointer, length, dst]*: followed only when the pointer is >= floor. */
+  readonly derefs: Uint32Array;
+  /** Record size: a multiple of 8, 16..4096. */
+  readonly stride: number;
+  readonly floor: bigint;
+}
+
+/** The native record and XArray walkers (native/src/address_space.cc). */
+interface NativeRecords {
+  walkRecords(head: bigint, linkOffset: number, maxNodes: number, fields: Uint32Array, derefs: Uint32Array, stride: number, floor: bigint): { records: ArrayBuffer; error: string | null };
+  gatherRecords(addresses: BigUint64Array, fields: Uint32Array, derefs: Uint32Array, stride: number, floor: bigint): ArrayBuffer;
+  walkXArray(head: bigint, shiftOffset: number, slotsOffset: number, maxDepth: number, maxNodes: number, maxEntries: number, floor: bigint, where: string): { indices: Float64Array; entries: BigUint64Array; errors: string[] };
+}
+
 /** The page-table root in CR3: drop the PCID (bits 0-11), the KPTI user-half bit (12) and the no-flush bit (63). */
 export function pageTableRootFromCr3(cr3: bigint): bigint {
   return cr3 & 0x000f_ffff_ffff_e000n;
 }
 
 export class AddressSpace {
-  private readonly native: NativeAddressSpace;
+  private readonly native: NativeAddressSpace & NativeRecords;
   private rootValue: bigint;
   private levelsValue: PagingLevels;
 
   constructor(readonly memory: GuestMemory, root: bigint, levels: PagingLevels) {
     const { AddressSpace: Native } = loadNative();
-    this.native = new Native(memory.native, memory.layoutArray(), root, levels);
+    this.native = new Native(memory.native, memory.layoutArray(), root, levels) as NativeAddressSpace & NativeRecords;
     this.rootValue = root;
     this.levelsValue = levels;
   }
@@ -77,5 +99,28 @@ export class AddressSpace {
   /** walkList gathering only `fields` ([offset, length] pairs) per node, packed in that order. */
   walkListFields(head: bigint, linkOffset: number, maxNodes: number, fields: Uint32Array): { nodes: BigUint64Array; data: Buffer; error: string | null } {
     return this.native.walkList(head, linkOffset, maxNodes, 0, 0, fields);
+  }
+
+  /**
+   * walkList's bounded, cycle-checked walk with one fixed-stride record per node (see RecordSpec);
+   * a node whose fields cannot be read ends the walk there, with an error.
+   */
+  walkRecords(head: bigint, linkOffset: number, maxNodes: number, spec: RecordSpec): { records: ArrayBuffer; error: string | null } {
+    return this.native.walkRecords(head, linkOffset, maxNodes, spec.fields, spec.derefs, spec.stride, spec.floor);
+  }
+
+  /** One record per address, in order; an unreadable structure's record has status 0. */
+  gatherRecords(addresses: BigUint64Array, spec: RecordSpec): ArrayBuffer {
+    return this.native.gatherRecords(addresses, spec.fields, spec.derefs, spec.stride, spec.floor);
+  }
+
+  /**
+   * The pointer entries of the XArray whose xa_head is `head`, with their indices (depth first,
+   * in index order); nodes must be kernel pointers (>= floor, 8-aligned) with a sane shift, and
+   * depth, nodes and entries are bounded. errors: [where, message] pairs, where prefixed by `where`.
+   */
+  walkXArray(head: bigint, shiftOffset: number, slotsOffset: number, limits: { maxDepth: number; maxNodes: number; maxEntries: number },
+    floor: bigint, where: string): { indices: Float64Array; entries: BigUint64Array; errors: string[] } {
+    return this.native.walkXArray(head, shiftOffset, slotsOffset, limits.maxDepth, limits.maxNodes, limits.maxEntries, floor, where);
   }
 }

@@ -4,8 +4,6 @@
 import type { PidIdrView, ViewError } from './types.js';
 import { hex, viewError, type KernelContext } from './kernel-context.js';
 
-const XA_CHUNK_SHIFT = 6;
-const XA_SLOTS = 1 << XA_CHUNK_SHIFT;
 const MAX_DEPTH = 12; // 64-bit indices need at most 11 levels of 6 bits
 
 interface PidLayout {
@@ -55,56 +53,54 @@ export function readPidIdr(ctx: KernelContext): PidIdrView {
   } catch (e) {
     return { entries: [], errors: [viewError(`pid idr: init_pid_ns at ${hex(ns)}`, e)] };
   }
-  // Collect (index, struct pid *) from the XArray. Indices are pid numbers (< 2^22 for a
-  // sane kernel), so they stay JavaScript numbers; larger ones are errors, not pids.
-  const found: { index: number; pid: bigint }[] = [];
-  let nodes = 0;
-  const visit = (entry: bigint, index: number, depth: number): void => {
-    if (entry === 0n) return;
-    if ((entry & 3n) === 2n) {
-      if (entry <= 4096n) return; // sibling/retry entries, not nodes
-      const node = entry - 2n;
-      if (depth > MAX_DEPTH) { errors.push({ where: `pid idr: xa_node ${hex(node)}`, message: `deeper than ${MAX_DEPTH} levels` }); return; }
-      if (!ctx.isKernelPointer(node)) { errors.push({ where: `pid idr: xa_node ${hex(node)}`, message: 'not a kernel pointer' }); return; }
-      if (++nodes > ctx.limits.maxTreeNodes) { if (nodes === ctx.limits.maxTreeNodes + 1) errors.push({ where: 'pid idr', message: `more than ${ctx.limits.maxTreeNodes} nodes` }); return; }
-      const shiftBuf = ctx.space.tryRead(node + BigInt(L.nodeShift), 1);
-      const slots = ctx.space.tryRead(node + BigInt(L.nodeSlots), 8 * XA_SLOTS);
-      if (!shiftBuf || !slots) { errors.push({ where: `pid idr: xa_node ${hex(node)}`, message: 'not mapped' }); return; }
-      const shift = shiftBuf[0] as number;
-      if (shift % XA_CHUNK_SHIFT !== 0 || shift > 30) { errors.push({ where: `pid idr: xa_node ${hex(node)}`, message: `shift ${shift} is not a multiple of 6 up to 30` }); return; }
-      for (let i = 0; i < XA_SLOTS; i++) {
-        if (slots.readUInt32LE(8 * i) === 0 && slots.readUInt32LE(8 * i + 4) === 0) continue;
-        visit(slots.readBigUInt64LE(8 * i), index + i * 2 ** shift, depth + 1);
-      }
-      return;
-    }
-    if ((entry & 1n) === 1n) return; // value entries are not pointers
-    if (found.length >= ctx.limits.maxTasks) return;
-    found.push({ index, pid: entry });
-  };
-  visit(head, 0, 0);
-  if (found.length >= ctx.limits.maxTasks) errors.push({ where: 'pid idr', message: `more than ${ctx.limits.maxTasks} pids` });
+  // Collect (index, struct pid *) from the XArray natively (bounded depth, nodes and entries;
+  // every node a kernel pointer with a sane shift). Indices are pid numbers (< 2^22 for a sane
+  // kernel) and stay exact as JavaScript numbers; larger ones are errors below, not pids.
+  const xa = ctx.space.walkXArray(head, L.nodeShift, L.nodeSlots,
+    { maxDepth: MAX_DEPTH, maxNodes: ctx.limits.maxTreeNodes, maxEntries: ctx.limits.maxTasks }, ctx.kernelHalf, 'pid idr');
+  for (let i = 0; i + 1 < xa.errors.length; i += 2) errors.push({ where: xa.errors[i] as string, message: xa.errors[i + 1] as string });
+  if (xa.entries.length >= ctx.limits.maxTasks) errors.push({ where: 'pid idr', message: `more than ${ctx.limits.maxTasks} pids` });
 
-  const good = found.filter((f) => {
-    if (ctx.isKernelPointer(f.pid)) return true;
-    errors.push({ where: `pid idr: index ${f.index}`, message: `struct pid ${hex(f.pid)} is not a kernel pointer` });
-    return false;
-  });
-  // struct pid: tasks[PIDTYPE_PID].first, level, numbers[0].nr in one gathered record.
+  // struct pid pointers must be kernel pointers (checked on the 32-bit halves: the kernel
+  // half's floor has a zero low word).
+  const floorHi = Number(ctx.kernelHalf >> 32n);
+  const halves = new Uint32Array(xa.entries.buffer, xa.entries.byteOffset, 2 * xa.entries.length);
+  let pids = xa.entries;
+  let indices = xa.indices;
+  const isKernel = (i: number): boolean => (halves[2 * i + 1] as number) >= floorHi && ((halves[2 * i] as number) & 7) === 0;
+  let allGood = true;
+  for (let i = 0; i < xa.entries.length && allGood; i++) allGood = isKernel(i);
+  if (!allGood) {
+    const keep: number[] = [];
+    for (let i = 0; i < xa.entries.length; i++) {
+      if (isKernel(i)) keep.push(i);
+      else errors.push({ where: `pid idr: index ${xa.indices[i] as number}`, message: `struct pid ${hex(xa.entries[i] as bigint)} is not a kernel pointer` });
+    }
+    pids = BigUint64Array.from(keep, (i) => xa.entries[i] as bigint);
+    indices = Float64Array.from(keep, (i) => xa.indices[i] as number);
+  }
+  // struct pid: tasks[PIDTYPE_PID].first, level, numbers[0].nr, in one native record each;
+  // the record is good only when the whole span up to those fields is readable.
   const span = Math.max(L.pidTasks + 8, L.pidLevel + 4, L.pidNumbers + L.upidNr + 4);
-  const { data, ok } = ctx.space.readGather(BigUint64Array.from(good.map((g) => g.pid)), 0, span);
+  const R = { first: 16, level: 24, nr: 28, span: 32 };
+  const stride = R.span + Math.ceil(span / 8) * 8;
+  const records = ctx.space.gatherRecords(pids, {
+    fields: Uint32Array.from([0, span, R.span, L.pidTasks, 8, R.first, L.pidLevel, 4, R.level, L.pidNumbers + L.upidNr, 4, R.nr]),
+    derefs: new Uint32Array(0), stride, floor: ctx.kernelHalf,
+  });
+  const u32 = new Uint32Array(records);
+  const i32 = new Int32Array(records);
+  const u64 = new BigUint64Array(records);
+  const linkOff = BigInt(L.taskPidLinks);
   const entries: { pid: number; task: bigint }[] = [];
-  for (let i = 0; i < good.length; i++) {
-    const g = good[i] as { index: number; pid: bigint };
-    const where = (): string => `pid idr: struct pid ${hex(g.pid)}`;
-    if (!ok[i]) { errors.push({ where: where(), message: 'not mapped' }); continue; }
-    const rec = data.subarray(i * span, (i + 1) * span);
-    const number = Number(g.index) + base;
-    const nr = rec.readInt32LE(L.pidNumbers + L.upidNr);
-    if (rec.readUInt32LE(L.pidLevel) === 0 && nr !== number) errors.push({ where: where(), message: `numbers[0].nr ${nr} differs from its IDR index ${number}` });
-    const first = rec.readBigUInt64LE(L.pidTasks);
-    if (first === 0n) continue; // a pid kept only as a process group or session id
-    entries.push({ pid: number, task: first - BigInt(L.taskPidLinks) });
+  for (let i = 0; i < pids.length; i++) {
+    const w = (i * stride) / 4;
+    if (((u32[w + 2] as number) & 1) === 0) { errors.push({ where: `pid idr: struct pid ${hex(pids[i] as bigint)}`, message: 'not mapped' }); continue; }
+    const number = (indices[i] as number) + base;
+    const nr = i32[w + R.nr / 4] as number;
+    if (u32[w + R.level / 4] === 0 && nr !== number) errors.push({ where: `pid idr: struct pid ${hex(pids[i] as bigint)}`, message: `numbers[0].nr ${nr} differs from its IDR index ${number}` });
+    if (u32[w + R.first / 4] === 0 && u32[w + R.first / 4 + 1] === 0) continue; // a pid kept only as a process group or session id
+    entries.push({ pid: number, task: (u64[(i * stride) / 8 + R.first / 8] as bigint) - linkOff });
   }
   return { entries, errors };
 }

@@ -3,6 +3,7 @@
 // bounded walk; parents, creds and page tables are then read in batches.
 import type { TaskInfo, TaskListView, ViewError } from './types.js';
 import { hex, viewError, type KernelContext } from './kernel-context.js';
+import type { RecordSpec } from '../translate/address-space.js';
 
 const PF_KTHREAD = 0x0020_0000;
 const PID_MAX_LIMIT = 4 * 1024 * 1024;
@@ -26,18 +27,25 @@ export interface TaskLayout {
   readonly signalThreadHead: number | null;
   readonly credUid: number;
   readonly mmPgd: number;
-  /** [first, last) byte span covering every field above, gathered per task. */
-  readonly span: readonly [number, number];
-  /** The same fields as packed [offset, length] pairs for the native list walk, and where each lands. */
-  readonly packedFields: Uint32Array;
-  readonly packedAt: ReadonlyMap<number, number>;
-  readonly packedLength: number;
+  /** The native record per task (see RECORD): its fields and the three pointers it follows. */
+  readonly records: RecordSpec;
 }
+
+/**
+ * One task's native record (RecordSpec): byte offsets. The u64s are 8-aligned and the
+ * 32-bit fields 4-aligned, so they are read through typed-array views of the records.
+ */
+const RECORD = {
+  address: 0, status: 8, mm: 16, realParent: 24, cred: 32, startTime: 40, pgd: 48, threadGroupNext: 56,
+  pid: 64, tgid: 68, state: 72, flags: 76, parentTgid: 80, uid: 84, signal: 88, comm: 96, stride: 112,
+} as const;
+/** Status bits: the task's fields were read; real_parent->tgid, cred->uid, mm->pgd were followed. */
+const FIELDS_OK = 1, PARENT_OK = 2, CRED_OK = 4, MM_OK = 8;
 
 const layouts = new WeakMap<object, TaskLayout>();
 
 export function taskLayout(ctx: KernelContext): TaskLayout {
-  const cached = layouts.get(ctx.profile);
+  const cached = layouts.get(ctx);
   if (cached) return cached;
   const p = ctx.profile;
   const L = p.layouts;
@@ -48,60 +56,29 @@ export function taskLayout(ctx: KernelContext): TaskLayout {
     threadGroup: L.has('task_struct', 'thread_group') ? o('thread_group') : null,
     threadNode: L.has('task_struct', 'thread_node') ? o('thread_node') : null,
   };
-  const ends = [fields.tasks + 16, fields.state + 4, fields.flags + 4, fields.pid + 4, fields.tgid + 4, fields.comm + 16,
-    fields.mm + 8, fields.realParent + 8, fields.cred + 8, fields.startTime + 8, fields.signal + 8,
-    (fields.threadGroup ?? 0) + 16, (fields.threadNode ?? 0) + 16];
-  const starts = [fields.tasks, fields.state, fields.flags, fields.pid, fields.tgid, fields.comm, fields.mm, fields.realParent,
-    fields.cred, fields.startTime, fields.signal, ...(fields.threadGroup !== null ? [fields.threadGroup] : []), ...(fields.threadNode !== null ? [fields.threadNode] : [])];
+  const credUid = p.offsetof('cred', 'uid');
+  const mmPgd = p.offsetof('mm_struct', 'pgd');
+  const R = RECORD;
   const layout: TaskLayout = {
     ...fields,
     signalThreadHead: L.has('signal_struct', 'thread_head') ? p.offsetof('signal_struct', 'thread_head') : null,
-    credUid: p.offsetof('cred', 'uid'),
-    mmPgd: p.offsetof('mm_struct', 'pgd'),
-    span: [Math.min(...starts), Math.max(...ends)],
-    ...packFields([[fields.tasks, 16], [fields.state, 4], [fields.flags, 4], [fields.pid, 4], [fields.tgid, 4], [fields.comm, 16],
-      [fields.mm, 8], [fields.realParent, 8], [fields.cred, 8], [fields.startTime, 8], [fields.signal, 8],
-      ...(fields.threadGroup !== null ? [[fields.threadGroup, 8] as [number, number]] : [])]),
+    credUid,
+    mmPgd,
+    records: {
+      fields: Uint32Array.from([
+        fields.state, 4, R.state, fields.flags, 4, R.flags, fields.pid, 4, R.pid, fields.tgid, 4, R.tgid,
+        fields.comm, 16, R.comm, fields.mm, 8, R.mm, fields.realParent, 8, R.realParent, fields.cred, 8, R.cred,
+        fields.startTime, 8, R.startTime, fields.signal, 8, R.signal,
+        ...(fields.threadGroup !== null ? [fields.threadGroup, 8, R.threadGroupNext] : []),
+      ]),
+      derefs: Uint32Array.from([R.realParent, fields.tgid, 4, R.parentTgid, R.cred, credUid, 4, R.uid, R.mm, mmPgd, 8, R.pgd]),
+      stride: R.stride,
+      floor: ctx.kernelHalf,
+    },
   };
-  layouts.set(ctx.profile, layout);
+  layouts.set(ctx, layout);
   return layout;
 }
-
-/** Packs (offset, length) fields; fields that overlap or touch are merged into one piece. */
-function packFields(list: [number, number][]): { packedFields: Uint32Array; packedAt: Map<number, number>; packedLength: number } {
-  const sorted = [...list].sort((a, b) => a[0] - b[0]);
-  const pieces: [number, number][] = [];
-  for (const [off, len] of sorted) {
-    const last = pieces[pieces.length - 1];
-    if (last && off <= last[0] + last[1] + 8) last[1] = Math.max(last[1], off + len - last[0]);
-    else pieces.push([off, len]);
-  }
-  const packedAt = new Map<number, number>();
-  let pos = 0;
-  for (const [off, len] of pieces) {
-    for (const [f] of sorted) if (f >= off && f < off + len) packedAt.set(f, pos + (f - off));
-    pos += len;
-  }
-  return { packedFields: Uint32Array.from(pieces.flat()), packedAt, packedLength: pos };
-}
-
-interface FieldPositions { tg: number; pid: number; tgid: number; comm: number; state: number; flags: number; mm: number; rp: number; cred: number; start: number }
-const positionCache = new WeakMap<TaskLayout, { packed: FieldPositions; span: FieldPositions }>();
-
-/** Where each field sits in a gathered record: packed (list walk) or as one span (readGather). */
-function positions(L: TaskLayout, packed: boolean): FieldPositions {
-  let c = positionCache.get(L);
-  if (!c) {
-    const make = (at: (off: number) => number): FieldPositions => ({
-      tg: L.threadGroup !== null ? at(L.threadGroup) : -1, pid: at(L.pid), tgid: at(L.tgid), comm: at(L.comm), state: at(L.state),
-      flags: at(L.flags), mm: at(L.mm), rp: at(L.realParent), cred: at(L.cred), start: at(L.startTime),
-    });
-    c = { packed: make((off) => L.packedAt.get(off) as number), span: make((off) => off - L.span[0]) };
-    positionCache.set(L, c);
-  }
-  return packed ? c.packed : c.span;
-}
-
 
 /** Reads the task_structs at `addresses` (e.g. found in the pid IDR or a run queue). */
 export function readTasks(ctx: KernelContext, addresses: readonly bigint[], errors: ViewError[], where: string): TaskInfo[] {
@@ -111,76 +88,75 @@ export function readTasks(ctx: KernelContext, addresses: readonly bigint[], erro
     errors.push({ where: `${where}: task_struct ${hex(a)}`, message: 'not a kernel pointer' });
     return false;
   });
-  const nodes = BigUint64Array.from(good);
-  const len = L.span[1] - L.span[0];
-  const { data, ok } = ctx.space.readGather(nodes, L.span[0], len);
-  return buildTasks(ctx, nodes, data, len, false, ok, errors, where).tasks;
+  return buildTasks(ctx.space.gatherRecords(BigUint64Array.from(good), L.records), L, errors, where).tasks;
+}
+
+/** Up to 16 bytes of comm, to the first NUL, as latin1 (what the kernel stores is bytes). */
+function commString(bytes: Uint8Array, at: number): string {
+  let end = at;
+  while (end < at + 16 && bytes[end] !== 0) end++;
+  // Short strings: fromCharCode beats a native Buffer decode per task.
+  let s = '';
+  for (let k = at; k < end; k++) s += String.fromCharCode(bytes[k] as number);
+  return s;
 }
 
 /**
- * TaskInfo for each gathered record, in one pass: pointer fields are copied as bytes
- * into three arrays and followed with three native gathers (parent's tgid, cred's uid,
- * mm's pgd), so 10k tasks cost few allocations beyond the TaskInfo objects themselves.
+ * TaskInfo for each native task record (fields and the parent's tgid, cred's uid and mm's
+ * pgd already followed natively). `alone[i]` says tasks[i] is the only thread of its group
+ * (its thread_group list points back at itself), so no thread walk is needed for it.
  */
-function buildTasks(ctx: KernelContext, nodes: BigUint64Array, data: Buffer, len: number, packed: boolean, ok: Uint8Array | null,
-  errors: ViewError[], where: string): { tasks: TaskInfo[]; alone: Set<bigint> } {
-  const L = taskLayout(ctx);
-  const p = positions(L, packed);
-  const n = nodes.length;
-  const rp = Buffer.alloc(8 * n);
-  const cred = Buffer.alloc(8 * n);
-  const mm = Buffer.alloc(8 * n);
-  for (let i = 0; i < n; i++) {
-    if (ok && !ok[i]) continue;
-    const base = i * len;
-    data.copy(rp, 8 * i, base + p.rp, base + p.rp + 8);
-    data.copy(cred, 8 * i, base + p.cred, base + p.cred + 8);
-    data.copy(mm, 8 * i, base + p.mm, base + p.mm + 8);
-  }
-  const view = (b: Buffer): BigUint64Array => new BigUint64Array(b.buffer, b.byteOffset, n);
-  const parents = ctx.space.readGather(view(rp), L.tgid, 4, ctx.kernelHalf);
-  const creds = ctx.space.readGather(view(cred), L.credUid, 4, ctx.kernelHalf);
-  const mms = ctx.space.readGather(view(mm), L.mmPgd, 8, ctx.kernelHalf);
-  const tgLink = L.threadGroup !== null ? BigInt(L.threadGroup) : -1n;
+function buildTasks(records: ArrayBuffer, L: TaskLayout, errors: ViewError[], where: string): { tasks: TaskInfo[]; alone: Uint8Array } {
+  const R = RECORD;
+  const n = records.byteLength / R.stride;
+  const u64 = new BigUint64Array(records);
+  const u32 = new Uint32Array(records);
+  const i32 = new Int32Array(records);
+  const bytes = new Uint8Array(records);
+  const tgLink = L.threadGroup ?? -1;
   const tasks: TaskInfo[] = [];
-  const alone = new Set<bigint>();
+  const alone = new Uint8Array(n);
+  const q8 = R.stride / 8, q4 = R.stride / 4;
   for (let i = 0; i < n; i++) {
-    const address = nodes[i] as bigint;
-    if (ok && !ok[i]) { errors.push({ where: `${where}: task_struct ${hex(address)}`, message: 'not mapped' }); continue; }
-    const base = i * len;
-    const pid = data.readInt32LE(base + p.pid);
-    const tgid = data.readInt32LE(base + p.tgid);
+    const q = i * q8, w = i * q4;
+    const status = u32[w + R.status / 4] as number;
+    const address = u64[q] as bigint;
+    if ((status & FIELDS_OK) === 0) { errors.push({ where: `${where}: task_struct ${hex(address)}`, message: 'not mapped' }); continue; }
+    const pid = i32[w + R.pid / 4] as number;
+    const tgid = i32[w + R.tgid / 4] as number;
     if (pid < 0 || pid > PID_MAX_LIMIT || tgid < 0 || tgid > PID_MAX_LIMIT) {
       errors.push({ where: `${where}: task_struct ${hex(address)}`, message: `pid ${pid}/tgid ${tgid} outside 0..${PID_MAX_LIMIT}` });
       continue;
     }
-    const isNull = (b: Buffer): boolean => b.readUInt32LE(8 * i) === 0 && b.readUInt32LE(8 * i + 4) === 0;
+    const isNull = (at: number): boolean => u32[w + at / 4] === 0 && u32[w + at / 4 + 1] === 0;
     // pid 1 and kthreadd are children of the idle task (real_parent NULL here): ps reports 0.
     let ppid = 0;
-    if (!isNull(rp)) {
-      if (parents.ok[i]) ppid = parents.data.readInt32LE(4 * i);
-      else errors.push({ where: `${where}: task ${pid} real_parent ${hex(rp.readBigUInt64LE(8 * i))}`, message: 'not a readable kernel pointer' });
+    if (!isNull(R.realParent)) {
+      if (status & PARENT_OK) ppid = i32[w + R.parentTgid / 4] as number;
+      else errors.push({ where: `${where}: task ${pid} real_parent ${hex(u64[q + R.realParent / 8] as bigint)}`, message: 'not a readable kernel pointer' });
     }
     let uid = 0;
-    if (creds.ok[i]) uid = creds.data.readUInt32LE(4 * i);
-    else errors.push({ where: `${where}: task ${pid} cred ${hex(cred.readBigUInt64LE(8 * i))}`, message: 'not a readable kernel pointer' });
+    if (status & CRED_OK) uid = u32[w + R.uid / 4] as number;
+    else errors.push({ where: `${where}: task ${pid} cred ${hex(u64[q + R.cred / 8] as bigint)}`, message: 'not a readable kernel pointer' });
     let mmVa = 0n;
     let pgd = 0n;
-    if (!isNull(mm)) {
-      mmVa = mm.readBigUInt64LE(8 * i);
-      if (mms.ok[i]) pgd = mms.data.readBigUInt64LE(8 * i);
+    if (!isNull(R.mm)) {
+      mmVa = u64[q + R.mm / 8] as bigint;
+      if (status & MM_OK) pgd = u64[q + R.pgd / 8] as bigint;
       else errors.push({ where: `${where}: task ${pid} mm ${hex(mmVa)}`, message: 'not a readable kernel pointer' });
     }
-    const c = base + p.comm;
-    let end = c;
-    while (end < c + 16 && data[end] !== 0) end++;
-    if (tgLink >= 0n && data.readBigUInt64LE(base + p.tg) === address + tgLink) alone.add(address);
+    if (tgLink >= 0) {
+      // thread_group.next === address + thread_group, compared as two 32-bit halves.
+      const lo = (u32[w] as number) + tgLink;
+      const hi = ((u32[w + 1] as number) + (lo >= 0x1_0000_0000 ? 1 : 0)) >>> 0;
+      if (u32[w + R.threadGroupNext / 4] === lo >>> 0 && u32[w + R.threadGroupNext / 4 + 1] === hi) alone[tasks.length] = 1;
+    }
     tasks.push({
-      address, pid, tgid, ppid: Math.max(ppid, 0), comm: data.toString('latin1', c, end), state: data.readUInt32LE(base + p.state),
-      uid, mm: mmVa, pgd, startTimeNs: data.readBigUInt64LE(base + p.start), kernelThread: (data.readUInt32LE(base + p.flags) & PF_KTHREAD) !== 0,
+      address, pid, tgid, ppid: Math.max(ppid, 0), comm: commString(bytes, i * R.stride + R.comm), state: u32[w + R.state / 4] as number,
+      uid, mm: mmVa, pgd, startTimeNs: u64[q + R.startTime / 8] as bigint, kernelThread: ((u32[w + R.flags / 4] as number) & PF_KTHREAD) !== 0,
     });
   }
-  return { tasks, alone };
+  return { tasks, alone: alone.subarray(0, tasks.length) };
 }
 
 /** The task list: processes from init_task.tasks, then each one's other threads. */
@@ -194,15 +170,16 @@ export function readTaskList(ctx: KernelContext): TaskListView {
   } catch (e) {
     return { tasks: [], threads: [], errors: [viewError('tasks: profile', e)] };
   }
-  const walk = ctx.space.walkListFields(initTask + BigInt(L.tasks), L.tasks, ctx.limits.maxTasks, L.packedFields);
+  const walk = ctx.space.walkRecords(initTask + BigInt(L.tasks), L.tasks, ctx.limits.maxTasks, L.records);
   if (walk.error) errors.push({ where: `tasks: init_task.tasks at ${hex(initTask)}`, message: walk.error });
-  const { tasks, alone } = buildTasks(ctx, walk.nodes, walk.data, L.packedLength, true, null, errors, 'tasks');
+  const { tasks, alone } = buildTasks(walk.records, L, errors, 'tasks');
 
   // Threads: each leader's thread group, minus the leader itself.
   const threadAddrs: bigint[] = [];
   const budget = { left: ctx.limits.maxTasks - tasks.length };
-  for (const t of tasks) {
-    if (alone.has(t.address)) continue; // single-threaded: no walk needed
+  for (let i = 0; i < tasks.length; i++) {
+    if (alone[i]) continue; // single-threaded: no walk needed
+    const t = tasks[i] as TaskInfo;
     if (budget.left <= 0) { errors.push({ where: 'threads', message: `more than ${ctx.limits.maxTasks} tasks in all` }); break; }
     let head: bigint;
     let linkOff: number;

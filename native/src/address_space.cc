@@ -368,6 +368,7 @@ Napi::Value AddressSpace::SetRootJs(const Napi::CallbackInfo& info) {
   root_ = root & kFrameMask;
   levels_ = static_cast<int>(levels);
   tlb_.clear();
+  walk_hints_.clear();
   return env.Undefined();
 }
 
@@ -477,7 +478,15 @@ inline void CopySmall(uint8_t* dst, const uint8_t* src, uint32_t len) {
 size_t AddressSpace::FillRecords(const RecordSpec& spec, const uint64_t* nodes, size_t n, uint8_t* out, bool stop_at_failure, uint64_t* failed_va) {
   const size_t nf = spec.fields.size();
   const size_t nd = spec.derefs.size();
-  std::vector<const uint8_t*> src(kRecordBlock * (nf > nd ? nf : nd));
+  // Software pipeline over blocks of kRecordBlock records: the host addresses of block b+1's
+  // fields are found and prefetched before block b's fields are copied, and block b's derefs
+  // are prefetched before block b-1's are copied, so each block's cache misses overlap with
+  // other work instead of stalling one after another.
+  std::vector<const uint8_t*> field_src[2], deref_src[2];
+  for (int i = 0; i < 2; ++i) {
+    field_src[i].resize(kRecordBlock * nf);
+    deref_src[i].resize(kRecordBlock * nd);
+  }
   // Host address of [va, va+len) through the record's page memo; nullptr when the range
   // crosses a page or is not backed (the copy then falls back to ReadVirtual).
   auto host = [&](PageMemo& m, uint64_t va, uint32_t len) -> const uint8_t* {
@@ -494,10 +503,7 @@ size_t AddressSpace::FillRecords(const RecordSpec& spec, const uint64_t* nodes, 
     }
     return h != nullptr ? h + off : nullptr;
   };
-  for (size_t b = 0; b < n; b += kRecordBlock) {
-    size_t e = b + kRecordBlock < n ? b + kRecordBlock : n;
-    // Fields: find every field's host address for the block and prefetch it, then copy, so
-    // the block's cache misses overlap instead of queueing one after another.
+  auto prep_fields = [&](size_t b, size_t e, const uint8_t** src) {
     for (size_t i = b; i < e; ++i) {
       PageMemo memo;
       for (size_t k = 0; k < nf; ++k) {
@@ -506,6 +512,9 @@ size_t AddressSpace::FillRecords(const RecordSpec& spec, const uint64_t* nodes, 
         src[(i - b) * nf + k] = p;
       }
     }
+  };
+  // Copies the fields of records [b, e); returns the first unreadable one under stop_at_failure, else e.
+  auto copy_fields = [&](size_t b, size_t e, const uint8_t* const* src) -> size_t {
     for (size_t i = b; i < e; ++i) {
       uint8_t* rec = out + i * spec.stride;  // zero-filled by the caller
       memcpy(rec, &nodes[i], 8);
@@ -523,7 +532,9 @@ size_t AddressSpace::FillRecords(const RecordSpec& spec, const uint64_t* nodes, 
       }
       rec[8] = 1;
     }
-    // Derefs: the same two steps for the pointers just read.
+    return e;
+  };
+  auto prep_derefs = [&](size_t b, size_t e, const uint8_t** src) {
     for (size_t i = b; i < e; ++i) {
       const uint8_t* rec = out + i * spec.stride;
       for (size_t k = 0; k < nd; ++k) {
@@ -537,6 +548,8 @@ size_t AddressSpace::FillRecords(const RecordSpec& spec, const uint64_t* nodes, 
         src[(i - b) * nd + k] = p;
       }
     }
+  };
+  auto copy_derefs = [&](size_t b, size_t e, const uint8_t* const* src) {
     for (size_t i = b; i < e; ++i) {
       uint8_t* rec = out + i * spec.stride;
       if ((rec[8] & 1) == 0) continue;
@@ -556,19 +569,46 @@ size_t AddressSpace::FillRecords(const RecordSpec& spec, const uint64_t* nodes, 
       }
       memcpy(rec + 8, &status, 4);
     }
+  };
+  const size_t blocks = (n + kRecordBlock - 1) / kRecordBlock;
+  auto first = [&](size_t blk) { return blk * kRecordBlock; };
+  auto last = [&](size_t blk) { return first(blk) + kRecordBlock < n ? first(blk) + kRecordBlock : n; };
+  if (blocks > 0) prep_fields(first(0), last(0), field_src[0].data());
+  for (size_t blk = 0; blk < blocks; ++blk) {
+    if (blk + 1 < blocks) prep_fields(first(blk + 1), last(blk + 1), field_src[(blk + 1) & 1].data());
+    size_t stop = copy_fields(first(blk), last(blk), field_src[blk & 1].data());
+    prep_derefs(first(blk), stop, deref_src[blk & 1].data());
+    if (blk > 0) copy_derefs(first(blk - 1), last(blk - 1), deref_src[(blk - 1) & 1].data());
+    if (stop < last(blk)) {  // an unreadable record under stop_at_failure: finish the ones before it
+      copy_derefs(first(blk), stop, deref_src[blk & 1].data());
+      return stop;
+    }
   }
+  if (blocks > 0) copy_derefs(first(blocks - 1), last(blocks - 1), deref_src[(blocks - 1) & 1].data());
   return n;
 }
 
 void AddressSpace::WalkNodes(uint64_t head, uint64_t link_offset, uint64_t max_nodes, std::vector<uint64_t>* nodes, std::string* error) {
   // As walkList: Brent's cycle detection, stop at an unmapped link or more than max_nodes.
+  // A list changes little between scans: the host addresses of the previous walk's links
+  // from this head are prefetched a few nodes ahead, so the pointer chase mostly hits the
+  // cache. They are hints only (a prefetch never faults); every link is still read and checked.
+  constexpr size_t kAhead = 16;
+  std::vector<const uint8_t*> hints;
+  if (walk_hint_head_ == head && walk_hint_link_ == link_offset) hints.swap(walk_hints_);
+  walk_hints_.clear();
   uint64_t cur = head, tortoise = head, power = 1, lambda = 0;
-  for (;;) {
+  for (size_t i = 0;; ++i) {
+    if (i + kAhead < hints.size()) __builtin_prefetch(hints[i + kAhead]);
     uint64_t next;
-    if (!ReadU64(cur, &next)) {
+    const uint8_t* link = HostPointer(cur, 8);
+    if (link != nullptr) {
+      next = LoadU64(link);
+    } else if (!ReadU64(cur, &next)) {
       *error = "list link at " + Hex(cur) + " is not mapped";
       break;
     }
+    if (walk_hints_.size() < kMaxListNodes) walk_hints_.push_back(link);
     if (next == head) break;
     if (next == tortoise) {
       *error = "cycle at " + Hex(next) + " that does not return to the head " + Hex(head);
@@ -590,6 +630,8 @@ void AddressSpace::WalkNodes(uint64_t head, uint64_t link_offset, uint64_t max_n
     nodes->push_back(next - link_offset);
     cur = next;
   }
+  walk_hint_head_ = head;
+  walk_hint_link_ = link_offset;
 }
 
 // walkRecords(head, linkOffset, maxNodes, fields, derefs, stride, floor) -> { records: ArrayBuffer, error: string|null }

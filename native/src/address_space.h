@@ -85,6 +85,10 @@ class AddressSpace : public Napi::ObjectWrap<AddressSpace> {
   // Page-granular translation cache; the guest changes its page tables, so the
   // owner clears it at the start of every scan (clearCache()).
   std::unordered_map<uint64_t, uint64_t> tlb_;
+  // Host addresses of the links of the last walkRecords list (see WalkNodes): prefetch hints.
+  std::vector<const uint8_t*> walk_hints_;
+  uint64_t walk_hint_head_ = 0;
+  uint64_t walk_hint_link_ = 0;
   uint64_t walks_ = 0;
   uint64_t hits_ = 0;
 };

@@ -119,6 +119,104 @@ t.test('list walks are bounded and cycle-checked', async (t) => {
   mem.close();
 });
 
+t.test('record walks and gathers: fields, one-level derefs, bounds', async (t) => {
+  const b = new Builder();
+  const root = b.alloc();
+  const base = 0xffff_8880_0000_0000n;
+  b.map(root, 4, base, 0x80_0000n, '2m');
+  const ram = b.ram;
+  const at = (va: bigint): number => 0x80_0000 + Number(va - base);
+  const node = (i: number): bigint => base + BigInt(i * 0x100);
+  const link = (from: number, to: number): void => { ram.writeBigUInt64LE(node(to), at(node(from))); };
+  // head 0 -> 1 -> 2 -> 3 -> 0; each node: u32 at +8, pointer at +16 to a struct with a u32 at +4.
+  const target = base + 0x10_0000n;
+  ram.writeUInt32LE(4242, at(target) + 4);
+  for (let i = 0; i < 4; i++) { link(i, (i + 1) % 4); ram.writeUInt32LE(1000 + i, at(node(i)) + 8); }
+  ram.writeBigUInt64LE(target, at(node(1)) + 16);
+  ram.writeBigUInt64LE(0x1000n, at(node(2)) + 16); // below the floor: not followed
+  ram.writeBigUInt64LE(0xffff_8880_4000_0000n, at(node(3)) + 16); // kernel half, unmapped
+  const spec = { fields: Uint32Array.from([8, 4, 16, 16, 8, 24]), derefs: Uint32Array.from([24, 4, 4, 32]), stride: 40, floor: 0xffff_8000_0000_0000n };
+  let mem = b.write(join(dir, 'records'));
+  let as = new AddressSpace(mem, root, 4);
+  const w = as.walkRecords(node(0), 0, 100, spec);
+  t.equal(w.error, null);
+  const u32 = new Uint32Array(w.records);
+  const u64 = new BigUint64Array(w.records);
+  t.equal(w.records.byteLength, 3 * 40);
+  t.same([0, 1, 2].map((i) => u64[i * 5]), [node(1), node(2), node(3)], 'each record starts with its address');
+  t.same([0, 1, 2].map((i) => u32[i * 10 + 4]), [1001, 1002, 1003], 'fields land at dst');
+  t.same([0, 1, 2].map((i) => u32[i * 10 + 2]), [3, 1, 1], 'status: fields read; the deref followed only for a readable kernel pointer');
+  t.equal(u32[8], 4242, 'deref value');
+  t.equal(u32[10 + 8], 0, 'an unfollowed deref is zero');
+  t.equal(as.walkRecords(node(0), 0, 2, spec).error, 'more than 2 nodes', 'node limit');
+  const g = new Uint32Array(as.gatherRecords(BigUint64Array.from([node(1), 0xffff_8880_4000_0000n]), spec));
+  t.same([g[2], g[4], g[12]], [3, 1001, 0], 'gather: an unmapped structure has status 0');
+  t.throws(() => as.gatherRecords(new BigUint64Array(1), { ...spec, stride: 36 }), /stride/);
+  t.throws(() => as.gatherRecords(new BigUint64Array(1), { ...spec, fields: Uint32Array.from([0, 8, 8]) }), /does not fit/, 'fields cannot overwrite the header');
+  t.throws(() => as.gatherRecords(new BigUint64Array(1), { ...spec, fields: Uint32Array.from([0, 8, 36]) }), /does not fit/);
+  mem.close();
+  // Node 2's field crosses out of the mapping: the walk stops there, keeping node 1.
+  const edge = base + 0x20_0000n - 0x10n; // 16 bytes before the end of the 2 MiB page
+  ram.writeBigUInt64LE(edge, at(node(1)));
+  ram.writeBigUInt64LE(node(0), at(edge));
+  mem = b.write(join(dir, 'records2'));
+  as = new AddressSpace(mem, root, 4);
+  const w2 = as.walkRecords(node(0), 0, 100, spec);
+  t.match(w2.error, /^node 0xffff8880001ffff0: address 0xffff888000200000 is not mapped$/);
+  t.equal(w2.records.byteLength, 40, 'records before the unreadable node are kept');
+  mem.close();
+  link(1, 2); link(3, 2); // 0 -> 1 -> 2 -> 3 -> 2: a cycle that skips the head
+  mem = b.write(join(dir, 'records3'));
+  as = new AddressSpace(mem, root, 4);
+  const w3 = as.walkRecords(node(0), 0, 1000, spec);
+  t.match(w3.error, /cycle/);
+  t.equal(w3.records.byteLength, 3 * 40, 'each node of the cycle once');
+  mem.close();
+});
+
+t.test('XArray walks: entries by index, hostile nodes bounded', async (t) => {
+  const b = new Builder();
+  const root = b.alloc();
+  const base = 0xffff_8880_0000_0000n;
+  b.map(root, 4, base, 0x80_0000n, '2m');
+  const ram = b.ram;
+  const at = (va: bigint): number => 0x80_0000 + Number(va - base);
+  // xa_node: shift (u8) at +0, slots at +8.
+  const xnode = (i: number): bigint => base + BigInt(i * 0x1000);
+  const slot = (n: bigint, i: number, v: bigint): void => { ram.writeBigUInt64LE(v, at(n) + 8 + 8 * i); };
+  const top = xnode(1), child = xnode(2), bad = xnode(3), loop = xnode(4);
+  ram[at(top)] = 6;
+  ram[at(child)] = 0;
+  ram[at(bad)] = 7;
+  ram[at(loop)] = 0;
+  slot(top, 0, base + 0x100n); // entry at index 0
+  slot(top, 3, base + 0x200n); // index 192
+  slot(top, 5, 0x21n); // a value entry: skipped
+  slot(top, 6, child | 2n);
+  slot(child, 1, base + 0x300n); // index 6*64 + 1
+  slot(top, 7, bad | 2n); // shift 7: refused
+  slot(top, 8, 0x1_0002n); // a node pointer in the user half
+  slot(top, 9, loop | 2n);
+  slot(loop, 0, loop | 2n); // a node that contains itself: cut at the depth limit
+  const mem = b.write(join(dir, 'xarray'));
+  const as = new AddressSpace(mem, root, 4);
+  const limits = { maxDepth: 12, maxNodes: 1000, maxEntries: 1000 };
+  const x = as.walkXArray(top | 2n, 0, 8, limits, 0xffff_8000_0000_0000n, 'idr');
+  t.same(Array.from(x.indices), [0, 192, 385]);
+  t.same(Array.from(x.entries), [base + 0x100n, base + 0x200n, base + 0x300n]);
+  t.same(x.errors, [
+    `idr: xa_node 0x${bad.toString(16)}`, 'shift 7 is not a multiple of 6 up to 30',
+    'idr: xa_node 0x10000', 'not a kernel pointer',
+    `idr: xa_node 0x${loop.toString(16)}`, 'deeper than 12 levels',
+  ]);
+  t.same(Array.from(as.walkXArray(top | 2n, 0, 8, { ...limits, maxEntries: 2 }, 0xffff_8000_0000_0000n, 'idr').entries), [base + 0x100n, base + 0x200n], 'entry limit');
+  t.same(as.walkXArray(top | 2n, 0, 8, { ...limits, maxNodes: 2 }, 0xffff_8000_0000_0000n, 'idr').errors.slice(0, 2), ['idr', 'more than 2 nodes'], 'node limit');
+  t.same(as.walkXArray(base + 0x100n, 0, 8, limits, 0xffff_8000_0000_0000n, 'idr').indices, Float64Array.from([0]), 'a single entry at the head');
+  const far = base + 0x40_0000n; // beyond the 2 MiB mapping
+  t.same(as.walkXArray(far | 2n, 0, 8, limits, 0xffff_8000_0000_0000n, 'idr').errors, [`idr: xa_node 0x${far.toString(16)}`, 'not mapped']);
+  mem.close();
+});
+
 t.test('QEMU RAM layout: RAM above the PCI hole lives at 4 GiB', async (t) => {
   t.same(qemuRamLayout(256 << 20), [{ gpa: 0n, fileOffset: 0n, size: 256n << 20n }]);
   const big = qemuRamLayout(4 * 1024 ** 3, 'q35');

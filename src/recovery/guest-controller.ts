@@ -12,6 +12,8 @@ export interface GuestController {
   readonly name: string;
   /** Bumped whenever the guest kernel restarts under us (reboot, reset, restore): kernel views must be rebuilt. */
   readonly bootGeneration: number;
+  /** Registers a callback for every machine reset QEMU reports, guest-initiated reboots included. */
+  onGuestReset?(listener: () => void): void;
   /** Makes sure the VM runs: adopts a running QEMU of this guest or boots one. */
   ensureRunning(timeoutMs: number): Promise<'adopted' | 'started' | 'running'>;
   /** The guest's own process list through its agent; never throws (agent trouble is `agent: 'down'`). */

@@ -3,7 +3,7 @@
 // finds its guests still up), talking to it over its QMP and agent sockets.
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { QemuVm } from '../vm/qemu-vm.js';
-import { QmpClient } from '../qemu/qmp-client.js';
+import { QmpClient, type QmpEvent } from '../qemu/qmp-client.js';
 import { GuestAgentClient } from '../qemu/guest-agent-client.js';
 import { sleep, withTimeout } from '../util/deadline.js';
 import { NotReachableError, TimeoutError, errorMessage } from '../util/errors.js';
@@ -23,6 +23,27 @@ export class QemuGuestController implements GuestController {
 
   get name(): string { return this.vm.name; }
 
+  private readonly resetListeners: (() => void)[] = [];
+  private readonly watchedQmp = new WeakSet<QmpClient>();
+
+  /**
+   * Called on every reset of the guest's machine that QEMU reports (QMP RESET): a reboot
+   * the guest started itself included, which no action of ours announces.
+   */
+  onGuestReset(listener: () => void): void {
+    this.resetListeners.push(listener);
+  }
+
+  private watchResets(client: QmpClient): QmpClient {
+    if (!this.watchedQmp.has(client)) {
+      this.watchedQmp.add(client);
+      client.on('event', (e: QmpEvent) => {
+        if (e.event === 'RESET') for (const l of this.resetListeners) l();
+      });
+    }
+    return client;
+  }
+
   /** Whether a QEMU of this guest is alive (launched here or adopted). */
   get up(): boolean {
     return this.vm.running || (this.adoptedPid !== undefined && alive(this.adoptedPid));
@@ -39,7 +60,7 @@ export class QemuGuestController implements GuestController {
     const pid = readPid(this.vm.pidPath);
     if (pid !== undefined && alive(pid) && existsSync(this.vm.qmpPath)) {
       try {
-        this.adoptedQmp = await QmpClient.connect(this.vm.qmpPath, Math.min(timeoutMs, 5_000));
+        this.adoptedQmp = this.watchResets(await QmpClient.connect(this.vm.qmpPath, Math.min(timeoutMs, 5_000)));
         this.adoptedPid = pid;
         return 'adopted';
       } catch (e) {
@@ -47,6 +68,7 @@ export class QemuGuestController implements GuestController {
       }
     }
     await this.vm.start({ readyTimeoutMs: timeoutMs });
+    this.watchResets(this.vm.qmp);
     this.bootGeneration++;
     return 'started';
   }
@@ -153,7 +175,7 @@ export class QemuGuestController implements GuestController {
   }
 
   private qmp(): QmpClient {
-    if (this.vm.running) return this.vm.qmp;
+    if (this.vm.running) return this.watchResets(this.vm.qmp);
     if (this.adoptedQmp && !this.adoptedQmp.isClosed) return this.adoptedQmp;
     throw new NotReachableError(`guest ${this.name}: QMP not connected (the VM is not running)`);
   }

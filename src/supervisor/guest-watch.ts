@@ -62,6 +62,8 @@ export class GuestWatch {
     this.name = o.controller.name;
     this.state = o.ladders.load(this.name) ?? initialLadderState(this.name);
     this.tracker = new FindingTracker((k) => this.o.policy().policy.faults[k].confirmScans);
+    // A reboot the guest starts itself: the next kernel may put anything on the protected pages.
+    o.controller.onGuestReset?.(() => this.o.trap?.guard.beforeKernelRestart());
   }
 
   get ladderState(): GuestLadderState { return this.state; }

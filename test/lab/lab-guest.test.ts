@@ -62,9 +62,12 @@ t.test('system_reset brings the guest back', async (t) => {
 t.test('a guest OS reboot through the agent brings the guest back', async (t) => {
   const agent = await b.agent();
   await agent.shell('echo before-reboot > /tmp/marker');
+  const events: string[] = [];
+  b.qmp.on('event', (e: { event: string }) => events.push(e.event));
   const t0 = Date.now();
   await agent.shutdown('reboot');
   await b.waitReady();
+  t.ok(events.includes('RESET'), `QMP reports the guest-initiated reboot as RESET (events: ${events.join(', ')})`);
   t.comment(`guest-shutdown reboot to guest agent ready: ${Date.now() - t0} ms`);
   const marker = await (await b.agent()).exec('/bin/cat', ['/tmp/marker']);
   t.not(marker.exitCode, 0, 'tmpfs state is gone: the OS rebooted');

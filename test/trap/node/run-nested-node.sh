@@ -75,8 +75,9 @@ gcc -static -O2 -Wall -Wextra -Werror -o "$root/bin/vmm" "$here/vmm.c" || { tap 
 tap 1 "vmm.c builds (gcc -static)"
 
 # node, its shared libraries and the addon's, the compiled repo and the runtime modules it imports.
-cp /usr/bin/node "$root/bin/node"
-for bin in /usr/bin/node "$repo/build/Release/introvisor.node"; do
+node_bin=$(readlink -f "$(command -v node)")
+cp "$node_bin" "$root/bin/node"
+for bin in "$node_bin" "$repo/build/Release/introvisor.node"; do
   while read -r lib; do
     mkdir -p "$root$(dirname "$lib")" && cp -L "$lib" "$root$lib"
   done < <(ldd "$bin" | awk '/=>/ && $3 ~ /^\// {print $3; next} /^\t\// {print $1}')

@@ -1,6 +1,8 @@
 // Processes and threads on the kernel's task list (init_task.tasks), the view a
-// DKOM rootkit edits. Fields are gathered natively, one record per task, in one
-// bounded walk; parents, creds and page tables are then read in batches.
+// DKOM rootkit edits. One native call walks the list (bounded, cycle-checked) and
+// returns a fixed-stride record per task: its fields plus real_parent->tgid,
+// cred->uid and mm->pgd, each pointer checked natively. JavaScript reads the records
+// through typed-array views and builds the TaskInfo objects from numbers.
 import type { TaskInfo, TaskListView, ViewError } from './types.js';
 import { hex, viewError, type KernelContext } from './kernel-context.js';
 import type { RecordSpec } from '../translate/address-space.js';
@@ -146,10 +148,10 @@ function buildTasks(records: ArrayBuffer, L: TaskLayout, errors: ViewError[], wh
       else errors.push({ where: `${where}: task ${pid} mm ${hex(mmVa)}`, message: 'not a readable kernel pointer' });
     }
     if (tgLink >= 0) {
-      // thread_group.next === address + thread_group, compared as two 32-bit halves.
+      // thread_group.next === address + thread_group (no wrap past 2^64), compared as two 32-bit halves.
       const lo = (u32[w] as number) + tgLink;
-      const hi = ((u32[w + 1] as number) + (lo >= 0x1_0000_0000 ? 1 : 0)) >>> 0;
-      if (u32[w + R.threadGroupNext / 4] === lo >>> 0 && u32[w + R.threadGroupNext / 4 + 1] === hi) alone[tasks.length] = 1;
+      const hi = (u32[w + 1] as number) + (lo >= 0x1_0000_0000 ? 1 : 0);
+      if (u32[w + R.threadGroupNext / 4] === lo % 0x1_0000_0000 && u32[w + R.threadGroupNext / 4 + 1] === hi) alone[tasks.length] = 1;
     }
     tasks.push({
       address, pid, tgid, ppid: Math.max(ppid, 0), comm: commString(bytes, i * R.stride + R.comm), state: u32[w + R.state / 4] as number,

@@ -25,6 +25,10 @@ export interface NativeAddressSpace {
   clearCache(): void;
   stats(): { walks: number; hits: number; cached: number };
   setLinear(regions: BigUint64Array): void;
+  /** Fixed-stride records: see RecordSpec in src/translate/address-space.ts. */
+  walkRecords(head: bigint, linkOffset: number, maxNodes: number, fields: Uint32Array, derefs: Uint32Array, stride: number, floor: bigint): { records: ArrayBuffer; error: string | null };
+  gatherRecords(addresses: BigUint64Array, fields: Uint32Array, derefs: Uint32Array, stride: number, floor: bigint): ArrayBuffer;
+  walkXArray(head: bigint, shiftOffset: number, slotsOffset: number, maxDepth: number, maxNodes: number, maxEntries: number, floor: bigint, where: string): { indices: Float64Array; entries: BigUint64Array; errors: string[] };
 }
 
 /** The KVM write trap's control fd for one QEMU (native/src/write_trap.cc; kernel-patches/uapi/introvisor_trap.h). */

@@ -20,26 +20,19 @@ export interface RecordSpec {
   readonly floor: bigint;
 }
 
-/** The native record and XArray walkers (native/src/address_space.cc). */
-interface NativeRecords {
-  walkRecords(head: bigint, linkOffset: number, maxNodes: number, fields: Uint32Array, derefs: Uint32Array, stride: number, floor: bigint): { records: ArrayBuffer; error: string | null };
-  gatherRecords(addresses: BigUint64Array, fields: Uint32Array, derefs: Uint32Array, stride: number, floor: bigint): ArrayBuffer;
-  walkXArray(head: bigint, shiftOffset: number, slotsOffset: number, maxDepth: number, maxNodes: number, maxEntries: number, floor: bigint, where: string): { indices: Float64Array; entries: BigUint64Array; errors: string[] };
-}
-
 /** The page-table root in CR3: drop the PCID (bits 0-11), the KPTI user-half bit (12) and the no-flush bit (63). */
 export function pageTableRootFromCr3(cr3: bigint): bigint {
   return cr3 & 0x000f_ffff_ffff_e000n;
 }
 
 export class AddressSpace {
-  private readonly native: NativeAddressSpace & NativeRecords;
+  private readonly native: NativeAddressSpace;
   private rootValue: bigint;
   private levelsValue: PagingLevels;
 
   constructor(readonly memory: GuestMemory, root: bigint, levels: PagingLevels) {
     const { AddressSpace: Native } = loadNative();
-    this.native = new Native(memory.native, memory.layoutArray(), root, levels) as NativeAddressSpace & NativeRecords;
+    this.native = new Native(memory.native, memory.layoutArray(), root, levels);
     this.rootValue = root;
     this.levelsValue = levels;
   }
@@ -94,11 +87,6 @@ export class AddressSpace {
   /** Bounded, cycle-checked walk of a circular list_head; see native walkList. */
   walkList(head: bigint, linkOffset: number, maxNodes: number, gatherOffset = 0, gatherLength = 0): { nodes: BigUint64Array; data: Buffer; error: string | null } {
     return this.native.walkList(head, linkOffset, maxNodes, gatherOffset, gatherLength);
-  }
-
-  /** walkList gathering only `fields` ([offset, length] pairs) per node, packed in that order. */
-  walkListFields(head: bigint, linkOffset: number, maxNodes: number, fields: Uint32Array): { nodes: BigUint64Array; data: Buffer; error: string | null } {
-    return this.native.walkList(head, linkOffset, maxNodes, 0, 0, fields);
   }
 
   /**

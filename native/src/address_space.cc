@@ -1,10 +1,14 @@
 #include "address_space.h"
+#include "js_args.h"
 
 #include <cstring>
 #include <functional>
 #include <unordered_set>
 
 namespace {
+
+using introvisor::Hex;
+using introvisor::ToU64;
 
 constexpr uint64_t kMaxReadBytes = 64ull << 20;
 constexpr uint64_t kMaxListNodes = 1u << 20;
@@ -14,26 +18,6 @@ constexpr size_t kTlbMaxEntries = 1u << 16;
 constexpr uint64_t kFrameMask = 0x000ffffffffff000ull;
 constexpr uint64_t kPresent = 1ull << 0;
 constexpr uint64_t kPageSize = 1ull << 7;
-
-uint64_t ToU64(const Napi::Env& env, const Napi::Value& v, const char* what) {
-  if (v.IsBigInt()) {
-    bool lossless = true;
-    uint64_t r = v.As<Napi::BigInt>().Uint64Value(&lossless);
-    if (!lossless) throw Napi::RangeError::New(env, std::string(what) + " does not fit in 64 bits");
-    return r;
-  }
-  if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string(what) + " must be a number or bigint");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d)))
-    throw Napi::RangeError::New(env, std::string(what) + " must be a non-negative integer below 2^53 (pass a bigint for larger)");
-  return static_cast<uint64_t>(d);
-}
-
-std::string Hex(uint64_t v) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 uint64_t LoadU64(const uint8_t* p) {
   uint64_t v;

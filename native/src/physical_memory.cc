@@ -1,4 +1,5 @@
 #include "physical_memory.h"
+#include "js_args.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -10,29 +11,12 @@
 
 namespace {
 
+using introvisor::Hex;
+using introvisor::ToU64;
+
 // One read never copies more than this: a guest-supplied length must not
 // become an unbounded allocation in the supervisor.
 constexpr uint64_t kMaxReadBytes = 64ull << 20;
-
-uint64_t ToOffset(const Napi::Env& env, const Napi::Value& v, const char* what) {
-  if (v.IsBigInt()) {
-    bool lossless = true;
-    uint64_t r = v.As<Napi::BigInt>().Uint64Value(&lossless);
-    if (!lossless) throw Napi::RangeError::New(env, std::string(what) + " does not fit in 64 bits");
-    return r;
-  }
-  if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string(what) + " must be a number or bigint");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d)))
-    throw Napi::RangeError::New(env, std::string(what) + " must be a non-negative integer below 2^53 (pass a bigint for larger)");
-  return static_cast<uint64_t>(d);
-}
-
-std::string Hex(uint64_t v) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 }  // namespace
 
@@ -91,8 +75,8 @@ Napi::Value PhysicalMemory::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (base_ == nullptr) throw Napi::Error::New(env, "guest memory " + path_ + " is closed");
   if (info.Length() < 2) throw Napi::TypeError::New(env, "read(offset, length)");
-  uint64_t off = ToOffset(env, info[0], "offset");
-  uint64_t len = ToOffset(env, info[1], "length");
+  uint64_t off = ToU64(env, info[0], "offset");
+  uint64_t len = ToU64(env, info[1], "length");
   if (len > kMaxReadBytes) throw Napi::RangeError::New(env, "read of " + std::to_string(len) + " bytes exceeds the " + std::to_string(kMaxReadBytes) + "-byte limit");
   const uint8_t* p = At(off, len);
   if (p == nullptr)
@@ -107,8 +91,8 @@ Napi::Value PhysicalMemory::IndexOf(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsBuffer()) throw Napi::TypeError::New(env, "indexOf(pattern: Buffer, from?, to?)");
   auto pat = info[0].As<Napi::Buffer<uint8_t>>();
   if (pat.Length() == 0 || pat.Length() > 4096) throw Napi::RangeError::New(env, "pattern must be 1..4096 bytes");
-  uint64_t from = info.Length() > 1 && !info[1].IsUndefined() ? ToOffset(env, info[1], "from") : 0;
-  uint64_t to = info.Length() > 2 && !info[2].IsUndefined() ? ToOffset(env, info[2], "to") : size_;
+  uint64_t from = info.Length() > 1 && !info[1].IsUndefined() ? ToU64(env, info[1], "from") : 0;
+  uint64_t to = info.Length() > 2 && !info[2].IsUndefined() ? ToU64(env, info[2], "to") : size_;
   if (to > size_) to = size_;
   if (from >= to) return Napi::Number::New(env, -1);
   uint64_t end = to + pat.Length() - 1;

@@ -1,4 +1,5 @@
 #include "write_trap.h"
+#include "js_args.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -26,6 +27,9 @@ static_assert(sizeof(introvisor_trap_range) == 24, "introvisor_trap_range is 24 
 
 namespace {
 
+using introvisor::Hex;
+using introvisor::ToU64;
+
 constexpr uint32_t kMaxReadRecords = 4096;
 
 std::string ErrnoName(int e) {
@@ -40,20 +44,6 @@ std::string ErrnoName(int e) {
   err.Set("errno", Napi::Number::New(env, e));
   err.Set("step", Napi::String::New(env, step));
   throw err;
-}
-
-uint64_t ToU64(const Napi::Env& env, const Napi::Value& v, const char* what) {
-  if (v.IsBigInt()) {
-    bool lossless = true;
-    uint64_t r = v.As<Napi::BigInt>().Uint64Value(&lossless);
-    if (!lossless) throw Napi::RangeError::New(env, std::string(what) + " does not fit in 64 bits");
-    return r;
-  }
-  if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string(what) + " must be a number or bigint");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d)))
-    throw Napi::RangeError::New(env, std::string(what) + " must be a non-negative integer below 2^53");
-  return static_cast<uint64_t>(d);
 }
 
 uint32_t ToU32(const Napi::Env& env, const Napi::Value& v, const char* what, uint32_t lo, uint32_t hi) {

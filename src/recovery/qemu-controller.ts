@@ -1,9 +1,10 @@
 // GuestController for a QEMU guest (src/vm/qemu-vm.ts). It also adopts a QEMU
 // of this guest that is already running (a supervisor restarted after a crash
 // finds its guests still up), talking to it over its QMP and agent sockets.
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { QemuVm } from '../vm/qemu-vm.js';
 import { QmpClient, type QmpEvent } from '../qemu/qmp-client.js';
+import { readPid, processAlive } from '../util/pid.js';
 import { GuestAgentClient } from '../qemu/guest-agent-client.js';
 import { sleep, withTimeout } from '../util/deadline.js';
 import { NotReachableError, TimeoutError, errorMessage } from '../util/errors.js';
@@ -46,7 +47,7 @@ export class QemuGuestController implements GuestController {
 
   /** Whether a QEMU of this guest is alive (launched here or adopted). */
   get up(): boolean {
-    return this.vm.running || (this.adoptedPid !== undefined && alive(this.adoptedPid));
+    return this.vm.running || (this.adoptedPid !== undefined && processAlive(this.adoptedPid));
   }
 
   /** QEMU's pid (launched or adopted). */
@@ -58,7 +59,7 @@ export class QemuGuestController implements GuestController {
     if (this.up && (this.vm.running || (this.adoptedQmp && !this.adoptedQmp.isClosed))) return 'running';
     this.dropAdopted();
     const pid = readPid(this.vm.pidPath);
-    if (pid !== undefined && alive(pid) && existsSync(this.vm.qmpPath)) {
+    if (pid !== undefined && processAlive(pid) && existsSync(this.vm.qmpPath)) {
       try {
         this.adoptedQmp = this.watchResets(await QmpClient.connect(this.vm.qmpPath, Math.min(timeoutMs, 5_000)));
         this.adoptedPid = pid;
@@ -218,13 +219,13 @@ export class QemuGuestController implements GuestController {
       return;
     }
     const pid = this.adoptedPid;
-    if (pid !== undefined && alive(pid)) {
+    if (pid !== undefined && processAlive(pid)) {
       try { await this.adoptedQmp?.execute('quit', undefined, graceMs); } catch { /* killed below */ }
       const until = Date.now() + graceMs;
-      while (alive(pid) && Date.now() < until) await sleep(50);
-      if (alive(pid)) {
+      while (processAlive(pid) && Date.now() < until) await sleep(50);
+      if (processAlive(pid)) {
         try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-        while (alive(pid)) await sleep(20);
+        while (processAlive(pid)) await sleep(20);
       }
     }
     this.dropAdopted();
@@ -237,28 +238,5 @@ export class QemuGuestController implements GuestController {
     this.adoptedQmp?.close();
     this.adoptedQmp = undefined;
     this.adoptedPid = undefined;
-  }
-}
-
-function readPid(file: string): number | undefined {
-  try {
-    const n = Number.parseInt(readFileSync(file, 'utf8').trim(), 10);
-    return Number.isInteger(n) && n > 0 ? n : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // A zombie (our own exited child not yet reaped) is not alive.
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
   }
 }

@@ -10,6 +10,7 @@ import { GuestAgentClient } from '../qemu/guest-agent-client.js';
 import { findOnPath, run } from '../util/exec.js';
 import { sleep } from '../util/deadline.js';
 import { errorMessage, TimeoutError } from '../util/errors.js';
+import { readPid, processAlive } from '../util/pid.js';
 
 export interface VmSpec {
   name: string;
@@ -290,17 +291,4 @@ function listening(path: string): Promise<boolean> {
     s.once('connect', () => { s.destroy(); resolve(true); });
     s.once('error', () => resolve(false));
   });
-}
-
-function readPid(file: string): number | undefined {
-  try {
-    const n = Number.parseInt(readFileSync(file, 'utf8').trim(), 10);
-    return Number.isInteger(n) && n > 0 ? n : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
 }

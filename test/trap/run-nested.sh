@@ -25,6 +25,10 @@ series_dir="$repo/kernel-patches/series"
 uapi_copy="$repo/kernel-patches/uapi/introvisor_trap.h"
 cache=${INTROVISOR_CACHE:-/var/cache/introvisor}
 tcache="$cache/trap"
+# One build at a time: CI may run this and test/trap/node/run-nested-node.sh (which calls it) at once.
+mkdir -p "$tcache"
+exec 9>"$tcache/.lock"
+flock 9
 jobs=${INTROVISOR_JOBS:-$(nproc)}
 qemu_timeout=${INTROVISOR_TRAP_TIMEOUT:-600}
 loops=${INTROVISOR_TRAP_LOOPS:-1000}

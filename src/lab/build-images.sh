@@ -11,6 +11,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 guest="$here/guest"
 cache=${INTROVISOR_CACHE:-/var/cache/introvisor}
 die() { echo "build-images: $*" >&2; exit 1; }
+say() { echo "build-images: $*"; }
+# shellcheck source=src/lab/lib.sh
+. "$here/lib.sh"
 
 for tool in apt-cache apt-get dpkg-deb cpio gzip modinfo mke2fs qemu-img gcc make sha256sum; do
   command -v "$tool" >/dev/null || die "missing tool '$tool' (run scripts/setup.sh first)"
@@ -20,20 +23,15 @@ qga_bin=/usr/sbin/qemu-ga
 [ -x "$qga_bin" ] || die "missing $qga_bin (apt-get install qemu-guest-agent)"
 
 # Which kernel: INTROVISOR_KERNEL_ABI (e.g. 6.1.0-56-amd64) or what linux-image-amd64 depends on now.
-abi=${INTROVISOR_KERNEL_ABI:-}
-if [ -z "$abi" ]; then
-  dep=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1)
-  [ -n "$dep" ] || die "cannot tell which linux-image-6.1.0-*-amd64 linux-image-amd64 depends on (apt-get update?)"
-  abi=$dep
-fi
-[[ "$abi" =~ ^6\.1\.0-[0-9]+-amd64$ ]] || die "kernel ABI '$abi' is not of the form 6.1.0-N-amd64"
+lab_kernel_abi
+abi=$LAB_ABI
 if [ ! -f "$cache/kernel/$abi/.complete" ] && ! apt-cache show "linux-image-$abi" >/dev/null 2>&1; then
   die "kernel package linux-image-$abi is not in the apt archive (apt-get update, or set INTROVISOR_KERNEL_ABI to one that is)"
 fi
 headers=/usr/src/linux-headers-$abi
 [ -f "$headers/Makefile" ] || die "kernel headers for $abi are not installed ($headers): apt-get install linux-headers-$abi"
 
-key_src=$( (echo "$abi"; sha256sum "$0"; cd "$guest" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
+key_src=$( (echo "$abi"; sha256sum "$0" "$here/lib.sh"; cd "$guest" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
 out="$cache/lab/$abi-$key_src"
 manifest="$cache/lab/manifest.json"
 if [ -f "$out/manifest.json" ]; then
@@ -46,17 +44,8 @@ work=$(mktemp -d "$cache/lab/.build.XXXXXX" 2>/dev/null || { mkdir -p "$cache/la
 trap 'rm -rf "$work"' EXIT
 
 # --- kernel package ---------------------------------------------------------
+lab_fetch_kernel "$cache" "$abi"
 kdir="$cache/kernel/$abi"
-if [ ! -f "$kdir/.complete" ]; then
-  mkdir -p "$cache/debs"
-  echo "build-images: fetching linux-image-$abi"
-  (cd "$cache/debs" && apt-get download "linux-image-$abi" >/dev/null 2>&1) \
-    || die "apt-get download linux-image-$abi failed: is the package in the archive (apt-get update)?"
-  deb=$(ls -t "$cache/debs"/linux-image-"$abi"_*_amd64.deb | head -n1)
-  rm -rf "$kdir" && mkdir -p "$kdir"
-  dpkg-deb -x "$deb" "$kdir"
-  touch "$kdir/.complete"
-fi
 vmlinuz="$kdir/boot/vmlinuz-$abi"
 moddir="$kdir/lib/modules/$abi"
 [ -f "$vmlinuz" ] || die "$vmlinuz missing from the unpacked package"
@@ -64,37 +53,15 @@ moddir="$kdir/lib/modules/$abi"
 # --- initramfs --------------------------------------------------------------
 root="$work/initramfs"
 mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,run,tmp,data,usr/bin,lib/modules/lab,lib/introvisor}
-cp /bin/busybox "$root/bin/busybox"
+lab_busybox_root "$root"
 ln -s bin/busybox "$root/init"
-# Applet links made here, so /etc/rc.boot's #!/bin/sh resolves before anything runs.
-for applet in $(/bin/busybox --list-full); do
-  [ -e "$root/$applet" ] || { mkdir -p "$root/$(dirname "$applet")"; ln -s /bin/busybox "$root/$applet"; }
-done
 cp -a "$guest/rootfs/." "$root/"
 
-# Modules in load order: each one's dependencies (modinfo -F depends) before it.
-# The unpacked package has no modules.dep, so resolve them here.
-declare -A modpath=()
-while IFS= read -r f; do modpath[$(basename "$f" .ko)]=$f; done < <(find "$moddir/kernel" -name '*.ko')
-order=()
-declare -A seen=()
-add_mod() {
-  local m=${1//-/_}
-  [ -n "${seen[$m]:-}" ] && return
-  seen[$m]=1
-  local f=${modpath[$m]:-}
-  [ -n "$f" ] || { f=${modpath[${m//_/-}]:-}; }
-  [ -n "$f" ] || die "kernel module $m not found in linux-image-$abi"
-  local deps d
-  deps=$(modinfo -F depends "$f")
-  for d in ${deps//,/ }; do add_mod "$d"; done
-  cp "$f" "$root/lib/modules/lab/$m.ko"
-  order+=("$m")
-}
+lab_index_modules "$moddir/kernel"
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console virtio_blk crc32c_generic ext4; do
-  add_mod "$m"
+  lab_add_module "$m" "$root/lib/modules/lab"
 done
-printf '%s\n' "${order[@]}" > "$root/lib/modules/lab/load-order"
+printf '%s\n' "${LAB_ORDER[@]}" > "$root/lib/modules/lab/load-order"
 
 # qemu-ga and the shared libraries ldd names for it.
 cp "$qga_bin" "$root/usr/bin/qemu-ga"

@@ -46,6 +46,9 @@ done
 
 die() { echo "run-nested: $*" >&2; echo "Bail out! $*"; exit 1; }
 log() { echo "# $*"; }
+say() { log "$@"; }
+# shellcheck source=src/lab/lib.sh
+. "$repo/src/lab/lib.sh"
 
 # ---- TAP bookkeeping ---------------------------------------------------------
 n=0
@@ -87,25 +90,11 @@ done
 ls "$series_dir"/*.patch >/dev/null 2>&1 || die "no patches in $series_dir"
 
 # ---- 1. versions -------------------------------------------------------------
-abi=${INTROVISOR_KERNEL_ABI:-}
-if [ -z "$abi" ]; then
-  abi=$(apt-cache depends linux-image-amd64 2>/dev/null \
-        | sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1)
-  [ -n "$abi" ] || die "cannot tell which linux-image-6.1.0-*-amd64 linux-image-amd64 depends on (apt-get update?)"
-fi
-[[ "$abi" =~ ^6\.1\.0-[0-9]+-amd64$ ]] || die "kernel ABI '$abi' is not of the form 6.1.0-N-amd64"
+lab_kernel_abi
+abi=$LAB_ABI
 
+lab_fetch_kernel "$cache" "$abi"
 kdir="$cache/kernel/$abi"
-if [ ! -f "$kdir/.complete" ]; then
-  mkdir -p "$cache/debs"
-  log "fetching linux-image-$abi"
-  (cd "$cache/debs" && apt-get download "linux-image-$abi" >/dev/null 2>&1) \
-    || die "apt-get download linux-image-$abi failed: is the package in the archive (apt-get update)?"
-  deb=$(ls -t "$cache/debs"/linux-image-"$abi"_*_amd64.deb | head -n1)
-  rm -rf "$kdir" && mkdir -p "$kdir"
-  dpkg-deb -x "$deb" "$kdir"
-  touch "$kdir/.complete"
-fi
 deb=$(ls -t "$cache/debs"/linux-image-"$abi"_*_amd64.deb 2>/dev/null | head -n1 || true)
 if [ -n "$deb" ]; then
   image_ver=$(dpkg-deb -f "$deb" Version)
@@ -293,10 +282,7 @@ tap 1 "test program builds (gcc -static)"
 
 root="$work/initramfs"
 mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,tmp,lib/modules/trap}
-cp /bin/busybox "$root/bin/busybox"
-for applet in $(/bin/busybox --list-full); do
-  [ -e "$root/$applet" ] || { mkdir -p "$root/$(dirname "$applet")"; ln -s /bin/busybox "$root/$applet"; }
-done
+lab_busybox_root "$root"
 cp "$work/trap_test" "$root/bin/trap_test"
 if [ -x "$st_bin" ]; then
   cp "$st_bin" "$root/bin/introvisor_trap_test"
@@ -307,23 +293,11 @@ fi
 
 # Modules in load order, each one's dependencies (modinfo -F depends) first:
 # the patched kvm/kvm_amd from the build, everything else from the image.
-declare -A modpath=() seen=()
-while IFS= read -r f; do modpath[$(basename "$f" .ko)]=$f; done < <(find "$moddir/kernel" -name '*.ko')
-modpath[kvm]="$bdir/kvm/kvm.ko"
-modpath[kvm_amd]="$bdir/kvm/kvm-amd.ko"
-order=()
-add_mod() {
-  local m=${1//-/_} f deps d
-  [ -n "${seen[$m]:-}" ] && return
-  seen[$m]=1
-  f=${modpath[$m]:-${modpath[${m//_/-}]:-}}
-  [ -n "$f" ] || die "kernel module $m not found"
-  deps=$(modinfo -F depends "$f")
-  for d in ${deps//,/ }; do add_mod "$d"; done
-  cp "$f" "$root/lib/modules/trap/$m.ko"
-  order+=("$m")
-}
-add_mod kvm_amd
+lab_index_modules "$moddir/kernel"
+LAB_MODPATH[kvm]="$bdir/kvm/kvm.ko"
+LAB_MODPATH[kvm_amd]="$bdir/kvm/kvm-amd.ko"
+lab_add_module kvm_amd "$root/lib/modules/trap"
+order=("${LAB_ORDER[@]}")
 log "modules: ${order[*]}"
 
 cat > "$root/init" <<EOF

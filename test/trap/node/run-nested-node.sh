@@ -29,6 +29,9 @@ finish() {
   echo "# FAIL: $failed of $n checks failed"; exit 1
 }
 die() { echo "run-nested-node: $*" >&2; echo "Bail out! $*"; exit 1; }
+say() { echo "# $*"; }
+# shellcheck source=src/lab/lib.sh
+. "$repo/src/lab/lib.sh"
 
 qemu_pid=
 work=
@@ -66,10 +69,7 @@ echo "# kernel $abi; patched modules from $bdir/kvm"
 work=$(mktemp -d "$tcache/.node.XXXXXX")
 root="$work/initramfs"
 mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,tmp,lib/modules/patched,lib/modules/stock,iv/build/Release,iv/node_modules}
-cp /bin/busybox "$root/bin/busybox"
-for applet in $(/bin/busybox --list-full); do
-  [ -e "$root/$applet" ] || { mkdir -p "$root/$(dirname "$applet")"; ln -s /bin/busybox "$root/$applet"; }
-done
+lab_busybox_root "$root"
 
 gcc -static -O2 -Wall -Wextra -Werror -o "$root/bin/vmm" "$here/vmm.c" || { tap 0 "vmm.c builds (gcc -static)"; finish; }
 tap 1 "vmm.c builds (gcc -static)"
@@ -92,21 +92,9 @@ for m in ajv fast-deep-equal fast-uri json-schema-traverse require-from-string; 
 done
 
 # Modules in load order, dependencies first: patched kvm/kvm_amd, or the image's own.
-declare -A modpath=() seen=()
-while IFS= read -r f; do modpath[$(basename "$f" .ko)]=$f; done < <(find "$moddir/kernel" -name '*.ko')
-order=()
-add_mod() {
-  local m=${1//-/_} f deps d
-  [ -n "${seen[$m]:-}" ] && return
-  seen[$m]=1
-  f=${modpath[$m]:-${modpath[${m//_/-}]:-}}
-  [ -n "$f" ] || die "kernel module $m not found"
-  deps=$(modinfo -F depends "$f")
-  for d in ${deps//,/ }; do add_mod "$d"; done
-  cp "$f" "$root/lib/modules/stock/$m.ko"
-  order+=("$m")
-}
-add_mod kvm_amd
+lab_index_modules "$moddir/kernel"
+lab_add_module kvm_amd "$root/lib/modules/stock"
+order=("${LAB_ORDER[@]}")
 cp "$bdir/kvm/kvm.ko" "$root/lib/modules/patched/kvm.ko"
 cp "$bdir/kvm/kvm-amd.ko" "$root/lib/modules/patched/kvm_amd.ko"
 echo "# modules: ${order[*]}"

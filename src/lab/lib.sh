@@ -60,3 +60,32 @@ lab_add_module() {
   cp "$f" "$dest/$m.ko"
   LAB_ORDER+=("$m")
 }
+
+# lab_boot_nested VMLINUZ INITRD MEM_MIB SERIAL_LOG TIMEOUT_S WORK: boots a kernel under TCG with
+# AMD SVM (-cpu EPYC, so KVM runs inside it) until it powers off or the timeout passes, then sets
+# LAB_BOOT_SECONDS. While QEMU runs its pid is in LAB_QEMU_PID, for the caller's EXIT trap.
+LAB_QEMU_PID=
+lab_boot_nested() {
+  local vmlinuz=$1 initrd=$2 mem=$3 serial=$4 timeout=$5 work=$6 q0 q1 deadline
+  : > "$serial"
+  q0=$(date +%s.%N)
+  qemu-system-x86_64 -accel tcg -cpu EPYC -m "$mem" -smp 1 -nographic -no-reboot \
+    -kernel "$vmlinuz" -initrd "$initrd" \
+    -append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic" \
+    -serial "file:$serial" -monitor none -display none -net none </dev/null >"$work/qemu.out" 2>&1 &
+  LAB_QEMU_PID=$!
+  deadline=$(( $(date +%s) + timeout ))
+  while kill -0 "$LAB_QEMU_PID" 2>/dev/null; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      say "QEMU did not finish within ${timeout}s; killing it"
+      kill "$LAB_QEMU_PID" 2>/dev/null || true
+      break
+    fi
+    sleep 1
+  done
+  wait "$LAB_QEMU_PID" 2>/dev/null || true
+  LAB_QEMU_PID=
+  q1=$(date +%s.%N)
+  LAB_BOOT_SECONDS=$(awk -v a="$q0" -v b="$q1" 'BEGIN{printf "%.1f", b-a}')
+  if [ -s "$work/qemu.out" ]; then sed 's/^/# qemu: /' "$work/qemu.out" | head -5; fi
+}

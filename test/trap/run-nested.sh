@@ -67,13 +67,13 @@ finish() {
   exit 1
 }
 
-qemu_pid=
+LAB_QEMU_PID=
 work=
 cleanup() {
-  if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
-    kill "$qemu_pid" 2>/dev/null || true
+  if [ -n "$LAB_QEMU_PID" ] && kill -0 "$LAB_QEMU_PID" 2>/dev/null; then
+    kill "$LAB_QEMU_PID" 2>/dev/null || true
     sleep 1
-    kill -9 "$qemu_pid" 2>/dev/null || true
+    kill -9 "$LAB_QEMU_PID" 2>/dev/null || true
   fi
   [ -n "$work" ] && rm -rf "$work"
   return 0
@@ -338,27 +338,8 @@ chmod +x "$root/init"
 
 # ---- 4. boot and test --------------------------------------------------------
 serial="$tcache/last-serial.log"
-: > "$serial"
-q0=$(date +%s.%N)
-qemu-system-x86_64 -accel tcg -cpu EPYC -m 1024 -smp 1 -nographic -no-reboot \
-  -kernel "$vmlinuz" -initrd "$work/initrd.img" \
-  -append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic" \
-  -serial "file:$serial" -monitor none -display none -net none </dev/null >"$work/qemu.out" 2>&1 &
-qemu_pid=$!
-deadline=$(( $(date +%s) + qemu_timeout ))
-while kill -0 "$qemu_pid" 2>/dev/null; do
-  if [ "$(date +%s)" -ge "$deadline" ]; then
-    log "QEMU did not finish within ${qemu_timeout}s; killing it"
-    kill "$qemu_pid" 2>/dev/null || true
-    break
-  fi
-  sleep 1
-done
-wait "$qemu_pid" 2>/dev/null || true
-qemu_pid=
-q1=$(date +%s.%N)
-boot_s=$(awk -v a="$q0" -v b="$q1" 'BEGIN{printf "%.1f", b-a}')
-[ -s "$work/qemu.out" ] && sed 's/^/# qemu: /' "$work/qemu.out" | head -5
+lab_boot_nested "$vmlinuz" "$work/initrd.img" 1024 "$serial" "$qemu_timeout" "$work"
+boot_s=$LAB_BOOT_SECONDS
 
 tr -d '\r' < "$serial" > "$work/serial.txt"
 grep -q '^TRAP all-done' "$work/serial.txt" && tap 1 "nested guest ran to the end (${boot_s}s boot + tests)" \

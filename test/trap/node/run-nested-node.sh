@@ -33,11 +33,11 @@ say() { echo "# $*"; }
 # shellcheck source=src/lab/lib.sh
 . "$repo/src/lab/lib.sh"
 
-qemu_pid=
+LAB_QEMU_PID=
 work=
 cleanup() {
-  if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
-    kill "$qemu_pid" 2>/dev/null || true; sleep 1; kill -9 "$qemu_pid" 2>/dev/null || true
+  if [ -n "$LAB_QEMU_PID" ] && kill -0 "$LAB_QEMU_PID" 2>/dev/null; then
+    kill "$LAB_QEMU_PID" 2>/dev/null || true; sleep 1; kill -9 "$LAB_QEMU_PID" 2>/dev/null || true
   fi
   [ -n "$work" ] && rm -rf "$work"
   return 0
@@ -131,23 +131,8 @@ chmod +x "$root/init"
 echo "# initramfs $(du -h "$work/initrd.img" | cut -f1)"
 
 serial="$tcache/last-node-serial.log"
-: > "$serial"
-q0=$(date +%s.%N)
-qemu-system-x86_64 -accel tcg -cpu EPYC -m 1536 -smp 1 -nographic -no-reboot \
-  -kernel "$vmlinuz" -initrd "$work/initrd.img" \
-  -append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic" \
-  -serial "file:$serial" -monitor none -display none -net none </dev/null >"$work/qemu.out" 2>&1 &
-qemu_pid=$!
-deadline=$(( $(date +%s) + qemu_timeout ))
-while kill -0 "$qemu_pid" 2>/dev/null; do
-  if [ "$(date +%s)" -ge "$deadline" ]; then echo "# QEMU did not finish within ${qemu_timeout}s; killing it"; kill "$qemu_pid" 2>/dev/null || true; break; fi
-  sleep 1
-done
-wait "$qemu_pid" 2>/dev/null || true
-qemu_pid=
-q1=$(date +%s.%N)
-secs=$(awk -v a="$q0" -v b="$q1" 'BEGIN{printf "%.1f", b-a}')
-[ -s "$work/qemu.out" ] && sed 's/^/# qemu: /' "$work/qemu.out" | head -5
+lab_boot_nested "$vmlinuz" "$work/initrd.img" 1536 "$serial" "$qemu_timeout" "$work"
+secs=$LAB_BOOT_SECONDS
 
 tr -d '\r' < "$serial" > "$work/serial.txt"
 if grep -q '^NODETEST all-done' "$work/serial.txt"; then tap 1 "nested guest ran to the end (${secs}s)"; else tail -40 "$work/serial.txt" | sed 's/^/# serial: /'; tap 0 "nested guest ran to the end"; fi

@@ -19,20 +19,16 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-# The guest kernel's headers, for the attack modules: the ABI linux-image-amd64 depends on.
-need_update=0
+# The guest kernel's headers, for the attack modules: the ABI linux-image-amd64 depends on, read
+# after any apt-get update (stale package lists name an older kernel than the archive now holds).
+kernel_abi() { apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1 || true; }
 abi=${INTROVISOR_KERNEL_ABI:-}
-if [ -z "$abi" ]; then
-  abi=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1 || true)
-  [ -n "$abi" ] || need_update=1
-fi
-if [ ${#missing[@]} -gt 0 ] || [ "$need_update" = 1 ]; then
+[ -n "$abi" ] || abi=$(kernel_abi)
+if [ ${#missing[@]} -gt 0 ] || [ -z "$abi" ]; then
   [ "$(id -u)" = 0 ] || die "needs root to install: ${missing[*]:-(package lists)}"
   say "apt-get update"
   apt-get update -qq >/dev/null
-fi
-if [ -z "$abi" ]; then
-  abi=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1 || true)
+  abi=${INTROVISOR_KERNEL_ABI:-$(kernel_abi)}
   [ -n "$abi" ] || die "cannot tell which kernel linux-image-amd64 depends on"
 fi
 dpkg-query -W -f='${Status}' "linux-headers-$abi" 2>/dev/null | grep -q 'install ok installed' || missing+=("linux-headers-$abi")

@@ -18,7 +18,7 @@ say() { echo "build-images: $*"; }
 for tool in apt-cache apt-get dpkg-deb cpio gzip modinfo mke2fs qemu-img gcc make sha256sum; do
   command -v "$tool" >/dev/null || die "missing tool '$tool' (run scripts/setup.sh first)"
 done
-[ -x /bin/busybox ] && /bin/busybox --list | grep -qx insmod || die "missing static busybox at /bin/busybox (apt-get install busybox-static)"
+lab_require_busybox
 qga_bin=/usr/sbin/qemu-ga
 [ -x "$qga_bin" ] || die "missing $qga_bin (apt-get install qemu-guest-agent)"
 

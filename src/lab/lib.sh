@@ -13,6 +13,14 @@ lab_kernel_abi() {
   [[ "$LAB_ABI" =~ ^6\.1\.0-[0-9]+-amd64$ ]] || die "kernel ABI '$LAB_ABI' is not of the form 6.1.0-N-amd64"
 }
 
+# lab_require_busybox: a static busybox with insmod at /bin/busybox. The applet list is read whole
+# first: busybox writes it one applet per write(), so `| grep -q` can SIGPIPE it mid-list.
+lab_require_busybox() {
+  local applets
+  [ -x /bin/busybox ] && applets=$(/bin/busybox --list) && grep -qx insmod <<<"$applets" \
+    || die "missing static busybox at /bin/busybox (apt-get install busybox-static)"
+}
+
 # lab_fetch_kernel CACHE ABI: Debian's linux-image-ABI unpacked into CACHE/kernel/ABI (once).
 lab_fetch_kernel() {
   local cache=$1 abi=$2 kdir="$1/kernel/$2" deb
@@ -61,18 +69,20 @@ lab_add_module() {
   LAB_ORDER+=("$m")
 }
 
-# lab_boot_nested VMLINUZ INITRD MEM_MIB SERIAL_LOG TIMEOUT_S WORK: boots a kernel under TCG with
-# AMD SVM (-cpu EPYC, so KVM runs inside it) until it powers off or the timeout passes, then sets
-# LAB_BOOT_SECONDS. While QEMU runs its pid is in LAB_QEMU_PID, for the caller's EXIT trap.
+# lab_boot_nested VMLINUZ INITRD MEM_MIB SERIAL_LOG TIMEOUT_S WORK [QEMU_ARG...]: boots a kernel
+# under TCG with AMD SVM (-cpu EPYC, so KVM runs inside it) until it powers off or the timeout
+# passes, then sets LAB_BOOT_SECONDS. Extra QEMU arguments go last (a later -smp wins). While QEMU
+# runs its pid is in LAB_QEMU_PID, for the caller's EXIT trap.
 LAB_QEMU_PID=
 lab_boot_nested() {
   local vmlinuz=$1 initrd=$2 mem=$3 serial=$4 timeout=$5 work=$6 q0 q1 deadline
+  shift 6
   : > "$serial"
   q0=$(date +%s.%N)
   qemu-system-x86_64 -accel tcg -cpu EPYC -m "$mem" -smp 1 -nographic -no-reboot \
     -kernel "$vmlinuz" -initrd "$initrd" \
     -append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic" \
-    -serial "file:$serial" -monitor none -display none -net none </dev/null >"$work/qemu.out" 2>&1 &
+    -serial "file:$serial" -monitor none -display none -net none "$@" </dev/null >"$work/qemu.out" 2>&1 &
   LAB_QEMU_PID=$!
   deadline=$(( $(date +%s) + timeout ))
   while kill -0 "$LAB_QEMU_PID" 2>/dev/null; do
@@ -88,4 +98,20 @@ lab_boot_nested() {
   q1=$(date +%s.%N)
   LAB_BOOT_SECONDS=$(awk -v a="$q0" -v b="$q1" 'BEGIN{printf "%.1f", b-a}')
   if [ -s "$work/qemu.out" ]; then sed 's/^/# qemu: /' "$work/qemu.out" | head -5; fi
+}
+
+# lab_patched_kvm CACHE REPO: the patched kvm.ko/kvm-amd.ko that test/trap/run-nested.sh builds and
+# caches (it runs with --build-only first when they are absent). Sets LAB_ABI, LAB_KDIR (the unpacked
+# kernel package) and LAB_KVM_DIR (the patched modules).
+lab_patched_kvm() {
+  local cache=$1 repo=$2 tcache="$1/trap"
+  LAB_ABI=${INTROVISOR_KERNEL_ABI:-$(ls "$tcache/build" 2>/dev/null | head -n1 || true)}
+  if [ -z "$LAB_ABI" ] || [ ! -f "$tcache/build/$LAB_ABI/kvm/kvm-amd.ko" ] || [ ! -f "$cache/kernel/$LAB_ABI/.complete" ]; then
+    say "no cached patched kvm modules: running test/trap/run-nested.sh --build-only"
+    "$repo/test/trap/run-nested.sh" --build-only | sed 's/^/# run-nested: /' || die "run-nested.sh --build-only failed"
+    LAB_ABI=${INTROVISOR_KERNEL_ABI:-$(ls "$tcache/build" | head -n1)}
+  fi
+  LAB_KDIR="$cache/kernel/$LAB_ABI"
+  LAB_KVM_DIR="$tcache/build/$LAB_ABI/kvm"
+  [ -f "$LAB_KDIR/boot/vmlinuz-$LAB_ABI" ] && [ -f "$LAB_KVM_DIR/kvm-amd.ko" ] || die "cache incomplete for $LAB_ABI"
 }

@@ -50,43 +50,14 @@ say() { log "$@"; }
 # shellcheck source=src/lab/lib.sh
 . "$repo/src/lab/lib.sh"
 
-# ---- TAP bookkeeping ---------------------------------------------------------
-n=0
-failed=0
-tap() { # tap <0|1> <description>
-  n=$((n + 1))
-  if [ "$1" = 1 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=$((failed + 1)); fi
-}
-finish() {
-  echo "1..$n"
-  if [ "$failed" = 0 ] && [ "$n" -gt 0 ]; then
-    echo "# PASS: all $n checks passed"
-    exit 0
-  fi
-  echo "# FAIL: $failed of $n checks failed"
-  exit 1
-}
-
-LAB_QEMU_PID=
-work=
-cleanup() {
-  if [ -n "$LAB_QEMU_PID" ] && kill -0 "$LAB_QEMU_PID" 2>/dev/null; then
-    kill "$LAB_QEMU_PID" 2>/dev/null || true
-    sleep 1
-    kill -9 "$LAB_QEMU_PID" 2>/dev/null || true
-  fi
-  [ -n "$work" ] && rm -rf "$work"
-  return 0
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=test/trap/nested-tap.sh
+. "$repo/test/trap/nested-tap.sh"
 
 for tool in apt-cache apt-get dpkg-deb dpkg-query gcc make perl patch cpio gzip modinfo \
             qemu-system-x86_64 sha256sum rsync xz; do
   command -v "$tool" >/dev/null || die "missing tool '$tool' (apt-get install $tool)"
 done
-[ -x /bin/busybox ] && /bin/busybox --list | grep -qx insmod \
-  || die "missing static busybox at /bin/busybox (apt-get install busybox-static)"
+lab_require_busybox
 ls "$series_dir"/*.patch >/dev/null 2>&1 || die "no patches in $series_dir"
 
 # ---- 1. versions -------------------------------------------------------------

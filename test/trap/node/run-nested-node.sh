@@ -20,30 +20,13 @@ cache=${INTROVISOR_CACHE:-/var/cache/introvisor}
 tcache="$cache/trap"
 qemu_timeout=${INTROVISOR_TRAP_TIMEOUT:-600}
 
-n=0
-failed=0
-tap() { n=$((n + 1)); if [ "$1" = 1 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=$((failed + 1)); fi; }
-finish() {
-  echo "1..$n"
-  if [ "$failed" = 0 ] && [ "$n" -gt 0 ]; then echo "# PASS: all $n checks passed"; exit 0; fi
-  echo "# FAIL: $failed of $n checks failed"; exit 1
-}
 die() { echo "run-nested-node: $*" >&2; echo "Bail out! $*"; exit 1; }
 say() { echo "# $*"; }
 # shellcheck source=src/lab/lib.sh
 . "$repo/src/lab/lib.sh"
 
-LAB_QEMU_PID=
-work=
-cleanup() {
-  if [ -n "$LAB_QEMU_PID" ] && kill -0 "$LAB_QEMU_PID" 2>/dev/null; then
-    kill "$LAB_QEMU_PID" 2>/dev/null || true; sleep 1; kill -9 "$LAB_QEMU_PID" 2>/dev/null || true
-  fi
-  [ -n "$work" ] && rm -rf "$work"
-  return 0
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=test/trap/nested-tap.sh
+. "$repo/test/trap/nested-tap.sh"
 
 for tool in gcc cpio gzip modinfo qemu-system-x86_64 ldd node; do
   command -v "$tool" >/dev/null || die "missing tool '$tool'"
@@ -53,17 +36,11 @@ done
 [ -f "$repo/build/Release/introvisor.node" ] || die "native addon not built: npx node-gyp rebuild"
 
 # The patched modules and the kernel image come from run-nested.sh's cache.
-abi=${INTROVISOR_KERNEL_ABI:-$(ls "$tcache/build" 2>/dev/null | head -n1 || true)}
-if [ -z "$abi" ] || [ ! -f "$tcache/build/$abi/kvm/kvm-amd.ko" ] || [ ! -f "$cache/kernel/$abi/.complete" ]; then
-  echo "# no cached patched kvm modules: running test/trap/run-nested.sh --build-only"
-  "$repo/test/trap/run-nested.sh" --build-only | sed 's/^/# run-nested: /' || die "run-nested.sh --build-only failed"
-  abi=${INTROVISOR_KERNEL_ABI:-$(ls "$tcache/build" | head -n1)}
-fi
-bdir="$tcache/build/$abi"
-kdir="$cache/kernel/$abi"
-vmlinuz="$kdir/boot/vmlinuz-$abi"
-moddir="$kdir/lib/modules/$abi"
-[ -f "$vmlinuz" ] && [ -f "$bdir/kvm/kvm-amd.ko" ] || die "cache incomplete for $abi"
+lab_patched_kvm "$cache" "$repo"
+abi=$LAB_ABI
+bdir=$(dirname "$LAB_KVM_DIR")
+vmlinuz="$LAB_KDIR/boot/vmlinuz-$abi"
+moddir="$LAB_KDIR/lib/modules/$abi"
 echo "# kernel $abi; patched modules from $bdir/kvm"
 
 work=$(mktemp -d "$tcache/.node.XXXXXX")

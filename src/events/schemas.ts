@@ -42,7 +42,8 @@ export const payloadSchemas: { readonly [K in EventKind]: Schema } = {
     outcome: { enum: ['ok', 'failed'] }, error: nullable(str(2000)), startedAtMs: ms, durationMs: num(0),
   }),
   'refused-write': obj({
-    guest, refusedAtMs: ms, vcpu: int(), gpa: hex, gva: nullable(hex), length: { type: 'integer', minimum: 1, maximum: 4096 },
+    guest, refusedAtMs: ms, vcpu: int(), gpa: hex, gva: nullable(hex), length: { type: 'integer', minimum: 0, maximum: 4096 },
+    action: { enum: ['gp', 'drop'] }, source: { enum: ['emulated', 'cmpxchg', 'write-std', 'unemulated'] }, trapSeq: int(1), lostBefore: int(),
     rip: hex, instruction: nullable(hexBytes(64)), value: hexBytes(8192), table: name, entry: nullable(int()),
   }),
   'policy-change': obj({

@@ -89,7 +89,16 @@ export interface RefusedWritePayload {
   readonly gpa: HexAddress;
   /** Guest-virtual address, when the trap knows it. */
   readonly gva: HexAddress | null;
+  /** Bytes the instruction tried to store; 0 when the trap could not tell (an instruction KVM cannot emulate). */
   readonly length: number;
+  /** What the guest saw: "gp" (#GP(0), the instruction did not complete) or "drop" (it completed, the bytes were discarded). */
+  readonly action: 'gp' | 'drop';
+  /** Which KVM path met the write: an emulated store, a locked op, a write-std (SGDT/FXSAVE/task switch), or an unemulatable instruction. */
+  readonly source: 'emulated' | 'cmpxchg' | 'write-std' | 'unemulated';
+  /** The trap log's sequence number (per attach of the trap to this guest's QEMU). */
+  readonly trapSeq: number;
+  /** Refused writes the kernel's log ring lost just before this one (it was full); they were refused but not recorded. */
+  readonly lostBefore: number;
   /** Instruction pointer of the refused instruction. */
   readonly rip: HexAddress;
   /** Instruction bytes (hex), when captured. */

@@ -58,6 +58,14 @@ export interface EventQuery {
 interface EventRow { seq: number; kind: string; guest: string | null; at_ms: number; payload: string }
 interface PayloadRow { seq: number; payload: string }
 
+/** A stored refused write; rows recorded before schema version 2 have no action, source or trap seq. */
+export type RefusedWriteRow = Omit<RefusedWritePayload, 'action' | 'source' | 'trapSeq'> & {
+  readonly seq: number;
+  readonly action: RefusedWritePayload['action'] | null;
+  readonly source: RefusedWritePayload['source'] | null;
+  readonly trapSeq: number | null;
+};
+
 export class EventStore implements EventSink {
   readonly db: Database;
   readonly stream: string;
@@ -122,8 +130,9 @@ export class EventStore implements EventSink {
       insertOutbox: db.prepare('INSERT INTO outbox (seq, message) VALUES (?, ?)'),
       deleteOutbox: db.prepare('DELETE FROM outbox WHERE seq = ?'),
       oldestOutbox: db.prepare('SELECT seq, message FROM outbox ORDER BY seq LIMIT ?'),
-      insertRefused: db.prepare(`INSERT INTO refused_writes (seq, guest, refused_at_ms, vcpu, gpa, gva, length, rip, instruction, value, protected_table, entry)
-                                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      insertRefused: db.prepare(`INSERT INTO refused_writes (seq, guest, refused_at_ms, vcpu, gpa, gva, length, rip, instruction, value, protected_table, entry,
+                                   action, source, trap_seq, lost_before)
+                                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
       upsertGuest: db.prepare('INSERT INTO guest_state (guest, seq, payload) VALUES (?, ?, ?) ON CONFLICT (guest) DO UPDATE SET seq = excluded.seq, payload = excluded.payload'),
       upsertFinding: db.prepare('INSERT INTO open_findings (guest, finding_id, seq, payload) VALUES (?, ?, ?, ?) ON CONFLICT (guest, finding_id) DO UPDATE SET seq = excluded.seq, payload = excluded.payload'),
       deleteFinding: db.prepare('DELETE FROM open_findings WHERE guest = ? AND finding_id = ?'),
@@ -196,7 +205,8 @@ export class EventStore implements EventSink {
         break;
       case 'refused-write': {
         const p = e.payload;
-        this.stmt.insertRefused.run(e.seq, p.guest, p.refusedAtMs, p.vcpu, p.gpa, p.gva, p.length, p.rip, p.instruction, p.value, p.table, p.entry);
+        this.stmt.insertRefused.run(e.seq, p.guest, p.refusedAtMs, p.vcpu, p.gpa, p.gva, p.length, p.rip, p.instruction, p.value, p.table, p.entry,
+          p.action, p.source, p.trapSeq, p.lostBefore);
         break;
       }
       default:
@@ -312,15 +322,19 @@ export class EventStore implements EventSink {
     return rows.map((r) => ({ ...(JSON.parse(r.payload) as LadderStepPayload), seq: r.seq }));
   }
 
-  refusedWrites(q: { guest?: string; limit?: number } = {}): (RefusedWritePayload & { seq: number })[] {
+  refusedWrites(q: { guest?: string; limit?: number } = {}): RefusedWriteRow[] {
     const limit = Math.max(1, Math.min(q.limit ?? 200, 100_000));
-    interface Row { seq: number; guest: string; refused_at_ms: number; vcpu: number; gpa: string; gva: string | null; length: number; rip: string; instruction: string | null; value: string; protected_table: string; entry: number | null }
+    interface Row {
+      seq: number; guest: string; refused_at_ms: number; vcpu: number; gpa: string; gva: string | null; length: number; rip: string; instruction: string | null;
+      value: string; protected_table: string; entry: number | null; action: string | null; source: string | null; trap_seq: number | null; lost_before: number;
+    }
     const rows = q.guest === undefined
       ? this.db.prepare('SELECT * FROM refused_writes ORDER BY seq DESC LIMIT ?').all(limit) as Row[]
       : this.db.prepare('SELECT * FROM refused_writes WHERE guest = ? ORDER BY seq DESC LIMIT ?').all(q.guest, limit) as Row[];
     return rows.map((r) => ({
       seq: r.seq, guest: r.guest, refusedAtMs: r.refused_at_ms, vcpu: r.vcpu, gpa: r.gpa, gva: r.gva, length: r.length,
       rip: r.rip, instruction: r.instruction, value: r.value, table: r.protected_table, entry: r.entry,
+      action: r.action as RefusedWritePayload['action'] | null, source: r.source as RefusedWritePayload['source'] | null, trapSeq: r.trap_seq, lostBefore: r.lost_before,
     }));
   }
 

@@ -62,6 +62,19 @@ export const migrations: readonly Migration[] = [
       db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('outbox_dropped_total', '0');
     },
   },
+  {
+    version: 2,
+    what: 'refused writes: the action the guest saw, the KVM source, the trap log seq and records lost before',
+    up(db) {
+      // Rows from version 1 did not record these: NULL, and 0 lost.
+      db.exec(`
+        ALTER TABLE refused_writes ADD COLUMN action TEXT;
+        ALTER TABLE refused_writes ADD COLUMN source TEXT;
+        ALTER TABLE refused_writes ADD COLUMN trap_seq INTEGER;
+        ALTER TABLE refused_writes ADD COLUMN lost_before INTEGER NOT NULL DEFAULT 0;
+      `);
+    },
+  },
 ];
 
 /** Brings the database to the newest version, each step in its own transaction. */

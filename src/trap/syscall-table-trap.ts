@@ -71,8 +71,11 @@ export function refusedWritePayload(guest: string, r: TrapRecord, plan: readonly
     vcpu: r.vcpu,
     gpa: hex(r.gpa),
     gva: hit && offset !== null ? hex(hit.tableVa + BigInt(offset)) : null,
-    // The schema wants 1..4096: a length the trap could not tell (0, unemulated) is recorded as 1 with no value bytes.
-    length: Math.min(4096, Math.max(1, r.length)),
+    length: Math.min(4096, r.length),
+    action: r.action,
+    source: r.source,
+    trapSeq: Number(r.seq),
+    lostBefore: r.lostBefore,
     rip: hex(r.rip),
     instruction: r.instruction.length > 0 ? r.instruction.toString('hex') : null,
     value: r.data.toString('hex'),

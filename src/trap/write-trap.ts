@@ -39,7 +39,7 @@ export interface TrapRecord {
   readonly length: number;
   readonly action: TrapAction;
   readonly source: TrapSource;
-  /** Records the ring dropped just before this one (it was full). */
+  /** Records lost just before this one (the ring was full): the kernel's lost_before, or the gap in seq when that is larger. */
   readonly lostBefore: number;
   /** Instruction bytes (empty for write-std). */
   readonly instruction: Buffer;
@@ -126,7 +126,7 @@ export function parseTrapRecords(buf: Buffer, lastSeq = 0n, maxRecords = 65536):
       length: raw.len,
       action: ACTION_NAME[raw.action] as TrapAction,
       source: SOURCE_NAME[raw.source] as TrapSource,
-      lostBefore,
+      lostBefore: Math.max(gap, lostBefore),
       instruction: Buffer.from(buf.subarray(o + 64, o + 64 + raw.insnLen)),
       data: Buffer.from(buf.subarray(o + 80, o + 80 + raw.dataLen)),
       dataTruncated: (raw.flags & FLAG_DATA_TRUNCATED) !== 0,

@@ -26,7 +26,7 @@ export const PAGE_HTML = `<!doctype html>
   <section><h2>Action history</h2>
     <table id="actions"><thead><tr><th>Time</th><th>Guest</th><th>Action</th><th>Fault</th><th>Target</th><th>Result</th><th>Duration</th></tr></thead><tbody></tbody></table></section>
   <section><h2>Refused writes (KVM write trap)</h2>
-    <table id="refused"><thead><tr><th>Time</th><th>Guest</th><th>vCPU</th><th>Table</th><th>Entry</th><th>GPA</th><th>RIP</th><th>Length</th><th>Value</th></tr></thead><tbody></tbody></table></section>
+    <table id="refused"><thead><tr><th>Time</th><th>Guest</th><th>vCPU</th><th>Table</th><th>Entry</th><th>GPA</th><th>RIP</th><th>Length</th><th>Value</th><th>Guest saw</th><th>Path</th><th>Lost before</th></tr></thead><tbody></tbody></table></section>
 </main>
 </body>
 </html>
@@ -101,7 +101,7 @@ export const PAGE_JS = `'use strict';
       fill('findings', r[2], function (f) { return [f.guest, f.fault, { text: f.severity, cls: 's-' + f.severity }, f.summary, f.seq]; }, 'no open findings');
       fill('ladders', r[3], function (l) { return [l.guest, l.fault, l.step, l.action, l.attempt, l.reason]; }, 'no ladder active');
       fill('actions', r[4], function (e) { var a = e.payload; return [time(e.atMs), a.guest, a.action, a.fault, a.target, { text: a.outcome + (a.error ? ': ' + a.error : ''), cls: 'r-' + a.outcome }, Math.round(a.durationMs) + ' ms']; }, 'no actions taken');
-      fill('refused', r[5], function (w) { return [time(w.refusedAtMs), w.guest, w.vcpu, w.table, w.entry, { text: w.gpa, cls: 'mono' }, { text: w.rip, cls: 'mono' }, w.length, { text: w.value, cls: 'mono' }]; }, 'no refused writes');
+      fill('refused', r[5], function (w) { return [time(w.refusedAtMs), w.guest, w.vcpu, w.table, w.entry, { text: w.gpa, cls: 'mono' }, { text: w.rip, cls: 'mono' }, w.length, { text: w.value, cls: 'mono' }, w.action === null ? '' : (w.action === 'gp' ? '#GP' : 'dropped'), w.source, w.lostBefore]; }, 'no refused writes');
       document.body.dataset.loaded = String(Date.now());
     }).catch(function (e) {
       document.getElementById('status').textContent = 'error: ' + e.message;

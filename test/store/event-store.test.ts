@@ -121,3 +121,22 @@ t.test('a database from a newer supervisor is refused', (t) => {
   t.throws(() => new EventStore({ path, deviceId: 'dev1' }), /schema version 999 is newer/);
   t.end();
 });
+
+t.test('a version-1 database is migrated: its refused writes keep their rows, without action/source/trap seq', (t) => {
+  const path = join(dir, 'g.db');
+  const raw = new BetterSqlite3(path);
+  migrations[0]?.up(raw);
+  raw.pragma('user_version = 1');
+  raw.prepare(`INSERT INTO events (seq, kind, guest, at_ms, payload) VALUES (1, 'refused-write', 'old', ?, '{}')`).run(Date.now() - 1000);
+  raw.prepare(`INSERT INTO refused_writes (seq, guest, refused_at_ms, vcpu, gpa, gva, length, rip, instruction, value, protected_table, entry)
+               VALUES (1, 'old', ?, 0, '0x1000', NULL, 8, '0xffffffffc0001000', NULL, '00', 'sys_call_table', 2)`).run(Date.now() - 1000);
+  raw.close();
+  const store = new EventStore({ path, deviceId: 'dev1' });
+  t.equal(store.db.pragma('user_version', { simple: true }), 2);
+  store.record(sampleEvents()[4] as never);
+  const [fresh, old] = store.refusedWrites();
+  t.same([old?.guest, old?.action, old?.source, old?.trapSeq, old?.lostBefore], ['old', null, null, null, 0], 'the old row, with what version 1 did not record');
+  t.same([fresh?.action, fresh?.source, fresh?.trapSeq, fresh?.lostBefore], ['gp', 'emulated', 1, 0], 'a new row carries them');
+  store.close();
+  t.end();
+});

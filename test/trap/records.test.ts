@@ -79,8 +79,10 @@ t.test('lost records: lost_before and gaps in seq, across reads', async (t) => {
   // the ring was full: 10 writes refused but not logged, then seq 13 says lost_before=10
   const b = parseTrapRecords(rec(13n, { lostBefore: 10 }), a.lastSeq);
   t.equal(b.lost, 10, 'lost_before and the seq gap agree: counted once');
+  t.equal(b.records[0]!.lostBefore, 10);
   const c = parseTrapRecords(rec(20n), b.lastSeq);
   t.equal(c.lost, 6, 'a gap without lost_before still counts');
+  t.equal(c.records[0]!.lostBefore, 6, 'and is carried by the record after the gap');
   const d = parseTrapRecords(Buffer.concat([rec(21n), rec(21n)]), c.lastSeq);
   t.equal(d.records.length, 1);
   t.match(d.problems[0], /seq 21 does not follow 21/, 'a repeated seq is refused');
@@ -116,9 +118,11 @@ t.test('a record becomes a refused-write event with table, slot and gva; the sto
   t.equal(kill!.refusedAtMs, 1_700_000_000_123);
   t.equal(kill!.value, '4141414141414141');
   t.equal(kill!.instruction, '48890f');
+  t.same([kill!.action, kill!.source, kill!.trapSeq, kill!.lostBefore], ['gp', 'emulated', 1, 0], 'action, source, trap seq, lost before');
   t.equal(payloadProblem('refused-write', kill), null);
   t.equal(late!.entry, (512 + 8) / 8, 'slot on the second (physically separate) page');
-  t.equal(late!.length, 1, 'unknown length recorded as 1 with no value');
+  t.equal(late!.length, 0, 'an unemulated write: length unknown (0), no value bytes');
+  t.equal(late!.source, 'unemulated');
   t.equal(late!.value, '');
   t.equal(payloadProblem('refused-write', late), null);
   t.equal(refusedWritePayload('g1', p.records[0]!, []).table, 'unknown', 'a record outside every known range is still recorded');

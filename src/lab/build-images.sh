@@ -79,7 +79,7 @@ make -s -C "$headers" M="$work/attacks" modules >"$work/attacks.log" 2>&1 \
   || { cat "$work/attacks.log" >&2; die "building the attack modules against $headers failed"; }
 cp "$work/attacks/"*.ko "$root/lib/introvisor/"
 
-(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -6 > "$work/initrd.img"
+lab_pack_initramfs "$root" "$work/initrd.img" 6
 
 # --- golden data disk ---------------------------------------------------------
 disk="$work/disk"

@@ -21,6 +21,11 @@ lab_require_busybox() {
     || die "missing static busybox at /bin/busybox (apt-get install busybox-static)"
 }
 
+# lab_pack_initramfs ROOT OUT [GZIP_LEVEL]: ROOT as a newc cpio archive, gzipped (level 1 by default).
+lab_pack_initramfs() {
+  (cd "$1" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip "-${3:-1}" > "$2"
+}
+
 # lab_fetch_kernel CACHE ABI: Debian's linux-image-ABI unpacked into CACHE/kernel/ABI (once).
 lab_fetch_kernel() {
   local cache=$1 abi=$2 kdir="$1/kernel/$2" deb

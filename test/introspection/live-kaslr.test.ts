@@ -39,7 +39,7 @@ t.test('discovery finds the running kernel with nothing but its RAM and CR3', as
   t.equal(k.release, images.kernelAbi);
   t.equal(k.pagingLevels, 5, 'TCG -cpu max runs the guest with LA57');
   t.not(k.kaslrSlide, 0n, 'KASLR moved the kernel');
-  t.match(k.banner, /^Linux version 6\.1\.0-56-amd64 /);
+  t.ok(k.banner.startsWith(`Linux version ${images.kernelAbi} `), `the banner names the lab kernel ${images.kernelAbi}`);
   t.equal(live.kernel.linear.length, 2, 'image and direct map verified linear');
 });
 

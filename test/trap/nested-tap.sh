@@ -17,6 +17,18 @@ finish() {
   echo "# FAIL: $failed of $n checks failed"
   exit 1
 }
+# nested_relay PREFIX LINE: a TAP line that a program in L1 printed behind "PREFIX " becomes one of
+# this script's checks or comments; returns 1 for any other line, for the caller to handle.
+nested_relay() {
+  local p="$1 " l=$2
+  case "$l" in
+    "${p}ok "*) tap 1 "$(sed 's/^[0-9]* *- //' <<<"${l#"${p}ok "}")" ;;
+    "${p}not ok "*) tap 0 "$(sed 's/^[0-9]* *- //' <<<"${l#"${p}not ok "}")" ;;
+    "${p}1.."*) ;;
+    "${p}# "*) echo "${l#"$p"}" ;;
+    *) return 1 ;;
+  esac
+}
 nested_cleanup() {
   if [ -n "$LAB_QEMU_PID" ] && kill -0 "$LAB_QEMU_PID" 2>/dev/null; then
     kill "$LAB_QEMU_PID" 2>/dev/null || true

@@ -21,6 +21,7 @@ import { payloadProblem } from '../../../src/events/schemas.js';
 import { sleep } from '../../../src/util/deadline.js';
 import { errorMessage } from '../../../src/util/errors.js';
 import { Mosquitto, freePort } from '../../telemetry/broker-fixture.js';
+import { TapLines } from '../node/tap-lines.js';
 
 const action = process.argv[2];
 if (action !== 'gp' && action !== 'drop') {
@@ -28,15 +29,8 @@ if (action !== 'gp' && action !== 'drop') {
   process.exit(2);
 }
 
-let n = 0;
-let failed = 0;
-function check(ok: boolean, what: string, detail?: unknown): boolean {
-  n++;
-  if (!ok) failed++;
-  console.log(`${ok ? 'ok' : 'not ok'} ${n} - ${action}: ${what}`);
-  if (!ok && detail !== undefined) console.log(`# ${typeof detail === 'string' ? detail : JSON.stringify(detail)}`.slice(0, 2000));
-  return ok;
-}
+const tap = new TapLines(action);
+const check = tap.check.bind(tap);
 const t0 = Date.now();
 const secs = (ms = Date.now()): string => ((ms - t0) / 1000).toFixed(1);
 
@@ -224,5 +218,4 @@ try {
   await broker.stop();
 }
 console.log(`# whole chain ${secs()} s`);
-console.log(`1..${n}`);
-process.exit(failed === 0 && n > 0 ? 0 : 1);
+process.exit(tap.plan() ? 0 : 1);

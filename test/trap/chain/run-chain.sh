@@ -100,7 +100,7 @@ echo "CHAINTEST all-done"
 poweroff -f
 INIT
 chmod +x "$root/init"
-(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -1 > "$work/initrd.img"
+lab_pack_initramfs "$root" "$work/initrd.img"
 say "initramfs $(du -h "$work/initrd.img" | cut -f1)"
 
 serial="$tcache/last-chain-serial.log"
@@ -116,11 +116,8 @@ if grep -q '^CHAINTEST lockup' "$work/serial.txt"; then
 fi
 grep -q 'CHAINTEST \(insmod\|mount\)-failed' "$work/serial.txt" && { grep 'CHAINTEST .*-failed' "$work/serial.txt" | sed 's/^/# /'; tap 0 "L1 loaded its modules and mounted the host root"; }
 while IFS= read -r line; do
+  nested_relay CHAIN "$line" && continue
   case "$line" in
-    "CHAIN ok "*) tap 1 "$(echo "${line#CHAIN ok }" | sed 's/^[0-9]* - //')" ;;
-    "CHAIN not ok "*) tap 0 "$(echo "${line#CHAIN not ok }" | sed 's/^[0-9]* - //')" ;;
-    "CHAIN 1.."*) ;;
-    "CHAIN # "*) echo "${line#CHAIN }" ;;
     "CHAIN "*) echo "# L1: ${line#CHAIN }" ;;
     "CHAINTEST dmesg "*) echo "# $line" ;;
     "CHAINTEST "*) echo "# $line" ;;

@@ -5,6 +5,7 @@
 //   node check-binding.js <vmm> patched   (kernel with kernel-patches/)
 //   node check-binding.js <vmm> stock     (kernel without: "trap unavailable")
 // Prints TAP ("ok N - ..."), exits 0 only if every check passed.
+import { TapLines } from './tap-lines.js';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { openWriteTrap, type TrapRecord } from '../../../src/trap/write-trap.js';
@@ -19,18 +20,12 @@ if (!vmmPath || (mode !== 'patched' && mode !== 'stock')) {
   process.exit(2);
 }
 
-let n = 0;
-let failed = 0;
-function check(ok: boolean, what: string, detail?: unknown): void {
-  n++;
-  if (!ok) failed++;
-  console.log(`${ok ? 'ok' : 'not ok'} ${n} - ${mode}: ${what}`);
-  if (!ok && detail !== undefined) console.log(`# ${JSON.stringify(detail, (_, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v))}`);
-}
+const tap = new TapLines(mode);
+const check = tap.check.bind(tap);
 function finish(): never {
-  console.log(`1..${n}`);
+  const passed = tap.plan();
   vmm.stdin.end('quit\n');
-  process.exit(failed === 0 && n > 0 ? 0 : 1);
+  process.exit(passed ? 0 : 1);
 }
 
 const t0 = Date.now();

@@ -104,7 +104,7 @@ echo "NODETEST all-done"
 poweroff -f
 EOF
 chmod +x "$root/init"
-(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -1 > "$work/initrd.img"
+lab_pack_initramfs "$root" "$work/initrd.img"
 echo "# initramfs $(du -h "$work/initrd.img" | cut -f1)"
 
 serial="$tcache/last-node-serial.log"
@@ -115,12 +115,9 @@ tr -d '\r' < "$serial" > "$work/serial.txt"
 if grep -q '^NODETEST all-done' "$work/serial.txt"; then tap 1 "nested guest ran to the end (${secs}s)"; else tail -40 "$work/serial.txt" | sed 's/^/# serial: /'; tap 0 "nested guest ran to the end"; fi
 grep -q 'NODETEST insmod-failed' "$work/serial.txt" && { grep 'NODETEST insmod-failed' "$work/serial.txt" | sed 's/^/# /'; tap 0 "all kvm modules loaded"; }
 while IFS= read -r line; do
+  nested_relay NODE "$line" && continue
   case "$line" in
-    "NODE ok "*) tap 1 "$(echo "${line#NODE ok }" | sed 's/^[0-9]* - //')" ;;
-    "NODE not ok "*) tap 0 "$(echo "${line#NODE not ok }" | sed 's/^[0-9]* - //')" ;;
-    "NODE # "*) echo "${line#NODE }" ;;
     "NODE rc="*) echo "# check-binding exit ${line#NODE rc=}" ;;
-    "NODE 1.."*) ;;
     "NODE "*) echo "# node: ${line#NODE }" ;;
     "NODETEST ran "*) set -- $line; echo "# $3: node run took $(awk -v a="$4" -v b="$5" 'BEGIN{printf "%.1f", b-a}')s inside L1" ;;
     "NODETEST dmesg "*) echo "# $line" ;;

@@ -51,8 +51,9 @@ writeFileSync(join(dir, 'policy.json'), JSON.stringify({
   onExhausted: { hold: 'keep-running', alert: true },
   faults: {
     'syscall-write-refused': { confirmScans: 3, resetWindowSec: 600, ladder: [{ action: 'restore-image', count: 1, verifyTimeoutSec: 300, backoffSec: 0 }] },
-    // A module that finished loading (drop) also changes the kernel text hash: confirmed as slowly, so
-    // both findings are raised before either ladder restores the image.
+    // The hook module finds kallsyms_lookup_name through a kprobe, which patches kernel text while it is
+    // registered: a scan in that window sees the text hash changed. Confirmed as slowly, so such a
+    // transient does not restore the image before the checks below have read the guest.
     'kernel-integrity-changed': { confirmScans: 3, resetWindowSec: 600, ladder: [{ action: 'restore-image', count: 1, verifyTimeoutSec: 300, backoffSec: 0 }] },
   },
 }));

@@ -62,9 +62,13 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   const mods = detectHiddenModules(snap);
   for (const r of [hidden, sys, kern, mods]) take(r);
 
-  // Only a scan with no kernel-side fault and readable views may become the baseline.
+  // Only a scan with no kernel-side fault and readable views may become the baseline, and only once
+  // the guest answers its agent: a kernel still booting patches its own text (alternatives, static
+  // keys such as sched_clock's) for seconds after it can be read, so an earlier scan would make every
+  // later one look tampered with.
   let baselineToRecord: KernelBaseline | null = null;
-  const clean = sys.observations.length === 0 && kern.observations.length === 0 && mods.observations.length === 0 &&
+  const clean = input.report.agent === 'ok' &&
+    sys.observations.length === 0 && kern.observations.length === 0 && mods.observations.length === 0 &&
     sys.undetermined.length === 0 && mods.undetermined.length === 0 && snap.integrity.errors.length === 0;
   if (clean) {
     const fresh = baselineOf(snap, input.nowMs);

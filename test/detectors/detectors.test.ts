@@ -144,6 +144,14 @@ t.test('baseline holds across a reboot with a new KASLR slide; per-boot hashes a
   t.same(a.baselineToRecord?.syscalls, baseline.syscalls);
 });
 
+t.test('no baseline from a guest whose agent does not answer yet (a kernel still booting patches its own text)', async (t) => {
+  const booting = { takenAtMs: 1, agent: 'down' as const, error: 'guest agent sync: no answer within 2000 ms' };
+  t.equal(analyzeScan(input(snapshot(), { report: booting })).baselineToRecord, null, 'first scan of the guest');
+  const rebooted = snapshot({ slide: SLIDE + 0x200000n });
+  t.equal(analyzeScan(input(rebooted, { baseline: baselineOf(snapshot(), 1), report: booting })).baselineToRecord, null, 'first scan of a new boot');
+  t.ok(analyzeScan(input(rebooted, { baseline: baselineOf(snapshot(), 1) })).baselineToRecord, 'recorded once the agent answers');
+});
+
 t.test('kernel integrity: dispatcher body, text hash, IDT and LSTAR against the baseline', async (t) => {
   const clean = snapshot();
   const baseline = baselineOf(clean, 1);

@@ -75,11 +75,12 @@ t.test('SIGKILL during reboot-os attempt 2 of 3: restarted supervisor adopts the
   const db = openWatchdogDatabase(h.dbPath);
   t.teardown(() => db.close());
   const journal = new SqliteLadderStateStore(db).actions(h.guest);
-  t.same(journal.map((a) => `${a.action}#${a.attempt}`), [
+  // Named with their fault, so an action some other ladder took shows which fault it answered.
+  t.same(journal.map((a) => `${a.fault}:${a.action}#${a.attempt}`), [
     'restart-process#1', 'restart-process#2', 'restart-process#3',
     'reboot-os#1', 'reboot-os#2', 'reboot-os#3',
     'restart-vm#1', 'restore-image#1',
-  ], 'each rung with the policy counts, each action once');
+  ].map((a) => `critical-process-missing:${a}`), 'each rung with the policy counts, each action once');
   t.equal(journal.find((a) => a.action === 'reboot-os' && a.attempt === 2)?.outcome, 'interrupted');
   t.ok(journal.filter((a) => a.outcome !== 'interrupted').every((a) => a.outcome !== null), 'every other action finished');
   t.same(journal.filter((a) => a.action === 'restart-process').map((a) => a.outcome), ['failed', 'failed', 'failed'],

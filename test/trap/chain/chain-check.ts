@@ -134,8 +134,9 @@ async function main(): Promise<void> {
   console.log(`# ${secs()} insmod in L2: ${insmodOut.trim().replace(/\n/g, ' | ')}`);
 
   // What the guest itself saw, read at once: the policy confirms over 3 scans, then restores the image.
-  const dmesg = await agent.shell('dmesg | tail -n 80', { timeoutMs: 60_000 }).catch((e: unknown) => `(dmesg failed: ${errorMessage(e)})`);
-  const dmesgHook = dmesg.split('\n').filter((l) => /iv_syscall_hook|iv_init|general protection|dmesg failed/.test(l)).join(' | ');
+  // Only the lines about the module and the fault: an oops is long, and the kernel may log more after it.
+  const dmesg = await agent.shell("dmesg | grep -E 'iv_syscall_hook|iv_init|general protection|RIP:'", { timeoutMs: 60_000 }).catch((e: unknown) => `(dmesg failed: ${errorMessage(e)})`);
+  const dmesgHook = dmesg.trim().split('\n').join(' | ');
   if (action === 'gp') {
     check(/general protection fault/.test(dmesg) && /iv_init/.test(dmesg), 'the rootkit store took a #GP in L2, in the module\'s init', dmesgHook);
     check(!/insmod exit 0/.test(insmodOut) && !/iv_syscall_hook: sys_call_table\[/.test(dmesg), 'insmod did not succeed and the module never reported a hook', { insmodOut, dmesgHook });

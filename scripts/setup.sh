@@ -21,14 +21,15 @@ for p in "${packages[@]}"; do
 done
 # The guest kernel's headers, for the attack modules: the ABI linux-image-amd64 depends on, read
 # after any apt-get update (stale package lists name an older kernel than the archive now holds).
-kernel_abi() { apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1 || true; }
+# shellcheck source=src/lab/lib.sh
+. src/lab/lib.sh
 abi=${INTROVISOR_KERNEL_ABI:-}
-[ -n "$abi" ] || abi=$(kernel_abi)
+[ -n "$abi" ] || abi=$(lab_archive_abi)
 if [ ${#missing[@]} -gt 0 ] || [ -z "$abi" ]; then
   [ "$(id -u)" = 0 ] || die "needs root to install: ${missing[*]:-(package lists)}"
   say "apt-get update"
   apt-get update -qq >/dev/null
-  abi=${INTROVISOR_KERNEL_ABI:-$(kernel_abi)}
+  abi=${INTROVISOR_KERNEL_ABI:-$(lab_archive_abi)}
   [ -n "$abi" ] || die "cannot tell which kernel linux-image-amd64 depends on"
 fi
 dpkg-query -W -f='${Status}' "linux-headers-$abi" 2>/dev/null | grep -q 'install ok installed' || missing+=("linux-headers-$abi")

@@ -1,13 +1,17 @@
-# Shell functions shared by the scripts that build guest initramfs images:
-# src/lab/build-images.sh, test/trap/run-nested.sh, test/trap/node/run-nested-node.sh.
-# Source it (bash); the caller defines die() and say().
+# Shell functions shared by scripts/setup.sh and the scripts that build guest initramfs images:
+# src/lab/build-images.sh, test/trap/run-nested.sh, test/trap/node/run-nested-node.sh,
+# test/trap/chain/run-chain.sh. Source it (bash); the caller defines die() and say().
+
+# lab_archive_abi: the ABI that linux-image-amd64 depends on in the apt lists (nothing when they do not say).
+lab_archive_abi() {
+  apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1 || true
+}
 
 # LAB_ABI := INTROVISOR_KERNEL_ABI, or the 6.1.0-N-amd64 that linux-image-amd64 depends on now.
 lab_kernel_abi() {
   LAB_ABI=${INTROVISOR_KERNEL_ABI:-}
   if [ -z "$LAB_ABI" ]; then
-    LAB_ABI=$(apt-cache depends linux-image-amd64 2>/dev/null \
-      | sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1)
+    LAB_ABI=$(lab_archive_abi)
     [ -n "$LAB_ABI" ] || die "cannot tell which linux-image-6.1.0-*-amd64 linux-image-amd64 depends on (apt-get update?)"
   fi
   [[ "$LAB_ABI" =~ ^6\.1\.0-[0-9]+-amd64$ ]] || die "kernel ABI '$LAB_ABI' is not of the form 6.1.0-N-amd64"

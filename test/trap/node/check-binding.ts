@@ -5,9 +5,9 @@
 //   node check-binding.js <vmm> patched   (kernel with kernel-patches/)
 //   node check-binding.js <vmm> stock     (kernel without: "trap unavailable")
 // Prints TAP ("ok N - ..."), exits 0 only if every check passed.
-import { TapLines } from './tap-lines.js';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { TapLines } from './tap-lines.js';
 import { openWriteTrap, type TrapRecord } from '../../../src/trap/write-trap.js';
 import { SyscallTableTrap } from '../../../src/trap/syscall-table-trap.js';
 import { analyzeScan } from '../../../src/detectors/index.js';

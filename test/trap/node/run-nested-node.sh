@@ -38,10 +38,9 @@ done
 # The patched modules and the kernel image come from run-nested.sh's cache.
 lab_patched_kvm "$cache" "$repo"
 abi=$LAB_ABI
-bdir=$(dirname "$LAB_KVM_DIR")
 vmlinuz="$LAB_KDIR/boot/vmlinuz-$abi"
 moddir="$LAB_KDIR/lib/modules/$abi"
-echo "# kernel $abi; patched modules from $bdir/kvm"
+echo "# kernel $abi; patched modules from $LAB_KVM_DIR"
 
 work=$(mktemp -d "$tcache/.node.XXXXXX")
 root="$work/initramfs"
@@ -72,8 +71,8 @@ done
 lab_index_modules "$moddir/kernel"
 lab_add_module kvm_amd "$root/lib/modules/stock"
 order=("${LAB_ORDER[@]}")
-cp "$bdir/kvm/kvm.ko" "$root/lib/modules/patched/kvm.ko"
-cp "$bdir/kvm/kvm-amd.ko" "$root/lib/modules/patched/kvm_amd.ko"
+cp "$LAB_KVM_DIR/kvm.ko" "$root/lib/modules/patched/kvm.ko"
+cp "$LAB_KVM_DIR/kvm-amd.ko" "$root/lib/modules/patched/kvm_amd.ko"
 echo "# modules: ${order[*]}"
 
 cat > "$root/init" <<EOF

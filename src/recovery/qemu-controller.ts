@@ -20,7 +20,14 @@ export class QemuGuestController implements GuestController {
   private adoptedPid: number | undefined;
   private adoptedAgent: GuestAgentClient | undefined;
 
-  constructor(readonly vm: QemuVm) {}
+  /** log: where notes about what a start had to do go (a disk overlay replaced). */
+  constructor(readonly vm: QemuVm, private readonly log: (line: string) => void = () => undefined) {}
+
+  /** Boots the VM; a note from the start (a replaced disk overlay) goes to the log. */
+  private async boot(opts: { freshDisk?: boolean; readyTimeoutMs: number }): Promise<void> {
+    const note = await this.vm.start(opts);
+    if (note) this.log(note);
+  }
 
   get name(): string { return this.vm.name; }
 
@@ -68,7 +75,7 @@ export class QemuGuestController implements GuestController {
         throw new Error(`guest ${this.name}: QEMU pid ${pid} is running but its QMP socket ${this.vm.qmpPath} does not answer: ${errorMessage(e)}`);
       }
     }
-    await this.vm.start({ readyTimeoutMs: timeoutMs });
+    await this.boot({ readyTimeoutMs: timeoutMs });
     this.watchResets(this.vm.qmp);
     this.bootGeneration++;
     return 'started';
@@ -124,7 +131,7 @@ export class QemuGuestController implements GuestController {
     const deadline = Date.now() + timeoutMs;
     if (!this.up) {
       this.dropAdopted();
-      await this.vm.start({ readyTimeoutMs: timeoutMs });
+      await this.boot({ readyTimeoutMs: timeoutMs });
       this.bootGeneration++;
       return 'VM was gone: relaunched';
     }
@@ -136,7 +143,7 @@ export class QemuGuestController implements GuestController {
     } catch (e) {
       // QMP does not answer: the QEMU is wedged; stop it and launch anew.
       await this.stopQemu(10_000);
-      await this.vm.start({ readyTimeoutMs: Math.max(deadline - Date.now(), 1) });
+      await this.boot({ readyTimeoutMs: Math.max(deadline - Date.now(), 1) });
       this.bootGeneration++;
       return `QMP system_reset failed (${errorMessage(e)}): QEMU relaunched`;
     }
@@ -150,7 +157,7 @@ export class QemuGuestController implements GuestController {
     await this.stopQemu(10_000);
     rmSync(this.vm.spec.overlay, { force: true });
     const stoppedMs = Date.now() - t0;
-    await this.vm.start({ freshDisk: true, readyTimeoutMs: Math.max(timeoutMs - stoppedMs, 1) });
+    await this.boot({ freshDisk: true, readyTimeoutMs: Math.max(timeoutMs - stoppedMs, 1) });
     this.bootGeneration++;
     return `overlay ${this.vm.spec.overlay} recreated from ${this.vm.spec.baseImage}; stopped in ${stoppedMs} ms, booted in ${this.vm.lastBootMs} ms`;
   }

@@ -70,7 +70,7 @@ export class Supervisor {
     const runRoot = config.runDir ?? join(defaultRunDir(), 'supervisor');
     const timeouts = Object.fromEntries(Object.entries(config.actionTimeoutsSec ?? {}).map(([k, v]) => [k, v * 1000]));
     for (const g of config.guests) {
-      const ctl = new QemuGuestController(vmForGuest(g, runRoot));
+      const ctl = new QemuGuestController(vmForGuest(g, runRoot), (l) => this.log(`[${g.name}] ${l}`));
       this.controllers.push(ctl);
       // The trap needs the syscall tables' addresses, so it rides on introspection.
       const trapAction = g.introspection === false ? 'off' : g.writeTrap ?? config.writeTrap ?? 'gp';

@@ -83,8 +83,11 @@ export class QemuVm {
     return this.agentClient;
   }
 
-  /** Boots the VM and waits until its guest agent answers. */
-  async start(opts: { freshDisk?: boolean; readyTimeoutMs?: number } = {}): Promise<void> {
+  /**
+   * Boots the VM and waits until its guest agent answers. Returns a note when it had to replace the
+   * disk overlay (it was on another golden image than this guest's, e.g. one a newer lab build superseded).
+   */
+  async start(opts: { freshDisk?: boolean; readyTimeoutMs?: number } = {}): Promise<string | null> {
     if (this.running) throw new VmBusyError(`guest ${this.name} is already running (pid ${this.pid})`);
     const s = this.spec;
     const qemu = findOnPath(s.qemuBinary);
@@ -94,7 +97,15 @@ export class QemuVm {
     }
     mkdirSync(s.runDir, { recursive: true });
     await this.claimRunDir();
-    if (opts.freshDisk || !existsSync(s.overlay)) await this.createOverlay();
+    let note: string | null = null;
+    if (!opts.freshDisk && existsSync(s.overlay)) {
+      const backing = await this.overlayBacking();
+      if (backing !== s.baseImage) {
+        note = `disk overlay ${s.overlay} was on ${backing ?? 'no golden image'}${backing && !existsSync(backing) ? ' (gone)' : ''}, not ${s.baseImage}: ` +
+          'recreated from the golden image; disk changes made since the guest\'s last restore are lost';
+      }
+    }
+    if (opts.freshDisk || note !== null || !existsSync(s.overlay)) await this.createOverlay();
 
     const t0 = Date.now();
     const args = this.qemuArgs();
@@ -117,6 +128,7 @@ export class QemuVm {
       throw e;
     }
     this.lastBootMs = Date.now() - t0;
+    return note;
   }
 
   /** Polls the guest agent until it answers guest-ping. */
@@ -234,6 +246,15 @@ export class QemuVm {
       '-nic', 'none',
       '-pidfile', this.pidPath,
     ];
+  }
+
+  /** The golden image the overlay sits on, as its qcow2 header names it. */
+  private async overlayBacking(): Promise<string | null> {
+    const r = await run('qemu-img', ['info', '--output=json', '-U', this.spec.overlay]);
+    let info: unknown;
+    try { info = JSON.parse(r.stdout); } catch { throw new Error(`qemu-img info ${this.spec.overlay}: not JSON`); }
+    const b = typeof info === 'object' && info !== null ? (info as Record<string, unknown>)['backing-filename'] : undefined;
+    return typeof b === 'string' ? b : null;
   }
 
   private async createOverlay(): Promise<void> {

@@ -61,3 +61,21 @@ t.test('QEMU refusing its arguments: its own message is in the error', async (t)
 t.test('a guest name that cannot be a file name', async (t) => {
   t.throws(() => labGuestVm('../etc', { runRoot: tmp }), /guest name "\.\.\/etc" must match/);
 });
+
+t.test('a disk overlay on a golden image that is gone (a newer lab build superseded it) is recreated, and says so; a good one is kept', async (t) => {
+  const runRoot = join(tmp, 'stale');
+  mkdirSync(join(runRoot, 'stale'), { recursive: true });
+  const overlay = join(runRoot, 'stale', 'disk.qcow2');
+  const r = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', join(tmp, 'gone', 'base.qcow2'), '-F', 'qcow2', overlay, '64M'], { encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+  const vm = labGuestVm('stale', { runRoot });
+  t.teardown(() => vm.stop());
+  const note = await vm.start();
+  t.match(note, /disk overlay .*stale\/disk\.qcow2 was on .*gone\/base\.qcow2 \(gone\), not .*base\.qcow2: recreated from the golden image/);
+  const info = JSON.parse(spawnSync('qemu-img', ['info', '--output=json', '-U', overlay], { encoding: 'utf8' }).stdout) as { 'backing-filename'?: string };
+  t.equal(info['backing-filename'], loadLabImages().baseImage, 'the overlay is on the current golden image');
+  await (await vm.agent()).shell('echo kept > /data/marker && sync');
+  await vm.stop();
+  t.equal(await vm.start(), null, 'a start on a good overlay has nothing to say');
+  t.equal((await (await vm.agent()).shell('cat /data/marker')).trim(), 'kept', 'and keeps the guest\'s disk');
+});

@@ -38,7 +38,8 @@ export class QmpClient extends EventEmitter {
   private readonly pending = new Map<string, Pending>();
   private nextId = 1;
   private closed = false;
-  private greeted: ((v: unknown) => void) | undefined;
+  /** Waiting for QEMU's greeting; rejected if the socket closes first (QEMU died right after listening). */
+  private greeting: Pending | undefined;
 
   private constructor(private readonly sock: Socket, readonly path: string) {
     super();
@@ -52,13 +53,18 @@ export class QmpClient extends EventEmitter {
     const sock = await connectUnix(path, 'QMP', timeoutMs);
     const client = new QmpClient(sock, path);
     try {
-      await withTimeout(new Promise((r) => { client.greeted = r; }), timeoutMs, `QMP greeting on ${path}`);
+      await withTimeout(client.greeted(), timeoutMs, `QMP greeting on ${path}`);
       await client.execute('qmp_capabilities', undefined, timeoutMs);
     } catch (e) {
       client.close();
       throw e;
     }
     return client;
+  }
+
+  private greeted(): Promise<unknown> {
+    if (this.closed) return Promise.reject(new NotReachableError(`QMP greeting: connection to ${this.path} closed`));
+    return new Promise((resolve, reject) => { this.greeting = { command: 'greeting', resolve, reject }; });
   }
 
   execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs = DEFAULT_QMP_TIMEOUT_MS): Promise<T> {
@@ -97,8 +103,8 @@ export class QmpClient extends EventEmitter {
       if (ev.kind !== 'message' || !isRecord(ev.value)) continue;
       const msg = ev.value;
       if ('QMP' in msg) {
-        this.greeted?.(msg);
-        this.greeted = undefined;
+        this.greeting?.resolve(msg);
+        this.greeting = undefined;
       } else if (typeof msg.event === 'string') {
         const ts = isRecord(msg.timestamp) && typeof msg.timestamp.seconds === 'number' && typeof msg.timestamp.microseconds === 'number'
           ? { seconds: msg.timestamp.seconds, microseconds: msg.timestamp.microseconds } : undefined;
@@ -119,6 +125,8 @@ export class QmpClient extends EventEmitter {
   private onClose(): void {
     if (this.closed) return;
     this.closed = true;
+    this.greeting?.reject(new NotReachableError(`QMP greeting: connection to ${this.path} closed before QEMU greeted`));
+    this.greeting = undefined;
     for (const [, p] of this.pending) p.reject(new NotReachableError(`QMP ${p.command}: connection to ${this.path} closed`));
     this.pending.clear();
     this.emit('close');

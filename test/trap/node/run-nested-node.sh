@@ -31,7 +31,7 @@ say() { echo "# $*"; }
 for tool in gcc cpio gzip modinfo qemu-system-x86_64 ldd node; do
   command -v "$tool" >/dev/null || die "missing tool '$tool'"
 done
-[ -x /bin/busybox ] || die "missing static busybox at /bin/busybox (apt-get install busybox-static)"
+lab_require_busybox
 [ -f "$repo/dist/test/trap/node/check-binding.js" ] || die "dist/ is not built: npx tsc -p ."
 [ -f "$repo/build/Release/introvisor.node" ] || die "native addon not built: npx node-gyp rebuild"
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { QmpClient } from '../qemu/qmp-client.js';
 import { GuestAgentClient } from '../qemu/guest-agent-client.js';
 import { findOnPath, run } from '../util/exec.js';
-import { sleep } from '../util/deadline.js';
+import { settlesWithin, sleep } from '../util/deadline.js';
 import { errorMessage, TimeoutError } from '../util/errors.js';
 import { readPid, processAlive } from '../util/pid.js';
 
@@ -163,7 +163,7 @@ export class QemuVm {
     this.agentClient = undefined;
     if (this.running) {
       try { await this.qmpClient?.execute('quit', undefined, graceMs); } catch { /* killed below */ }
-      const exited = await Promise.race([this.exitPromise.then(() => true), sleep(graceMs).then(() => false)]);
+      const exited = await settlesWithin(this.exitPromise, graceMs);
       if (!exited) {
         this.killNow();
         await this.exitPromise;
@@ -187,7 +187,7 @@ export class QemuVm {
       await this.stop();
       return 'forced';
     }
-    const exited = await Promise.race([this.exitPromise.then(() => true), sleep(timeoutMs).then(() => false)]);
+    const exited = await settlesWithin(this.exitPromise, timeoutMs);
     if (exited) {
       await this.stop();
       return 'powered-off';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { makeHarness } from './harness.js';
 import { openWatchdogDatabase, SqliteLadderStateStore } from '../../src/policy/ladder-store.js';
 import { packageRoot } from '../../src/native/binding.js';
-import { sleep } from '../../src/util/deadline.js';
+import { settlesWithin, sleep } from '../../src/util/deadline.js';
 
 class Child {
   readonly lines: string[] = [];
@@ -51,7 +51,7 @@ t.test('SIGKILL during reboot-os attempt 2 of 3: restarted supervisor adopts the
   t.teardown(async () => {
     if (second && second.proc.exitCode === null) {
       second.proc.kill('SIGTERM');
-      await Promise.race([second.exited, sleep(30_000)]);
+      await settlesWithin(second.exited, 30_000);
     }
     // Whatever happens above, no QEMU of this test survives it.
     try { process.kill(Number(readFileSync(qemuPidFile, 'utf8').trim()), 'SIGKILL'); } catch { /* gone */ }
@@ -86,4 +86,13 @@ t.test('SIGKILL during reboot-os attempt 2 of 3: restarted supervisor adopts the
   t.same(journal.filter((a) => a.action === 'restart-process').map((a) => a.outcome), ['failed', 'failed', 'failed'],
     'starting a missing binary fails, and says so');
   t.match(journal[0]?.error, /nosuchd/);
+
+  // SIGTERM: the guest is stopped (onExit stop-guests) and the process ends once it says so.
+  // Before, a 10 s timer raced against QEMU's exit outlived it, and so did the process.
+  const lastQemuPid = Number(readFileSync(qemuPidFile, 'utf8').trim());
+  second.proc.kill('SIGTERM');
+  await second.waitFor(/introvisor run: stopped/, 60_000);
+  t.ok(await settlesWithin(second.exited, 5_000), 'the process exits when it says it stopped, not a grace period later');
+  t.equal(second.proc.exitCode, 0);
+  t.throws(() => process.kill(lastQemuPid, 0), 'its guest is stopped');
 });

@@ -18,7 +18,7 @@ import { Supervisor } from '../../../src/supervisor/supervisor.js';
 import { loadSupervisorConfig } from '../../../src/supervisor/config.js';
 import { loadLabImages } from '../../../src/lab/lab-images.js';
 import { payloadProblem } from '../../../src/events/schemas.js';
-import { sleep } from '../../../src/util/deadline.js';
+import { settlesWithin, sleep } from '../../../src/util/deadline.js';
 import { errorMessage } from '../../../src/util/errors.js';
 import { Mosquitto, freePort } from '../../telemetry/broker-fixture.js';
 import { TapLines } from '../node/tap-lines.js';
@@ -90,7 +90,9 @@ const sup = new Supervisor(loadSupervisorConfig(configPath), {
 let stopped = false;
 const stopSupervisor = async (): Promise<boolean> => {
   if (stopped) return true;
-  stopped = await Promise.race([sup.stop().then(() => true), sleep(120_000).then(() => false)]);
+  const stopping = sup.stop();
+  stopped = await settlesWithin(stopping, 120_000);
+  if (stopped) await stopping; // its error, if any, is the check's
   return stopped;
 };
 

@@ -68,15 +68,19 @@ export function makeHarness(guest: string, opts: { critical?: { name: string; st
   return { dir, configPath, dbPath: join(dir, 'introvisor.db'), guest, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** An in-process supervisor with its log lines captured. */
+const verboseEcho = (line: string): void => {
+  if (process.env.IV_E2E_VERBOSE) console.error(`# ${((Date.now() % 1e6) / 1000).toFixed(1)} ${line}`);
+};
+
+/** An in-process supervisor with its log lines captured; echo sees each line too (by default only with IV_E2E_VERBOSE). */
 export class LiveSupervisor {
   readonly lines: { atMs: number; line: string }[] = [];
   readonly sup: Supervisor;
-  constructor(readonly h: Harness) {
+  constructor(readonly h: Pick<Harness, 'configPath' | 'guest'>, echo: (line: string) => void = verboseEcho) {
     this.sup = new Supervisor(loadSupervisorConfig(h.configPath), {
       log: (line) => {
         this.lines.push({ atMs: Date.now(), line });
-        if (process.env.IV_E2E_VERBOSE) console.error(`# ${((Date.now() % 1e6) / 1000).toFixed(1)} ${line}`);
+        echo(line);
       },
     });
   }

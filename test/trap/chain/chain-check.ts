@@ -14,13 +14,12 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { Supervisor } from '../../../src/supervisor/supervisor.js';
-import { loadSupervisorConfig } from '../../../src/supervisor/config.js';
 import { loadLabImages } from '../../../src/lab/lab-images.js';
 import { payloadProblem } from '../../../src/events/schemas.js';
 import { settlesWithin, sleep } from '../../../src/util/deadline.js';
 import { errorMessage } from '../../../src/util/errors.js';
 import { Mosquitto, freePort } from '../../telemetry/broker-fixture.js';
+import { LiveSupervisor } from '../../supervisor/harness.js';
 import { TapLines } from '../node/tap-lines.js';
 
 const action = process.argv[2];
@@ -80,36 +79,23 @@ consumer.on('message', (topic, buf) => {
 await consumer.subscribeAsync(`introvisor/${DEVICE}/events/#`, { qos: 1 });
 
 // The supervisor, as `introvisor run --config` builds it.
-const lines: { atMs: number; line: string }[] = [];
-const sup = new Supervisor(loadSupervisorConfig(configPath), {
-  log: (line) => {
-    lines.push({ atMs: Date.now(), line });
-    console.log(`# ${secs()} sup: ${line}`.slice(0, 400));
-  },
-});
+const live = new LiveSupervisor({ configPath, guest: GUEST }, (line) => console.log(`# ${secs()} sup: ${line}`.slice(0, 400)));
+const lines = live.lines;
 let stopped = false;
 const stopSupervisor = async (): Promise<boolean> => {
   if (stopped) return true;
-  const stopping = sup.stop();
+  const stopping = live.stop();
   stopped = await settlesWithin(stopping, 120_000);
   if (stopped) await stopping; // its error, if any, is the check's
   return stopped;
 };
 
-async function waitFor(re: RegExp, timeoutMs: number, from = 0): Promise<{ atMs: number; line: string; index: number } | null> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    for (let i = from; i < lines.length; i++) {
-      const l = lines[i] as { atMs: number; line: string };
-      if (re.test(l.line)) return { ...l, index: i };
-    }
-    if (Date.now() > until) return null;
-    await sleep(200);
-  }
-}
+/** The first supervisor log line from `from` on matching re, or null after timeoutMs (a failed check, not an exception). */
+const waitFor = (re: RegExp, timeoutMs: number, from = 0): Promise<{ atMs: number; line: string; index: number } | null> =>
+  live.waitFor(re, timeoutMs, from).catch(() => null);
 
 async function main(): Promise<void> {
-  await sup.start();
+  await live.start();
   const unavailable = await waitFor(/trap unavailable|write trap (error|attached)/, 300_000);
   check(unavailable !== null && /attached/.test(unavailable.line), `the trap attached to the guest's QEMU (${secs(unavailable?.atMs)} s)`, unavailable?.line ?? 'no trap line');
   const armed = await waitFor(/write trap armed \((gp|drop)\) on sys_call_table/, 300_000);
@@ -117,7 +103,7 @@ async function main(): Promise<void> {
   const armedIdx = (armed as { index: number }).index;
 
   // The supervisor's own agent connection (the VM's only one).
-  const agent = await (sup.controllers[0] as NonNullable<(typeof sup.controllers)[0]>).vm.agent();
+  const agent = await live.agent();
   const kallsyms = await agent.shell("grep -E ' (sys_call_table|__x64_sys_getpid|__x64_sys_kill)$' /proc/kallsyms", { timeoutMs: 60_000 });
   const sym = (name: string): bigint | null => {
     const m = new RegExp(`^([0-9a-f]+) \\S+ ${name}$`, 'm').exec(kallsyms);

@@ -7,6 +7,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { QmpClient } from '../qemu/qmp-client.js';
 import { GuestAgentClient } from '../qemu/guest-agent-client.js';
+import { isRecord } from '../qemu/json-lines.js';
 import { findOnPath, run } from '../util/exec.js';
 import { settlesWithin, sleep } from '../util/deadline.js';
 import { errorMessage, TimeoutError } from '../util/errors.js';
@@ -98,14 +99,15 @@ export class QemuVm {
     mkdirSync(s.runDir, { recursive: true });
     await this.claimRunDir();
     let note: string | null = null;
-    if (!opts.freshDisk && existsSync(s.overlay)) {
+    const reuse = !opts.freshDisk && existsSync(s.overlay);
+    if (reuse) {
       const backing = await this.overlayBacking();
       if (backing !== s.baseImage) {
         note = `disk overlay ${s.overlay} was on ${backing ?? 'no golden image'}${backing && !existsSync(backing) ? ' (gone)' : ''}, not ${s.baseImage}: ` +
           'recreated from the golden image; disk changes made since the guest\'s last restore are lost';
       }
     }
-    if (opts.freshDisk || note !== null || !existsSync(s.overlay)) await this.createOverlay();
+    if (!reuse || note !== null) await this.createOverlay();
 
     const t0 = Date.now();
     const args = this.qemuArgs();
@@ -253,7 +255,7 @@ export class QemuVm {
     const r = await run('qemu-img', ['info', '--output=json', '-U', this.spec.overlay]);
     let info: unknown;
     try { info = JSON.parse(r.stdout); } catch { throw new Error(`qemu-img info ${this.spec.overlay}: not JSON`); }
-    const b = typeof info === 'object' && info !== null ? (info as Record<string, unknown>)['backing-filename'] : undefined;
+    const b = isRecord(info) ? info['backing-filename'] : undefined;
     return typeof b === 'string' ? b : null;
   }
 

@@ -119,7 +119,6 @@ while IFS= read -r line; do
   nested_relay CHAIN "$line" && continue
   case "$line" in
     "CHAIN "*) echo "# L1: ${line#CHAIN }" ;;
-    "CHAINTEST dmesg "*) echo "# $line" ;;
     "CHAINTEST "*) echo "# $line" ;;
   esac
 done < "$work/serial.txt"

@@ -2,7 +2,7 @@
 // from nothing to the first full view, the median time of each view and of a
 // full check, and how they grow with ~1k and ~10k guest tasks.
 // Reproduce: npm run bench -- introspection
-import { startLabGuest } from '../src/lab/lab-guest.js';
+import { startLabGuest } from '../lab/lab-guest.js';
 import { Introspector } from '../src/views/scan.js';
 import { readTaskList } from '../src/views/task-list.js';
 import { readPidIdr } from '../src/views/pid-idr.js';
@@ -49,7 +49,7 @@ export async function bench(): Promise<void> {
     const phases: string[] = [];
     for (let i = 0; i < 3; i++) {
       const t0 = performance.now();
-      const ins = await Introspector.attach(vm.spec.ramPath, { qmp: vm.qmp });
+      const ins = await Introspector.attach(vm.ramPath, { qmp: vm.qmp });
       ins.scan({ hashImage: true });
       colds.push(performance.now() - t0);
       const tm = ins.kernel.timings;
@@ -59,7 +59,7 @@ export async function bench(): Promise<void> {
     console.log(`  cold start to first full view (no profile, 2 GiB guest): median ${median(colds).toFixed(0)} ms  [${colds.map((c) => c.toFixed(0)).join(', ')}]`);
     console.log(`    ${phases.join('; ')}`);
 
-    const ins = await Introspector.attach(vm.spec.ramPath, { qmp: vm.qmp });
+    const ins = await Introspector.attach(vm.ramPath, { qmp: vm.qmp });
     try {
       measureViews(ins, 'idle lab guest', 500);
       const agent = await vm.agent();

@@ -1,7 +1,7 @@
 // Lab figures: guest boot to agent-ready, system_reset to ready, guest-agent
 // round trips, and host memory per guest.
 import { readFileSync } from 'node:fs';
-import { startLabGuest } from '../src/lab/lab-guest.js';
+import { startLabGuest } from '../lab/lab-guest.js';
 import { median } from './stats.js';
 
 function rssMiB(pid: number | undefined): number {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Supervisor } from '../src/supervisor/supervisor.js';
 import { loadSupervisorConfig } from '../src/supervisor/config.js';
-import { loadLabImages } from '../src/lab/lab-images.js';
+import { loadLabImages } from '../lab/lab-images.js';
 import { sleep } from '../src/util/deadline.js';
 import { median, percentile } from './stats.js';
 

@@ -21,8 +21,8 @@ for p in "${packages[@]}"; do
 done
 # The guest kernel's headers, for the attack modules: the ABI linux-image-amd64 depends on, read
 # after any apt-get update (stale package lists name an older kernel than the archive now holds).
-# shellcheck source=src/lab/lib.sh
-. src/lab/lib.sh
+# shellcheck source=lab/lib.sh
+. lab/lib.sh
 abi=${INTROVISOR_KERNEL_ABI:-}
 [ -n "$abi" ] || abi=$(lab_archive_abi)
 if [ ${#missing[@]} -gt 0 ] || [ -z "$abi" ]; then
@@ -58,6 +58,6 @@ say "compiling TypeScript"
 npx --no-install tsc -p tsconfig.json || die "TypeScript build failed"
 
 # --- lab guest images ----------------------------------------------------------
-INTROVISOR_KERNEL_ABI=$abi bash src/lab/build-images.sh
+INTROVISOR_KERNEL_ABI=$abi bash lab/build-images.sh
 # KVM or TCG for lab guests: probed once per host kernel and QEMU version.
-node dist/src/cli/main.js lab-accel
+node dist/lab/cli.js accel

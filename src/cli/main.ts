@@ -6,9 +6,7 @@ import { errorMessage } from '../util/errors.js';
 interface Command { usage: string; run(argv: string[]): Promise<number> }
 
 const commands: Record<string, () => Promise<Command>> = {
-  demo: () => import('./commands/demo.js'),
   inspect: () => import('./commands/inspect.js'),
-  'lab-accel': () => import('./commands/lab-accel.js'),
   run: () => import('./commands/run.js'),
   status: () => import('./commands/status.js'),
   log: () => import('./commands/log.js'),

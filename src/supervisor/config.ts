@@ -8,7 +8,7 @@ import { describeAjvErrors } from '../policy/schema.js';
 import { RECORD_REPORT_CONFIG_SCHEMA, parseRecordReportConfig, type RecordReportConfig } from '../telemetry/record-report.js';
 
 export interface GuestImageConfig {
-  /** Use the lab's images (src/lab/build-images.sh manifest) for kernel, initrd and golden image. */
+  /** Use the lab's images (lab/build-images.sh manifest) for kernel, initrd and golden image. */
   readonly lab?: boolean;
   readonly kernel?: string;
   readonly initrd?: string;

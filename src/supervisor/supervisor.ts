@@ -11,10 +11,9 @@ import { loadPolicyFile } from '../policy/schema.js';
 import { DEFAULT_POLICY } from '../policy/defaults.js';
 import type { Policy } from '../policy/types.js';
 import { QemuVm } from '../vm/qemu-vm.js';
-import { labGuestVm } from '../lab/lab-guest.js';
-import { defaultAccel } from '../lab/accel.js';
+import { guestVmSpec } from '../vm/guest-vm-spec.js';
+import { defaultSupervisorRunRoot } from '../vm/guest-layout.js';
 import { QemuGuestController } from '../recovery/qemu-controller.js';
-import { shmDir, runDir as defaultRunDir } from '../util/paths.js';
 import { errorMessage } from '../util/errors.js';
 import { GuestWatch } from './guest-watch.js';
 import { SyscallTableTrap } from '../trap/syscall-table-trap.js';
@@ -23,27 +22,8 @@ import { IntrospectorScanner } from './kernel-scanner.js';
 import type { GuestConfig, SupervisorConfig } from './config.js';
 
 export function vmForGuest(g: GuestConfig, runRoot: string): QemuVm {
-  const dir = join(runRoot, 'guests', g.name);
-  const accel = g.accel ?? defaultAccel();
-  const cpuModel = g.cpuModel ?? (accel === 'kvm' ? 'host' : 'max');
-  let spec;
-  if (g.image.lab) {
-    spec = labGuestVm(g.name, {
-      runRoot: join(runRoot, 'guests'), accel, cpuModel,
-      ...(g.memoryMiB ? { memoryMiB: g.memoryMiB } : {}), ...(g.cpus ? { cpus: g.cpus } : {}),
-      ...(g.kaslr === false ? { kaslr: false } : {}), ...(g.kernelArgs ? { extraKernelArgs: [...g.kernelArgs] } : {}),
-    }).spec;
-  } else {
-    spec = {
-      name: g.name, kernel: g.image.kernel as string, initrd: g.image.initrd as string,
-      kernelArgs: ['console=ttyS0', ...(g.kaslr === false ? ['nokaslr'] : []), ...(g.kernelArgs ?? [])],
-      baseImage: g.image.baseImage as string, overlay: join(dir, 'disk.qcow2'),
-      memoryMiB: g.memoryMiB ?? 512, cpus: g.cpus ?? 1, accel, cpuModel, runDir: dir,
-      ramPath: join(shmDir(), `introvisor-${g.name}.ram`), qemuBinary: 'qemu-system-x86_64', dieWithParent: false,
-    };
-  }
   // Guests outlive a crashed supervisor: the next one adopts them.
-  return new QemuVm({ ...spec, runDir: dir, overlay: g.overlay ?? spec.overlay, dieWithParent: false });
+  return new QemuVm(guestVmSpec(g, runRoot, { dieWithParent: false }));
 }
 
 const SOFTWARE_VERSION = (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
@@ -67,7 +47,7 @@ export class Supervisor {
     this.store = new EventStore({ path: config.database, deviceId: config.deviceId ?? 'introvisor' });
     const ladders = new SqliteLadderStateStore(this.store.db, config.database);
     const baselines = new SqliteBaselineStore(this.store.db);
-    const runRoot = config.runDir ?? join(defaultRunDir(), 'supervisor');
+    const runRoot = config.runDir ?? defaultSupervisorRunRoot();
     const timeouts = Object.fromEntries(Object.entries(config.actionTimeoutsSec ?? {}).map(([k, v]) => [k, v * 1000]));
     for (const g of config.guests) {
       const ctl = new QemuGuestController(vmForGuest(g, runRoot), (l) => this.log(`[${g.name}] ${l}`));
@@ -76,7 +56,7 @@ export class Supervisor {
       const trapAction = g.introspection === false ? 'off' : g.writeTrap ?? config.writeTrap ?? 'gp';
       this.watches.push(new GuestWatch({
         controller: ctl,
-        scanner: g.introspection === false ? null : new IntrospectorScanner(ctl.vm.spec.ramPath, { hmp: (c) => ctl.hmp(c) }),
+        scanner: g.introspection === false ? null : new IntrospectorScanner(ctl.vm.ramPath, { hmp: (c) => ctl.hmp(c) }),
         critical: (g.critical ?? []).map((c) => ({
           name: c.name, ...(c.comm ? { comm: c.comm } : {}),
           ...(c.start ? { start: { path: c.start[0] as string, args: c.start.slice(1) } } : {}),

@@ -12,6 +12,7 @@ import { findOnPath, run } from '../util/exec.js';
 import { settlesWithin, sleep } from '../util/deadline.js';
 import { errorMessage, TimeoutError } from '../util/errors.js';
 import { readPid, processAlive } from '../util/pid.js';
+import type { GuestLayout } from './guest-layout.js';
 
 export interface VmSpec {
   name: string;
@@ -26,10 +27,8 @@ export interface VmSpec {
   cpus: number;
   accel: 'tcg' | 'kvm';
   cpuModel: string;
-  /** Sockets, pid file and console log live here. */
-  runDir: string;
-  /** Guest RAM backing file (under /dev/shm), mapped by the introspection engine. */
-  ramPath: string;
+  /** Run folder (sockets, pid file, console log) and RAM file: see guest-layout.ts. */
+  layout: GuestLayout;
   qemuBinary: string;
   /** Lab and tests: QEMU dies with this process. The supervisor leaves guests running. */
   dieWithParent: boolean;
@@ -63,11 +62,14 @@ export class QemuVm {
 
   constructor(readonly spec: VmSpec) {
     if (!NAME_RE.test(spec.name)) throw new Error(`guest name "${spec.name}" must match ${NAME_RE}`);
-    this.qmpPath = join(spec.runDir, 'qmp.sock');
-    this.agentPath = join(spec.runDir, 'qga.sock');
-    this.consolePath = join(spec.runDir, 'console.log');
-    this.pidPath = join(spec.runDir, 'qemu.pid');
+    this.qmpPath = spec.layout.qmpSocket;
+    this.agentPath = spec.layout.agentSocket;
+    this.consolePath = spec.layout.consoleLog;
+    this.pidPath = spec.layout.pidFile;
   }
+
+  /** Guest RAM backing file, mapped by the introspection engine. */
+  get ramPath(): string { return this.spec.layout.ramPath; }
 
   get name(): string { return this.spec.name; }
   get running(): boolean { return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null; }
@@ -96,7 +98,7 @@ export class QemuVm {
     for (const [what, f] of [['kernel', s.kernel], ['initrd', s.initrd], ['golden image', s.baseImage]] as const) {
       if (!existsSync(f)) throw new Error(`guest ${this.name}: ${what} ${f} does not exist (run scripts/setup.sh to build the lab images)`);
     }
-    mkdirSync(s.runDir, { recursive: true });
+    mkdirSync(s.layout.dir, { recursive: true });
     await this.claimRunDir();
     let note: string | null = null;
     const reuse = !opts.freshDisk && existsSync(s.overlay);
@@ -229,7 +231,7 @@ export class QemuVm {
       '-name', `introvisor-${s.name},process=introvisor-${s.name}`,
       '-accel', s.accel,
       '-machine', 'q35,memory-backend=ram0',
-      '-object', `memory-backend-file,id=ram0,size=${mem},mem-path=${s.ramPath},share=on`,
+      '-object', `memory-backend-file,id=ram0,size=${mem},mem-path=${s.layout.ramPath},share=on`,
       '-m', mem,
       '-smp', String(s.cpus),
       '-cpu', s.cpuModel,
@@ -286,23 +288,23 @@ export class QemuVm {
       }
       unlinkSync(p);
     }
-    if (existsSync(this.spec.ramPath)) {
+    if (existsSync(this.spec.layout.ramPath)) {
       // Another QEMU may hold it; a stale one is just removed.
       const holder = readPid(this.pidPath);
       if (holder !== undefined && processAlive(holder)) {
-        throw new VmBusyError(`guest ${this.name}: RAM file ${this.spec.ramPath} belongs to running QEMU pid ${holder}`);
+        throw new VmBusyError(`guest ${this.name}: RAM file ${this.spec.layout.ramPath} belongs to running QEMU pid ${holder}`);
       }
-      rmSync(this.spec.ramPath, { force: true });
+      rmSync(this.spec.layout.ramPath, { force: true });
     }
     // Prove the RAM directory is writable now, not as a QEMU error later.
-    const probe = `${this.spec.ramPath}.probe`;
+    const probe = `${this.spec.layout.ramPath}.probe`;
     closeSync(openSync(probe, 'w'));
     unlinkSync(probe);
   }
 
   private cleanupFiles(): void {
     // QEMU leaves its mem-path file behind; the sockets too when killed.
-    for (const p of [this.spec.ramPath, this.qmpPath, this.agentPath, this.pidPath]) {
+    for (const p of [this.spec.layout.ramPath, this.qmpPath, this.agentPath, this.pidPath]) {
       try { if (statSync(p)) rmSync(p, { force: true }); } catch { /* absent */ }
     }
   }

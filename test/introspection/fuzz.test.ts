@@ -7,7 +7,7 @@ import t from 'tap';
 import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startLabGuest } from '../../src/lab/lab-guest.js';
+import { startLabGuest } from '../../lab/lab-guest.js';
 import { Introspector } from '../../src/views/scan.js';
 import { dumpRam } from './ground-truth.js';
 

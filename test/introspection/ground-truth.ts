@@ -76,7 +76,7 @@ export async function guestBtf(vm: QemuVm): Promise<Buffer> {
 export async function dumpRam(vm: QemuVm, to: string): Promise<void> {
   await vm.qmp.execute('stop');
   try {
-    copyFileSync(vm.spec.ramPath, to);
+    copyFileSync(vm.ramPath, to);
   } finally {
     await vm.qmp.execute('cont');
   }

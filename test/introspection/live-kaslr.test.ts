@@ -5,8 +5,8 @@ import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startLabGuest } from '../../src/lab/lab-guest.js';
-import { loadLabImages } from '../../src/lab/lab-images.js';
+import { startLabGuest } from '../../lab/lab-guest.js';
+import { loadLabImages } from '../../lab/lab-images.js';
 import { Introspector } from '../../src/views/scan.js';
 import { Btf } from '../../src/profile/btf.js';
 import type { KernelSnapshot } from '../../src/views/types.js';
@@ -27,7 +27,7 @@ t.teardown(async () => {
 });
 
 const t0 = performance.now();
-ins = await Introspector.attach(vm.spec.ramPath, { qmp: vm.qmp });
+ins = await Introspector.attach(vm.ramPath, { qmp: vm.qmp });
 const attachMs = performance.now() - t0;
 const live = ins;
 t.comment(`cold attach (kallsyms ${live.kernel.timings.kallsymsMs.toFixed(0)} ms, BTF ${live.kernel.timings.btfMs.toFixed(0)} ms): ${attachMs.toFixed(0)} ms`);
@@ -167,7 +167,7 @@ t.test('after system_reset the CR3 walk picks the new kernel, not the old image 
   const oldSlide = live.kernel.identity.kaslrSlide;
   await vm.reset();
   const t1 = performance.now();
-  const fresh = await Introspector.attach(vm.spec.ramPath, { qmp: vm.qmp });
+  const fresh = await Introspector.attach(vm.ramPath, { qmp: vm.qmp });
   t.teardown(() => fresh.close());
   t.comment(`re-attach after reset: ${(performance.now() - t1).toFixed(0)} ms; candidates: ${fresh.kernel.candidates.filter((c) => c.startsWith('image')).join(' | ')}`);
   const truth = await guestKallsyms(vm);

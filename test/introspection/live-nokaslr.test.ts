@@ -5,14 +5,14 @@ import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startLabGuest } from '../../src/lab/lab-guest.js';
+import { startLabGuest } from '../../lab/lab-guest.js';
 import { Introspector } from '../../src/views/scan.js';
 import { compareProcesses, dumpRam, foreignSyscalls, guestKallsyms, guestModules, guestPs, kallsymsLines, paused } from './ground-truth.js';
 
 t.setTimeout(600_000);
 const dir = mkdtempSync(join(tmpdir(), 'iv-introspect-'));
 const vm = await startLabGuest('iv-introspect-n', { kaslr: false, cpuModel: 'max,la57=off' });
-const live = await Introspector.attach(vm.spec.ramPath, { qmp: vm.qmp });
+const live = await Introspector.attach(vm.ramPath, { qmp: vm.qmp });
 t.teardown(async () => {
   live.close();
   await vm.stop();

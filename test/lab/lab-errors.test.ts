@@ -5,8 +5,8 @@ import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { labGuestVm } from '../../src/lab/lab-guest.js';
-import { loadLabImages } from '../../src/lab/lab-images.js';
+import { labGuestVm } from '../../lab/lab-guest.js';
+import { loadLabImages } from '../../lab/lab-images.js';
 import { VmBusyError } from '../../src/vm/qemu-vm.js';
 import { packageRoot } from '../../src/native/binding.js';
 
@@ -14,7 +14,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'iv-laberr-'));
 t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
 
 t.test('a kernel package that is not in the archive', async (t) => {
-  const r = spawnSync('bash', [join(packageRoot(), 'src/lab/build-images.sh')], {
+  const r = spawnSync('bash', [join(packageRoot(), 'lab/build-images.sh')], {
     env: { ...process.env, INTROVISOR_KERNEL_ABI: '6.1.0-999-amd64', INTROVISOR_CACHE: join(tmp, 'cache') },
     encoding: 'utf8',
   });
@@ -23,7 +23,7 @@ t.test('a kernel package that is not in the archive', async (t) => {
 });
 
 t.test('a kernel ABI that is not Debian 12 6.1', async (t) => {
-  const r = spawnSync('bash', [join(packageRoot(), 'src/lab/build-images.sh')], {
+  const r = spawnSync('bash', [join(packageRoot(), 'lab/build-images.sh')], {
     env: { ...process.env, INTROVISOR_KERNEL_ABI: '5.10.0-9-amd64', INTROVISOR_CACHE: join(tmp, 'cache') },
     encoding: 'utf8',
   });

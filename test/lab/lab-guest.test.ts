@@ -2,8 +2,8 @@
 // guest agent and its RAM file; system_reset; the three attack modules.
 import t from 'tap';
 import { existsSync } from 'node:fs';
-import { startLabGuest } from '../../src/lab/lab-guest.js';
-import { loadLabImages } from '../../src/lab/lab-images.js';
+import { startLabGuest } from '../../lab/lab-guest.js';
+import { loadLabImages } from '../../lab/lab-images.js';
 import { openPhysicalMemory } from '../../src/memory/physical-memory.js';
 import type { QemuVm } from '../../src/vm/qemu-vm.js';
 
@@ -20,7 +20,7 @@ vms.push(a, b);
 t.comment(`boot times: lab-a ${a.lastBootMs} ms, lab-b ${b.lastBootMs} ms (both at once)`);
 
 t.test('each guest has its own sockets, RAM file and disk', async (t) => {
-  const files = (vm: QemuVm) => [vm.qmpPath, vm.agentPath, vm.spec.ramPath, vm.spec.overlay];
+  const files = (vm: QemuVm) => [vm.qmpPath, vm.agentPath, vm.ramPath, vm.spec.overlay];
   for (const f of [...files(a), ...files(b)]) t.ok(existsSync(f), `${f} exists`);
   t.equal(new Set([...files(a), ...files(b)]).size, 8, 'no path is shared');
 });
@@ -38,7 +38,7 @@ for (const [label, vm] of [['lab-a', () => a], ['lab-b', () => b]] as const) {
 
     const release = (await agent.shell('uname -r')).trim();
     t.equal(release, images.kernelAbi, 'the guest runs the lab kernel');
-    const mem = openPhysicalMemory(vm().spec.ramPath);
+    const mem = openPhysicalMemory(vm().ramPath);
     t.teardown(() => mem.close());
     t.equal(mem.size, 256 * 1024 * 1024, 'the RAM file covers all guest memory');
     const at = mem.indexOf(Buffer.from(`Linux version ${release} `));
@@ -110,7 +110,7 @@ t.test('attack: a module hides itself from the module list and can be put back',
 
 t.test('clean shutdown and stop leave no QEMU and no RAM file behind', async (t) => {
   const pids = vms.map((vm) => vm.pid);
-  const rams = vms.map((vm) => vm.spec.ramPath);
+  const rams = vms.map((vm) => vm.ramPath);
   t.equal(await a.shutdown(), 'powered-off', 'lab-a powers itself off when asked through its agent');
   await b.stop();
   for (const pid of pids) {

@@ -3,7 +3,7 @@
 // ladder (reboot-os first) -> healthy.
 import t from 'tap';
 import { LiveSupervisor, makeHarness } from './harness.js';
-import { loadLabImages } from '../../src/lab/lab-images.js';
+import { loadLabImages } from '../../lab/lab-images.js';
 
 t.test('DKOM-hidden pid: finding names task-list vs pid-idr/guest-ps within 10 s; OS reboot clears it within 90 s', async (t) => {
   const h = makeHarness('e2e-dkom');

@@ -3,7 +3,7 @@
 // image restore -> a clean scan.
 import t from 'tap';
 import { LiveSupervisor, makeHarness } from './harness.js';
-import { loadLabImages } from '../../src/lab/lab-images.js';
+import { loadLabImages } from '../../lab/lab-images.js';
 
 t.test('syscall hook: finding names entries 39 and 62 within 10 s; image restored and a clean scan within 120 s', async (t) => {
   const h = makeHarness('e2e-hook');

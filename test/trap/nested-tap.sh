@@ -1,6 +1,6 @@
 # TAP bookkeeping and QEMU clean-up for the scripts that boot a nested guest
 # (test/trap/run-nested.sh, node/run-nested-node.sh, chain/run-chain.sh). Source
-# it after src/lab/lib.sh; the caller sets `work` to its scratch directory.
+# it after lab/lib.sh; the caller sets `work` to its scratch directory.
 n=0
 failed=0
 work=

@@ -47,8 +47,8 @@ done
 die() { echo "run-nested: $*" >&2; echo "Bail out! $*"; exit 1; }
 log() { echo "# $*"; }
 say() { log "$@"; }
-# shellcheck source=src/lab/lib.sh
-. "$repo/src/lab/lib.sh"
+# shellcheck source=lab/lib.sh
+. "$repo/lab/lib.sh"
 
 # shellcheck source=test/trap/nested-tap.sh
 . "$repo/test/trap/nested-tap.sh"

@@ -1,11 +1,10 @@
 // `introvisor inspect <guest | dump-file>`: rebuilds the guest kernel's views
 // from its RAM alone and prints them (like vmi-process-list / vol linux.pslist).
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs, UsageError } from '../args.js';
 import { Introspector, type AttachOptions } from '../../views/scan.js';
 import { QmpClient } from '../../qemu/qmp-client.js';
-import { runDir, shmDir } from '../../util/paths.js';
+import { defaultSupervisorRunRoot, guestLayout, labRunRoot } from '../../vm/guest-layout.js';
 import { parseSystemMap, type SymbolTable } from '../../profile/symbols.js';
 import { IsfLayouts, isfSymbols, parseIsf } from '../../profile/layouts.js';
 import type { MachineLayout } from '../../memory/guest-memory.js';
@@ -43,9 +42,12 @@ export async function run(argv: string[]): Promise<number> {
     mode = 'dump';
   } else {
     if (!/^[a-z0-9][a-z0-9-]{0,31}$/.test(target)) throw new UsageError(`"${target}" is neither a file nor a guest name`);
-    ramPath = join(shmDir(), `introvisor-${target}.ram`);
-    if (!existsSync(ramPath)) throw new Error(`guest "${target}": no RAM file at ${ramPath} (is it running?)`);
-    const qmpPath = join(runDir(), 'lab', target, 'qmp.sock');
+    // A guest of the supervisor (its default run root), else a lab guest.
+    const layouts = [guestLayout(defaultSupervisorRunRoot(), target), guestLayout(labRunRoot(), target)];
+    const layout = layouts.find((l) => existsSync(l.ramPath));
+    if (!layout) throw new Error(`guest "${target}": no RAM file at ${layouts.map((l) => l.ramPath).join(' or ')} (is it running?)`);
+    ramPath = layout.ramPath;
+    const qmpPath = layout.qmpSocket;
     try {
       qmp = await QmpClient.connect(qmpPath, 2_000);
       mode = 'live (CR3 from QMP)';

@@ -14,7 +14,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { loadLabImages } from '../../../src/lab/lab-images.js';
+import { loadLabImages } from '../../../lab/lab-images.js';
 import { payloadProblem } from '../../../src/events/schemas.js';
 import { settlesWithin, sleep } from '../../../src/util/deadline.js';
 import { errorMessage } from '../../../src/util/errors.js';

@@ -25,8 +25,8 @@ actions=${IV_CHAIN_ACTIONS:-gp drop}
 
 die() { echo "run-chain: $*" >&2; echo "Bail out! $*"; exit 1; }
 say() { echo "# $*"; }
-# shellcheck source=src/lab/lib.sh
-. "$repo/src/lab/lib.sh"
+# shellcheck source=lab/lib.sh
+. "$repo/lab/lib.sh"
 # shellcheck source=test/trap/nested-tap.sh
 . "$repo/test/trap/nested-tap.sh"
 
@@ -38,7 +38,7 @@ done
 lab_require_busybox
 [ -f "$repo/dist/test/trap/chain/chain-check.js" ] || die "dist/ is not built: npx tsc -p ."
 [ -f "$repo/build/Release/introvisor.node" ] || die "native addon not built: npx node-gyp rebuild"
-[ -f "$cache/lab/manifest.json" ] || die "lab images not built: src/lab/build-images.sh"
+[ -f "$cache/lab/manifest.json" ] || die "lab images not built: lab/build-images.sh"
 
 lab_patched_kvm "$cache" "$repo"
 moddir="$LAB_KDIR/lib/modules/$LAB_ABI"

@@ -22,8 +22,8 @@ qemu_timeout=${INTROVISOR_TRAP_TIMEOUT:-600}
 
 die() { echo "run-nested-node: $*" >&2; echo "Bail out! $*"; exit 1; }
 say() { echo "# $*"; }
-# shellcheck source=src/lab/lib.sh
-. "$repo/src/lab/lib.sh"
+# shellcheck source=lab/lib.sh
+. "$repo/lab/lib.sh"
 
 # shellcheck source=test/trap/nested-tap.sh
 . "$repo/test/trap/nested-tap.sh"

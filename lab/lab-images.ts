@@ -1,7 +1,7 @@
-// The lab's guest images, as src/lab/build-images.sh leaves them in the cache.
+// The lab's guest images, as lab/build-images.sh leaves them in the cache.
 import { readFileSync } from 'node:fs';
 import { Ajv, type JSONSchemaType } from 'ajv';
-import { labManifestPath } from '../util/paths.js';
+import { labManifestPath } from '../src/util/paths.js';
 
 export interface LabImages {
   kernelAbi: string;
@@ -43,7 +43,7 @@ export function loadLabImages(path = labManifestPath()): LabImages {
     raw = JSON.parse(readFileSync(path, 'utf8'));
   } catch (e) {
     const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not built yet' : (e as Error).message;
-    throw new Error(`lab images: ${path}: ${why} (run scripts/setup.sh, which runs src/lab/build-images.sh)`);
+    throw new Error(`lab images: ${path}: ${why} (run scripts/setup.sh, which runs lab/build-images.sh)`);
   }
   if (!validate(raw)) {
     throw new Error(`lab images: ${path}: ${validate.errors?.map((e) => `${e.instancePath || '/'} ${e.message}`).join('; ')}`);

@@ -12,7 +12,7 @@ guest="$here/guest"
 cache=${INTROVISOR_CACHE:-/var/cache/introvisor}
 die() { echo "build-images: $*" >&2; exit 1; }
 say() { echo "build-images: $*"; }
-# shellcheck source=src/lab/lib.sh
+# shellcheck source=lab/lib.sh
 . "$here/lib.sh"
 
 for tool in apt-cache apt-get dpkg-deb cpio gzip modinfo mke2fs qemu-img gcc make sha256sum; do
@@ -31,10 +31,12 @@ fi
 headers=/usr/src/linux-headers-$abi
 [ -f "$headers/Makefile" ] || die "kernel headers for $abi are not installed ($headers): apt-get install linux-headers-$abi"
 
-key_src=$( (echo "$abi"; sha256sum "$0" "$here/lib.sh"; cd "$guest" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
+# The key hashes contents only (never this checkout's path), so clones of one commit share a build.
+key_src=$( (echo "$abi"; cat "$0" "$here/lib.sh"; cd "$guest" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
 out="$cache/lab/$abi-$key_src"
 manifest="$cache/lab/manifest.json"
 if [ -f "$out/manifest.json" ]; then
+  touch "$out"  # in use: kept by other clones' clean-up below
   cp "$out/manifest.json" "$manifest.tmp" && mv "$manifest.tmp" "$manifest"
   echo "build-images: up to date ($out)"
   exit 0
@@ -115,9 +117,9 @@ cat > "$out.tmp/manifest.json" <<JSON
 JSON
 rm -rf "$out" && mv "$out.tmp" "$out"
 cp "$out/manifest.json" "$manifest.tmp" && mv "$manifest.tmp" "$manifest"
-# Older builds are superseded by this one.
-for d in "$cache/lab"/*/; do
-  d=${d%/}
+# Builds no clone has used for two days are removed; a newer one may still be in use by another
+# clone on this machine (its guests' overlays are backed by it).
+find "$cache/lab" -mindepth 1 -maxdepth 1 -type d -name '*-*' ! -name '.*' -mtime +2 -print0 | while IFS= read -r -d '' d; do
   [ "$d" = "$out" ] || rm -rf "$d"
 done
 echo "build-images: built $out"

@@ -1,5 +1,5 @@
 # Shell functions shared by scripts/setup.sh and the scripts that build guest initramfs images:
-# src/lab/build-images.sh, test/trap/run-nested.sh, test/trap/node/run-nested-node.sh,
+# lab/build-images.sh, test/trap/run-nested.sh, test/trap/node/run-nested-node.sh,
 # test/trap/chain/run-chain.sh. Source it (bash); the caller defines die() and say().
 
 # lab_archive_abi: the ABI that linux-image-amd64 depends on in the apt lists (nothing when they do not say).

@@ -1,4 +1,4 @@
 #!/usr/bin/env node
-// The operator's OTA tool (docs/OTA.md); the code is src/ota/cli.ts, built into dist/ by `npm run build`.
-import { runMain } from '../dist/src/ota/cli.js';
+// The operator's OTA tool (docs/OTA.md); the code is src/cli/ota.ts, built into dist/ by `npm run build`.
+import { runMain } from '../dist/src/cli/ota.js';
 runMain();

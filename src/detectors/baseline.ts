@@ -1,5 +1,5 @@
 // The known-good picture of a guest kernel, recorded at its first clean scan
-// and kept (SQLite, ./baseline-store.ts) to compare every later scan with.
+// and kept (src/store/baseline-store.ts) to compare every later scan with.
 // Kernel addresses are kept relative to the KASLR slide, so one baseline holds
 // across reboots of the same kernel; what depends on the slide itself (the
 // text and rodata hashes, which include relocated addresses) is per boot.

@@ -16,6 +16,7 @@ const SEVERITY: Record<FaultKind, Finding['severity']> = {
   'hidden-module': 'critical',
   'agent-down': 'warning',
   'syscall-write-refused': 'critical',
+  'introspection-failed': 'critical',
 };
 
 interface Streak { count: number; firstSeenMs: number; obs: Observation }

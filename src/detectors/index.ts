@@ -16,6 +16,8 @@ export interface ScanInput {
   readonly snapshot: KernelSnapshot | null;
   /** Why there is no snapshot (or what went wrong taking it). */
   readonly snapshotError: string | null;
+  /** Kernel introspection is switched off for this guest: a missing snapshot is then no fault. */
+  readonly introspectionOff?: boolean;
   readonly report: GuestReport;
   readonly critical: readonly CriticalProcessSpec[];
   /** The stored baseline for this snapshot's kernel, if any. */
@@ -52,6 +54,16 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   // The trap's log does not depend on the snapshot: a refused write counts even when introspection failed.
   take(detectRefusedWrites(input.refusedWrites ?? null));
   if (!snap) {
+    // Fail closed: a guest whose agent answers but whose kernel cannot be read is a fault, not a clean scan.
+    if (!input.introspectionOff && input.report.agent === 'ok') {
+      observations.push({
+        kind: 'introspection-failed',
+        key: 'introspection-failed',
+        summary: `the guest kernel cannot be read from outside: ${input.snapshotError ?? 'no snapshot'}`,
+        target: null,
+        evidence: { error: input.snapshotError ?? 'no snapshot' },
+      });
+    }
     undetermined.push(...KERNEL_KINDS);
     return { observations, undetermined, baselineToRecord: null };
   }

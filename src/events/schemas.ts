@@ -133,6 +133,11 @@ export const statusEnvelope = (kind: string, payload: Schema): Schema => obj({
   payload,
 });
 export const deviceStateMessageSchema: Schema = statusEnvelope('device-state', payloadSchemas['device-state']);
+/** Whether the device's event store takes writes (retained on store/state; raised as an alert when it does not). */
+export const storeStatePayloadSchema: Schema = obj({
+  ok: { type: 'boolean' }, error: nullable(str(2000)), sinceMs: nullable(ms), pending: int(), dropped: int(),
+});
+export const storeStateMessageSchema: Schema = statusEnvelope('store-state', storeStatePayloadSchema);
 const deviceStateValidator = ajv.compile(deviceStateMessageSchema);
 
 export interface StatusMessage<K extends string, P> { readonly v: 1; readonly device: string; readonly kind: K; readonly atMs: number; readonly payload: P }

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { Ajv } from 'ajv';
 import type { EventSink, PolicyValidator } from '../events/sink.js';
 import { formatAjvErrors, statusEnvelope, type StatusMessage } from '../events/schemas.js';
-import { topicsFor, type Topics } from '../telemetry/topics.js';
+import { topicsFor, type Topics } from '../events/topics.js';
 import { DEFAULT_MAX_BUNDLE_BYTES, verifyBundle, type RejectCode } from './bundle.js';
 import type { Keyring } from './keyring.js';
 import type { FilePolicyStore } from './policy-store.js';

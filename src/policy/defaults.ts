@@ -49,6 +49,16 @@ export const DEFAULT_POLICY: Policy = {
       resetWindowSec: 300,
       ladder: [{ action: 'restore-image', count: 1, verifyTimeoutSec: 60, backoffSec: 0 }],
     },
+    'introspection-failed': {
+      // Seen only while the agent answers (a booting or stopped guest is agent-down); a few scans
+      // ride out a kernel that is being replaced under the scanner.
+      confirmScans: 5,
+      resetWindowSec: 300,
+      ladder: [
+        { action: 'restart-vm', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
+        { action: 'restore-image', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
+      ],
+    },
     'agent-down': {
       // The agent is how the guest is seen from inside; a guest mid-boot is not down yet.
       confirmScans: 3,

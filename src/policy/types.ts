@@ -11,6 +11,9 @@ export const FAULT_KINDS = [
   'agent-down',
   // The KVM write trap refused a write into a syscall table (src/trap/).
   'syscall-write-refused',
+  // The guest answers its agent but its kernel cannot be read from outside: a guest that makes
+  // itself unreadable must not look healthy.
+  'introspection-failed',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 

@@ -75,6 +75,28 @@ export const migrations: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 3,
+    what: 'watchdog: ladder state per guest, the action journal, kernel baselines',
+    up(db) {
+      // Supervisors before this version created these tables themselves; such files keep theirs.
+      db.exec(`
+        CREATE TABLE IF NOT EXISTS watchdog_ladder (
+          guest TEXT PRIMARY KEY, seq INTEGER NOT NULL, state TEXT NOT NULL, updated_at_ms INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE IF NOT EXISTS watchdog_actions (
+          action_id TEXT PRIMARY KEY, guest TEXT NOT NULL, fault TEXT NOT NULL, action TEXT NOT NULL,
+          rung INTEGER NOT NULL, attempt INTEGER NOT NULL, started_at_ms INTEGER NOT NULL,
+          finished_at_ms INTEGER, outcome TEXT, error TEXT
+        ) STRICT;
+        CREATE INDEX IF NOT EXISTS watchdog_actions_guest ON watchdog_actions (guest, started_at_ms);
+        CREATE TABLE IF NOT EXISTS watchdog_baseline (
+          guest TEXT NOT NULL, kernel_key TEXT NOT NULL, baseline TEXT NOT NULL, recorded_at_ms INTEGER NOT NULL,
+          PRIMARY KEY (guest, kernel_key)
+        ) STRICT;
+      `);
+    },
+  },
 ];
 
 /** Brings the database to the newest version, each step in its own transaction. */

@@ -1,11 +1,18 @@
 // The supervisor's configuration file: guests, their disks and golden images,
-// critical processes, the policy file, the scan interval. Schema-checked; errors
-// name the field. Relative paths are relative to the config file.
+// critical processes, the policy, the scan interval, and the record/report
+// services (policy store, MQTT, OTA, web page). Schema-checked (errors name the
+// field); loading returns a SupervisorConfig with every default applied and
+// every relative path resolved against the config file's folder, once, here.
 import { readFileSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { describeAjvErrors } from '../policy/schema.js';
-import { RECORD_REPORT_CONFIG_SCHEMA, parseRecordReportConfig, type RecordReportConfig } from '../telemetry/record-report.js';
+import type { ActionKind } from '../policy/types.js';
+import type { CriticalProcessConfig } from '../recovery/actions.js';
+import type { GuestMachineDefinition } from '../vm/guest-vm-spec.js';
+import { defaultSupervisorRunRoot } from '../vm/guest-layout.js';
+import { errorMessage } from '../util/errors.js';
+import { DEFAULT_MAX_BUNDLE_BYTES } from '../ota/bundle.js';
 
 export interface GuestImageConfig {
   /** Use the lab's images (lab/build-images.sh manifest) for kernel, initrd and golden image. */
@@ -23,7 +30,8 @@ export interface CriticalProcessEntry {
   readonly start?: readonly string[];
 }
 
-export interface GuestConfig {
+/** One guest as written in the config file. */
+export interface GuestConfigFile {
   readonly name: string;
   readonly image: GuestImageConfig;
   /** The guest's writable disk (qcow2 overlay on the golden image); default <runDir>/guests/<name>/disk.qcow2. */
@@ -42,7 +50,30 @@ export interface GuestConfig {
   readonly writeTrap?: 'gp' | 'drop' | 'off';
 }
 
-export interface SupervisorConfig {
+/** The record/report section as written in the config file. */
+export interface ReportConfigFile {
+  /** Where the running policy lives (current.json, previous.json). */
+  readonly policyDir: string;
+  /** Policy document to start from when policyDir holds none; default: the config's `policy`, else the built-in defaults. */
+  readonly initialPolicy?: string;
+  readonly groups?: readonly string[];
+  readonly mqtt?: {
+    readonly url: string;
+    readonly clientId?: string;
+    readonly tls?: { readonly ca: string; readonly cert?: string; readonly key?: string };
+    readonly username?: string;
+    /** A file holding the password (not the password itself, so configs can be shared). */
+    readonly passwordFile?: string;
+    readonly window?: number;
+  };
+  readonly ota?: { readonly keyringDir: string; readonly maxBundleBytes?: number };
+  readonly web?: { readonly host: string; readonly port: number; readonly tokenFile?: string };
+  /** 0 turns host metrics off; default 60. */
+  readonly hostMetricsIntervalSec?: number;
+}
+
+/** The config file as written. */
+export interface SupervisorConfigFile {
   readonly version: 1;
   /** SQLite file: events, ladder state, baselines. */
   readonly database: string;
@@ -57,12 +88,81 @@ export interface SupervisorConfig {
   /** On SIGTERM: stop the guests (default) or leave them running for the next supervisor to adopt. */
   readonly onExit?: 'stop-guests' | 'leave-running';
   readonly actionTimeoutsSec?: Partial<Record<'restart-process' | 'kill-process' | 'reboot-os' | 'restart-vm' | 'restore-image', number>>;
-  readonly guests: readonly GuestConfig[];
+  readonly guests: readonly GuestConfigFile[];
   /** Policy store, MQTT telemetry, OTA policy updates, host metrics and the web page; off when absent. */
-  readonly report?: RecordReportConfig;
+  readonly report?: ReportConfigFile;
 }
 
+/** One guest, every default applied. */
+export interface GuestConfig extends GuestMachineDefinition {
+  readonly critical: readonly CriticalProcessConfig[];
+  readonly scanIntervalMs: number;
+  /** Kernel introspection (off: only the guest agent's view). */
+  readonly introspection: boolean;
+  /** The write trap rides on introspection (it needs the syscall tables' addresses): 'off' when introspection is. */
+  readonly writeTrap: 'gp' | 'drop' | 'off';
+}
+
+export interface ReportConfig {
+  readonly policyDir: string;
+  /** The policy document the store starts from when it holds none; null: the built-in defaults. */
+  readonly initialPolicy: string | null;
+  readonly groups: readonly string[];
+  readonly mqtt: {
+    readonly url: string;
+    readonly clientId: string;
+    readonly tls: { readonly ca: string; readonly cert: string | null; readonly key: string | null } | null;
+    readonly username: string | null;
+    readonly passwordFile: string | null;
+    readonly window: number | null;
+  } | null;
+  readonly ota: { readonly keyringDir: string; readonly maxBundleBytes: number } | null;
+  readonly web: { readonly host: string; readonly port: number; readonly tokenFile: string | null } | null;
+  /** 0: host metrics off. */
+  readonly hostMetricsIntervalMs: number;
+}
+
+/** What the supervisor runs with: every default applied, every path absolute. */
+export interface SupervisorConfig {
+  readonly database: string;
+  readonly deviceId: string;
+  /** The policy file; null: the built-in defaults. */
+  readonly policyFile: string | null;
+  readonly runDir: string;
+  readonly onExit: 'stop-guests' | 'leave-running';
+  readonly actionTimeoutsMs: Readonly<Partial<Record<ActionKind, number>>>;
+  readonly guests: readonly GuestConfig[];
+  /** null: no policy store, telemetry, OTA or web page. */
+  readonly report: ReportConfig | null;
+}
+
+
 const path = { type: 'string', minLength: 1, maxLength: 4096 } as const;
+const topicName = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' } as const;
+const REPORT_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['policyDir'],
+  properties: {
+    policyDir: path,
+    initialPolicy: path,
+    groups: { type: 'array', maxItems: 32, items: topicName },
+    mqtt: {
+      type: 'object', additionalProperties: false, required: ['url'],
+      properties: {
+        url: { type: 'string', pattern: '^mqtts?://[^/]+$' },
+        clientId: { type: 'string', minLength: 1, maxLength: 128 },
+        tls: { type: 'object', additionalProperties: false, required: ['ca'], properties: { ca: path, cert: path, key: path } },
+        username: { type: 'string', maxLength: 256 },
+        passwordFile: path,
+        window: { type: 'integer', minimum: 1, maximum: 10000 },
+      },
+    },
+    ota: { type: 'object', additionalProperties: false, required: ['keyringDir'], properties: { keyringDir: path, maxBundleBytes: { type: 'integer', minimum: 1024, maximum: 16777216 } } },
+    web: { type: 'object', additionalProperties: false, required: ['host', 'port'], properties: { host: { type: 'string', minLength: 1, maxLength: 255 }, port: { type: 'integer', minimum: 0, maximum: 65535 }, tokenFile: path } },
+    hostMetricsIntervalSec: { type: 'number', minimum: 0, maximum: 86400 },
+  },
+} as const;
 const schema = {
   type: 'object',
   additionalProperties: false,
@@ -82,7 +182,7 @@ const schema = {
       properties: Object.fromEntries(['restart-process', 'kill-process', 'reboot-os', 'restart-vm', 'restore-image']
         .map((k) => [k, { type: 'number', minimum: 1, maximum: 3600 }])),
     },
-    report: RECORD_REPORT_CONFIG_SCHEMA,
+    report: REPORT_SCHEMA,
     guests: {
       type: 'array',
       minItems: 1,
@@ -129,9 +229,11 @@ const schema = {
 } as const;
 
 export const SUPERVISOR_CONFIG_SCHEMA = schema;
-const validate = new Ajv({ allErrors: true, strict: true }).compile<SupervisorConfig>(schema);
+const validate = new Ajv({ allErrors: true, strict: true }).compile<SupervisorConfigFile>(schema);
+const DEFAULT_SCAN_INTERVAL_SEC = 2;
 
-export function parseSupervisorConfig(raw: unknown, where: string): SupervisorConfig {
+/** Checks a config document and resolves it: relative paths against baseDir, every default applied. */
+export function parseSupervisorConfig(raw: unknown, where: string, baseDir = process.cwd()): SupervisorConfig {
   if (!validate(raw)) throw new Error(`config ${where}: ${describeAjvErrors(validate.errors).join('; ')}`);
   const errors: string[] = [];
   const names = new Set<string>();
@@ -145,36 +247,81 @@ export function parseSupervisorConfig(raw: unknown, where: string): SupervisorCo
       if (c.start && !c.start[0]?.startsWith('/')) errors.push(`/guests/${i}/critical/${j}/start/0 must be an absolute path in the guest`);
     });
   });
+  const m = raw.report?.mqtt;
+  if (m && m.url.startsWith('mqtts:') !== (m.tls !== undefined)) errors.push(`/report/mqtt/tls is ${m.tls ? 'given for mqtt://' : 'required for mqtts://'}`);
+  if (m?.tls && (m.tls.cert === undefined) !== (m.tls.key === undefined)) errors.push('/report/mqtt/tls needs both cert and key, or neither');
   if (errors.length) throw new Error(`config ${where}: ${errors.join('; ')}`);
-  return raw;
+  return resolveConfig(raw, baseDir);
 }
 
-/** Reads the file and resolves its relative paths against its folder. */
+function resolveConfig(c: SupervisorConfigFile, baseDir: string): SupervisorConfig {
+  const abs = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const deviceId = c.deviceId ?? 'introvisor';
+  const policyFile = c.policy ? abs(c.policy) : null;
+  return {
+    database: abs(c.database),
+    deviceId,
+    policyFile,
+    runDir: c.runDir ? abs(c.runDir) : defaultSupervisorRunRoot(),
+    onExit: c.onExit ?? 'stop-guests',
+    actionTimeoutsMs: Object.fromEntries(Object.entries(c.actionTimeoutsSec ?? {}).map(([k, v]) => [k, v * 1000])),
+    guests: c.guests.map((g) => {
+      const introspection = g.introspection ?? true;
+      return {
+        name: g.name,
+        image: {
+          ...(g.image.lab ? { lab: true } : {}),
+          ...(g.image.kernel ? { kernel: abs(g.image.kernel) } : {}),
+          ...(g.image.initrd ? { initrd: abs(g.image.initrd) } : {}),
+          ...(g.image.baseImage ? { baseImage: abs(g.image.baseImage) } : {}),
+        },
+        ...(g.overlay ? { overlay: abs(g.overlay) } : {}),
+        ...(g.memoryMiB ? { memoryMiB: g.memoryMiB } : {}),
+        ...(g.cpus ? { cpus: g.cpus } : {}),
+        ...(g.accel ? { accel: g.accel } : {}),
+        ...(g.cpuModel ? { cpuModel: g.cpuModel } : {}),
+        ...(g.kaslr === false ? { kaslr: false } : {}),
+        ...(g.kernelArgs ? { kernelArgs: [...g.kernelArgs] } : {}),
+        critical: (g.critical ?? []).map((p) => ({
+          name: p.name, ...(p.comm ? { comm: p.comm } : {}),
+          ...(p.start ? { start: { path: p.start[0] as string, args: p.start.slice(1) } } : {}),
+        })),
+        scanIntervalMs: 1000 * (g.scanIntervalSec ?? c.scanIntervalSec ?? DEFAULT_SCAN_INTERVAL_SEC),
+        introspection,
+        writeTrap: introspection ? g.writeTrap ?? c.writeTrap ?? 'gp' : 'off',
+      };
+    }),
+    report: c.report ? resolveReport(c.report, deviceId, policyFile, abs) : null,
+  };
+}
+
+function resolveReport(r: ReportConfigFile, deviceId: string, policyFile: string | null, abs: (p: string) => string): ReportConfig {
+  const m = r.mqtt;
+  return {
+    policyDir: abs(r.policyDir),
+    initialPolicy: r.initialPolicy ? abs(r.initialPolicy) : policyFile,
+    groups: [...(r.groups ?? [])],
+    mqtt: m ? {
+      url: m.url,
+      clientId: m.clientId ?? `introvisor-${deviceId}`,
+      tls: m.tls ? { ca: abs(m.tls.ca), cert: m.tls.cert ? abs(m.tls.cert) : null, key: m.tls.key ? abs(m.tls.key) : null } : null,
+      username: m.username ?? null,
+      passwordFile: m.passwordFile ? abs(m.passwordFile) : null,
+      window: m.window ?? null,
+    } : null,
+    ota: r.ota ? { keyringDir: abs(r.ota.keyringDir), maxBundleBytes: r.ota.maxBundleBytes ?? DEFAULT_MAX_BUNDLE_BYTES } : null,
+    web: r.web ? { host: r.web.host, port: r.web.port, tokenFile: r.web.tokenFile ? abs(r.web.tokenFile) : null } : null,
+    hostMetricsIntervalMs: 1000 * (r.hostMetricsIntervalSec ?? 60),
+  };
+}
+
+/** Reads the file and resolves it against its folder. */
 export function loadSupervisorConfig(file: string): SupervisorConfig {
   let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(file, 'utf8'));
   } catch (e) {
-    throw new Error(`config ${file}: ${(e as Error).message}`);
+    throw new Error(`config ${file}: ${errorMessage(e)}`);
   }
-  const c = parseSupervisorConfig(raw, file);
-  const base = dirname(resolve(file));
-  const abs = (p: string): string => (isAbsolute(p) ? p : join(base, p));
-  return {
-    ...c,
-    database: abs(c.database),
-    ...(c.policy ? { policy: abs(c.policy) } : {}),
-    ...(c.runDir ? { runDir: abs(c.runDir) } : {}),
-    ...(c.report ? { report: parseRecordReportConfig(c.report, `config ${file}: /report`, base) } : {}),
-    guests: c.guests.map((g) => ({
-      ...g,
-      image: {
-        ...g.image,
-        ...(g.image.kernel ? { kernel: abs(g.image.kernel) } : {}),
-        ...(g.image.initrd ? { initrd: abs(g.image.initrd) } : {}),
-        ...(g.image.baseImage ? { baseImage: abs(g.image.baseImage) } : {}),
-      },
-      ...(g.overlay ? { overlay: abs(g.overlay) } : {}),
-    })),
-  };
+  return parseSupervisorConfig(raw, file, dirname(resolve(file)));
 }

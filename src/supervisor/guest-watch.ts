@@ -1,42 +1,55 @@
-// One guest's watchdog loop: scan (kernel snapshot + the guest's own report)
-// -> detectors -> confirmed findings -> ladder step (persisted) -> action ->
-// verify with the next scans. Every await has a bound, so one guest's trouble
-// never stalls the others, and every failure is recorded, not thrown.
-import { analyzeScan } from '../detectors/index.js';
+// One guest's watchdog loop. Each cycle is four steps:
+//   observe: the guest's own report (agent), a kernel snapshot, the write trap's log;
+//   judge:   detectors -> confirmed findings -> the ladder's next state (pure, ./judge.ts);
+//   act:     persist that state, then run the action or hold it decided;
+//   report:  the cycle's events (./report.ts), recorded through the EventRecorder.
+// Every await has a bound, so one guest's trouble never stalls the others, and
+// every failure is recorded, not thrown. The store failing never stops the
+// watch: state lives in memory until the store takes it again.
 import { FindingTracker } from '../detectors/findings.js';
-import type { BaselineStore } from '../detectors/baseline.js';
-import { kernelKey } from '../detectors/baseline.js';
+import { kernelKey, type BaselineStore, type KernelBaseline } from '../detectors/baseline.js';
 import type { Finding, GuestReport } from '../detectors/types.js';
-import type { EventSink } from '../events/sink.js';
+import type { PolicySource } from '../events/sink.js';
 import type { EventInput } from '../events/types.js';
-import {
-  completeAction, initialLadderState, ladderSummary, resumeAfterRestart, step,
-  type ActiveFault, type GuestLadderState, type LadderEvent,
-} from '../policy/ladder.js';
+import { completeAction, initialLadderState, resumeAfterRestart, type GuestLadderState, type LadderDecision } from '../policy/ladder.js';
 import type { LadderStateStore } from '../policy/ladder-store.js';
+import { DEFAULT_POLICY } from '../policy/defaults.js';
 import type { ActionKind, Policy } from '../policy/types.js';
-import { DEFAULT_ACTION_TIMEOUT_MS, executeAction, type CriticalProcessConfig } from '../recovery/actions.js';
+import { DEFAULT_ACTION_TIMEOUT_MS, executeAction, type ActionResult, type CriticalProcessConfig } from '../recovery/actions.js';
 import type { GuestController } from '../recovery/guest-controller.js';
 import { errorMessage } from '../util/errors.js';
 import type { KernelSnapshot } from '../views/types.js';
+import type { SyscallTableTrap, TrapScanResult, TrapStatus } from '../trap/syscall-table-trap.js';
 import type { KernelScanner } from './kernel-scanner.js';
-import type { SyscallTableTrap, TrapStatus } from '../trap/syscall-table-trap.js';
+import type { EventRecorder } from './recorder.js';
+import { judge } from './judge.js';
+import { actionEvents, cycleEvents, healthEvent, ladderEvents } from './report.js';
 
 export interface GuestWatchOptions {
   readonly controller: GuestController;
   readonly scanner: KernelScanner | null;
   readonly critical: readonly CriticalProcessConfig[];
   readonly scanIntervalMs: number;
-  readonly policy: () => { policy: Policy; version: number | null };
+  /** The running policy; the one route by which policy reaches the watch. */
+  readonly policy: PolicySource<Policy>;
   readonly ladders: LadderStateStore;
   readonly baselines: BaselineStore;
-  readonly sink: EventSink | null;
-  readonly actionTimeoutsMs?: Partial<Record<ActionKind, number>>;
+  readonly recorder: EventRecorder;
+  readonly actionTimeoutsMs?: Readonly<Partial<Record<ActionKind, number>>>;
   readonly log?: (line: string) => void;
   readonly bootTimeoutMs?: number;
   readonly agentTimeoutMs?: number;
   /** The KVM write trap on the syscall tables, and QEMU's pid to attach it to; absent: off. */
   readonly trap?: { readonly guard: SyscallTableTrap; readonly qemuPid: () => number | undefined } | null;
+}
+
+/** What one cycle saw of the guest. */
+export interface Observation {
+  readonly startedAtMs: number;
+  readonly report: GuestReport;
+  readonly snapshot: KernelSnapshot | null;
+  readonly snapshotError: string | null;
+  readonly trap: TrapScanResult | null;
 }
 
 export interface ScanSummary {
@@ -52,7 +65,11 @@ export interface ScanSummary {
 export class GuestWatch {
   readonly name: string;
   private state: GuestLadderState;
+  /** The ladder state the store has not taken yet (saved again at the next cycle). */
+  private unsaved = false;
   private readonly tracker: FindingTracker;
+  /** Baselines by kernel key: kept in memory so a store outage does not blind the integrity checks. */
+  private readonly baselines = new Map<string, KernelBaseline>();
   private stopped = false;
   private wake: (() => void) | undefined;
   scans = 0;
@@ -61,37 +78,36 @@ export class GuestWatch {
   constructor(private readonly o: GuestWatchOptions) {
     this.name = o.controller.name;
     this.state = o.ladders.load(this.name) ?? initialLadderState(this.name);
-    this.tracker = new FindingTracker((k) => this.o.policy().policy.faults[k].confirmScans);
+    this.tracker = new FindingTracker((k) => this.policy().policy.faults[k].confirmScans);
     // A reboot the guest starts itself: the next kernel may put anything on the protected pages.
     o.controller.onGuestReset?.(() => this.o.trap?.guard.beforeKernelRestart());
   }
 
   get ladderState(): GuestLadderState { return this.state; }
 
+  private policy(): { policy: Policy; version: number | null } {
+    const a = this.o.policy.current();
+    return a ? { policy: a.policy, version: a.version } : { policy: DEFAULT_POLICY, version: null };
+  }
+
   private log(line: string): void {
     (this.o.log ?? ((l: string) => console.log(l)))(`[${this.name}] ${line}`);
   }
 
   private record(events: EventInput[]): void {
-    if (!this.o.sink || events.length === 0) return;
-    try {
-      this.o.sink.recordMany(events);
-    } catch (e) {
-      this.log(`event store refused events: ${errorMessage(e)}`);
-    }
+    this.o.recorder.record(events);
   }
 
-  private ladderEvents(events: readonly LadderEvent[]): EventInput[] {
-    return events.map((e) => {
-      if (e.type === 'alert') this.log(`ALERT ${e.reason}`);
-      else this.log(`ladder ${e.fault}: ${e.reason}`);
-      return {
-        kind: 'ladder-step' as const,
-        payload: e.type === 'step'
-          ? { guest: this.name, fault: e.fault, findingId: e.findingId, step: e.step, action: e.action, attempt: e.attempt, reason: e.reason.slice(0, 1000) }
-          : { guest: this.name, fault: e.fault ?? 'policy', findingId: null, step: null, action: null, attempt: 0, reason: `alert: ${e.reason}`.slice(0, 1000) },
-      };
-    });
+  /** Adopts a ladder state; the store gets it now or, if it refuses, at the next cycle. */
+  private adopt(state: GuestLadderState, save: (s: GuestLadderState) => void): void {
+    this.state = state;
+    try {
+      save(state);
+      this.unsaved = false;
+    } catch (e) {
+      if (!this.unsaved) this.log(`ladder state not saved (kept in memory, saved when the store takes it): ${errorMessage(e)}`);
+      this.unsaved = true;
+    }
   }
 
   /** Boots or adopts the guest and picks up a ladder that a previous supervisor left mid-way. */
@@ -100,10 +116,9 @@ export class GuestWatch {
     this.log(`guest ${how}`);
     if (this.state.pending) {
       const p = this.state.pending;
-      const r = resumeAfterRestart(this.state, Date.now(), this.o.policy().policy);
-      this.state = r.state;
-      this.o.ladders.finishAction(this.state, p.actionId, 'interrupted', 'supervisor restarted during the action', Date.now());
-      this.record(this.ladderEvents(r.events));
+      const r = resumeAfterRestart(this.state, Date.now(), this.policy().policy);
+      this.adopt(r.state, (s) => this.o.ladders.finishAction(s, p.actionId, 'interrupted', 'supervisor restarted during the action', Date.now()));
+      this.record(ladderEvents(this.name, r.events, (l) => this.log(l)));
     }
   }
 
@@ -114,7 +129,7 @@ export class GuestWatch {
       try {
         await this.cycle();
       } catch (e) {
-        // A bug or a store failure: say so, keep watching the other guests and this one.
+        // A bug: say so, keep watching the other guests and this one.
         this.log(`watch cycle failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
       }
       const wait = this.o.scanIntervalMs - (Date.now() - t0);
@@ -132,9 +147,32 @@ export class GuestWatch {
 
   /** One scan and, when the ladder says so, one action. */
   async cycle(): Promise<ScanSummary> {
-    const { policy, version } = this.o.policy();
+    const { policy, version } = this.policy();
+    if (this.unsaved) this.adopt(this.state, (s) => this.o.ladders.save(s));
+    const obs = await this.observe();
+    const j = judge({
+      guest: this.name, obs, state: this.state, tracker: this.tracker, policy, critical: this.o.critical,
+      introspectionOff: this.o.scanner === null, baseline: obs.snapshot ? this.baselineFor(kernelKey(obs.snapshot)) : null, nowMs: Date.now(),
+    });
+    if (j.baselineToRecord) this.keepBaseline(j.baselineToRecord, j.baselineIsNewBoot);
+    this.scans++;
+    const durationMs = Date.now() - obs.startedAtMs;
+    // Persisted before it is acted on; if the store refuses, the watch acts from memory.
+    this.adopt(j.ladder.state, (s) => this.o.ladders.save(s));
+    this.record(cycleEvents({ guest: this.name, obs, judgement: j, durationMs, policyVersion: version, introspectionOff: this.o.scanner === null, log: (l) => this.log(l) }));
+    await this.act(j.ladder.decision, policy);
+    this.record([healthEvent(this.name, this.state, policy, obs, j.tracked.findings.length, this.o.scanner === null)]);
+    const summary: ScanSummary = {
+      startedAtMs: obs.startedAtMs, durationMs, findings: j.tracked.findings, snapshotError: obs.snapshotError, agent: obs.report.agent,
+      ...(obs.trap ? { trap: { status: obs.trap.status, detail: obs.trap.detail, refusedWrites: obs.trap.events.length } } : {}),
+    };
+    this.lastScan = summary;
+    return summary;
+  }
+
+  private async observe(): Promise<Observation> {
     const ctl = this.o.controller;
-    const t0 = Date.now();
+    const startedAtMs = Date.now();
     const report = await ctl.report(this.o.agentTimeoutMs ?? 5_000);
     let snapshot: KernelSnapshot | null = null;
     let snapshotError: string | null = this.o.scanner ? null : 'kernel introspection is off for this guest';
@@ -145,7 +183,6 @@ export class GuestWatch {
         snapshotError = errorMessage(e);
       }
     }
-    const baseline = snapshot ? this.o.baselines.load(this.name, kernelKey(snapshot)) : null;
     // The trap: (re)armed on the tables this scan found readable, its log drained into events and a per-boot tally.
     const trap = this.o.trap ? this.o.trap.guard.update({
       qemuPid: this.o.trap.qemuPid(),
@@ -153,71 +190,45 @@ export class GuestWatch {
       tables: snapshot && snapshot.syscallTables.length > 0 && snapshot.syscallTables.every((t) => t.errors.length === 0) ? snapshot.syscallTables : null,
       translate: snapshot && this.o.scanner?.translate ? (va) => this.o.scanner?.translate?.(va) ?? null : null,
     }) : null;
-    const analysis = analyzeScan({ nowMs: t0, snapshot, snapshotError, report, critical: this.o.critical, baseline, ...(trap ? { refusedWrites: trap.tally } : {}) });
-    if (analysis.baselineToRecord) {
-      this.o.baselines.save(this.name, analysis.baselineToRecord);
-      this.log(baseline ? 'kernel baseline: new boot recorded' : 'kernel baseline recorded at the first clean scan');
-    }
-    const tracked = this.tracker.update(analysis, t0);
-    const events: EventInput[] = [...(trap?.events ?? [])];
-    for (const f of tracked.cleared) {
-      this.log(`finding cleared: ${f.kind} ${f.id}`);
-      events.push({ kind: 'finding', payload: { guest: this.name, findingId: f.id, fault: f.kind, state: 'cleared', severity: f.severity, summary: f.summary.slice(0, 1000), evidence: f.evidence } });
-    }
-    for (const f of tracked.raised) {
-      this.log(`finding raised: ${f.kind}: ${f.summary}`);
-      events.push({ kind: 'finding', payload: { guest: this.name, findingId: f.id, fault: f.kind, state: 'raised', severity: f.severity, summary: f.summary.slice(0, 1000), evidence: f.evidence } });
-    }
-    const durationMs = Date.now() - t0;
-    this.scans++;
-    events.push({
-      kind: 'scan',
-      payload: {
-        guest: this.name, startedAtMs: t0, durationMs,
-        outcome: snapshotError && report.agent === 'down' ? 'failed' : tracked.findings.length > 0 ? 'faults' : 'clean',
-        findings: tracked.raised.length,
-        error: [snapshotError, report.agent === 'down' ? `agent: ${report.error}` : null].filter(Boolean).join('; ').slice(0, 2000) || null,
-        policyVersion: version,
-        stats: {
-          tasks: snapshot?.tasks.tasks.length ?? -1,
-          guestProcesses: report.agent === 'ok' ? report.processes.length : -1,
-          modules: snapshot?.modules.modules.length ?? -1,
-          openFindings: tracked.findings.length,
-          viewErrors: snapshot ? snapshot.tasks.errors.length + snapshot.pidIdr.errors.length + snapshot.runQueues.errors.length + snapshot.modules.errors.length + snapshot.integrity.errors.length : -1,
-          ...(trap ? { trapArmed: trap.status === 'armed' ? 1 : 0, refusedWrites: trap.events.length } : {}),
-        },
-      },
-    });
+    return { startedAtMs, report, snapshot, snapshotError, trap };
+  }
 
-    const faults: ActiveFault[] = tracked.findings.map((f) => ({ kind: f.kind, findingId: f.id, summary: f.summary, target: f.target }));
-    const r = step(this.state, { nowMs: Date.now(), scanAtMs: t0, faults, undetermined: analysis.undetermined, policy });
-    this.state = r.state;
-    this.o.ladders.save(this.state);
-    events.push(...this.ladderEvents(r.events));
-    this.record(events);
+  private baselineFor(key: string): KernelBaseline | null {
+    const kept = this.baselines.get(key);
+    if (kept) return kept;
+    try {
+      const b = this.o.baselines.load(this.name, key);
+      if (b) this.baselines.set(key, b);
+      return b;
+    } catch (e) {
+      this.log(`kernel baseline not readable from the store: ${errorMessage(e)}`);
+      return null;
+    }
+  }
 
-    const d = r.decision;
+  private keepBaseline(b: KernelBaseline, newBoot: boolean): void {
+    this.baselines.set(b.kernelKey, b);
+    try {
+      this.o.baselines.save(this.name, b);
+    } catch (e) {
+      this.log(`kernel baseline kept in memory only (the store refused it): ${errorMessage(e)}`);
+    }
+    this.log(newBoot ? 'kernel baseline: new boot recorded' : 'kernel baseline recorded at the first clean scan');
+  }
+
+  private async act(d: LadderDecision, policy: Policy): Promise<void> {
+    const ctl = this.o.controller;
     if (d.kind === 'act') {
       const a = d.action;
       this.log(`action ${a.action} (attempt ${a.attempt}/${a.count}) for ${a.fault}${a.target ? ` on ${a.target}` : ''}`);
       const timeout = this.o.actionTimeoutsMs?.[a.action] ?? DEFAULT_ACTION_TIMEOUT_MS[a.action];
       // A restarted kernel may put anything on the table's old pages: unprotect them first (re-armed after the next clean scan).
       if (a.action === 'reboot-os' || a.action === 'restart-vm' || a.action === 'restore-image') this.o.trap?.guard.beforeKernelRestart();
-      const res = await executeAction(ctl, a, this.o.critical, timeout);
+      const res: ActionResult = await executeAction(ctl, a, this.o.critical, timeout);
       const c = completeAction(this.state, a.actionId, { ok: res.ok, error: res.error }, Date.now(), policy);
-      this.state = c.state;
-      this.o.ladders.finishAction(this.state, a.actionId, res.ok ? 'ok' : 'failed', res.error, Date.now());
+      this.adopt(c.state, (s) => this.o.ladders.finishAction(s, a.actionId, res.ok ? 'ok' : 'failed', res.error, Date.now()));
       this.log(`action ${a.action} ${res.ok ? 'done' : 'FAILED'} in ${res.durationMs} ms: ${res.detail ?? res.error}`);
-      this.record([
-        {
-          kind: 'action',
-          payload: {
-            guest: this.name, actionId: a.actionId.slice(0, 128), action: a.action, fault: a.fault, target: a.target?.slice(0, 256) ?? null,
-            outcome: res.ok ? 'ok' : 'failed', error: res.error?.slice(0, 2000) ?? null, startedAtMs: a.startedAtMs, durationMs: res.durationMs,
-          },
-        },
-        ...this.ladderEvents(c.events),
-      ]);
+      this.record(actionEvents(this.name, a, res, c.events, (l) => this.log(l)));
     } else if (d.kind === 'hold') {
       let note = `held: ${d.reason}`;
       try {
@@ -228,25 +239,5 @@ export class GuestWatch {
       }
       this.log(`HOLD ${note}`);
     }
-
-    const ladders = ladderSummary(this.state, policy);
-    this.record([{
-      kind: 'guest-health',
-      payload: {
-        guest: this.name,
-        health: this.state.held ? 'faulty' : this.state.pending || ladders.some((l) => l.phase === 'verifying') ? 'recovering'
-          : report.agent === 'down' && !snapshot ? 'down' : tracked.findings.length > 0 ? 'faulty' : 'healthy',
-        openFindings: tracked.findings.length,
-        lastScanAtMs: t0,
-        ladders: ladders.map((l) => ({ fault: l.fault, step: l.step, action: l.action, attempt: l.attempt })),
-        note: this.state.held ? `held since ${new Date(this.state.held.sinceMs).toISOString()}: ${this.state.held.reason}`.slice(0, 1000) : null,
-      },
-    }]);
-    const summary: ScanSummary = {
-      startedAtMs: t0, durationMs, findings: tracked.findings, snapshotError, agent: report.agent,
-      ...(trap ? { trap: { status: trap.status, detail: trap.detail, refusedWrites: trap.events.length } } : {}),
-    };
-    this.lastScan = summary;
-    return summary;
   }
 }

@@ -1,24 +1,27 @@
-// `introvisor run`: every configured guest watched concurrently in one
-// process, each by its own GuestWatch loop; SQLite (the event store's
-// database) holds events, ladder state and kernel baselines.
+// `introvisor run`: the one composition root. It builds every adapter (the
+// SQLite store and its ladder/baseline tables, QEMU guests and their
+// controllers, introspection, the write trap, the record/report services) from
+// a resolved SupervisorConfig and hands them to one GuestWatch loop per guest.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../native/binding.js';
 import { EventStore } from '../store/event-store.js';
-import { SqliteLadderStateStore } from '../policy/ladder-store.js';
-import { SqliteBaselineStore } from '../detectors/baseline-store.js';
+import { SqliteLadderStateStore } from '../store/ladder-state-store.js';
+import { SqliteBaselineStore } from '../store/baseline-store.js';
 import { loadPolicyFile } from '../policy/schema.js';
 import { DEFAULT_POLICY } from '../policy/defaults.js';
+import { fixedPolicySource } from '../policy/fixed-source.js';
 import type { Policy } from '../policy/types.js';
+import type { PolicySource } from '../events/sink.js';
 import { QemuVm } from '../vm/qemu-vm.js';
 import { guestVmSpec } from '../vm/guest-vm-spec.js';
-import { defaultSupervisorRunRoot } from '../vm/guest-layout.js';
 import { QemuGuestController } from '../recovery/qemu-controller.js';
 import { errorMessage } from '../util/errors.js';
-import { GuestWatch } from './guest-watch.js';
 import { SyscallTableTrap } from '../trap/syscall-table-trap.js';
-import { startRecordReport, type RecordReport } from '../telemetry/record-report.js';
+import { GuestWatch } from './guest-watch.js';
 import { IntrospectorScanner } from './kernel-scanner.js';
+import { EventRecorder, type StoreHealth } from './recorder.js';
+import { startServices, type Services } from './services.js';
 import type { GuestConfig, SupervisorConfig } from './config.js';
 
 export function vmForGuest(g: GuestConfig, runRoot: string): QemuVm {
@@ -32,86 +35,104 @@ export interface SupervisorOptions {
   readonly log?: (line: string) => void;
 }
 
+/** A policy source that becomes the services' policy store once they start. */
+class SwitchablePolicySource implements PolicySource<Policy> {
+  constructor(private source: PolicySource<Policy>) {}
+  use(source: PolicySource<Policy>): void { this.source = source; }
+  current(): ReturnType<PolicySource<Policy>['current']> { return this.source.current(); }
+  subscribe(listener: Parameters<PolicySource<Policy>['subscribe']>[0]): () => void { return this.source.subscribe(listener); }
+}
+
 export class Supervisor {
   readonly store: EventStore;
+  readonly recorder: EventRecorder;
   readonly watches: GuestWatch[] = [];
   readonly controllers: QemuGuestController[] = [];
-  private readonly filePolicy: { policy: Policy; version: number | null };
-  private report: RecordReport | null = null;
+  private readonly policy: SwitchablePolicySource;
+  private services: Services | null = null;
   private running: Promise<void>[] = [];
+  private stopping = false;
   private readonly log: (line: string) => void;
 
   constructor(readonly config: SupervisorConfig, opts: SupervisorOptions = {}) {
     this.log = opts.log ?? ((l) => console.log(l));
-    this.filePolicy = config.policy ? { policy: loadPolicyFile(config.policy), version: 1 } : { policy: DEFAULT_POLICY, version: null };
-    this.store = new EventStore({ path: config.database, deviceId: config.deviceId ?? 'introvisor' });
+    this.policy = new SwitchablePolicySource(config.policyFile
+      ? fixedPolicySource(loadPolicyFile(config.policyFile), 1, `file:${config.policyFile}`)
+      : fixedPolicySource(DEFAULT_POLICY, 0, 'defaults'));
+    this.store = new EventStore({ path: config.database, deviceId: config.deviceId });
+    this.recorder = new EventRecorder(this.store, { onInvalid: (p) => this.log(`event not recorded (a bug): ${p}`) });
+    this.recorder.onHealthChange((h) => this.storeHealthChanged(h));
     const ladders = new SqliteLadderStateStore(this.store.db, config.database);
     const baselines = new SqliteBaselineStore(this.store.db);
-    const runRoot = config.runDir ?? defaultSupervisorRunRoot();
-    const timeouts = Object.fromEntries(Object.entries(config.actionTimeoutsSec ?? {}).map(([k, v]) => [k, v * 1000]));
     for (const g of config.guests) {
-      const ctl = new QemuGuestController(vmForGuest(g, runRoot), (l) => this.log(`[${g.name}] ${l}`));
+      const ctl = new QemuGuestController(vmForGuest(g, config.runDir), (l) => this.log(`[${g.name}] ${l}`));
       this.controllers.push(ctl);
-      // The trap needs the syscall tables' addresses, so it rides on introspection.
-      const trapAction = g.introspection === false ? 'off' : g.writeTrap ?? config.writeTrap ?? 'gp';
       this.watches.push(new GuestWatch({
         controller: ctl,
-        scanner: g.introspection === false ? null : new IntrospectorScanner(ctl.vm.ramPath, { hmp: (c) => ctl.hmp(c) }),
-        critical: (g.critical ?? []).map((c) => ({
-          name: c.name, ...(c.comm ? { comm: c.comm } : {}),
-          ...(c.start ? { start: { path: c.start[0] as string, args: c.start.slice(1) } } : {}),
-        })),
-        scanIntervalMs: 1000 * (g.scanIntervalSec ?? config.scanIntervalSec ?? 2),
-        policy: () => this.policy,
+        scanner: g.introspection ? new IntrospectorScanner(ctl.vm.ramPath, { hmp: (c) => ctl.hmp(c) }) : null,
+        critical: g.critical,
+        scanIntervalMs: g.scanIntervalMs,
+        policy: this.policy,
         ladders,
         baselines,
-        sink: this.store,
-        actionTimeoutsMs: timeouts,
+        recorder: this.recorder,
+        actionTimeoutsMs: config.actionTimeoutsMs,
         log: this.log,
-        trap: trapAction === 'off' ? null : {
-          guard: new SyscallTableTrap({ guest: g.name, action: trapAction, log: (l) => this.log(`[${g.name}] ${l}`) }),
+        trap: g.writeTrap === 'off' ? null : {
+          guard: new SyscallTableTrap({ guest: g.name, action: g.writeTrap, log: (l) => this.log(`[${g.name}] ${l}`) }),
           qemuPid: () => ctl.qemuPid,
         },
       }));
     }
   }
 
-  /** The running policy: the policy store's (updated over the air) when reporting is on, else the policy file. */
-  get policy(): { policy: Policy; version: number | null } {
-    const active = this.report?.policy.current();
-    return active ? { policy: active.policy, version: active.version } : this.filePolicy;
+  /** The store refusing writes (or taking them again): said on every channel that still works. */
+  private storeHealthChanged(h: StoreHealth): void {
+    if (h.ok) this.log('store: writes are taken again; the events kept in memory are recorded');
+    else this.log(`ALERT store-unavailable: the event store refuses writes (${h.error}); guarding goes on, events wait in memory`);
+    this.services?.storeHealthChanged(h);
   }
 
   /** Boots or adopts every guest (concurrently; one that fails to start is retried by its loop) and starts watching. */
   async start(): Promise<void> {
-    const r = this.config.report;
-    if (r) {
-      this.report = await startRecordReport(this.store, { ...r, ...(r.initialPolicy || !this.config.policy ? {} : { initialPolicy: this.config.policy }) }, {
-        softwareVersion: SOFTWARE_VERSION,
-        log: this.log,
-      });
+    if (this.config.report) {
+      this.services = await startServices(this.store, this.config.report, { softwareVersion: SOFTWARE_VERSION, log: this.log, storeHealth: () => this.recorder.health });
+      this.policy.use(this.services.policy);
     }
     this.running = this.watches.map(async (w) => {
-      for (let attempt = 1; ; attempt++) {
+      for (let attempt = 1; !this.stopping; attempt++) {
         try {
           await w.start();
           break;
         } catch (e) {
           this.log(`[${w.name}] cannot start the guest (attempt ${attempt}): ${errorMessage(e)}`);
-          await new Promise((r) => setTimeout(r, Math.min(60_000, 2_000 * attempt)));
+          await this.pause(Math.min(60_000, 2_000 * attempt));
         }
       }
-      await w.run();
+      if (!this.stopping) await w.run();
+    });
+  }
+
+  private readonly wakers = new Set<() => void>();
+  /** A wait that stop() cuts short. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => { clearTimeout(t); this.wakers.delete(done); resolve(); };
+      const t = setTimeout(done, ms);
+      this.wakers.add(done);
     });
   }
 
   /** Graceful stop: each loop finishes its cycle, then guests stop (or stay, per onExit) and the store closes. */
   async stop(): Promise<void> {
+    this.stopping = true;
+    for (const w of this.wakers) w();
     for (const w of this.watches) w.stop();
     await Promise.allSettled(this.running);
-    const stopGuests = (this.config.onExit ?? 'stop-guests') === 'stop-guests';
+    const stopGuests = this.config.onExit === 'stop-guests';
     await Promise.allSettled(this.controllers.map((c) => c.close({ stopGuest: stopGuests })));
-    await this.report?.stop();
+    await this.services?.stop();
+    this.recorder.flush();
     this.store.close();
   }
 }

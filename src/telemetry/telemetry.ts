@@ -9,7 +9,7 @@ import type { EventStore } from '../store/event-store.js';
 import type { DeviceStatePayload, EventKind } from '../events/types.js';
 import type { StatusMessage } from '../events/schemas.js';
 import { connectMqtt, type BrokerConfig, type BrokerConnector, type BrokerSession } from './broker.js';
-import { topicsFor, type Topics } from './topics.js';
+import { topicsFor, type Topics } from '../events/topics.js';
 import { errorMessage } from '../util/errors.js';
 import { withTimeout } from '../util/deadline.js';
 

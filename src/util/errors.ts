@@ -16,3 +16,8 @@ export class NotReachableError extends Error {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/** Input from outside (a CLI flag, a query parameter, a file) that is not what it must be; the message says what and where. */
+export class InputError extends Error {
+  override readonly name = 'InputError';
+}

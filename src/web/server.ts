@@ -10,7 +10,8 @@ import type { AddressInfo } from 'node:net';
 import { EVENT_KINDS, type EventKind, type RecordedEvent } from '../events/types.js';
 import type { EventQuery, OutboxStats } from '../store/event-store.js';
 import { PAGE_HTML, PAGE_JS, PAGE_CSS } from './page.js';
-import { errorMessage } from '../util/errors.js';
+import { errorMessage, InputError } from '../util/errors.js';
+import { parseSince } from '../util/time.js';
 
 /** What the web server reads; EventStore provides all of it. */
 export interface WebDataSource {
@@ -63,16 +64,6 @@ function queryGuest(u: URL): string | undefined {
   if (g === null || g === '') return undefined;
   if (!guestPattern.test(g)) throw new HttpError(400, 'guest must be 1-64 of [A-Za-z0-9._-]');
   return g;
-}
-
-/** since: milliseconds since the epoch, an ISO date, or a duration back from now like 15m, 2h, 7d. */
-export function parseSince(v: string, now = Date.now()): number {
-  const rel = /^(\d+)(s|m|h|d)$/.exec(v);
-  if (rel) return now - Number(rel[1]) * { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[rel[2] as 's' | 'm' | 'h' | 'd'];
-  if (/^\d+$/.test(v)) return Number(v);
-  const t = Date.parse(v);
-  if (Number.isNaN(t)) throw new HttpError(400, `since "${v.slice(0, 40)}" is not a time (ms, ISO date, or 15m/2h/7d)`);
-  return t;
 }
 
 export function startWebServer(opts: WebServerOptions): Promise<WebServer> {
@@ -144,7 +135,7 @@ export function startWebServer(opts: WebServerOptions): Promise<WebServer> {
       }
       return send(res, 200, 'application/json', JSON.stringify(api(u)));
     } catch (e) {
-      const status = e instanceof HttpError ? e.status : 500;
+      const status = e instanceof HttpError ? e.status : e instanceof InputError ? 400 : 500;
       return send(res, status, 'application/json', JSON.stringify({ error: status === 500 ? `internal error: ${errorMessage(e)}` : errorMessage(e) }));
     }
   });

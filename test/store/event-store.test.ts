@@ -132,11 +132,30 @@ t.test('a version-1 database is migrated: its refused writes keep their rows, wi
                VALUES (1, 'old', ?, 0, '0x1000', NULL, 8, '0xffffffffc0001000', NULL, '00', 'sys_call_table', 2)`).run(Date.now() - 1000);
   raw.close();
   const store = new EventStore({ path, deviceId: 'dev1' });
-  t.equal(store.db.pragma('user_version', { simple: true }), 2);
+  t.equal(store.db.pragma('user_version', { simple: true }), 3);
   store.record(sampleEvents()[4] as never);
   const [fresh, old] = store.refusedWrites();
   t.same([old?.guest, old?.action, old?.source, old?.trapSeq, old?.lostBefore], ['old', null, null, null, 0], 'the old row, with what version 1 did not record');
   t.same([fresh?.action, fresh?.source, fresh?.trapSeq, fresh?.lostBefore], ['gp', 'emulated', 1, 0], 'a new row carries them');
+  store.close();
+  t.end();
+});
+
+t.test('a version-2 database whose supervisor made its watchdog tables itself keeps their rows at version 3', (t) => {
+  const path = join(dir, 'h.db');
+  const raw = new BetterSqlite3(path);
+  migrations[0]?.up(raw);
+  migrations[1]?.up(raw);
+  raw.pragma('user_version = 2');
+  // As supervisors before version 3 created them, beside the migrations.
+  raw.exec(`CREATE TABLE watchdog_baseline (guest TEXT NOT NULL, kernel_key TEXT NOT NULL, baseline TEXT NOT NULL, recorded_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (guest, kernel_key)) STRICT`);
+  raw.prepare("INSERT INTO watchdog_baseline VALUES ('old', 'k', '{}', 1)").run();
+  raw.close();
+  const store = new EventStore({ path, deviceId: 'dev1' });
+  t.equal(store.db.pragma('user_version', { simple: true }), 3);
+  t.same(store.db.prepare('SELECT guest, kernel_key FROM watchdog_baseline').all(), [{ guest: 'old', kernel_key: 'k' }], 'the old baseline row is kept');
+  t.same(store.db.prepare('SELECT count(*) AS n FROM watchdog_ladder').get(), { n: 0 }, 'the ladder table is created');
   store.close();
   t.end();
 });

@@ -10,9 +10,9 @@ t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
 t.test('the shipped example loads, with paths resolved', async (t) => {
   const c = loadSupervisorConfig(new URL('../../../examples/supervisor.json', import.meta.url).pathname);
-  t.match(c.policy, /\/examples\/policy\.json$/);
+  t.match(c.policyFile, /\/examples\/policy\.json$/);
   t.equal(c.guests[0]?.name, 'demo');
-  t.same(c.guests[0]?.critical?.[0]?.start, ['/data/bin/csdtest', '-d']);
+  t.same(c.guests[0]?.critical?.[0]?.start, { path: '/data/bin/csdtest', args: ['-d'] });
 });
 
 t.test('errors name each field', async (t) => {
@@ -33,4 +33,21 @@ t.test('a file that is not JSON names the file', async (t) => {
   const p = join(dir, 'broken.json');
   writeFileSync(p, '{');
   t.throws(() => loadSupervisorConfig(p), new RegExp(`config ${p}: `));
+});
+
+t.test('defaults are applied once, when the config is loaded', async (t) => {
+  const c = parseSupervisorConfig({
+    version: 1, database: 'x.db', scanIntervalSec: 3, writeTrap: 'drop',
+    guests: [{ name: 'a', image: { lab: true } }, { name: 'b', image: { lab: true }, scanIntervalSec: 0.5, introspection: false, writeTrap: 'gp' }],
+    report: { policyDir: 'p', mqtt: { url: 'mqtt://127.0.0.1:1883' }, ota: { keyringDir: 'k' } },
+  }, 'c.json', '/etc/iv');
+  t.equal(c.database, '/etc/iv/x.db');
+  t.equal(c.deviceId, 'introvisor');
+  t.equal(c.onExit, 'stop-guests');
+  t.equal(c.policyFile, null);
+  t.same(c.guests.map((g) => [g.scanIntervalMs, g.introspection, g.writeTrap]), [[3000, true, 'drop'], [500, false, 'off']], 'no trap without introspection');
+  t.same(c.report?.mqtt?.clientId, 'introvisor-introvisor');
+  t.equal(c.report?.hostMetricsIntervalMs, 60_000);
+  t.equal(c.report?.ota?.maxBundleBytes, 256 * 1024);
+  t.equal(c.report?.initialPolicy, null);
 });

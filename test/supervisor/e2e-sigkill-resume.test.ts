@@ -7,7 +7,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeHarness } from './harness.js';
-import { openWatchdogDatabase, SqliteLadderStateStore } from '../../src/policy/ladder-store.js';
+import { SqliteLadderStateStore } from '../../src/store/ladder-state-store.js';
+import { EventStore } from '../../src/store/event-store.js';
 import { packageRoot } from '../../src/native/binding.js';
 import { settlesWithin, sleep } from '../../src/util/deadline.js';
 
@@ -72,7 +73,7 @@ t.test('SIGKILL during reboot-os attempt 2 of 3: restarted supervisor adopts the
   t.match(await second.waitFor(/counted as done, not repeated/, 30_000), /reboot-os \(attempt 2\) was in progress/);
   await second.waitFor(/ALERT critical-process-missing: ladder exhausted/, 420_000);
 
-  const db = openWatchdogDatabase(h.dbPath);
+  const db = new EventStore({ path: h.dbPath, readOnly: true }).db;
   t.teardown(() => db.close());
   const journal = new SqliteLadderStateStore(db).actions(h.guest);
   // Named with their fault, so an action some other ladder took shows which fault it answered.

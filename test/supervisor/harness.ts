@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Supervisor } from '../../src/supervisor/supervisor.js';
 import { loadSupervisorConfig } from '../../src/supervisor/config.js';
-import { SqliteLadderStateStore, type ActionJournalRow } from '../../src/policy/ladder-store.js';
+import { SqliteLadderStateStore } from '../../src/store/ladder-state-store.js';
+import type { ActionJournalRow } from '../../src/policy/ladder-store.js';
 import type { GuestAgentClient } from '../../src/qemu/guest-agent-client.js';
 import { sleep } from '../../src/util/deadline.js';
 

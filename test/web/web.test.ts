@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext } from 'playwright-core';
 import { EventStore } from '../../src/store/event-store.js';
-import { startWebServer, isLoopback, parseSince } from '../../src/web/server.js';
+import { startWebServer, isLoopback } from '../../src/web/server.js';
+import { parseSince } from '../../src/util/time.js';
 import { sampleEvents } from '../telemetry/sample-events.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'iv-web-'));

@@ -8,7 +8,8 @@ import { defaultSupervisorRunRoot, guestLayout, labRunRoot } from '../../vm/gues
 import { parseSystemMap, type SymbolTable } from '../../profile/symbols.js';
 import { IsfLayouts, isfSymbols, parseIsf } from '../../profile/layouts.js';
 import type { MachineLayout } from '../../memory/guest-memory.js';
-import type { KernelSnapshot, TaskInfo, ViewError } from '../../views/types.js';
+import type { KernelSnapshot, TaskInfo } from '../../views/types.js';
+import { snapshotErrors } from '../../views/snapshot-errors.js';
 import { errorMessage } from '../../util/errors.js';
 
 export const usage = 'inspect <guest | dump-file> [--json] [--no-hash] [--system-map FILE] [--isf FILE] [--machine q35|pc|flat]   print the kernel views rebuilt from guest memory';
@@ -70,7 +71,7 @@ export async function run(argv: string[]): Promise<number> {
       } else {
         printSnapshot(snap, `${ramPath} (${mode}); discovery ${attachMs.toFixed(0)} ms, scan ${scanMs.toFixed(1)} ms; profile: symbols ${ins.kernel.profile.origin.symbols}, layouts ${ins.kernel.profile.origin.layouts}`);
       }
-      const errors = allErrors(snap);
+      const errors = snapshotErrors(snap);
       return errors.length > 0 ? 1 : 0;
     } finally {
       ins.close();
@@ -78,10 +79,6 @@ export async function run(argv: string[]): Promise<number> {
   } finally {
     qmp?.close();
   }
-}
-
-function allErrors(s: KernelSnapshot): ViewError[] {
-  return [...s.tasks.errors, ...s.pidIdr.errors, ...s.runQueues.errors, ...s.modules.errors, ...s.syscallTables.flatMap((x) => x.errors), ...s.integrity.errors];
 }
 
 function printSnapshot(s: KernelSnapshot, header: string): void {
@@ -115,7 +112,7 @@ function printSnapshot(s: KernelSnapshot, header: string): void {
   out.push('', `kernel text sha256   ${i.textHash ?? '(not hashed)'}`, `kernel rodata sha256 ${i.rodataHash ?? '(not hashed)'}`);
   for (const d of i.dispatchers) out.push(`${d.name.padEnd(20)} ${d.hash}`);
   out.push(`IDT: ${i.idt.length} vectors; LSTAR ${i.lstar === null ? '(not readable through QMP)' : hex(i.lstar)}`);
-  const errors = allErrors(s);
+  const errors = snapshotErrors(s);
   if (errors.length > 0) {
     out.push('', `errors (${errors.length}):`);
     for (const e of errors.slice(0, 50)) out.push(`  ${e.where}: ${e.message}`);

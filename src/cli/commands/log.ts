@@ -1,7 +1,7 @@
 // `introvisor log`: the event journal, oldest first, filtered by guest, time and kind.
 import { EventStore, defaultDatabasePath } from '../../store/event-store.js';
 import { EVENT_KINDS, type EventKind, type RecordedEvent } from '../../events/types.js';
-import { parseSince } from '../../web/server.js';
+import { parseSince } from '../../util/time.js';
 import { parseArgs, intFlag, UsageError } from '../args.js';
 
 export const usage = 'log [--guest NAME] [--since 15m|2h|7d|ISO] [--kind KIND[,KIND]] [--limit N] [--db FILE] [--json]   the event journal';

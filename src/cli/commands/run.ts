@@ -12,7 +12,7 @@ export async function run(argv: string[]): Promise<number> {
   if (args.positional.length) throw new UsageError(`run takes no arguments (got "${args.positional.join(' ')}")`);
   const config = loadSupervisorConfig(file);
   const sup = new Supervisor(config);
-  console.log(`introvisor run: ${config.guests.length} guest(s), database ${config.database}, policy ${config.policy ?? '(defaults)'}`);
+  console.log(`introvisor run: ${config.guests.length} guest(s), database ${config.database}, policy ${config.policyFile ?? '(defaults)'}`);
   let stopping: Promise<void> | undefined;
   const stop = (sig: string): void => {
     if (stopping) return;

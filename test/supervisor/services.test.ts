@@ -1,4 +1,4 @@
-// The record/report service as the supervisor starts it: config checks, then
+// The record/report services as the supervisor starts them: config checks, then
 // store + TLS telemetry + OTA + host metrics + web against a real mosquitto.
 import t from 'tap';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -6,17 +6,24 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPrivateKey } from 'node:crypto';
 import { EventStore } from '../../src/store/event-store.js';
-import { parseRecordReportConfig, startRecordReport } from '../../src/telemetry/record-report.js';
+import { startServices } from '../../src/supervisor/services.js';
+import { parseSupervisorConfig, type ReportConfig } from '../../src/supervisor/config.js';
 import { generateSigningKey } from '../../src/ota/keyring.js';
 import { createBundle } from '../../src/ota/bundle.js';
 import { parseRecordedEvent } from '../../src/events/schemas.js';
-import { Mosquitto, subscribeAll } from './broker-fixture.js';
+import { Mosquitto, subscribeAll } from '../telemetry/broker-fixture.js';
+
+const parseReport = (report: unknown, where: string, baseDir: string): ReportConfig => {
+  const c = parseSupervisorConfig({ version: 1, database: 'x.db', guests: [{ name: 'a', image: { lab: true } }], report }, where, baseDir);
+  if (!c.report) throw new Error('no report section');
+  return c.report;
+};
 
 t.test('config: errors name the field; relative paths resolve against the config folder', async (t) => {
-  t.throws(() => parseRecordReportConfig({}, 'cfg.json', '/etc/iv'), /must have required property 'policyDir'/);
-  t.throws(() => parseRecordReportConfig({ policyDir: 'p', mqtt: { url: 'mqtts://h:8883' } }, 'cfg.json', '/etc/iv'), /\/mqtt\/tls is required for mqtts/);
-  t.throws(() => parseRecordReportConfig({ policyDir: 'p', web: { host: '0.0.0.0', port: 'x' } }, 'cfg.json', '/etc/iv'), /\/web\/port must be integer/);
-  const c = parseRecordReportConfig({ policyDir: 'policy', mqtt: { url: 'mqtts://h:8883', tls: { ca: 'ca.crt', cert: '/abs/c.crt', key: 'c.key' } } }, 'cfg.json', '/etc/iv');
+  t.throws(() => parseReport({}, 'cfg.json', '/etc/iv'), /\/report\/policyDir is required/);
+  t.throws(() => parseReport({ policyDir: 'p', mqtt: { url: 'mqtts://h:8883' } }, 'cfg.json', '/etc/iv'), /\/report\/mqtt\/tls is required for mqtts/);
+  t.throws(() => parseReport({ policyDir: 'p', web: { host: '0.0.0.0', port: 'x' } }, 'cfg.json', '/etc/iv'), /\/report\/web\/port must be integer/);
+  const c = parseReport({ policyDir: 'policy', mqtt: { url: 'mqtts://h:8883', tls: { ca: 'ca.crt', cert: '/abs/c.crt', key: 'c.key' } } }, 'cfg.json', '/etc/iv');
   t.equal(c.policyDir, '/etc/iv/policy');
   t.same(c.mqtt?.tls, { ca: '/etc/iv/ca.crt', cert: '/abs/c.crt', key: '/etc/iv/c.key' });
 });
@@ -39,7 +46,7 @@ t.test('the service: events to the broker, host metrics, OTA, web status', async
   central.on('message', (topic, payload) => seen.push({ topic, payload: payload.toString() }));
   await subscribeAll(central, ['introvisor/dev-rr/#']);
 
-  const cfg = parseRecordReportConfig({
+  const cfg = parseReport({
     policyDir: 'policy', groups: ['fleet-a'], hostMetricsIntervalSec: 0.2,
     mqtt: { url: broker.url, tls: { ca: tls.caPath, cert: tls.certPath, key: tls.keyPath } },
     ota: { keyringDir: 'keyring' },
@@ -47,7 +54,7 @@ t.test('the service: events to the broker, host metrics, OTA, web status', async
   }, 'test config', dir);
   const store = new EventStore({ path: join(dir, 'events.db'), deviceId: 'dev-rr' });
   const logs: string[] = [];
-  const rr = await startRecordReport(store, cfg, { softwareVersion: '0.1.0', log: (l) => logs.push(l) });
+  const rr = await startServices(store, cfg, { softwareVersion: '0.1.0', log: (l) => logs.push(l), storeHealth: () => ({ ok: true, error: null, sinceMs: null, pending: 0, dropped: 0 }) });
   t.teardown(async () => { await rr.stop(); store.close(); });
   t.equal(rr.policy.current()?.version, 0, 'starts on the defaults');
   t.equal(rr.policy.current()?.policy.maxActionsPerHour, 12);

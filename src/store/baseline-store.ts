@@ -1,7 +1,8 @@
-// Kernel baselines in SQLite, one per guest and kernel (release + banner).
+// Kernel baselines in SQLite, one per guest and kernel (release + banner). Its
+// table comes from the store's migrations.
 import type { Database, Statement } from 'better-sqlite3';
 import { Ajv } from 'ajv';
-import type { BaselineStore, KernelBaseline } from './baseline.js';
+import type { BaselineStore, KernelBaseline } from '../detectors/baseline.js';
 import { describeAjvErrors } from '../policy/schema.js';
 
 const hexStr = { type: 'string', pattern: '^0x[0-9a-f]{1,16}$' } as const;
@@ -29,10 +30,8 @@ export class SqliteBaselineStore implements BaselineStore {
   private readonly get: Statement<[string, string], { baseline: string }>;
   private readonly put: Statement<[string, string, string, number]>;
 
+  /** `db` must be migrated (src/store/migrations.ts). */
   constructor(db: Database) {
-    db.exec(`CREATE TABLE IF NOT EXISTS watchdog_baseline (
-      guest TEXT NOT NULL, kernel_key TEXT NOT NULL, baseline TEXT NOT NULL, recorded_at_ms INTEGER NOT NULL,
-      PRIMARY KEY (guest, kernel_key)) STRICT`);
     this.get = db.prepare('SELECT baseline FROM watchdog_baseline WHERE guest = ? AND kernel_key = ?');
     this.put = db.prepare(`INSERT INTO watchdog_baseline (guest, kernel_key, baseline, recorded_at_ms) VALUES (?, ?, ?, ?)
       ON CONFLICT (guest, kernel_key) DO UPDATE SET baseline = excluded.baseline, recorded_at_ms = excluded.recorded_at_ms`);

@@ -4,7 +4,8 @@ import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SqliteLadderStateStore, openWatchdogDatabase } from '../../src/policy/ladder-store.js';
+import { SqliteLadderStateStore } from '../../src/store/ladder-state-store.js';
+import { EventStore } from '../../src/store/event-store.js';
 import { completeAction, initialLadderState, resumeAfterRestart, step } from '../../src/policy/ladder.js';
 import { DEFAULT_POLICY } from '../../src/policy/defaults.js';
 
@@ -15,7 +16,7 @@ const fault = { kind: 'critical-process-missing' as const, findingId: 'f1', summ
 
 t.test('state and action journal survive reopening; a pending action resumes as done', async (t) => {
   const path = join(dir, 'a.db');
-  let db = openWatchdogDatabase(path);
+  let db = new EventStore({ path: path, deviceId: 'test' }).db;
   let store = new SqliteLadderStateStore(db);
   t.equal(store.load('g1'), null);
   const r1 = step(initialLadderState('g1'), { nowMs: 1000, scanAtMs: 1000, faults: [fault], policy: DEFAULT_POLICY });
@@ -30,7 +31,7 @@ t.test('state and action journal survive reopening; a pending action resumes as 
   store.save(r3.state);
   db.close();
 
-  db = openWatchdogDatabase(path);
+  db = new EventStore({ path: path, deviceId: 'test' }).db;
   store = new SqliteLadderStateStore(db);
   const loaded = store.load('g1');
   t.same(loaded, r3.state, 'exact round trip');
@@ -49,7 +50,7 @@ t.test('state and action journal survive reopening; a pending action resumes as 
 });
 
 t.test('a damaged row is an error naming the guest and the field', async (t) => {
-  const db = openWatchdogDatabase(join(dir, 'b.db'));
+  const db = new EventStore({ path: join(dir, 'b.db'), deviceId: 'test' }).db;
   const store = new SqliteLadderStateStore(db);
   store.save(initialLadderState('g2'));
   db.prepare("UPDATE watchdog_ladder SET state = json_set(state, '$.seq', 'x') WHERE guest = 'g2'").run();

@@ -1,6 +1,6 @@
 // The MQTT topic tree (docs/MQTT.md). Everything a device publishes is under
 // introvisor/<device-id>/; group policy updates come from introvisor/group/<group>/.
-import type { EventKind } from '../events/types.js';
+import type { EventKind } from './types.js';
 
 const segment = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -14,6 +14,8 @@ export interface Topics {
   readonly state: string;
   readonly policySet: string;
   readonly policyState: string;
+  /** Whether the device's event store takes writes (retained). */
+  readonly storeState: string;
   groupPolicySet(group: string): string;
   guestHealth(guest: string): string;
   event(kind: EventKind): string;
@@ -27,6 +29,7 @@ export function topicsFor(deviceId: string): Topics {
     state: `${base}/state`,
     policySet: `${base}/policy/set`,
     policyState: `${base}/policy/state`,
+    storeState: `${base}/store/state`,
     groupPolicySet: (group) => `introvisor/group/${checkTopicSegment(group, 'group')}/policy/set`,
     guestHealth: (guest) => `${base}/guest/${checkTopicSegment(guest, 'guest name')}/health`,
     event: (kind) => `${base}/events/${kind}`,

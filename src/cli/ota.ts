@@ -8,14 +8,14 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync, existsSync } from 'n
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import mqtt from 'mqtt';
-import { parseArgs, intFlag, UsageError, type ParsedArgs } from '../cli/args.js';
+import { parseArgs, intFlag, UsageError, type ParsedArgs } from './args.js';
 import { errorMessage } from '../util/errors.js';
 import { validatePolicy } from '../policy/schema.js';
-import { createBundle, verifyBundle, DEFAULT_MAX_BUNDLE_BYTES, type BundleEnvelope, type SignedContent } from './bundle.js';
-import { Keyring, generateSigningKey } from './keyring.js';
+import { createBundle, verifyBundle, DEFAULT_MAX_BUNDLE_BYTES, type BundleEnvelope, type SignedContent } from '../ota/bundle.js';
+import { Keyring, generateSigningKey } from '../ota/keyring.js';
 import { mqttOptions, type BrokerConfig } from '../telemetry/broker.js';
-import { checkTopicSegment, topicsFor } from '../telemetry/topics.js';
-import { parsePolicyState } from './ota-agent.js';
+import { checkTopicSegment, topicsFor } from '../events/topics.js';
+import { parsePolicyState } from '../ota/ota-agent.js';
 
 export const usage = `usage: introvisor-ota <command> [options]
   keygen  --out DIR --name NAME                     new ed25519 signing key: DIR/NAME.key (keep secret), DIR/NAME.pub (for device keyrings)

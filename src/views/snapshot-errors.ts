@@ -1,0 +1,10 @@
+// Every view error of a snapshot, in one list: what `inspect` prints and the
+// watchdog counts. One definition, so the two never disagree.
+import type { KernelSnapshot, ViewError } from './types.js';
+
+export function snapshotErrors(s: KernelSnapshot): ViewError[] {
+  return [
+    ...s.tasks.errors, ...s.pidIdr.errors, ...s.runQueues.errors, ...s.modules.errors,
+    ...s.syscallTables.flatMap((t) => t.errors), ...s.integrity.errors,
+  ];
+}

@@ -91,11 +91,21 @@ t.test('critical process missing: from the task list, else from the guest ps; zo
   const b = analyzeScan(input(null, { report: { takenAtMs: 1, agent: 'ok', processes: [{ pid: 130, ppid: 1, comm: 'csdtest', state: 'Z' }] } }));
   t.match(b.observations, [{ kind: 'critical-process-missing', evidence: { checkedIn: 'guest-ps' } }]);
   t.same([...b.undetermined].sort(), ['hidden-module', 'hidden-process', 'kernel-integrity-changed', 'syscall-table-changed']);
-  const c = analyzeScan(input(null, { report: { takenAtMs: 1, agent: 'ok', processes: [{ pid: 130, ppid: 1, comm: 'csdtest', state: 'S' }] } }));
-  t.same(c.observations, []);
+  const c = analyzeScan(input(null, { introspectionOff: true, report: { takenAtMs: 1, agent: 'ok', processes: [{ pid: 130, ppid: 1, comm: 'csdtest', state: 'S' }] } }));
+  t.same(c.observations, [], 'introspection off: the guest ps alone, and it holds csdtest');
   // A comm longer than 15 characters is matched truncated, as the kernel keeps it.
   const long = snapshot({ tasks: [task(1, 'init'), task(5, 'averylongdaemon')] });
   t.same(analyzeScan(input(long, { critical: [{ name: 'averylongdaemonname' }] })).observations.filter((o) => o.kind === 'critical-process-missing'), []);
+});
+
+t.test('fail closed: an agent that answers while the kernel cannot be read is introspection-failed, never clean', async (t) => {
+  const ps = { takenAtMs: 1, agent: 'ok' as const, processes: [{ pid: 130, ppid: 1, comm: 'csdtest', state: 'S' }] };
+  const a = analyzeScan(input(null, { snapshotError: 'guest memory: cannot open /dev/shm/x.ram', report: ps }));
+  t.match(a.observations, [{ kind: 'introspection-failed', evidence: { error: /cannot open/ } }]);
+  t.equal(a.baselineToRecord, null);
+  t.same(analyzeScan(input(null, { introspectionOff: true, report: ps })).observations, [], 'not when introspection is switched off');
+  const down = analyzeScan(input(null, { snapshotError: 'x', report: { takenAtMs: 1, agent: 'down', error: 'no answer' } }));
+  t.same(down.observations.map((o) => o.kind), ['agent-down'], 'a guest that is down is agent-down, not introspection-failed');
 });
 
 t.test('agent down is a finding, and critical processes are then judged from the task list', async (t) => {

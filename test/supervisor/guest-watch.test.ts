@@ -1,0 +1,174 @@
+// GuestWatch with fakes of the guest (GuestController) and of introspection
+// (KernelScanner), over a real SQLite store: each test asserts the events the
+// watch recorded, not its log text.
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { GuestWatch } from '../../src/supervisor/guest-watch.js';
+import type { KernelScanner } from '../../src/supervisor/kernel-scanner.js';
+import { EventRecorder, type StoreHealth } from '../../src/supervisor/recorder.js';
+import type { GuestController, ProcessCommand } from '../../src/recovery/guest-controller.js';
+import type { GuestReport } from '../../src/detectors/types.js';
+import type { KernelSnapshot } from '../../src/views/types.js';
+import { EventStore } from '../../src/store/event-store.js';
+import { SqliteLadderStateStore } from '../../src/store/ladder-state-store.js';
+import { SqliteBaselineStore } from '../../src/store/baseline-store.js';
+import { fixedPolicySource } from '../../src/policy/fixed-source.js';
+import { validatePolicy } from '../../src/policy/schema.js';
+import type { Policy } from '../../src/policy/types.js';
+import type { EventSink } from '../../src/events/sink.js';
+import type { EventInput, RecordedEvent } from '../../src/events/types.js';
+import { report, snapshot, task } from '../detectors/synthetic.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'iv-watch-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+class FakeGuest implements GuestController {
+  readonly name = 'g1';
+  bootGeneration = 0;
+  guestReport: GuestReport = report(snapshot());
+  readonly calls: string[] = [];
+  async ensureRunning(): Promise<'running'> { return 'running'; }
+  async report(): Promise<GuestReport> { return this.guestReport; }
+  async startProcess(cmd: ProcessCommand): Promise<string> { this.calls.push(`start ${cmd.path}`); return 'started'; }
+  async killProcess(pid: number): Promise<string> { this.calls.push(`kill ${pid}`); return 'killed'; }
+  async rebootOs(): Promise<string> { this.calls.push('reboot-os'); this.bootGeneration++; return 'rebooted'; }
+  async restartVm(): Promise<string> { this.calls.push('restart-vm'); this.bootGeneration++; return 'restarted'; }
+  async restoreImage(): Promise<string> { this.calls.push('restore-image'); this.bootGeneration++; return 'restored'; }
+  async pause(): Promise<string> { return 'paused'; }
+  async stop(): Promise<string> { return 'stopped'; }
+  async close(): Promise<void> { /* nothing held */ }
+}
+
+class FakeScanner implements KernelScanner {
+  snap: KernelSnapshot | Error = snapshot();
+  async scan(): Promise<KernelSnapshot> { if (this.snap instanceof Error) throw this.snap; return this.snap; }
+  close(): void { /* nothing held */ }
+}
+
+/** A sink that refuses writes while `failing` (a full disk), else passes them to the store. */
+class FlakySink implements EventSink {
+  failing = false;
+  constructor(private readonly store: EventStore) {}
+  record(e: EventInput): RecordedEvent { return this.recordMany([e])[0] as RecordedEvent; }
+  recordMany(events: readonly EventInput[]): RecordedEvent[] {
+    if (this.failing) throw new Error('SQLITE_FULL: database or disk is full');
+    return this.store.recordMany(events);
+  }
+}
+
+function policyFrom(doc: unknown): Policy {
+  const v = validatePolicy(doc);
+  if (!v.ok) throw new Error(v.errors.join('; '));
+  return v.policy;
+}
+
+const FAST = policyFrom({
+  version: 1,
+  faults: {
+    'critical-process-missing': { confirmScans: 1, ladder: [{ action: 'restart-process', count: 2, verifyTimeoutSec: 60, backoffSec: 0 }, { action: 'restart-vm', count: 1, verifyTimeoutSec: 60, backoffSec: 0 }] },
+    'introspection-failed': { confirmScans: 3, ladder: [{ action: 'restart-vm', count: 1, verifyTimeoutSec: 60, backoffSec: 0 }] },
+  },
+});
+
+function setup(name: string, opts: { flaky?: boolean } = {}) {
+  const store = new EventStore({ path: join(dir, `${name}.db`), deviceId: 'test' });
+  const sink = new FlakySink(store);
+  const recorder = new EventRecorder(sink);
+  const guest = new FakeGuest();
+  const scanner = new FakeScanner();
+  const ladders = new SqliteLadderStateStore(store.db);
+  let laddersFail = false;
+  const watch = new GuestWatch({
+    controller: guest, scanner, critical: [{ name: 'csdtest', start: { path: '/data/bin/csdtest', args: ['-d'] } }],
+    scanIntervalMs: 1000, policy: fixedPolicySource(FAST, 7, 'test'),
+    ladders: opts.flaky ? {
+      load: (g) => ladders.load(g),
+      save: (s) => { if (laddersFail) throw new Error('SQLITE_FULL'); ladders.save(s); },
+      finishAction: (s, id, o, e, at) => { if (laddersFail) throw new Error('SQLITE_FULL'); ladders.finishAction(s, id, o, e, at); },
+      actions: (g) => ladders.actions(g),
+    } : ladders,
+    baselines: new SqliteBaselineStore(store.db), recorder, log: () => undefined,
+  });
+  const events = (kind?: RecordedEvent['kind']): RecordedEvent[] => store.events({ newestFirst: false, limit: 1000, ...(kind ? { kinds: [kind] } : {}) });
+  return { store, sink, recorder, guest, scanner, watch, events, ladders, setLaddersFail: (v: boolean) => { laddersFail = v; } };
+}
+
+t.test('clean cycles: clean scans, a healthy guest, a baseline once', async (t) => {
+  const s = setup('clean');
+  t.teardown(() => s.store.close());
+  for (let i = 0; i < 3; i++) await s.watch.cycle();
+  t.same(s.events('scan').map((e) => e.kind === 'scan' && e.payload.outcome), ['clean', 'clean', 'clean']);
+  t.same(s.events('scan').map((e) => e.kind === 'scan' && e.payload.policyVersion), [7, 7, 7], 'the policy source\'s version');
+  t.same(s.events('guest-health').map((e) => e.kind === 'guest-health' && e.payload.health), ['healthy', 'healthy', 'healthy']);
+  t.same(s.events('finding'), []);
+  t.same(s.guest.calls, []);
+});
+
+t.test('a missing critical process: finding, restart through the guest, then the next rung', async (t) => {
+  const s = setup('critical');
+  t.teardown(() => s.store.close());
+  await s.watch.cycle();
+  const gone = snapshot({ tasks: [task(1, 'init'), task(120, 'qemu-ga')] });
+  s.scanner.snap = gone;
+  s.guest.guestReport = report(gone);
+  await s.watch.cycle();
+  t.same(s.guest.calls, ['start /data/bin/csdtest'], 'restart-process ran');
+  const findings = s.events('finding');
+  t.match(findings, [{ payload: { fault: 'critical-process-missing', state: 'raised', summary: /csdtest/ } }]);
+  t.match(s.events('action'), [{ payload: { action: 'restart-process', outcome: 'ok', target: 'csdtest', fault: 'critical-process-missing' } }]);
+  t.ok(s.events('ladder-step').length >= 1, 'ladder steps recorded');
+  t.same(s.events('guest-health').map((e) => e.kind === 'guest-health' && e.payload.health), ['healthy', 'recovering']);
+});
+
+t.test('fail closed: a guest that makes its kernel unreadable is never clean, and climbs its own ladder', async (t) => {
+  const s = setup('unreadable');
+  t.teardown(() => s.store.close());
+  await s.watch.cycle();
+  s.scanner.snap = new Error('guest memory: cannot open /dev/shm/gone.ram');
+  for (let i = 0; i < 3; i++) await s.watch.cycle();
+  const scans = s.events('scan').map((e) => (e.kind === 'scan' ? [e.payload.outcome, e.payload.error] : null));
+  t.same(scans.map((x) => x?.[0]), ['clean', 'failed', 'failed', 'failed'], 'no clean scan without a kernel view');
+  t.match(scans[1]?.[1], /cannot open/);
+  t.same(s.events('guest-health').map((e) => e.kind === 'guest-health' && e.payload.health).slice(0, 3), ['healthy', 'unknown', 'unknown'], 'not healthy while unread');
+  t.match(s.events('finding'), [{ payload: { fault: 'introspection-failed', state: 'raised', severity: 'critical' } }], 'raised after confirmScans');
+  t.same(s.guest.calls, ['restart-vm'], 'the policy\'s action for it');
+});
+
+t.test('a store that refuses writes never stops the watch, and catches up when it takes them again', async (t) => {
+  const s = setup('full', { flaky: true });
+  t.teardown(() => s.store.close());
+  const health: StoreHealth[] = [];
+  s.recorder.onHealthChange((h) => health.push(h));
+  await s.watch.cycle();
+  const before = s.events().length;
+  // The disk fills up, then the critical process dies.
+  s.sink.failing = true;
+  s.setLaddersFail(true);
+  const gone = snapshot({ tasks: [task(1, 'init'), task(120, 'qemu-ga')] });
+  s.scanner.snap = gone;
+  s.guest.guestReport = report(gone);
+  await s.watch.cycle();
+  t.same(s.guest.calls, ['start /data/bin/csdtest'], 'the ladder still acted, from memory');
+  t.equal(s.events().length, before, 'nothing reached the full store');
+  t.match(health, [{ ok: false, error: /SQLITE_FULL/ }], 'store-unavailable said once');
+  t.ok(s.recorder.health.pending > 0, 'events wait in memory');
+  // Still unwritable: the next cycles run (no "step() while pending" wedge) and verify the restart.
+  s.scanner.snap = snapshot();
+  s.guest.guestReport = report(snapshot());
+  await s.watch.cycle();
+  await s.watch.cycle();
+  t.equal(s.watch.ladderState.pending, null, 'no action left pending');
+  // Space returns.
+  s.sink.failing = false;
+  s.setLaddersFail(false);
+  await s.watch.cycle();
+  t.equal(s.recorder.health.pending, 0, 'caught up');
+  t.match(health, [{ ok: false }, { ok: true }], 'and said so');
+  const kinds = s.events().slice(before).map((e) => e.kind);
+  t.ok(kinds.includes('finding') && kinds.includes('action'), 'the finding and the action recorded late, not lost');
+  const seqs = s.events().map((e) => e.seq);
+  t.same(seqs, [...seqs].sort((a, b) => a - b), 'in order');
+  t.same(s.ladders.load('g1'), s.watch.ladderState, 'the ladder state saved once the store took it');
+});

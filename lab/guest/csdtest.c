@@ -1,4 +1,4 @@
-// csdtest: the lab guest's example critical service (MISSION.md names it).
+// csdtest: the lab guest's example critical service.
 // It idles, waking once a second, and with -d detaches like a daemon so the
 // guest agent's guest-exec returns at once. Its pid is written to /run/csdtest.pid.
 #include <fcntl.h>

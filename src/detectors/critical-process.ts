@@ -1,5 +1,5 @@
 // Critical processes: each configured process must be on the kernel's task
-// list (MISSION B: "one missing from the task list is a fault"). Without a
+// list (one missing from the task list is a fault). Without a
 // kernel snapshot the guest's own report stands in, and the evidence says so.
 import type { KernelSnapshot } from '../views/types.js';
 import type { DetectorResult, GuestReport, Observation } from './types.js';

@@ -101,10 +101,6 @@ export function formatAjvErrors(errors: readonly ErrorObject[] | null | undefine
   return parts.join('; ') + (errors.length > max ? `; and ${errors.length - max} more` : '');
 }
 
-export function isEventKind(k: unknown): k is EventKind {
-  return typeof k === 'string' && (EVENT_KINDS as readonly string[]).includes(k);
-}
-
 /** Checks a payload against its kind's schema; returns null when valid, else what is wrong. */
 export function payloadProblem(kind: EventKind, payload: unknown): string | null {
   const v = payloadValidators[kind];

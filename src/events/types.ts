@@ -79,7 +79,7 @@ export interface ActionPayload {
   readonly durationMs: number;
 }
 
-/** A guest write into the protected syscall table that the KVM write trap refused (MISSION part A step 4). */
+/** A guest write into the protected syscall table that the KVM write trap refused. */
 export interface RefusedWritePayload {
   readonly guest: string;
   /** When the hypervisor refused it (host clock, ms since the epoch). */

@@ -1,4 +1,4 @@
-// The product's default ladders (MISSION.md part B and issue 4):
+// The product's default ladders:
 //   critical process missing: restart the process x3 -> reboot the OS x3 -> restart the VM -> restore the image
 //   hidden process:           reboot the OS x2 -> restart the VM -> restore the image
 //   syscall table / kernel integrity changed, hidden module: restore the image at once.

@@ -4,7 +4,7 @@
 // (guest health, open findings, ladders) that the web page and CLI show.
 import BetterSqlite3, { type Database, type Statement } from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import type { EventSink } from '../events/sink.js';
 import { payloadProblem } from '../events/schemas.js';
 import {
@@ -13,10 +13,6 @@ import {
 } from '../events/types.js';
 import { migrate, migrations } from './migrations.js';
 
-/** Where the appliance keeps its state; INTROVISOR_STATE moves it. */
-export const stateDir = (): string => process.env.INTROVISOR_STATE ?? '/var/lib/introvisor';
-export const defaultDatabasePath = (): string => join(stateDir(), 'introvisor.db');
-export const defaultPolicyDir = (): string => join(stateDir(), 'policy');
 
 export interface RetentionSettings {
   /** Journal events older than this are deleted (current state and the outbox are kept). */

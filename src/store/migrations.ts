@@ -30,7 +30,7 @@ export const migrations: readonly Migration[] = [
         CREATE INDEX events_at ON events (at_ms);
         -- Events not yet acknowledged by the broker: the full published message, in seq order.
         CREATE TABLE outbox (seq INTEGER PRIMARY KEY, message TEXT NOT NULL) STRICT;
-        -- The KVM write trap's refused writes (MISSION part A steps 4-5), typed for the log view.
+        -- The KVM write trap's refused writes, typed for the log view.
         CREATE TABLE refused_writes (
           seq INTEGER PRIMARY KEY,
           guest TEXT NOT NULL,

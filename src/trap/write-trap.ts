@@ -1,4 +1,4 @@
-// The KVM write trap (kernel-patches/, MISSION part A) as seen from the
+// The KVM write trap (kernel-patches/) as seen from the
 // supervisor: attach to one QEMU's VM, protect guest-physical ranges, drain
 // the log of refused writes. The native part (native/src/write_trap.cc) does
 // the syscalls; this file decodes and checks what the kernel hands back.

@@ -1,5 +1,6 @@
 // `introvisor log`: the event journal, oldest first, filtered by guest, time and kind.
-import { EventStore, defaultDatabasePath } from '../../store/event-store.js';
+import { EventStore } from '../../store/event-store.js';
+import { defaultDatabasePath } from '../../util/paths.js';
 import { EVENT_KINDS, type EventKind, type RecordedEvent } from '../../events/types.js';
 import { parseSince } from '../../util/time.js';
 import { parseArgs, intFlag, UsageError } from '../args.js';

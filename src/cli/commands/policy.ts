@@ -1,6 +1,6 @@
 // `introvisor policy show`: the running policy (version, where it came from, the document).
 import { existsSync } from 'node:fs';
-import { defaultPolicyDir } from '../../store/event-store.js';
+import { defaultPolicyDir } from '../../util/paths.js';
 import { FilePolicyStore } from '../../ota/policy-store.js';
 import { validatePolicy } from '../../policy/schema.js';
 import { parseArgs, UsageError } from '../args.js';

@@ -1,4 +1,4 @@
-// `introvisor run --config FILE`: the supervisor (MISSION part B end to end).
+// `introvisor run --config FILE`: the supervisor: every configured guest watched, detected, recovered.
 import { parseArgs, UsageError } from '../args.js';
 import { loadSupervisorConfig } from '../../supervisor/config.js';
 import { Supervisor } from '../../supervisor/supervisor.js';

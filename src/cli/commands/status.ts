@@ -1,7 +1,8 @@
 // `introvisor status`: the appliance at a glance, read from the event store
 // (works next to a running supervisor: the store is opened read-only).
 import { existsSync } from 'node:fs';
-import { EventStore, defaultDatabasePath, defaultPolicyDir } from '../../store/event-store.js';
+import { EventStore } from '../../store/event-store.js';
+import { defaultDatabasePath, defaultPolicyDir } from '../../util/paths.js';
 import { FilePolicyStore } from '../../ota/policy-store.js';
 import { validatePolicy } from '../../policy/schema.js';
 import { parseArgs } from '../args.js';

@@ -12,7 +12,8 @@ import { loadPolicyFile } from '../policy/schema.js';
 import { DEFAULT_POLICY } from '../policy/defaults.js';
 import { fixedPolicySource } from '../policy/fixed-source.js';
 import type { Policy } from '../policy/types.js';
-import type { PolicySource } from '../events/sink.js';
+import { policyProblems, type GuestCapabilities } from '../policy/preflight.js';
+import type { PolicyListener, PolicySource } from '../events/sink.js';
 import { QemuVm } from '../vm/qemu-vm.js';
 import { guestVmSpec } from '../vm/guest-vm-spec.js';
 import { QemuGuestController } from '../recovery/qemu-controller.js';
@@ -33,6 +34,14 @@ const SOFTWARE_VERSION = (JSON.parse(readFileSync(join(packageRoot(), 'package.j
 
 export interface SupervisorOptions {
   readonly log?: (line: string) => void;
+}
+
+/** A policy listener that refuses (so the store rolls back) a policy whose ladders the guests cannot carry out. */
+export function policyGate(guests: () => readonly GuestCapabilities[]): PolicyListener<Policy> {
+  return (next) => {
+    const problems = policyProblems(next.policy, guests());
+    if (problems.length > 0) throw new Error(problems.join('; '));
+  };
 }
 
 /** A policy source that becomes the services' policy store once they start. */
@@ -86,6 +95,17 @@ export class Supervisor {
     }
   }
 
+  private get capabilities(): GuestCapabilities[] {
+    return this.config.guests.map((g) => ({ name: g.name, introspection: g.introspection, critical: g.critical.map((c) => ({ name: c.name, canStart: c.start !== undefined })) }));
+  }
+
+  /** Says what the running policy's ladders cannot do on these guests (at start: an alert, nothing refused). */
+  private preflight(): void {
+    const active = this.policy.current();
+    if (!active) return;
+    for (const p of policyProblems(active.policy, this.capabilities)) this.log(`ALERT policy version ${active.version}: ${p}`);
+  }
+
   /** The store refusing writes (or taking them again): said on every channel that still works. */
   private storeHealthChanged(h: StoreHealth): void {
     if (h.ok) this.log('store: writes are taken again; the events kept in memory are recorded');
@@ -98,7 +118,10 @@ export class Supervisor {
     if (this.config.report) {
       this.services = await startServices(this.store, this.config.report, { softwareVersion: SOFTWARE_VERSION, log: this.log, storeHealth: () => this.recorder.health });
       this.policy.use(this.services.policy);
+      // A new policy whose ladders these guests cannot carry out is refused, and the store rolls back to the previous one.
+      this.policy.subscribe(policyGate(() => this.capabilities));
     }
+    this.preflight();
     this.running = this.watches.map(async (w) => {
       for (let attempt = 1; !this.stopping; attempt++) {
         try {

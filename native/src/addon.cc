@@ -1,5 +1,6 @@
-// introvisor native core: what JavaScript cannot do well (mmap of guest RAM,
-// and later page walks and ioctls). Kept small; every entry point checks its bounds.
+// introvisor native addon: what JavaScript cannot do well (mmap of guest RAM,
+// page walks and bulk gathers, the write trap's ioctls). The walker itself is
+// plain C++ in core/ (no N-API); the classes here only convert arguments and results.
 #include <napi.h>
 
 #include "address_space.h"

@@ -1,11 +1,13 @@
 // Argument conversion shared by the addon's classes: JavaScript numbers or
-// bigints to unsigned integers, with errors that name the argument.
+// bigints to unsigned integers, typed arrays of a given kind, with errors that
+// name the argument.
 #pragma once
 #include <napi.h>
 
 #include <cstdint>
-#include <cstdio>
 #include <string>
+
+#include "core/format.h"
 
 namespace introvisor {
 
@@ -23,10 +25,8 @@ inline uint64_t ToU64(const Napi::Env& env, const Napi::Value& v, const char* wh
   return static_cast<uint64_t>(d);
 }
 
-inline std::string Hex(uint64_t v) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
+inline bool IsTypedArrayOf(const Napi::Value& v, napi_typedarray_type type) {
+  return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == type;
 }
 
 }  // namespace introvisor

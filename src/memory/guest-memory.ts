@@ -59,11 +59,6 @@ export class GuestMemory {
     return null;
   }
 
-  gpaOfFileOffset(offset: bigint): bigint | null {
-    for (const r of this.layout) if (offset >= r.fileOffset && offset - r.fileOffset < r.size) return r.gpa + (offset - r.fileOffset);
-    return null;
-  }
-
   /** A copy of guest-physical [gpa, gpa+length); RangeError naming the range when RAM does not back it. */
   readPhys(gpa: bigint, length: number): Buffer {
     const off = this.fileOffsetOf(gpa, length);

@@ -13,17 +13,15 @@ export interface NativePhysicalMemory {
   close(): void;
 }
 
-/** Guest-virtual access over a NativePhysicalMemory (native/src/address_space.cc). */
+/** Guest-virtual access over a NativePhysicalMemory (binding native/src/address_space.cc over the walker in native/src/core/). */
 export interface NativeAddressSpace {
   translate(va: bigint): bigint | null;
   read(va: bigint, length: number): Buffer;
   tryRead(va: bigint, length: number): Buffer | null;
   readPhys(pa: bigint, length: number): Buffer;
-  readGather(addresses: BigUint64Array, offset: number, length: number, minAddress?: bigint): { data: Buffer; ok: Uint8Array };
-  walkList(head: bigint, linkOffset: number, maxNodes: number, gatherOffset: number, gatherLength: number, fields?: Uint32Array): { nodes: BigUint64Array; data: Buffer; error: string | null };
-  setRoot(root: bigint, levels: 4 | 5): void;
+  readGather(addresses: BigUint64Array, offset: number, length: number): { data: Buffer; ok: Uint8Array };
+  walkList(head: bigint, linkOffset: number, maxNodes: number, gatherOffset: number, gatherLength: number): { nodes: BigUint64Array; data: Buffer; error: string | null };
   clearCache(): void;
-  stats(): { walks: number; hits: number; cached: number };
   setLinear(regions: BigUint64Array): void;
   /** Fixed-stride records: see RecordSpec in src/translate/address-space.ts. */
   walkRecords(head: bigint, linkOffset: number, maxNodes: number, fields: Uint32Array, derefs: Uint32Array, stride: number, floor: bigint): { records: ArrayBuffer; error: string | null };

@@ -1,5 +1,5 @@
-// Guest-virtual memory: the native x86-64 page walker (native/src/address_space.cc)
-// behind a small typed surface. Reads either succeed or name the unmapped address.
+// Guest-virtual memory: the native x86-64 page walker (native/src/core/, bound in
+// native/src/address_space.cc) behind a small typed surface. Reads either succeed or name the unmapped address.
 import { loadNative, type NativeAddressSpace } from '../native/binding.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 
@@ -27,28 +27,14 @@ export function pageTableRootFromCr3(cr3: bigint): bigint {
 
 export class AddressSpace {
   private readonly native: NativeAddressSpace;
-  private rootValue: bigint;
-  private levelsValue: PagingLevels;
 
-  constructor(readonly memory: GuestMemory, root: bigint, levels: PagingLevels) {
+  constructor(memory: GuestMemory, root: bigint, readonly levels: PagingLevels) {
     const { AddressSpace: Native } = loadNative();
     this.native = new Native(memory.native, memory.layoutArray(), root, levels);
-    this.rootValue = root;
-    this.levelsValue = levels;
-  }
-
-  get root(): bigint { return this.rootValue; }
-  get levels(): PagingLevels { return this.levelsValue; }
-
-  setRoot(root: bigint, levels: PagingLevels = this.levelsValue): void {
-    this.native.setRoot(root, levels);
-    this.rootValue = root;
-    this.levelsValue = levels;
   }
 
   /** Forget cached translations: call at the start of each scan of a live guest. */
   clearCache(): void { this.native.clearCache(); }
-  stats(): { walks: number; hits: number; cached: number } { return this.native.stats(); }
 
   translate(va: bigint): bigint | null { return this.native.translate(va); }
 
@@ -80,11 +66,14 @@ export class AddressSpace {
   readPhys(pa: bigint, length: number): Buffer { return this.native.readPhys(pa, length); }
   readU64(va: bigint): bigint { return this.native.read(va, 8).readBigUInt64LE(0); }
   readU32(va: bigint): number { return this.native.read(va, 4).readUInt32LE(0); }
-  /** One record per address (ok[i] = 0 when unmapped or below minAddress). */
-  readGather(addresses: BigUint64Array, offset: number, length: number, minAddress?: bigint): { data: Buffer; ok: Uint8Array } {
-    return this.native.readGather(addresses, offset, length, minAddress);
+  /** One record of `length` bytes at each address + offset (ok[i] = 0, and zeroes, when unmapped). */
+  readGather(addresses: BigUint64Array, offset: number, length: number): { data: Buffer; ok: Uint8Array } {
+    return this.native.readGather(addresses, offset, length);
   }
-  /** Bounded, cycle-checked walk of a circular list_head; see native walkList. */
+  /**
+   * Bounded, cycle-checked walk of the circular list_head at `head`: the containers (link - linkOffset)
+   * and gatherLength bytes at container + gatherOffset of each; error says why it stopped short.
+   */
   walkList(head: bigint, linkOffset: number, maxNodes: number, gatherOffset = 0, gatherLength = 0): { nodes: BigUint64Array; data: Buffer; error: string | null } {
     return this.native.walkList(head, linkOffset, maxNodes, gatherOffset, gatherLength);
   }

@@ -4,6 +4,7 @@
 // field); loading returns a SupervisorConfig with every default applied and
 // every relative path resolved against the config file's folder, once, here.
 import { readFileSync } from 'node:fs';
+import { availableParallelism, totalmem } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { describeAjvErrors } from '../policy/schema.js';
@@ -232,8 +233,12 @@ export const SUPERVISOR_CONFIG_SCHEMA = schema;
 const validate = new Ajv({ allErrors: true, strict: true }).compile<SupervisorConfigFile>(schema);
 const DEFAULT_SCAN_INTERVAL_SEC = 2;
 
+/** What the host has, for the checks a guest's size must pass. */
+export interface HostLimits { readonly memoryMiB: number; readonly cpus: number }
+const thisHost = (): HostLimits => ({ memoryMiB: Math.floor(totalmem() / 1048576), cpus: availableParallelism() });
+
 /** Checks a config document and resolves it: relative paths against baseDir, every default applied. */
-export function parseSupervisorConfig(raw: unknown, where: string, baseDir = process.cwd()): SupervisorConfig {
+export function parseSupervisorConfig(raw: unknown, where: string, baseDir = process.cwd(), host: HostLimits = thisHost()): SupervisorConfig {
   if (!validate(raw)) throw new Error(`config ${where}: ${describeAjvErrors(validate.errors).join('; ')}`);
   const errors: string[] = [];
   const names = new Set<string>();
@@ -246,6 +251,19 @@ export function parseSupervisorConfig(raw: unknown, where: string, baseDir = pro
       if (c.comm === undefined && c.name.length > 15) errors.push(`/guests/${i}/critical/${j}/comm is required when the name is longer than 15 characters (the kernel keeps 15)`);
       if (c.start && !c.start[0]?.startsWith('/')) errors.push(`/guests/${i}/critical/${j}/start/0 must be an absolute path in the guest`);
     });
+  });
+  // Two guests on one writable disk would corrupt it; a guest larger than the host cannot run.
+  const overlays = new Map<string, number>();
+  raw.guests.forEach((g, i) => {
+    if (g.overlay === undefined) return;
+    const at = resolve(baseDir, g.overlay);
+    const other = overlays.get(at);
+    if (other !== undefined) errors.push(`/guests/${i}/overlay ${at} is also the overlay of /guests/${other}`);
+    overlays.set(at, i);
+  });
+  raw.guests.forEach((g, i) => {
+    if (g.memoryMiB !== undefined && g.memoryMiB > host.memoryMiB) errors.push(`/guests/${i}/memoryMiB ${g.memoryMiB} is more than this host has (${host.memoryMiB} MiB)`);
+    if (g.cpus !== undefined && g.cpus > host.cpus) errors.push(`/guests/${i}/cpus ${g.cpus} is more than this host has (${host.cpus})`);
   });
   const m = raw.report?.mqtt;
   if (m && m.url.startsWith('mqtts:') !== (m.tls !== undefined)) errors.push(`/report/mqtt/tls is ${m.tls ? 'given for mqtt://' : 'required for mqtts://'}`);

@@ -51,3 +51,13 @@ t.test('defaults are applied once, when the config is loaded', async (t) => {
   t.equal(c.report?.ota?.maxBundleBytes, 256 * 1024);
   t.equal(c.report?.initialPolicy, null);
 });
+
+t.test('guests sharing a disk, or larger than the host, are refused with the field named', async (t) => {
+  const host = { memoryMiB: 4096, cpus: 2 };
+  t.throws(() => parseSupervisorConfig({ version: 1, database: 'x.db', guests: [
+    { name: 'a', image: { lab: true }, overlay: 'disk.qcow2' }, { name: 'b', image: { lab: true }, overlay: './disk.qcow2' },
+  ] }, 'c.json', '/srv', host), /\/guests\/1\/overlay \/srv\/disk\.qcow2 is also the overlay of \/guests\/0/);
+  t.throws(() => parseSupervisorConfig({ version: 1, database: 'x.db', guests: [{ name: 'a', image: { lab: true }, memoryMiB: 1048576, cpus: 64 }] }, 'c.json', '/srv', host),
+    /\/guests\/0\/memoryMiB 1048576 is more than this host has \(4096 MiB\); \/guests\/0\/cpus 64 is more than this host has \(2\)/);
+  t.doesNotThrow(() => parseSupervisorConfig({ version: 1, database: 'x.db', guests: [{ name: 'a', image: { lab: true }, memoryMiB: 512, cpus: 2 }] }, 'c.json', '/srv', host));
+});

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { labGuestVm } from '../../lab/lab-guest.js';
+import { guestLayout } from '../../src/vm/guest-layout.js';
 import { loadLabImages } from '../../lab/lab-images.js';
 import { VmBusyError } from '../../src/vm/qemu-vm.js';
 import { packageRoot } from '../../src/native/binding.js';
@@ -42,9 +43,10 @@ t.test('no QEMU on the machine', async (t) => {
 
 t.test('a socket path another process is listening on', async (t) => {
   const runRoot = join(tmp, 'busy');
-  mkdirSync(join(runRoot, 'busy'), { recursive: true });
+  const layout = guestLayout(runRoot, 'busy');
+  mkdirSync(layout.dir, { recursive: true });
   const server = createServer();
-  await new Promise<void>((r) => server.listen(join(runRoot, 'busy', 'qmp.sock'), r));
+  await new Promise<void>((r) => server.listen(layout.qmpSocket, r));
   t.teardown(() => server.close());
   const vm = labGuestVm('busy', { runRoot });
   await t.rejects(vm.start(), VmBusyError);
@@ -64,8 +66,8 @@ t.test('a guest name that cannot be a file name', async (t) => {
 
 t.test('a disk overlay on a golden image that is gone (a newer lab build superseded it) is recreated, and says so; a good one is kept', async (t) => {
   const runRoot = join(tmp, 'stale');
-  mkdirSync(join(runRoot, 'stale'), { recursive: true });
-  const overlay = join(runRoot, 'stale', 'disk.qcow2');
+  const overlay = guestLayout(runRoot, 'stale').overlay;
+  mkdirSync(guestLayout(runRoot, 'stale').dir, { recursive: true });
   const r = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', join(tmp, 'gone', 'base.qcow2'), '-F', 'qcow2', overlay, '64M'], { encoding: 'utf8' });
   t.equal(r.status, 0, r.stderr);
   const vm = labGuestVm('stale', { runRoot });

@@ -6,57 +6,19 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GuestWatch } from '../../src/supervisor/guest-watch.js';
-import type { KernelScanner } from '../../src/supervisor/kernel-scanner.js';
 import { EventRecorder, type StoreHealth } from '../../src/supervisor/recorder.js';
-import type { GuestController, ProcessCommand } from '../../src/recovery/guest-controller.js';
-import type { GuestReport } from '../../src/detectors/types.js';
-import type { KernelSnapshot } from '../../src/views/types.js';
 import { EventStore } from '../../src/store/event-store.js';
 import { SqliteLadderStateStore } from '../../src/store/ladder-state-store.js';
 import { SqliteBaselineStore } from '../../src/store/baseline-store.js';
 import { fixedPolicySource } from '../../src/policy/fixed-source.js';
 import { validatePolicy } from '../../src/policy/schema.js';
 import type { Policy } from '../../src/policy/types.js';
-import type { EventSink } from '../../src/events/sink.js';
-import type { EventInput, RecordedEvent } from '../../src/events/types.js';
+import type { RecordedEvent } from '../../src/events/types.js';
 import { report, snapshot, task } from '../detectors/synthetic.js';
+import { FakeGuest, FakeScanner, FlakySink } from './fakes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'iv-watch-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-
-class FakeGuest implements GuestController {
-  readonly name = 'g1';
-  bootGeneration = 0;
-  guestReport: GuestReport = report(snapshot());
-  readonly calls: string[] = [];
-  async ensureRunning(): Promise<'running'> { return 'running'; }
-  async report(): Promise<GuestReport> { return this.guestReport; }
-  async startProcess(cmd: ProcessCommand): Promise<string> { this.calls.push(`start ${cmd.path}`); return 'started'; }
-  async killProcess(pid: number): Promise<string> { this.calls.push(`kill ${pid}`); return 'killed'; }
-  async rebootOs(): Promise<string> { this.calls.push('reboot-os'); this.bootGeneration++; return 'rebooted'; }
-  async restartVm(): Promise<string> { this.calls.push('restart-vm'); this.bootGeneration++; return 'restarted'; }
-  async restoreImage(): Promise<string> { this.calls.push('restore-image'); this.bootGeneration++; return 'restored'; }
-  async pause(): Promise<string> { return 'paused'; }
-  async stop(): Promise<string> { return 'stopped'; }
-  async close(): Promise<void> { /* nothing held */ }
-}
-
-class FakeScanner implements KernelScanner {
-  snap: KernelSnapshot | Error = snapshot();
-  async scan(): Promise<KernelSnapshot> { if (this.snap instanceof Error) throw this.snap; return this.snap; }
-  close(): void { /* nothing held */ }
-}
-
-/** A sink that refuses writes while `failing` (a full disk), else passes them to the store. */
-class FlakySink implements EventSink {
-  failing = false;
-  constructor(private readonly store: EventStore) {}
-  record(e: EventInput): RecordedEvent { return this.recordMany([e])[0] as RecordedEvent; }
-  recordMany(events: readonly EventInput[]): RecordedEvent[] {
-    if (this.failing) throw new Error('SQLITE_FULL: database or disk is full');
-    return this.store.recordMany(events);
-  }
-}
 
 function policyFrom(doc: unknown): Policy {
   const v = validatePolicy(doc);

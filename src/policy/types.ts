@@ -11,6 +11,8 @@ export const FAULT_KINDS = [
   'agent-down',
   // The KVM write trap refused a write into a syscall table (src/trap/).
   'syscall-write-refused',
+  // The guest agent's report was over a bound (process count, name length) and was cut.
+  'guest-report-malformed',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 

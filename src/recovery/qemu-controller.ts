@@ -11,6 +11,7 @@ import { NotReachableError, TimeoutError, errorMessage } from '../util/errors.js
 import type { GuestReport } from '../detectors/types.js';
 import type { GuestController, ProcessCommand } from './guest-controller.js';
 import { PROC_STAT_COMMAND, parseProcStat } from './proc-stat.js';
+import { boundGuestReport } from '../detectors/guest-report.js';
 
 const BOOT_ID = '/proc/sys/kernel/random/boot_id';
 
@@ -86,9 +87,9 @@ export class QemuGuestController implements GuestController {
     try {
       const agent = await this.agent(timeoutMs);
       const text = await agent.shell(PROC_STAT_COMMAND, { timeoutMs });
-      return { takenAtMs, agent: 'ok', processes: parseProcStat(text, `guest ${this.name} /proc`) };
+      return boundGuestReport({ takenAtMs, agent: 'ok', processes: parseProcStat(text, `guest ${this.name} /proc`) });
     } catch (e) {
-      return { takenAtMs, agent: 'down', error: errorMessage(e) };
+      return boundGuestReport({ takenAtMs, agent: 'down', error: errorMessage(e) });
     }
   }
 

@@ -68,6 +68,8 @@ export class QemuGuestController implements GuestController {
     this.dropAdopted();
     const pid = readPid(this.vm.pidPath);
     if (pid !== undefined && processAlive(pid) && existsSync(this.vm.qmpPath)) {
+      // Another live supervisor on this guest is refused here (VmBusyError naming its pid).
+      this.vm.claim();
       try {
         this.adoptedQmp = this.watchResets(await QmpClient.connect(this.vm.qmpPath, Math.min(timeoutMs, 5_000)));
         this.adoptedPid = pid;
@@ -181,6 +183,7 @@ export class QemuGuestController implements GuestController {
   async close(opts: { stopGuest: boolean }): Promise<void> {
     if (opts.stopGuest) await this.stopQemu(10_000).catch(() => undefined);
     this.dropAdopted();
+    this.vm.release();
   }
 
   private qmp(): QmpClient {
@@ -237,7 +240,8 @@ export class QemuGuestController implements GuestController {
       }
     }
     this.dropAdopted();
-    // QEMU killed hard leaves its sockets and RAM file; QemuVm.start clears stale ones.
+    // QEMU never removes its RAM file, and one killed hard leaves its sockets too.
+    if (pid !== undefined && !processAlive(pid)) this.vm.removeLeftovers();
   }
 
   private dropAdopted(): void {

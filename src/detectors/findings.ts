@@ -17,6 +17,7 @@ const SEVERITY: Record<FaultKind, Finding['severity']> = {
   'agent-down': 'warning',
   'syscall-write-refused': 'critical',
   'introspection-failed': 'critical',
+  'guest-report-malformed': 'warning',
 };
 
 interface Streak { count: number; firstSeenMs: number; obs: Observation }
@@ -76,7 +77,8 @@ export class FindingTracker {
         summary: list.length === 1 ? (list[0] as Streak).obs.summary : `${list.length} ${kind} discrepancies: ${list.slice(0, 3).map((s) => s.obs.summary).join('; ')}${list.length > 3 ? '; ...' : ''}`,
         target: targets.length > 0 ? targets.join(',') : null,
         evidence: { count: list.length, items: list.slice(0, 64).map((s) => ({ key: s.obs.key, ...s.obs.evidence })) },
-        firstSeenMs: Math.min(...list.map((s) => s.firstSeenMs)),
+        // A loop, not Math.min(...spread): the guest sets how many observations there are.
+        firstSeenMs: list.reduce((m, s) => Math.min(m, s.firstSeenMs), Infinity),
       };
       if (prev) cleared.push(prev);
       raised.push(f);

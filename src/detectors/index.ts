@@ -9,6 +9,7 @@ import { detectMissingCritical, type CriticalProcessSpec } from './critical-proc
 import { detectSyscallChanges } from './syscall-integrity.js';
 import { detectHiddenModules, detectKernelChanges } from './kernel-integrity.js';
 import { detectRefusedWrites, type RefusedWriteTally } from './write-trap.js';
+import { boundGuestReport } from './guest-report.js';
 import type { DetectorResult, GuestReport, Observation } from './types.js';
 
 export interface ScanInput {
@@ -36,21 +37,33 @@ const KERNEL_KINDS: readonly FaultKind[] = ['hidden-process', 'syscall-table-cha
 export function analyzeScan(input: ScanInput): ScanAnalysis {
   const observations: Observation[] = [];
   const undetermined: FaultKind[] = [];
+  // Loops, not push(...spread): a spread passes every element on the stack, and the guest sets the count.
   const take = (r: DetectorResult): void => {
-    observations.push(...r.observations);
-    undetermined.push(...r.undetermined);
+    for (const o of r.observations) observations.push(o);
+    for (const k of r.undetermined) undetermined.push(k);
   };
-  if (input.report.agent === 'down') {
+  const report = boundGuestReport(input.report);
+  if (report.agent === 'down') {
     observations.push({
       kind: 'agent-down',
       key: 'agent-down',
-      summary: `the guest agent does not answer: ${input.report.error}`,
+      summary: `the guest agent does not answer: ${report.error}`,
       target: null,
-      evidence: { error: input.report.error },
+      evidence: { error: report.error },
+    });
+  } else if (report.malformed) {
+    observations.push({
+      kind: 'guest-report-malformed',
+      key: 'guest-report',
+      summary: `guest report malformed: ${report.malformed.reasons.join('; ')}`,
+      target: null,
+      evidence: { reasons: [...report.malformed.reasons], complete: report.malformed.complete, processesKept: report.processes.length },
     });
   }
+  // A cut process list is no view to compare against: what it lacks was dropped here, not hidden by the guest.
+  const psView: GuestReport | null = report.agent === 'ok' && report.malformed?.complete === false ? null : report;
   const snap = input.snapshot;
-  take(detectMissingCritical(input.critical, snap, input.report));
+  take(detectMissingCritical(input.critical, snap, psView));
   // The trap's log does not depend on the snapshot: a refused write counts even when introspection failed.
   take(detectRefusedWrites(input.refusedWrites ?? null));
   if (!snap) {
@@ -64,11 +77,11 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
         evidence: { error: input.snapshotError ?? 'no snapshot' },
       });
     }
-    undetermined.push(...KERNEL_KINDS);
+    for (const k of KERNEL_KINDS) undetermined.push(k);
     return { observations, undetermined, baselineToRecord: null };
   }
   const baseline = input.baseline && input.baseline.kernelKey === kernelKey(snap) ? input.baseline : null;
-  const hidden = detectHiddenProcesses(snap, input.report);
+  const hidden = detectHiddenProcesses(snap, psView);
   const sys = detectSyscallChanges(snap, baseline);
   const kern = detectKernelChanges(snap, baseline);
   const mods = detectHiddenModules(snap);
@@ -79,7 +92,7 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   // keys such as sched_clock's) for seconds after it can be read, so an earlier scan would make every
   // later one look tampered with.
   let baselineToRecord: KernelBaseline | null = null;
-  const clean = input.report.agent === 'ok' &&
+  const clean = report.agent === 'ok' &&
     sys.observations.length === 0 && kern.observations.length === 0 && mods.observations.length === 0 &&
     sys.undetermined.length === 0 && mods.undetermined.length === 0 && snap.integrity.errors.length === 0;
   if (clean) {

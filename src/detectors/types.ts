@@ -15,8 +15,20 @@ export interface GuestProcess {
 
 /** What the guest says about itself, through qemu-guest-agent. */
 export type GuestReport =
-  | { readonly takenAtMs: number; readonly agent: 'ok'; readonly processes: readonly GuestProcess[] }
+  | {
+    readonly takenAtMs: number;
+    readonly agent: 'ok';
+    readonly processes: readonly GuestProcess[];
+    /** Set when the report was over a bound and was cut (see boundGuestReport). */
+    readonly malformed?: GuestReportProblems;
+  }
   | { readonly takenAtMs: number; readonly agent: 'down'; readonly error: string };
+
+/** Why a guest report was cut; complete is false when processes were dropped (then it is no view to cross-check). */
+export interface GuestReportProblems {
+  readonly reasons: readonly string[];
+  readonly complete: boolean;
+}
 
 /** One discrepancy a detector saw in one scan; not yet a finding (see FindingTracker). */
 export interface Observation {

@@ -59,6 +59,15 @@ export const DEFAULT_POLICY: Policy = {
         { action: 'restore-image', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
       ],
     },
+    'guest-report-malformed': {
+      // Only a guest whose agent lies sends a report no kernel can have: treated like an agent that is down.
+      confirmScans: 2,
+      resetWindowSec: 300,
+      ladder: [
+        { action: 'restart-vm', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
+        { action: 'restore-image', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
+      ],
+    },
     'agent-down': {
       // The agent is how the guest is seen from inside; a guest mid-boot is not down yet.
       confirmScans: 3,

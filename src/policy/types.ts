@@ -14,6 +14,8 @@ export const FAULT_KINDS = [
   // The guest answers its agent but its kernel cannot be read from outside: a guest that makes
   // itself unreadable must not look healthy.
   'introspection-failed',
+  // The guest agent's report was over a bound (process count, name length) and was cut.
+  'guest-report-malformed',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 

@@ -3,7 +3,7 @@
 // resynchronised with guest-sync-delimited (its reply starts with 0xFF).
 import type { Socket } from 'node:net';
 import { randomInt } from 'node:crypto';
-import { JsonLineDecoder, encodeJsonLine, isRecord } from './json-lines.js';
+import { JsonLineDecoder, MAX_AGENT_LINE_BYTES, encodeJsonLine, isRecord } from './json-lines.js';
 import { connectUnix } from './unix-socket.js';
 import { sleep, withTimeout } from '../util/deadline.js';
 import { NotReachableError, TimeoutError } from '../util/errors.js';
@@ -37,7 +37,7 @@ export const DEFAULT_AGENT_TIMEOUT_MS = 10_000;
 type Waiter = { command: string; resolve: (v: unknown) => void; reject: (e: Error) => void };
 
 export class GuestAgentClient {
-  private readonly decoder = new JsonLineDecoder();
+  private readonly decoder = new JsonLineDecoder(MAX_AGENT_LINE_BYTES);
   private waiter: Waiter | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   private inSync = false;
@@ -146,12 +146,22 @@ export class GuestAgentClient {
     this.decoder.skipToDelimiter();
     const deadline = Date.now() + timeoutMs;
     this.send({ execute: 'guest-sync-delimited', arguments: { id } });
-    // Stale replies of earlier commands may still arrive: read until ours.
+    // Stale replies of earlier commands may still arrive: read until ours. A timeout names the
+    // whole wait, not the few ms left of it when the last wrong reply came.
+    let others = 0;
+    const timedOut = (): TimeoutError => new TimeoutError(
+      `guest agent sync on ${this.path}${others > 0 ? ` (the agent only replies to other sync ids: ${others} such replies)` : ''}`, timeoutMs);
     for (;;) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new TimeoutError(`guest agent sync on ${this.path}`, timeoutMs);
-      const v = await this.next(left, 'guest-sync-delimited');
+      if (left <= 0) throw timedOut();
+      let v: unknown;
+      try {
+        v = await this.next(left, 'guest-sync-delimited');
+      } catch (e) {
+        throw e instanceof TimeoutError ? timedOut() : e;
+      }
       if (v === id) break;
+      others++;
     }
     this.inSync = true;
   }
@@ -179,8 +189,16 @@ export class GuestAgentClient {
 
   private onData(d: Buffer): void {
     for (const ev of this.decoder.push(d)) {
-      if (ev.kind !== 'message' || !isRecord(ev.value)) continue;
       const w = this.waiter;
+      if (ev.kind === 'garbage') {
+        // The agent answers one command at a time: a refused line was the reply. Say so now, not at the timeout.
+        if (!w) continue;
+        this.waiter = undefined;
+        this.inSync = false;
+        w.reject(new Error(`guest agent ${w.command} on ${this.path}: reply refused: ${ev.reason}`));
+        continue;
+      }
+      if (!isRecord(ev.value)) continue;
       if (!w) continue; // a late reply to a command that timed out
       this.waiter = undefined;
       const msg = ev.value;

@@ -2,7 +2,7 @@
 // replies are matched by id, asynchronous events are emitted as 'event'.
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
-import { JsonLineDecoder, encodeJsonLine, isRecord } from './json-lines.js';
+import { JsonLineDecoder, MAX_QMP_LINE_BYTES, encodeJsonLine, isRecord } from './json-lines.js';
 import { connectUnix } from './unix-socket.js';
 import { withTimeout } from '../util/deadline.js';
 import { NotReachableError } from '../util/errors.js';
@@ -34,7 +34,7 @@ interface Pending {
 export const DEFAULT_QMP_TIMEOUT_MS = 10_000;
 
 export class QmpClient extends EventEmitter {
-  private readonly decoder = new JsonLineDecoder();
+  private readonly decoder = new JsonLineDecoder(MAX_QMP_LINE_BYTES);
   private readonly pending = new Map<string, Pending>();
   private nextId = 1;
   private closed = false;

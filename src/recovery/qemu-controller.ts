@@ -11,6 +11,7 @@ import { NotReachableError, TimeoutError, errorMessage } from '../util/errors.js
 import type { GuestReport } from '../detectors/types.js';
 import type { GuestController, ProcessCommand } from './guest-controller.js';
 import { PROC_STAT_COMMAND, parseProcStat } from './proc-stat.js';
+import { boundGuestReport } from '../detectors/guest-report.js';
 
 const BOOT_ID = '/proc/sys/kernel/random/boot_id';
 
@@ -67,6 +68,8 @@ export class QemuGuestController implements GuestController {
     this.dropAdopted();
     const pid = readPid(this.vm.pidPath);
     if (pid !== undefined && processAlive(pid) && existsSync(this.vm.qmpPath)) {
+      // Another live supervisor on this guest is refused here (VmBusyError naming its pid).
+      this.vm.claim();
       try {
         this.adoptedQmp = this.watchResets(await QmpClient.connect(this.vm.qmpPath, Math.min(timeoutMs, 5_000)));
         this.adoptedPid = pid;
@@ -86,9 +89,9 @@ export class QemuGuestController implements GuestController {
     try {
       const agent = await this.agent(timeoutMs);
       const text = await agent.shell(PROC_STAT_COMMAND, { timeoutMs });
-      return { takenAtMs, agent: 'ok', processes: parseProcStat(text, `guest ${this.name} /proc`) };
+      return boundGuestReport({ takenAtMs, agent: 'ok', processes: parseProcStat(text, `guest ${this.name} /proc`) });
     } catch (e) {
-      return { takenAtMs, agent: 'down', error: errorMessage(e) };
+      return boundGuestReport({ takenAtMs, agent: 'down', error: errorMessage(e) });
     }
   }
 
@@ -180,6 +183,7 @@ export class QemuGuestController implements GuestController {
   async close(opts: { stopGuest: boolean }): Promise<void> {
     if (opts.stopGuest) await this.stopQemu(10_000).catch(() => undefined);
     this.dropAdopted();
+    this.vm.release();
   }
 
   private qmp(): QmpClient {
@@ -236,7 +240,8 @@ export class QemuGuestController implements GuestController {
       }
     }
     this.dropAdopted();
-    // QEMU killed hard leaves its sockets and RAM file; QemuVm.start clears stale ones.
+    // QEMU never removes its RAM file, and one killed hard leaves its sockets too.
+    if (pid !== undefined && !processAlive(pid)) this.vm.removeLeftovers();
   }
 
   private dropAdopted(): void {

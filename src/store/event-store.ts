@@ -3,7 +3,7 @@
 // journal, the telemetry outbox, the refused-write log and the current state
 // (guest health, open findings, ladders) that the web page and CLI show.
 import BetterSqlite3, { type Database, type Statement } from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { makeDirs } from '../util/fs.js';
 import { dirname } from 'node:path';
 import type { EventSink } from '../events/sink.js';
 import { payloadProblem } from '../events/schemas.js';
@@ -91,35 +91,45 @@ export class EventStore implements EventSink {
     this.retention = opts.retention ?? defaultRetention;
     this.outboxLimit = opts.outboxLimit ?? defaultOutboxLimit;
     this.now = opts.now ?? Date.now;
-    if (!opts.readOnly) mkdirSync(dirname(opts.path), { recursive: true });
-    try {
-      this.db = opts.readOnly ? new BetterSqlite3(opts.path, { readonly: true, fileMustExist: true }) : new BetterSqlite3(opts.path);
-    } catch (e) {
-      throw new Error(`event store ${opts.path}: cannot open: ${(e as Error).message}`);
-    }
-    this.db.pragma('busy_timeout = 5000');
-    if (opts.readOnly) {
-      const have = this.db.pragma('user_version', { simple: true }) as number;
-      const want = migrations[migrations.length - 1]?.version ?? 0;
-      if (have !== want) throw new Error(`event store ${opts.path}: schema version ${have}, this program reads ${want}`);
-    } else {
-      this.db.pragma('journal_mode = WAL');
-    }
-    // FULL: a commit is fsynced before record() returns (the WAL default NORMAL could lose the last commits on power loss).
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('foreign_keys = ON');
-    if (!opts.readOnly) migrate(this.db, opts.path);
-    const stream = (this.db.prepare("SELECT value FROM meta WHERE key = 'stream'").get() as { value: string } | undefined)?.value;
-    if (!stream) throw new Error(`event store ${opts.path}: meta has no stream id`);
-    this.stream = stream;
-    if (opts.deviceId !== undefined && !opts.readOnly) {
-      this.db.prepare("INSERT INTO meta (key, value) VALUES ('device', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(opts.deviceId);
-      this.deviceId = opts.deviceId;
-    } else {
-      const dev = (this.db.prepare("SELECT value FROM meta WHERE key = 'device'").get() as { value: string } | undefined)?.value;
-      if (!dev) throw new Error(`event store ${opts.path}: no device id given and none recorded in the store`);
-      this.deviceId = dev;
-    }
+    // Any failure to open (a folder that cannot be made, a read-only or full filesystem, a file that
+    // is not SQLite) is said as what it is: this database, at this path.
+    const opened = ((): { db: Database; stream: string; deviceId: string } => {
+      let db: Database | undefined;
+      try {
+        if (!opts.readOnly) makeDirs(dirname(opts.path));
+        db = opts.readOnly ? new BetterSqlite3(opts.path, { readonly: true, fileMustExist: true }) : new BetterSqlite3(opts.path);
+        db.pragma('busy_timeout = 5000');
+        if (opts.readOnly) {
+          const have = db.pragma('user_version', { simple: true }) as number;
+          const want = migrations[migrations.length - 1]?.version ?? 0;
+          if (have !== want) throw new Error(`schema version ${have}, this program reads ${want}`);
+        } else {
+          db.pragma('journal_mode = WAL');
+        }
+        // FULL: a commit is fsynced before record() returns (the WAL default NORMAL could lose the last commits on power loss).
+        db.pragma('synchronous = FULL');
+        db.pragma('foreign_keys = ON');
+        if (!opts.readOnly) migrate(db, opts.path);
+        const stream = (db.prepare("SELECT value FROM meta WHERE key = 'stream'").get() as { value: string } | undefined)?.value;
+        if (!stream) throw new Error('meta has no stream id');
+        let deviceId: string;
+        if (opts.deviceId !== undefined && !opts.readOnly) {
+          db.prepare("INSERT INTO meta (key, value) VALUES ('device', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(opts.deviceId);
+          deviceId = opts.deviceId;
+        } else {
+          const dev = (db.prepare("SELECT value FROM meta WHERE key = 'device'").get() as { value: string } | undefined)?.value;
+          if (!dev) throw new Error('no device id given and none recorded in the store');
+          deviceId = dev;
+        }
+        return { db, stream, deviceId };
+      } catch (e) {
+        try { db?.close(); } catch { /* already unusable */ }
+        throw new Error(`event store: cannot open the database ${opts.path}: ${(e as Error).message}`);
+      }
+    })();
+    this.db = opened.db;
+    this.stream = opened.stream;
+    this.deviceId = opened.deviceId;
     const db = this.db;
     this.stmt = {
       insertEvent: db.prepare('INSERT INTO events (kind, guest, at_ms, payload) VALUES (?, ?, ?, ?)'),

@@ -51,7 +51,7 @@ export function planTrapRanges(tables: readonly SyscallTableView[], translate: (
       else mine.push({ table: t.table, tableVa: t.address, tableOffset: Number(va - t.address), gpa: pa, len });
       va = chunkEnd;
     }
-    if (ok) ranges.push(...mine);
+    if (ok) for (const r of mine) ranges.push(r);
   }
   return { ranges, problems };
 }
@@ -135,7 +135,7 @@ export class SyscallTableTrap {
 
     // A different QEMU (restart, image restore, adopted anew): the old trap's VM is gone.
     if (this.trap && this.trap.qemuPid !== input.qemuPid) {
-      events.push(...this.drainInto(input.bootGeneration));
+      for (const e of this.drainInto(input.bootGeneration)) events.push(e);
       this.closeTrap();
     }
     if (input.qemuPid === undefined) return this.result('waiting', null, events);
@@ -156,7 +156,7 @@ export class SyscallTableTrap {
     if (!this.trap) return this.result('unavailable', this.unavailable, events);
 
     // Records first, mapped onto the plan they hit.
-    events.push(...this.drainInto(input.bootGeneration));
+    for (const e of this.drainInto(input.bootGeneration)) events.push(e);
 
     // The ranges of an earlier boot protect pages the new kernel may use for anything.
     if (this.planGeneration !== input.bootGeneration && this.plan.length > 0) this.disarm('the guest kernel restarted');

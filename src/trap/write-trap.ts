@@ -254,8 +254,8 @@ export class WriteTrap {
       if (buf.length === 0) break;
       const p = parseTrapRecords(buf, this.lastSeq);
       this.lastSeq = p.lastSeq;
-      records.push(...p.records);
-      problems.push(...p.problems);
+      for (const r of p.records) records.push(r);
+      for (const q of p.problems) problems.push(q);
       lost += p.lost;
       if (buf.length < 256 * TRAP_RECORD_BYTES) break;
     }

@@ -107,7 +107,7 @@ export function readRunQueues(ctx: KernelContext): RunQueueView {
         const w = ctx.space.walkList(head, L.taskRt + L.rtRunList, Math.max(budget, 0), 0, 0);
         if (w.error) errors.push({ where: `${where}: rt queue ${prio}`, message: w.error });
         budget -= w.nodes.length;
-        queued.push(...w.nodes);
+        for (const n of w.nodes) queued.push(n);
       }
       // Deadline tree.
       const dlRoot = ctx.space.readU64(rq + BigInt(L.dl + L.dlRoot));

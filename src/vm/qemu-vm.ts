@@ -12,6 +12,7 @@ import { findOnPath, run } from '../util/exec.js';
 import { settlesWithin, sleep } from '../util/deadline.js';
 import { errorMessage, TimeoutError } from '../util/errors.js';
 import { readPid, processAlive } from '../util/pid.js';
+import { acquireLock, LockHeldError, type HeldLock } from '../util/lock.js';
 import type { GuestLayout } from './guest-layout.js';
 
 export interface VmSpec {
@@ -57,6 +58,8 @@ export class QemuVm {
   private qmpClient: QmpClient | undefined;
   private agentClient: GuestAgentClient | undefined;
   private stderrTail = '';
+  /** This process's claim on the guest's run folder, RAM file and overlay (see claim()). */
+  private ownerLock: HeldLock | undefined;
   /** Wall time of the last start() to guest-agent ready, in ms. */
   lastBootMs = 0;
 
@@ -80,6 +83,44 @@ export class QemuVm {
     return this.qmpClient;
   }
 
+  /** The lock file that makes one process on this machine the owner of this guest's files. */
+  get ownerLockPath(): string { return join(this.spec.layout.dir, 'owner.lock'); }
+
+  /**
+   * Makes this object the one owner of the guest's run folder, sockets, RAM file and overlay on
+   * this machine (start() and adopting a running QEMU do this first). Another live owner, in this
+   * process or another, is refused with a VmBusyError naming its pid; one left by a dead process
+   * is taken over. Idempotent.
+   */
+  claim(): void {
+    if (this.ownerLock) return;
+    mkdirSync(this.spec.layout.dir, { recursive: true });
+    try {
+      this.ownerLock = acquireLock(this.ownerLockPath, `guest ${this.name}`);
+    } catch (e) {
+      if (e instanceof LockHeldError) throw new VmBusyError(`${e.message}; stop that process or give this guest another run folder`);
+      throw e;
+    }
+  }
+
+  /** Gives up the claim (the guest's QEMU may go on running; a later owner adopts it). */
+  release(): void {
+    this.ownerLock?.release();
+    this.ownerLock = undefined;
+  }
+
+  /**
+   * After an adopted QEMU (launched by an earlier owner) is gone: removes what it leaves behind,
+   * the RAM file above all (QEMU never deletes its mem-path file). Only while this object owns
+   * the guest and no live QEMU is named by the pid file.
+   */
+  removeLeftovers(): void {
+    if (!this.ownerLock || this.running) return;
+    const pid = readPid(this.pidPath);
+    if (pid !== undefined && processAlive(pid)) return;
+    this.cleanupFiles();
+  }
+
   /** The guest agent, connected on first use. */
   async agent(): Promise<GuestAgentClient> {
     if (!this.agentClient || this.agentClient.isClosed) this.agentClient = await GuestAgentClient.connect(this.agentPath);
@@ -92,6 +133,7 @@ export class QemuVm {
    */
   async start(opts: { freshDisk?: boolean; readyTimeoutMs?: number } = {}): Promise<string | null> {
     if (this.running) throw new VmBusyError(`guest ${this.name} is already running (pid ${this.pid})`);
+    this.claim();
     const s = this.spec;
     const qemu = findOnPath(s.qemuBinary);
     if (!qemu) throw new Error(`QEMU not found: "${s.qemuBinary}" is not on PATH (apt-get install qemu-system-x86)`);
@@ -176,6 +218,7 @@ export class QemuVm {
     this.qmpClient?.close();
     this.qmpClient = undefined;
     this.cleanupFiles();
+    this.release();
   }
 
   /**
@@ -222,6 +265,7 @@ export class QemuVm {
       try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
     }
     this.cleanupFiles();
+    this.release();
   }
 
   private qemuArgs(): string[] {

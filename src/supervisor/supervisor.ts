@@ -3,7 +3,7 @@
 // controllers, introspection, the write trap, the record/report services) from
 // a resolved SupervisorConfig and hands them to one GuestWatch loop per guest.
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { packageRoot } from '../native/binding.js';
 import { EventStore } from '../store/event-store.js';
 import { SqliteLadderStateStore } from '../store/ladder-state-store.js';
@@ -18,6 +18,8 @@ import { QemuVm } from '../vm/qemu-vm.js';
 import { guestVmSpec } from '../vm/guest-vm-spec.js';
 import { QemuGuestController } from '../recovery/qemu-controller.js';
 import { errorMessage } from '../util/errors.js';
+import { makeDirs } from '../util/fs.js';
+import { acquireStateLock, type HeldLock } from '../util/lock.js';
 import { SyscallTableTrap } from '../trap/syscall-table-trap.js';
 import { GuestWatch } from './guest-watch.js';
 import { IntrospectorScanner } from './kernel-scanner.js';
@@ -54,6 +56,7 @@ class SwitchablePolicySource implements PolicySource<Policy> {
 
 export class Supervisor {
   readonly store: EventStore;
+  private readonly stateLock: HeldLock;
   readonly recorder: EventRecorder;
   readonly watches: GuestWatch[] = [];
   readonly controllers: QemuGuestController[] = [];
@@ -68,7 +71,15 @@ export class Supervisor {
     this.policy = new SwitchablePolicySource(config.policyFile
       ? fixedPolicySource(loadPolicyFile(config.policyFile), 1, `file:${config.policyFile}`)
       : fixedPolicySource(DEFAULT_POLICY, 0, 'defaults'));
-    this.store = new EventStore({ path: config.database, deviceId: config.deviceId });
+    // One supervisor per state: a second one on this database refuses to start, naming the owner.
+    makeDirs(dirname(config.database));
+    this.stateLock = acquireStateLock(config.database);
+    try {
+      this.store = new EventStore({ path: config.database, deviceId: config.deviceId });
+    } catch (e) {
+      this.stateLock.release();
+      throw e;
+    }
     this.recorder = new EventRecorder(this.store, { onInvalid: (p) => this.log(`event not recorded (a bug): ${p}`) });
     this.recorder.onHealthChange((h) => this.storeHealthChanged(h));
     const ladders = new SqliteLadderStateStore(this.store.db, config.database);
@@ -157,5 +168,6 @@ export class Supervisor {
     await this.services?.stop();
     this.recorder.flush();
     this.store.close();
+    this.stateLock.release();
   }
 }

@@ -52,7 +52,7 @@ const X64 =
   'sys_process_vm_writev sys_kcmp sys_finit_module sys_sched_setattr sys_sched_getattr sys_renameat2 ' +
   'sys_seccomp sys_getrandom sys_memfd_create sys_kexec_file_load sys_bpf sys_execveat sys_userfaultfd ' +
   'sys_membarrier sys_mlock2 sys_copy_file_range sys_preadv2 sys_pwritev2 sys_pkey_mprotect ' +
-  'sys_pkey_alloc sys_pkey_free sys_statx sys_io_pgetevents sys_rseq - - - - - - - - - - - - - - - - - ' +
+  'sys_pkey_alloc sys_pkey_free sys_statx sys_io_pgetevents sys_rseq sys_uretprobe - - - - - - - - - - - - - - - - ' +
   '- - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - ' +
   '- - - - - - - - - - - - - - - - - - - - - - sys_pidfd_send_signal sys_io_uring_setup ' +
   'sys_io_uring_enter sys_io_uring_register sys_open_tree sys_move_mount sys_fsopen sys_fsconfig ' +

@@ -5,9 +5,11 @@
 // through the detectors with no false alarm, a clean guest over many scans, and a dump.
 // Each line has its own test file (kernel-matrix-<line>.test.ts) so tap runs two at a time.
 import type { Test } from 'tap';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { startLabGuest } from '../../lab/lab-guest.js';
 import { loadLabImages, type LabKernelLine } from '../../lab/lab-images.js';
 import { Introspector } from '../../src/views/scan.js';
@@ -155,5 +157,15 @@ export async function kernelMatrix(t: Test, line: LabKernelLine): Promise<void> 
     t.same(d.modules.modules.map((m) => m.name).sort(), await guestModules(vm), 'dump: modules equal /proc/modules');
     t.same(foreignSlots(d), [], 'dump: every syscall slot holds its handler');
     t.same([...d.pidIdr.errors, ...d.runQueues.errors, ...d.tasks.errors], [], 'dump: views without errors');
+
+    // What a person reads: `introvisor inspect <dump>`.
+    const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'introvisor.js');
+    const text = execFileSync(process.execPath, [cli, 'inspect', '--no-hash', dump], { encoding: 'utf8', maxBuffer: 16 << 20 });
+    t.notMatch(text, /FAILED/, 'inspect: no view failed');
+    t.match(text, /in the pid IDR, not on the task list: none\n/, 'inspect: pid IDR cross view, one way');
+    t.match(text, /on the task list, not in the pid IDR: none\n/, 'inspect: and the other');
+    const csd = text.split('\n').find((l) => / csdtest /.test(l)) ?? '';
+    t.match(csd, /^ +\d+ +\d+ +\d+ +\d+ +[SRDI]  csdtest /, `inspect: ps-style state letter (${csd.trim().slice(0, 60)})`);
+    t.match(text, new RegExp(`sys_call_table at 0x[0-9a-f]+: ${String(d.syscallTables[0]?.entries.length)} entries, 0 not holding`), 'inspect: every slot holds its handler');
   });
 }

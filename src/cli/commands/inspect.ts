@@ -84,22 +84,61 @@ function allErrors(s: KernelSnapshot): ViewError[] {
   return [...s.tasks.errors, ...s.pidIdr.errors, ...s.runQueues.errors, ...s.modules.errors, ...s.syscallTables.flatMap((x) => x.errors), ...s.integrity.errors];
 }
 
+/** ps's state letter for task_struct's state bits (TASK_REPORT, include/linux/sched.h; the same from 5.4 to 6.12). */
+export function stateLetter(state: number): string {
+  if ((state & 0x402) === 0x402) return 'I'; // TASK_IDLE: uninterruptible and not counted in the load
+  if (state === 0) return 'R';
+  const report = state & 0x7f; // S D T t X Z P
+  for (let bit = 0; bit < 7; bit++) if (report & (1 << bit)) return 'SDTtXZP'.charAt(bit);
+  return '?';
+}
+
+/** One line per view that failed outright (no entries at all): what a reader needs first. */
+function failedViews(s: KernelSnapshot): string[] {
+  const first = (errs: readonly ViewError[]): string => errs[0] ? `${errs[0].where}: ${errs[0].message}` : 'no entries';
+  const out: string[] = [];
+  if (s.tasks.tasks.length === 0) out.push(`task list unreadable: ${first(s.tasks.errors)}`);
+  if (s.pidIdr.entries.length === 0) out.push(`pid IDR unreadable: ${first(s.pidIdr.errors)}`);
+  if (s.runQueues.cpus.length === 0) out.push(`run queues unreadable: ${first(s.runQueues.errors)}`);
+  if (s.modules.errors.length > 0 && s.modules.modules.length === 0 && s.modules.kobjects.length === 0) out.push(`modules unreadable: ${first(s.modules.errors)}`);
+  for (const t of s.syscallTables) if (t.entries.length === 0) out.push(`${t.table} unreadable: ${first(t.errors)}`);
+  return out;
+}
+
 function printSnapshot(s: KernelSnapshot, header: string): void {
   const out: string[] = [];
   out.push(`source   ${header}`);
   out.push(`kernel   ${s.kernel.banner}`);
   out.push(`         release ${s.kernel.release}, KASLR slide ${hex(s.kernel.kaslrSlide)}, ${s.kernel.pagingLevels}-level paging`);
+  const failed = failedViews(s);
+  for (const f of failed) out.push(`FAILED   ${f}`);
   const row = (t: TaskInfo): string =>
-    `${String(t.pid).padStart(7)} ${String(t.tgid).padStart(7)} ${String(t.ppid).padStart(7)} ${String(t.uid).padStart(6)} ${String(t.state).padStart(6)}  ${t.comm.padEnd(16)} ${hex(t.address)}  ${t.kernelThread ? '-' : hex(t.mm)}`;
+    `${String(t.pid).padStart(7)} ${String(t.tgid).padStart(7)} ${String(t.ppid).padStart(7)} ${String(t.uid).padStart(6)} ${stateLetter(t.state).padStart(2)}  ${t.comm.padEnd(16)} ${hex(t.address)}  ${t.kernelThread ? '-' : hex(t.mm)}`;
   out.push('', `processes (${s.tasks.tasks.length}) and threads (${s.tasks.threads.length}) on init_task.tasks`);
-  out.push(`${'PID'.padStart(7)} ${'TGID'.padStart(7)} ${'PPID'.padStart(7)} ${'UID'.padStart(6)} ${'STATE'.padStart(6)}  ${'COMM'.padEnd(16)} ${'TASK'.padEnd(18)}  MM`);
+  out.push(`${'PID'.padStart(7)} ${'TGID'.padStart(7)} ${'PPID'.padStart(7)} ${'UID'.padStart(6)} ${'S'.padStart(2)}  ${'COMM'.padEnd(16)} ${'TASK'.padEnd(18)}  MM`);
   for (const t of s.tasks.tasks) out.push(row(t));
   for (const t of s.tasks.threads) out.push(row(t));
-  const listed = new Set([...s.tasks.tasks, ...s.tasks.threads].map((t) => t.address));
-  const idrOnly = s.pidIdr.entries.filter((e) => !listed.has(e.task));
-  out.push('', `pid IDR: ${s.pidIdr.entries.length} pids with a task; not on the task list: ${idrOnly.map((e) => `${e.pid} (${hex(e.task)})`).join(', ') || 'none'}`);
+  const all = [...s.tasks.tasks, ...s.tasks.threads];
+  const listed = new Set(all.map((t) => t.address));
+  const inIdr = new Set(s.pidIdr.entries.map((e) => e.task));
+  // The cross view, both ways, only when both views were read: a failed view proves nothing.
+  if (s.tasks.tasks.length > 0 && s.pidIdr.entries.length > 0) {
+    const idrOnly = s.pidIdr.entries.filter((e) => !listed.has(e.task));
+    const listOnly = all.filter((t) => !inIdr.has(t.address));
+    out.push('', `pid IDR: ${s.pidIdr.entries.length} pids with a task`);
+    out.push(`  in the pid IDR, not on the task list: ${idrOnly.map((e) => `${e.pid} (${hex(e.task)})`).join(', ') || 'none'}`);
+    out.push(`  on the task list, not in the pid IDR: ${listOnly.map((t) => `${t.pid} ${t.comm} (${hex(t.address)})`).join(', ') || 'none'}`);
+  } else {
+    out.push('', `pid IDR: ${s.pidIdr.entries.length} pids with a task; no cross view (a view failed, see above)`);
+  }
+  const byAddr = new Map(all.map((t) => [t.address, t]));
   for (const c of s.runQueues.cpus) {
-    const name = (a: bigint): string => (a === c.idle ? 'idle' : [...s.tasks.tasks, ...s.tasks.threads].find((t) => t.address === a)?.comm ?? `${hex(a)} (not on the task list)`);
+    const name = (a: bigint): string => {
+      if (a === c.idle) return 'idle';
+      const t = byAddr.get(a);
+      if (t) return `${t.comm} (${t.pid})`;
+      return s.tasks.tasks.length > 0 ? `${hex(a)} (not on the task list)` : hex(a);
+    };
     out.push(`run queue cpu ${c.cpu}: current ${name(c.current)}; queued: ${c.queued.map(name).join(', ') || 'none'}`);
   }
   out.push('', `modules (${s.modules.modules.length} on the list, ${s.modules.kobjects.length} kobjects)`);

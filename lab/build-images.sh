@@ -158,7 +158,8 @@ cat > "$out.tmp/manifest.json" <<JSON
   "attackModules": {
     "syscallHook": "/lib/introvisor/iv_syscall_hook.ko",
     "dkomHide": "/lib/introvisor/iv_dkom_hide.ko",
-    "hideModule": "/lib/introvisor/iv_hide_module.ko"
+    "hideModule": "/lib/introvisor/iv_hide_module.ko",
+    "dispatchHook": "/lib/introvisor/iv_dispatch_hook.ko"
   },
   "criticalService": "/data/bin/csdtest"
 }

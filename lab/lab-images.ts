@@ -14,7 +14,8 @@ export interface LabImages {
   kernel: string;
   initrd: string;
   baseImage: string;
-  attackModules: { syscallHook: string; dkomHide: string; hideModule: string };
+  /** dispatchHook: rewrites a call target in x64_sys_call (kernels that have it; absent in older builds). */
+  attackModules: { syscallHook: string; dkomHide: string; hideModule: string; dispatchHook?: string };
   criticalService: string;
 }
 
@@ -33,7 +34,7 @@ const schema: JSONSchemaType<LabImages> = {
     attackModules: {
       type: 'object',
       required: ['syscallHook', 'dkomHide', 'hideModule'],
-      properties: { syscallHook: { type: 'string' }, dkomHide: { type: 'string' }, hideModule: { type: 'string' } },
+      properties: { syscallHook: { type: 'string' }, dkomHide: { type: 'string' }, hideModule: { type: 'string' }, dispatchHook: { type: 'string', nullable: true } },
     },
     criticalService: { type: 'string' },
   },

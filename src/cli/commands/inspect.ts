@@ -8,7 +8,7 @@ import { defaultSupervisorRunRoot, guestLayout, labRunRoot } from '../../vm/gues
 import { parseSystemMap, type SymbolTable } from '../../profile/symbols.js';
 import { IsfLayouts, isfSymbols, parseIsf } from '../../profile/layouts.js';
 import type { MachineLayout } from '../../memory/guest-memory.js';
-import type { KernelSnapshot, TaskInfo, ViewError } from '../../views/types.js';
+import type { HandlerOwner, KernelSnapshot, TaskInfo, ViewError } from '../../views/types.js';
 import { errorMessage } from '../../util/errors.js';
 
 export const usage = 'inspect <guest | dump-file> [--json] [--no-hash] [--system-map FILE] [--isf FILE] [--machine q35|pc|flat]   print the kernel views rebuilt from guest memory';
@@ -81,7 +81,8 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 function allErrors(s: KernelSnapshot): ViewError[] {
-  return [...s.tasks.errors, ...s.pidIdr.errors, ...s.runQueues.errors, ...s.modules.errors, ...s.syscallTables.flatMap((x) => x.errors), ...s.integrity.errors];
+  return [...s.tasks.errors, ...s.pidIdr.errors, ...s.runQueues.errors, ...s.modules.errors, ...s.syscallTables.flatMap((x) => x.errors),
+    ...(s.dispatch ?? []).flatMap((x) => x.errors), ...s.integrity.errors];
 }
 
 /** ps's state letter for task_struct's state bits (TASK_REPORT, include/linux/sched.h; the same from 5.4 to 6.12). */
@@ -145,10 +146,19 @@ function printSnapshot(s: KernelSnapshot, header: string): void {
   for (const m of s.modules.modules) out.push(`  ${m.name.padEnd(28)} ${hex(m.coreBase)} ${String(m.coreSize).padStart(9)}`);
   const onList = new Set(s.modules.modules.map((m) => m.address));
   for (const m of s.modules.kobjects.filter((k) => !onList.has(k.address))) out.push(`  ${m.name.padEnd(28)} ${hex(m.coreBase)} ${String(m.coreSize).padStart(9)}  NOT ON THE MODULE LIST`);
+  const foreign = <E extends { owner: HandlerOwner; expected: string | null }>(es: readonly E[]): E[] =>
+    es.filter((e) => e.owner.kind !== 'kernel' || (e.expected !== null && e.owner.symbol !== e.expected));
+  const slotLine = (e: { nr: number; target: bigint; owner: HandlerOwner; expected: string | null }): string =>
+    `  ${String(e.nr).padStart(4)} ${hex(e.target)} ${e.owner.kind === 'kernel' ? e.owner.symbol : e.owner.kind === 'module' ? `module ${e.owner.module}` : 'no kernel symbol or module'} (expected ${String(e.expected ?? 'a kernel handler')})`;
   for (const t of s.syscallTables) {
-    const odd = t.entries.filter((e) => e.expected !== null && (e.owner.kind !== 'kernel' || e.owner.symbol !== e.expected));
+    const odd = foreign(t.entries);
     out.push('', `${t.table} at ${hex(t.address)}: ${t.entries.length} entries, ${odd.length} not holding their own handler`);
-    for (const e of odd) out.push(`  ${String(e.nr).padStart(4)} ${hex(e.target)} ${e.owner.kind === 'kernel' ? e.owner.symbol : e.owner.kind === 'module' ? `module ${e.owner.module}` : 'unknown'} (expected ${String(e.expected)})`);
+    for (const e of odd) out.push(slotLine(e));
+  }
+  for (const d of s.dispatch ?? []) {
+    const odd = foreign(d.slots);
+    out.push('', `${d.name} at ${hex(d.address)} (dispatch switch): ${d.slots.length} slots, ${odd.length} not reaching their own handler`);
+    for (const e of odd) out.push(slotLine(e));
   }
   const i = s.integrity;
   out.push('', `kernel text sha256   ${i.textHash ?? '(not hashed)'}`, `kernel rodata sha256 ${i.rodataHash ?? '(not hashed)'}`);

@@ -1,8 +1,11 @@
 // Introspection figures on a live lab guest (KASLR on, LA57, TCG): cold start
 // from nothing to the first full view, the median time of each view and of a
-// full check, and how they grow with ~1k and ~10k guest tasks.
-// Reproduce: npm run bench -- introspection
+// full check, and how they grow with ~1k and ~10k guest tasks; then cold start and full check
+// on each lab kernel line (5.10, 6.1, 6.12; 256 MiB guests).
+// Reproduce: npm run bench -- introspection   (IV_BENCH_KERNELS_ONLY=1: only the per-kernel part)
 import { startLabGuest } from '../lab/lab-guest.js';
+import { LAB_KERNEL_LINES, loadLabImages } from '../lab/lab-images.js';
+import { readDispatch } from '../src/views/dispatch.js';
 import { Introspector } from '../src/views/scan.js';
 import { readTaskList } from '../src/views/task-list.js';
 import { readPidIdr } from '../src/views/pid-idr.js';
@@ -32,6 +35,7 @@ function measureViews(ins: Introspector, label: string, iterations: number): voi
     ['run queues', timeIt(iterations, () => { ctx.space.clearCache(); readRunQueues(ctx); })],
     ['modules', timeIt(iterations, () => { ctx.space.clearCache(); readModuleList(ctx); })],
     ['syscall tables', timeIt(iterations, () => { ctx.space.clearCache(); readSyscallTables(ctx, mods); })],
+    ['dispatch switches (decoded once per body)', timeIt(iterations, () => { ctx.space.clearCache(); readDispatch(ctx, mods, readSyscallTables(ctx, mods)); })],
     ['integrity (dispatchers, IDT)', timeIt(iterations, () => { ctx.space.clearCache(); readIntegrity(ctx, { hashImage: false }); })],
     ['FULL CHECK (all views, no image hash)', timeIt(iterations, () => ins.scan({ hashImage: false }))],
     ['full scan with text+rodata sha256', timeIt(Math.max(5, iterations / 20), () => ins.scan({ hashImage: true }))],
@@ -41,7 +45,42 @@ function measureViews(ins: Introspector, label: string, iterations: number): voi
   for (const [name, ms] of rows) console.log(`    ${name.padEnd(40)} median ${ms.toFixed(3)} ms`);
 }
 
+/** Cold start (median of 3) and full check on one boot of each kernel line. */
+async function perKernel(): Promise<void> {
+  for (const line of LAB_KERNEL_LINES) {
+    const images = loadLabImages(line);
+    const vm = await startLabGuest(`bench-kernel-${line.replace('.', '-')}`, { kaslr: true, images });
+    try {
+      const colds: number[] = [];
+      let first = '';
+      for (let i = 0; i < 3; i++) {
+        const t0 = performance.now();
+        const ins = await Introspector.attach(vm.ramPath, { qmp: vm.qmp });
+        ins.scan({ hashImage: true });
+        colds.push(performance.now() - t0);
+        const tm = ins.kernel.timings;
+        first = `kallsyms ${tm.kallsymsMs.toFixed(0)} ms (${ins.kernel.profile.symbols.size} symbols), BTF ${tm.btfMs.toFixed(0)} ms`;
+        ins.close();
+      }
+      const ins = await Introspector.attach(vm.ramPath, { qmp: vm.qmp });
+      try {
+        const full = timeIt(200, () => ins.scan({ hashImage: false }));
+        const snap = ins.scan({ hashImage: false });
+        const slots = [...snap.syscallTables.map((t) => `${t.table} ${t.entries.length}`), ...(snap.dispatch ?? []).map((d) => `${d.name} ${d.slots.length}`)];
+        console.log(`  ${images.kernelAbi}: cold start median ${median(colds).toFixed(0)} ms [${colds.map((c) => c.toFixed(0)).join(', ')}] (${first}); ` +
+          `full check median ${full.toFixed(3)} ms; ${snap.tasks.tasks.length} processes; ${slots.join(', ')}`);
+      } finally {
+        ins.close();
+      }
+    } finally {
+      await vm.stop();
+    }
+  }
+}
+
 export async function bench(): Promise<void> {
+  await perKernel();
+  if (process.env.IV_BENCH_KERNELS_ONLY === '1') return;
   const vm = await startLabGuest('bench-introspect', { memoryMiB: 2048, kaslr: true });
   try {
     // Cold start: map RAM, find kallsyms, decode symbols, load BTF, verify page tables, first full view.

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Builds the lab's guest images from Debian packages, idempotently:
-#   kernel  : Debian 12's current linux-image-6.1.0-*-amd64 (the one linux-image-amd64 depends on)
+# Builds the lab's guest images for one kernel line (5.10, 6.1 or 6.12; default 6.1), idempotently:
+#   kernel  : the current linux-image-*-amd64 of the line's suite (the one linux-image-amd64
+#             depends on): Debian 11 for 5.10, Debian 12 for 6.1, bookworm-backports for 6.12
 #   initrd  : busybox-static, qemu-ga with its libraries, virtio/ext4 modules, the attack modules
 #   base    : a golden qcow2 data disk holding the critical service csdtest
-# Output: $INTROVISOR_CACHE/lab/<key>/ and $INTROVISOR_CACHE/lab/manifest.json pointing at it.
-# Nothing here is downloaded except through apt.
+# Output: $INTROVISOR_CACHE/lab/<abi>-<key>/ and $INTROVISOR_CACHE/lab/manifest-<line>.json
+# pointing at it ($INTROVISOR_CACHE/lab/manifest.json too for the default line).
+# Nothing here is downloaded except through apt; other suites' packages come through a private
+# apt configuration (lab_private_apt) and are unpacked into the cache, never installed.
+#   lab/build-images.sh [LINE]
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -15,29 +19,42 @@ say() { echo "build-images: $*"; }
 # shellcheck source=lab/lib.sh
 . "$here/lib.sh"
 
-for tool in apt-cache apt-get dpkg-deb cpio gzip modinfo mke2fs qemu-img gcc make sha256sum; do
+for tool in apt-cache apt-get dpkg-deb cpio gzip xz modinfo mke2fs qemu-img gcc make sha256sum; do
   command -v "$tool" >/dev/null || die "missing tool '$tool' (run scripts/setup.sh first)"
 done
 lab_require_busybox
 qga_bin=/usr/sbin/qemu-ga
 [ -x "$qga_bin" ] || die "missing $qga_bin (apt-get install qemu-guest-agent)"
 
-# Which kernel: INTROVISOR_KERNEL_ABI (e.g. 6.1.0-56-amd64) or what linux-image-amd64 depends on now.
-lab_kernel_abi
+line=${1:-$LAB_DEFAULT_LINE}
+[ -n "${LAB_LINES[$line]:-}" ] || die "unknown kernel line '$line' (known: ${!LAB_LINES[*]})"
+suite=${LAB_LINES[$line]%% *}
+[ "$suite" = - ] || lab_private_apt "$cache" "$suite"
+# Which kernel: INTROVISOR_KERNEL_ABI (default line only) or what linux-image-amd64 depends on now.
+lab_kernel_abi "$line"
 abi=$LAB_ABI
-if [ ! -f "$cache/kernel/$abi/.complete" ] && ! apt-cache show "linux-image-$abi" >/dev/null 2>&1; then
+if [ ! -f "$cache/kernel/$abi/.complete" ] && ! apt-cache "${LAB_APT[@]}" show "linux-image-$abi" >/dev/null 2>&1; then
   die "kernel package linux-image-$abi is not in the apt archive (apt-get update, or set INTROVISOR_KERNEL_ABI to one that is)"
 fi
-headers=/usr/src/linux-headers-$abi
-[ -f "$headers/Makefile" ] || die "kernel headers for $abi are not installed ($headers): apt-get install linux-headers-$abi"
+if [ "$suite" = - ]; then
+  headers=/usr/src/linux-headers-$abi
+  [ -f "$headers/Makefile" ] || die "kernel headers for $abi are not installed ($headers): apt-get install linux-headers-$abi"
+fi
 
 # The key hashes contents only (never this checkout's path), so clones of one commit share a build.
-key_src=$( (echo "$abi"; cat "$0" "$here/lib.sh"; cd "$guest" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
+key_src=$( (echo "$abi"; cat "${BASH_SOURCE[0]}" "$here/lib.sh"; cd "$guest" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
 out="$cache/lab/$abi-$key_src"
-manifest="$cache/lab/manifest.json"
+# The line's pointer, and the default one (what tests, benchmarks and the demo boot) for 6.1.
+publish_manifest() {
+  local m targets=("$cache/lab/manifest-$line.json")
+  [ "$line" = "$LAB_DEFAULT_LINE" ] && targets+=("$cache/lab/manifest.json")
+  for m in "${targets[@]}"; do
+    cp "$out/manifest.json" "$m.tmp.$$" && mv "$m.tmp.$$" "$m"
+  done
+}
 if [ -f "$out/manifest.json" ]; then
   touch "$out"  # in use: kept by other clones' clean-up below
-  cp "$out/manifest.json" "$manifest.tmp" && mv "$manifest.tmp" "$manifest"
+  publish_manifest
   echo "build-images: up to date ($out)"
   exit 0
 fi
@@ -52,6 +69,31 @@ vmlinuz="$kdir/boot/vmlinuz-$abi"
 moddir="$kdir/lib/modules/$abi"
 [ -f "$vmlinuz" ] || die "$vmlinuz missing from the unpacked package"
 
+# Other suites' headers: linux-headers-<abi>, its -common and linux-kbuild packages, unpacked
+# into the cache. Their Makefiles and links name /usr/src and /usr/lib/linux-kbuild-*: those
+# absolute paths are rewritten to the unpacked copies.
+if [ "$suite" != - ]; then
+  hroot="$cache/headers/$abi"
+  if [ ! -f "$hroot/.complete" ]; then
+    rm -rf "$hroot" && mkdir -p "$hroot"
+    for pkg in "linux-headers-$abi" $(apt-cache "${LAB_APT[@]}" depends "linux-headers-$abi" 2>/dev/null \
+        | sed -n 's/^ *|\{0,1\}Depends: \(linux-\(headers\|kbuild\)-[^ ]*\)$/\1/p'); do
+      lab_fetch_deb "$cache" "$pkg" "$work/deb-$pkg"
+      cp -a "$work/deb-$pkg/." "$hroot/"
+    done
+    rm -f "$hroot/.complete"
+    grep -rlI --include=Makefile --include='*.mk' -e '/usr/src/' -e '/usr/lib/linux-kbuild' "$hroot/usr/src" 2>/dev/null \
+      | xargs -r sed -i -e "s#/usr/src/#$hroot/usr/src/#g" -e "s#/usr/lib/linux-kbuild#$hroot/usr/lib/linux-kbuild#g"
+    find "$hroot/usr/src" "$hroot/usr/lib" -type l | while IFS= read -r l; do
+      t=$(readlink "$l")
+      case "$t" in /usr/*) ln -sfn "$hroot$t" "$l" ;; esac
+    done
+    touch "$hroot/.complete"
+  fi
+  headers="$hroot/usr/src/linux-headers-$abi"
+  [ -f "$headers/Makefile" ] || die "unpacked headers for $abi lack $headers/Makefile"
+fi
+
 # --- initramfs --------------------------------------------------------------
 root="$work/initramfs"
 mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,run,tmp,data,usr/bin,lib/modules/lab,lib/introvisor}
@@ -60,7 +102,8 @@ ln -s bin/busybox "$root/init"
 cp -a "$guest/rootfs/." "$root/"
 
 lab_index_modules "$moddir/kernel"
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console virtio_blk crc32c_generic ext4; do
+# Dependencies come from modinfo (5.10 has no virtio_pci_modern_dev; 6.12 builds some of these in).
+for m in virtio_ring virtio virtio_pci virtio_console virtio_blk crc32c_generic ext4; do
   lab_add_module "$m" "$root/lib/modules/lab"
 done
 printf '%s\n' "${LAB_ORDER[@]}" > "$root/lib/modules/lab/load-order"
@@ -77,8 +120,12 @@ if ldd "$qga_bin" | grep -q 'not found'; then die "qemu-ga needs libraries that 
 # Attack modules, built against the same kernel's headers, loadable on demand.
 mkdir -p "$work/attacks"
 cp "$guest/attacks/"* "$work/attacks/"
-make -s -C "$headers" M="$work/attacks" modules >"$work/attacks.log" 2>&1 \
-  || { cat "$work/attacks.log" >&2; die "building the attack modules against $headers failed"; }
+# The compiler the kernel was built with when it is here (gcc-12 for 6.1 and 6.12); else the
+# machine's gcc (Debian 11's gcc-10 is not installable here: 5.10 modules build with gcc-12).
+kcc=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\(gcc-[0-9]*\) .*/\1/p' "$headers/.config" 2>/dev/null | head -n1)
+command -v "${kcc:-none}" >/dev/null || kcc=gcc
+make -s -C "$headers" M="$work/attacks" CC="$kcc" modules >"$work/attacks.log" 2>&1 \
+  || { cat "$work/attacks.log" >&2; die "building the attack modules against $headers with $kcc failed"; }
 cp "$work/attacks/"*.ko "$root/lib/introvisor/"
 
 lab_pack_initramfs "$root" "$work/initrd.img" 6
@@ -100,6 +147,7 @@ cp "$root/lib/introvisor/"*.ko "$out.tmp/"
 version=$(dpkg-deb -f "$(ls -t "$cache/debs"/linux-image-"$abi"_*_amd64.deb | head -n1)" Version)
 cat > "$out.tmp/manifest.json" <<JSON
 {
+  "kernelLine": "$line",
   "kernelAbi": "$abi",
   "kernelVersion": "$version",
   "key": "$key_src",
@@ -110,13 +158,14 @@ cat > "$out.tmp/manifest.json" <<JSON
   "attackModules": {
     "syscallHook": "/lib/introvisor/iv_syscall_hook.ko",
     "dkomHide": "/lib/introvisor/iv_dkom_hide.ko",
-    "hideModule": "/lib/introvisor/iv_hide_module.ko"
+    "hideModule": "/lib/introvisor/iv_hide_module.ko",
+    "dispatchHook": "/lib/introvisor/iv_dispatch_hook.ko"
   },
   "criticalService": "/data/bin/csdtest"
 }
 JSON
 rm -rf "$out" && mv "$out.tmp" "$out"
-cp "$out/manifest.json" "$manifest.tmp" && mv "$manifest.tmp" "$manifest"
+publish_manifest
 # Builds no clone has used for two days are removed; a newer one may still be in use by another
 # clone on this machine (its guests' overlays are backed by it).
 find "$cache/lab" -mindepth 1 -maxdepth 1 -type d -name '*-*' ! -name '.*' -mtime +2 -print0 | while IFS= read -r -d '' d; do

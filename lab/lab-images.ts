@@ -1,9 +1,12 @@
 // The lab's guest images, as lab/build-images.sh leaves them in the cache.
 import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Ajv, type JSONSchemaType } from 'ajv';
 import { labManifestPath } from '../src/util/paths.js';
 
 export interface LabImages {
+  /** The kernel line ("5.10", "6.1", "6.12"); absent in manifests older than the matrix. */
+  kernelLine?: string;
   kernelAbi: string;
   kernelVersion: string;
   key: string;
@@ -11,7 +14,8 @@ export interface LabImages {
   kernel: string;
   initrd: string;
   baseImage: string;
-  attackModules: { syscallHook: string; dkomHide: string; hideModule: string };
+  /** dispatchHook: rewrites a call target in x64_sys_call (kernels that have it; absent in older builds). */
+  attackModules: { syscallHook: string; dkomHide: string; hideModule: string; dispatchHook?: string };
   criticalService: string;
 }
 
@@ -19,7 +23,8 @@ const schema: JSONSchemaType<LabImages> = {
   type: 'object',
   required: ['kernelAbi', 'kernelVersion', 'key', 'dir', 'kernel', 'initrd', 'baseImage', 'attackModules', 'criticalService'],
   properties: {
-    kernelAbi: { type: 'string', pattern: '^6\\.1\\.0-[0-9]+-amd64$' },
+    kernelLine: { type: 'string', pattern: '^[0-9]+\\.[0-9]+$', nullable: true },
+    kernelAbi: { type: 'string', pattern: '^[0-9]+\\.[0-9]+\\.[0-9]+[-+][-+a-z0-9.]*-amd64$' },
     kernelVersion: { type: 'string' },
     key: { type: 'string' },
     dir: { type: 'string' },
@@ -29,7 +34,7 @@ const schema: JSONSchemaType<LabImages> = {
     attackModules: {
       type: 'object',
       required: ['syscallHook', 'dkomHide', 'hideModule'],
-      properties: { syscallHook: { type: 'string' }, dkomHide: { type: 'string' }, hideModule: { type: 'string' } },
+      properties: { syscallHook: { type: 'string' }, dkomHide: { type: 'string' }, hideModule: { type: 'string' }, dispatchHook: { type: 'string', nullable: true } },
     },
     criticalService: { type: 'string' },
   },
@@ -37,7 +42,21 @@ const schema: JSONSchemaType<LabImages> = {
 
 const validate = new Ajv({ allErrors: true }).compile(schema);
 
-export function loadLabImages(path = labManifestPath()): LabImages {
+/** The kernel lines lab/build-images.sh builds (LAB_LINES in lab/lib.sh); 6.1 is the default. */
+export const LAB_KERNEL_LINES = ['5.10', '6.1', '6.12'] as const;
+export type LabKernelLine = (typeof LAB_KERNEL_LINES)[number];
+
+/**
+ * The lab images of a kernel line ('5.10', '6.1', '6.12'), or of the manifest at a path;
+ * with neither, the default line's (what tests, benchmarks and the demo boot).
+ */
+export function loadLabImages(lineOrPath: LabKernelLine | string = labManifestPath()): LabImages {
+  const path = (LAB_KERNEL_LINES as readonly string[]).includes(lineOrPath)
+    ? join(dirname(labManifestPath()), `manifest-${lineOrPath}.json`) : lineOrPath;
+  return loadManifest(path);
+}
+
+function loadManifest(path: string): LabImages {
   let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(path, 'utf8'));

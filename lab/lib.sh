@@ -2,19 +2,39 @@
 # lab/build-images.sh, test/trap/run-nested.sh, test/trap/node/run-nested-node.sh,
 # test/trap/chain/run-chain.sh. Source it (bash); the caller defines die() and say().
 
-# lab_archive_abi: the ABI that linux-image-amd64 depends on in the apt lists (nothing when they do not say).
+# Kernel lines the lab builds: line -> "suite abi-pattern". The native suite (the machine's own
+# apt) is "-"; the others come through lab_private_apt. 6.1 is the default line.
+declare -gA LAB_LINES=(
+  [5.10]="bullseye ^5\\.10\\.0-[0-9]+-amd64$"
+  [6.1]="- ^6\\.1\\.0-[0-9]+-amd64$"
+  [6.12]="bookworm-backports ^6\\.12\\.[0-9]+[+a-z0-9]*-amd64$"
+)
+LAB_DEFAULT_LINE=6.1
+
+# lab_archive_abi [LINE]: the ABI that linux-image-amd64 depends on in the line's package lists
+# (nothing when they do not say). Needs LAB_APT set up for a non-native line.
 lab_archive_abi() {
-  apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: linux-image-\(6\.1\.0-[0-9]*-amd64\)$/\1/p' | head -n1 || true
+  local line=${1:-$LAB_DEFAULT_LINE} spec pattern
+  spec=${LAB_LINES[$line]:-}
+  pattern=${spec#* }
+  apt-cache "${LAB_APT[@]}" depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: linux-image-\(.*-amd64\)$/\1/p' \
+    | grep -E "$pattern" | head -n1 || true
 }
 
-# LAB_ABI := INTROVISOR_KERNEL_ABI, or the 6.1.0-N-amd64 that linux-image-amd64 depends on now.
+# lab_kernel_abi [LINE]: LAB_ABI := INTROVISOR_KERNEL_ABI (default line only), or the ABI that
+# linux-image-amd64 depends on now in the line's suite.
 lab_kernel_abi() {
-  LAB_ABI=${INTROVISOR_KERNEL_ABI:-}
+  local line=${1:-$LAB_DEFAULT_LINE} spec pattern
+  spec=${LAB_LINES[$line]:-}
+  [ -n "$spec" ] || die "unknown kernel line '$line' (known: ${!LAB_LINES[*]})"
+  pattern=${spec#* }
+  LAB_ABI=
+  [ "$line" = "$LAB_DEFAULT_LINE" ] && LAB_ABI=${INTROVISOR_KERNEL_ABI:-}
   if [ -z "$LAB_ABI" ]; then
-    LAB_ABI=$(lab_archive_abi)
-    [ -n "$LAB_ABI" ] || die "cannot tell which linux-image-6.1.0-*-amd64 linux-image-amd64 depends on (apt-get update?)"
+    LAB_ABI=$(lab_archive_abi "$line")
+    [ -n "$LAB_ABI" ] || die "cannot tell which kernel linux-image-amd64 depends on for the $line line (apt-get update?)"
   fi
-  [[ "$LAB_ABI" =~ ^6\.1\.0-[0-9]+-amd64$ ]] || die "kernel ABI '$LAB_ABI' is not of the form 6.1.0-N-amd64"
+  [[ "$LAB_ABI" =~ $pattern ]] || die "kernel ABI '$LAB_ABI' does not match the $line line ($pattern)"
 }
 
 # lab_require_busybox: a static busybox with insmod at /bin/busybox. The applet list is read whole
@@ -30,18 +50,25 @@ lab_pack_initramfs() {
   (cd "$1" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip "-${3:-1}" > "$2"
 }
 
+# lab_fetch_deb CACHE PACKAGE DEST: PACKAGE downloaded (with LAB_APT's configuration) into
+# CACHE/debs and unpacked with dpkg-deb -x into DEST (once). Nothing is installed.
+lab_fetch_deb() {
+  local cache=$1 pkg=$2 dest=$3 deb
+  [ -f "$dest/.complete" ] && return 0
+  mkdir -p "$cache/debs"
+  say "fetching $pkg"
+  (cd "$cache/debs" && apt-get "${LAB_APT[@]}" download "$pkg" >/dev/null 2>&1) \
+    || die "apt-get download $pkg failed: is the package in the archive (apt-get update)?"
+  deb=$(ls -t "$cache/debs/${pkg}_"*_amd64.deb "$cache/debs/${pkg}_"*_all.deb 2>/dev/null | head -n1 || true)
+  [ -n "$deb" ] || die "downloaded $pkg but found no .deb for it in $cache/debs"
+  rm -rf "$dest" && mkdir -p "$dest"
+  dpkg-deb -x "$deb" "$dest"
+  touch "$dest/.complete"
+}
+
 # lab_fetch_kernel CACHE ABI: Debian's linux-image-ABI unpacked into CACHE/kernel/ABI (once).
 lab_fetch_kernel() {
-  local cache=$1 abi=$2 kdir="$1/kernel/$2" deb
-  [ -f "$kdir/.complete" ] && return 0
-  mkdir -p "$cache/debs"
-  say "fetching linux-image-$abi"
-  (cd "$cache/debs" && apt-get download "linux-image-$abi" >/dev/null 2>&1) \
-    || die "apt-get download linux-image-$abi failed: is the package in the archive (apt-get update)?"
-  deb=$(ls -t "$cache/debs"/linux-image-"$abi"_*_amd64.deb | head -n1)
-  rm -rf "$kdir" && mkdir -p "$kdir"
-  dpkg-deb -x "$deb" "$kdir"
-  touch "$kdir/.complete"
+  lab_fetch_deb "$1" "linux-image-$2" "$1/kernel/$2"
 }
 
 # lab_busybox_root ROOT: /bin/busybox and a link per applet, so scripts' #!/bin/sh resolve at once.
@@ -56,13 +83,17 @@ lab_busybox_root() {
 
 # Kernel modules in load order. The unpacked package has no modules.dep, so each module's
 # dependencies (modinfo -F depends) are copied, and listed in LAB_ORDER, before it.
-declare -gA LAB_MODPATH=() LAB_SEEN=()
+declare -gA LAB_MODPATH=() LAB_SEEN=() LAB_BUILTIN=()
 LAB_ORDER=()
 
 # lab_index_modules DIR: every .ko under DIR becomes findable by name (LAB_MODPATH[name]=file).
 lab_index_modules() {
   local f
-  while IFS= read -r f; do LAB_MODPATH[$(basename "$f" .ko)]=$f; done < <(find "$1" -name '*.ko')
+  while IFS= read -r f; do f2=${f%.xz}; LAB_MODPATH[$(basename "$f2" .ko)]=$f; done < <(find "$1" -name '*.ko' -o -name '*.ko.xz')
+  # Built-in "modules" (modules.builtin, next to kernel/) need no file.
+  if [ -f "$1/../modules.builtin" ]; then
+    while IFS= read -r f; do f2=$(basename "$f" .ko); LAB_BUILTIN[${f2//-/_}]=1; done < "$1/../modules.builtin"
+  fi
 }
 
 # lab_add_module NAME DEST: copies NAME's dependencies, then NAME, to DEST/<name>.ko.
@@ -71,10 +102,14 @@ lab_add_module() {
   [ -n "${LAB_SEEN[$m]:-}" ] && return 0
   LAB_SEEN[$m]=1
   f=${LAB_MODPATH[$m]:-${LAB_MODPATH[${m//_/-}]:-}}
-  [ -n "$f" ] || die "kernel module $m not found"
+  if [ -z "$f" ]; then
+    [ -n "${LAB_BUILTIN[$m]:-}" ] && return 0  # built into this kernel
+    die "kernel module $m not found"
+  fi
   deps=$(modinfo -F depends "$f")
   for d in ${deps//,/ }; do lab_add_module "$d" "$dest"; done
-  cp "$f" "$dest/$m.ko"
+  # busybox insmod takes plain ELF: compressed modules (6.12's .ko.xz) are unpacked here.
+  case "$f" in *.xz) xz -dc "$f" > "$dest/$m.ko" ;; *) cp "$f" "$dest/$m.ko" ;; esac
   LAB_ORDER+=("$m")
 }
 
@@ -123,4 +158,42 @@ lab_patched_kvm() {
   LAB_KDIR="$cache/kernel/$LAB_ABI"
   LAB_KVM_DIR="$tcache/build/$LAB_ABI/kvm"
   [ -f "$LAB_KDIR/boot/vmlinuz-$LAB_ABI" ] && [ -f "$LAB_KVM_DIR/kvm-amd.ko" ] || die "cache incomplete for $LAB_ABI"
+}
+
+# --- other Debian suites, through a private APT configuration ---------------------------------
+# The machine's own apt state (sources, lists, status, package selection) is never touched: each
+# suite gets its own sources list, made from the machine's Debian mirror entry, and its own lists,
+# cache and (empty) status under CACHE/apt/<suite>.
+
+# lab_debian_uri: the URI of the machine's Debian archive entry (deb822 or one-line sources).
+lab_debian_uri() {
+  local codename uri
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk -v c="$codename" '
+    /^URIs:/ {u=$2} /^Suites:/ {for (i=2;i<=NF;i++) if ($i==c) {print u; exit}}')
+  if [ -z "$uri" ]; then
+    uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk -v c="$codename" '
+      $1=="deb" {for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {if ($(i+1)==c) {print $i; exit}; break}}')
+  fi
+  [ -n "$uri" ] || die "no Debian archive entry for '$codename' in /etc/apt/sources.list*"
+  echo "$uri"
+}
+
+# lab_private_apt CACHE SUITE: sets LAB_APT to the apt-get/apt-cache options for SUITE alone, and
+# refreshes its package lists when they are missing or older than a day.
+LAB_APT=()
+lab_private_apt() {
+  local cache=$1 suite=$2 dir="$1/apt/$2" uri
+  uri=$(lab_debian_uri)
+  mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial" "$dir/etc/sources.list.d" "$dir/etc/preferences.d"
+  printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' "$uri" "$suite" > "$dir/etc/sources.list"
+  [ -f "$dir/status" ] || : > "$dir/status"
+  LAB_APT=(-o "Dir::Etc::sourcelist=$dir/etc/sources.list" -o "Dir::Etc::sourceparts=$dir/etc/sources.list.d"
+           -o "Dir::Etc::preferencesparts=$dir/etc/preferences.d" -o "Dir::State::Lists=$dir/lists"
+           -o "Dir::State::status=$dir/status" -o "Dir::Cache=$dir/cache" -o "APT::Sandbox::User=root")
+  if [ -z "$(find "$dir/lists" -maxdepth 1 -name '*_Packages*' -mtime -1 -print -quit)" ]; then
+    say "apt-get update ($suite, private lists)"
+    apt-get "${LAB_APT[@]}" update -qq >/dev/null 2>"$dir/update.err" \
+      || die "apt-get update for $suite failed: $(tail -n3 "$dir/update.err")"
+  fi
 }

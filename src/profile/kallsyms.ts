@@ -1,17 +1,24 @@
 // The kernel's own symbol table (kallsyms), found and decoded straight from
-// guest-physical memory with no profile. Layout (scripts/kallsyms.c, 6.1 with
+// guest-physical memory with no profile. Layout (scripts/kallsyms.c with
 // CONFIG_KALLSYMS_BASE_RELATIVE; every label 8-aligned, in this order in .rodata):
-//   kallsyms_offsets[N] (s32), kallsyms_relative_base (u64), kallsyms_num_syms (u32),
-//   kallsyms_names (len-prefixed token streams), kallsyms_markers[ceil(N/256)] (u32),
-//   kallsyms_seqs_of_names[N] (3 bytes; absent on older kernels), kallsyms_token_table
-//   (256 NUL-terminated tokens), kallsyms_token_index[256] (u16).
+//   up to 6.3:  kallsyms_offsets[N] (s32), kallsyms_relative_base (u64), kallsyms_num_syms (u32),
+//               kallsyms_names (len-prefixed token streams), kallsyms_markers[ceil(N/256)] (u32),
+//               kallsyms_seqs_of_names[N] (3 bytes; 6.2+ only), kallsyms_token_table
+//               (256 NUL-terminated tokens), kallsyms_token_index[256] (u16).
+//   6.4 and later: kallsyms_num_syms, kallsyms_names, kallsyms_markers, kallsyms_token_table,
+//               kallsyms_token_index, kallsyms_offsets[N], kallsyms_relative_base,
+//               kallsyms_seqs_of_names[N].
 // We find the token table by its single-digit tokens ("0".."9" keep their own
-// slots because every symbol set uses them) and work backwards from it.
+// slots because every symbol set uses them), find N and the names below it (the
+// same in both orders, seqs aside), then take the offsets from whichever side
+// yields addresses in kallsyms order (ascending) with a kernel-half base.
 import type { GuestMemory, RamRange } from '../memory/guest-memory.js';
 
 export interface KallsymsTable {
   /** Guest-physical address of kallsyms_token_table (identifies which kernel image). */
   readonly tokenTablePhys: bigint;
+  /** Table order: 'offsets-first' (up to 6.3) or 'names-first' (6.4+). */
+  readonly order: 'offsets-first' | 'names-first';
   readonly relativeBase: bigint;
   readonly names: readonly string[];
   /** kallsyms type letter per symbol ('T', 't', 'D', 'A', ...). */
@@ -57,16 +64,26 @@ function decodeAt(mem: GuestMemory, digitsPhys: bigint): KallsymsTable {
   // distribution kernel needs ~2 MB; the window grows only if that is not enough.
   for (const before of WINDOWS_BEFORE) {
     const big = readWindow(mem, range, tokenTablePhys, BigInt(before), 0n);
-    const found = findCount(big.buf, Number(tokenTablePhys - big.start), tokens.tokens);
+    // 6.4+: the offsets and the relative base follow the token index.
+    const afterIndex = tokenTablePhys + BigInt(align8(tokens.indexEnd));
+    const offsetsAfter = (n: number): Buffer | null => {
+      const len = BigInt(align8(4 * n) + 8);
+      if (afterIndex + len > range.gpa + range.size) return null;
+      return mem.readPhys(afterIndex, Number(len));
+    };
+    const found = findCount(big.buf, Number(tokenTablePhys - big.start), tokens.tokens, offsetsAfter);
     if (found) return { tokenTablePhys, ...found };
     if (big.start === range.gpa) break; // the window already reaches the start of RAM
   }
   throw new KallsymsError('no symbol count makes the markers, names and count agree');
 }
 
+type Decoded = { relativeBase: bigint; names: string[]; types: string; addresses: BigUint64Array; order: KallsymsTable['order'] };
+/** kallsyms_offsets[n] then kallsyms_relative_base, when they follow the token index (6.4+). */
+type OffsetsAfter = (n: number) => Buffer | null;
+
 /** Finds N: the markers, seqs and names must line up exactly below the token table. */
-function findCount(buf: Buffer, tokenTable: number, tokens: string[]):
-  { relativeBase: bigint; names: string[]; types: string; addresses: BigUint64Array } | null {
+function findCount(buf: Buffer, tokenTable: number, tokens: string[], after: OffsetsAfter): Decoded | null {
   const maxN = Math.min(MAX_SYMBOLS, Math.floor(tokenTable / 8));
   for (let n = 256; n <= maxN; n++) {
     const markerCount = (n + 255) >> 8;
@@ -74,15 +91,14 @@ function findCount(buf: Buffer, tokenTable: number, tokens: string[]):
     for (const withSeqs of [true, false]) {
       const markersStart = (withSeqs ? seqsStart : tokenTable) - align8(4 * markerCount);
       if (markersStart < 16 || buf.readUInt32LE(markersStart) !== 0) continue;
-      const table = tryN(buf, n, markersStart, markerCount, tokens);
+      const table = tryN(buf, n, markersStart, markerCount, tokens, after);
       if (table) return table;
     }
   }
   return null;
 }
 
-function tryN(buf: Buffer, n: number, markersStart: number, markerCount: number, tokens: string[]):
-  { relativeBase: bigint; names: string[]; types: string; addresses: BigUint64Array } | null {
+function tryN(buf: Buffer, n: number, markersStart: number, markerCount: number, tokens: string[], after: OffsetsAfter): Decoded | null {
   let prev = 0;
   for (let i = 1; i < markerCount; i++) {
     const m = buf.readUInt32LE(markersStart + 4 * i);
@@ -108,28 +124,45 @@ function tryN(buf: Buffer, n: number, markersStart: number, markerCount: number,
       off += len;
     }
     if (!ok || off > markersStart || align8(off) !== markersStart) continue;
+    // 6.4+ first (names-first): offsets after the token index; then the older order below.
+    const tail = after(n);
+    const afterAddrs = tail ? decodeOffsets(tail, 0, n, tail.readBigUInt64LE(align8(4 * n))) : null;
+    if (afterAddrs) return { ...decodeNames(buf, n, x, tokens), ...afterAddrs, order: 'names-first' };
     if (x - 16 - align8(4 * n) < 0) return null; // offsets start before this window: a bigger one will do
-    return decodeSymbols(buf, n, x, tokens);
+    const beforeAddrs = decodeOffsets(buf, x - 16 - align8(4 * n), n, buf.readBigUInt64LE(x - 16));
+    if (beforeAddrs) return { ...decodeNames(buf, n, x, tokens), ...beforeAddrs, order: 'offsets-first' };
+    return null;
   }
   return null;
 }
 
-function decodeSymbols(buf: Buffer, n: number, namesStart: number, tokens: string[]):
-  { relativeBase: bigint; names: string[]; types: string; addresses: BigUint64Array } {
-  const relativeBase = buf.readBigUInt64LE(namesStart - 16);
-  const offsetsStart = namesStart - 16 - align8(4 * n);
-  if (offsetsStart < 0) throw new KallsymsError('kallsyms_offsets would start before the window');
+const KERNEL_HALF = 0xffff_0000_0000_0000n;
+
+/**
+ * kallsyms_offsets[n] at `at` with this relative base, or null unless they decode to a
+ * kernel-half base and addresses in kallsyms order (sorted ascending).
+ */
+function decodeOffsets(buf: Buffer, at: number, n: number, relativeBase: bigint): { relativeBase: bigint; addresses: BigUint64Array } | null {
+  if (relativeBase < KERNEL_HALF || at < 0 || at + 4 * n > buf.length) return null;
   // CONFIG_KALLSYMS_ABSOLUTE_PERCPU: negative offsets are relative to base-1, others absolute.
   // Without it every offset is an unsigned distance from the base; a kernel image is far
   // smaller than 2 GiB, so any negative offset means the absolute-percpu encoding.
   let absolutePercpu = false;
-  for (let i = 0; i < n; i++) if (buf.readInt32LE(offsetsStart + 4 * i) < 0) { absolutePercpu = true; break; }
+  for (let i = 0; i < n; i++) if (buf.readInt32LE(at + 4 * i) < 0) { absolutePercpu = true; break; }
   const addresses = new BigUint64Array(n);
+  let prev = 0n;
   for (let i = 0; i < n; i++) {
-    const o = buf.readInt32LE(offsetsStart + 4 * i);
-    if (!absolutePercpu) addresses[i] = (relativeBase + BigInt(o >>> 0)) & 0xffff_ffff_ffff_ffffn;
-    else addresses[i] = o >= 0 ? BigInt(o) : (relativeBase - 1n - BigInt(o)) & 0xffff_ffff_ffff_ffffn;
+    const o = buf.readInt32LE(at + 4 * i);
+    const a = !absolutePercpu ? (relativeBase + BigInt(o >>> 0)) & 0xffff_ffff_ffff_ffffn
+      : o >= 0 ? BigInt(o) : (relativeBase - 1n - BigInt(o)) & 0xffff_ffff_ffff_ffffn;
+    if (a < prev) return null;
+    addresses[i] = a;
+    prev = a;
   }
+  return { relativeBase, addresses };
+}
+
+function decodeNames(buf: Buffer, n: number, namesStart: number, tokens: string[]): { names: string[]; types: string } {
   const names: string[] = new Array<string>(n);
   const types: string[] = new Array<string>(n);
   let off = namesStart;
@@ -143,7 +176,7 @@ function decodeSymbols(buf: Buffer, n: number, namesStart: number, tokens: strin
     types[i] = s.charAt(0);
     names[i] = s.slice(1);
   }
-  return { relativeBase, names, types: types.join(''), addresses };
+  return { names, types: types.join('') };
 }
 
 function readWindow(mem: GuestMemory, range: RamRange, at: bigint, before: bigint, after: bigint): { start: bigint; buf: Buffer } {
@@ -157,7 +190,7 @@ function readWindow(mem: GuestMemory, range: RamRange, at: bigint, before: bigin
 }
 
 /** Checks the 256 tokens around the digit run and the token index after them. */
-function checkTokens(buf: Buffer, digits: number): { tokenTable: number; tokens: string[] } {
+function checkTokens(buf: Buffer, digits: number): { tokenTable: number; tokens: string[]; indexEnd: number } {
   // Walk back over the 48 tokens before "0" (index 0x30) to the table's start.
   let p = digits;
   for (let k = 0; k < 0x30; k++) {
@@ -187,5 +220,6 @@ function checkTokens(buf: Buffer, digits: number): { tokenTable: number; tokens:
     if (buf.readUInt16LE(tokenIndex + 2 * i) !== tokenOffsets[i]) throw new KallsymsError(`token index entry ${i} does not match the token table`);
   }
 
-  return { tokenTable, tokens };
+  // indexEnd: where the token index ends, relative to the token table.
+  return { tokenTable, tokens, indexEnd: tokenIndex + 512 - tokenTable };
 }

@@ -94,7 +94,12 @@ export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): D
     if ('space' in c) valid.push(c);
   }
   if (valid.length === 0) {
-    throw new DiscoveryError(`no running Linux kernel found in ${mem.source}: ${notes.join('; ') || 'no kallsyms token table in RAM'}`);
+    // What is missing and what would help: kallsyms must be in RAM (a System.map or ISF supplies
+    // names and addresses but is placed by kallsyms' relative base, so it cannot stand in for it).
+    const why = tables.length === 0
+      ? 'no kallsyms table in RAM (a kernel built without CONFIG_KALLSYMS, or not an x86-64 Linux guest)'
+      : notes.join('; ');
+    throw new DiscoveryError(`no running Linux kernel found in ${mem.source}: ${why}`);
   }
   const t1 = performance.now();
   let chosen = valid[0] as Candidate;
@@ -230,7 +235,9 @@ function linearRegions(mem: GuestMemory, c: Candidate): { what: string; va: bigi
 function loadBtf(c: Candidate): Btf {
   const start = c.symbols.address('__start_BTF');
   const stop = c.symbols.address('__stop_BTF');
-  if (start === undefined || stop === undefined) throw new DiscoveryError('kernel has no __start_BTF/__stop_BTF (built without CONFIG_DEBUG_INFO_BTF): supply an ISF');
+  if (start === undefined || stop === undefined) {
+    throw new DiscoveryError('kernel has no __start_BTF/__stop_BTF (built without CONFIG_DEBUG_INFO_BTF): structure layouts are missing; supply a Volatility 3 ISF for this kernel build (--isf FILE)');
+  }
   const len = stop - start;
   if (len <= 0n || len > BigInt(MAX_BTF_BYTES)) throw new DiscoveryError(`kernel BTF size ${len} is outside 1..${MAX_BTF_BYTES}`);
   return new Btf(c.space.read(start, Number(len)));

@@ -26,6 +26,8 @@ interface RqLayout {
   dlRoot: number;
   taskDl: number;
   dlRbNode: number;
+  /** Deadline servers embedded in the rq (6.8+: fair_server; later ext_server): queued on the dl tree but not tasks. */
+  dlServers: number[];
 }
 
 function layout(ctx: KernelContext): RqLayout {
@@ -40,6 +42,7 @@ function layout(ctx: KernelContext): RqLayout {
     rtActive: o('rt_rq', 'active'), rtQueue: o('rt_prio_array', 'queue'), rtBitmap: o('rt_prio_array', 'bitmap'),
     taskRt: o('task_struct', 'rt'), rtRunList: o('sched_rt_entity', 'run_list'),
     dlRoot: o('dl_rq', 'root'), taskDl: o('task_struct', 'dl'), dlRbNode: o('sched_dl_entity', 'rb_node'),
+    dlServers: ['fair_server', 'ext_server'].filter((m) => p.layouts.has('rq', m)).map((m) => o('rq', m)),
   };
 }
 
@@ -113,7 +116,9 @@ export function readRunQueues(ctx: KernelContext): RunQueueView {
       const dlRoot = ctx.space.readU64(rq + BigInt(L.dl + L.dlRoot));
       for (const node of walkRbTree(ctx, dlRoot, Math.max(budget, 0), errors, `${where}: dl`)) {
         budget--;
-        queued.push(node - BigInt(L.dlRbNode) - BigInt(L.taskDl));
+        const dlSe = node - BigInt(L.dlRbNode);
+        if (L.dlServers.some((off) => dlSe === rq + BigInt(off))) continue; // a deadline server, not a task
+        queued.push(dlSe - BigInt(L.taskDl));
       }
       out.push({ cpu, current, idle, queued });
     } catch (e) {

@@ -11,6 +11,7 @@ import { readRunQueues } from './run-queues.js';
 import { readModuleList } from './modules.js';
 import { readSyscallTables } from './syscall-tables.js';
 import { readIntegrity } from './integrity.js';
+import { readDispatch } from './dispatch.js';
 import type { KernelSnapshot } from './types.js';
 import type { SymbolTable } from '../profile/symbols.js';
 import type { StructLayouts } from '../profile/layouts.js';
@@ -64,6 +65,8 @@ export class Introspector {
     const ctx = this.context;
     ctx.space.clearCache(); // the guest moves on between scans
     const modules = readModuleList(ctx);
+    const owners = [...modules.modules, ...modules.kobjects];
+    const syscallTables = readSyscallTables(ctx, owners);
     return {
       takenAtMs: Date.now(),
       kernel: this.kernel.identity,
@@ -71,7 +74,8 @@ export class Introspector {
       pidIdr: readPidIdr(ctx),
       runQueues: readRunQueues(ctx),
       modules,
-      syscallTables: readSyscallTables(ctx, [...modules.modules, ...modules.kobjects]),
+      syscallTables,
+      dispatch: readDispatch(ctx, owners, syscallTables),
       integrity: readIntegrity(ctx, { hashImage: opts.hashImage ?? true }),
     };
   }

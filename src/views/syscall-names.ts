@@ -1,7 +1,10 @@
 // Entry points of the x86-64 system call table (64-bit ABI, 'common' and '64'
-// rows of arch/x86/entry/syscalls/syscall_64.tbl in Linux 6.1), by number;
+// rows of arch/x86/entry/syscalls/syscall_64.tbl, Linux 6.13), by number;
 // '-' marks a number with no entry (the slot holds sys_ni_syscall).
-// Generated from the kernel source; x86-64 syscall numbers never change meaning.
+// x86-64 syscall numbers never change meaning and are only ever appended, so one
+// list serves every kernel: a kernel's own table is as long as its own extent says
+// (src/views/syscall-tables.ts), and an entry whose handler the kernel lacks
+// (not built, or newer than the kernel) expects sys_ni_syscall.
 const X64 =
   'sys_read sys_write sys_open sys_close sys_newstat sys_newfstat sys_newlstat sys_poll sys_lseek ' +
   'sys_mmap sys_mprotect sys_munmap sys_brk sys_rt_sigaction sys_rt_sigprocmask sys_rt_sigreturn ' +
@@ -49,14 +52,17 @@ const X64 =
   'sys_process_vm_writev sys_kcmp sys_finit_module sys_sched_setattr sys_sched_getattr sys_renameat2 ' +
   'sys_seccomp sys_getrandom sys_memfd_create sys_kexec_file_load sys_bpf sys_execveat sys_userfaultfd ' +
   'sys_membarrier sys_mlock2 sys_copy_file_range sys_preadv2 sys_pwritev2 sys_pkey_mprotect ' +
-  'sys_pkey_alloc sys_pkey_free sys_statx sys_io_pgetevents sys_rseq - - - - - - - - - - - - - - - - - ' +
+  'sys_pkey_alloc sys_pkey_free sys_statx sys_io_pgetevents sys_rseq sys_uretprobe - - - - - - - - - - - - - - - - ' +
   '- - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - ' +
   '- - - - - - - - - - - - - - - - - - - - - - sys_pidfd_send_signal sys_io_uring_setup ' +
   'sys_io_uring_enter sys_io_uring_register sys_open_tree sys_move_mount sys_fsopen sys_fsconfig ' +
   'sys_fsmount sys_fspick sys_pidfd_open sys_clone3 sys_close_range sys_openat2 sys_pidfd_getfd ' +
   'sys_faccessat2 sys_process_madvise sys_epoll_pwait2 sys_mount_setattr sys_quotactl_fd ' +
   'sys_landlock_create_ruleset sys_landlock_add_rule sys_landlock_restrict_self sys_memfd_secret ' +
-  'sys_process_mrelease sys_futex_waitv sys_set_mempolicy_home_node ';
+  'sys_process_mrelease sys_futex_waitv sys_set_mempolicy_home_node sys_cachestat sys_fchmodat2 ' +
+  'sys_map_shadow_stack sys_futex_wake sys_futex_wait sys_futex_requeue sys_statmount sys_listmount ' +
+  'sys_lsm_get_self_attr sys_lsm_set_self_attr sys_lsm_list_modules sys_mseal sys_setxattrat ' +
+  'sys_getxattrat sys_listxattrat sys_removexattrat ';
 
 /** Entry function per x86-64 syscall number ("sys_read"), or null for an unassigned number. */
 export const X64_SYSCALL_ENTRIES: readonly (string | null)[] = X64.trim().split(' ').map((e) => (e === '-' ? null : e));

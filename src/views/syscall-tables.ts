@@ -68,20 +68,21 @@ export function readSyscallTables(ctx: KernelContext, modules: readonly ModuleIn
     const address = s.address(table);
     if (address === undefined) continue; // this kernel has no such table (e.g. ia32 on Debian 6.1)
     const errors: ViewError[] = [];
-    const names = table === 'sys_call_table' ? X64_SYSCALL_ENTRIES : null;
-    // The table's size: the syscall numbering when known, else the gap to the next symbol.
+    // The table's size comes from the kernel: the gap to the next symbol (kallsyms), less the
+    // zero padding the linker leaves after it (a live slot is never NULL: even an unassigned
+    // number holds sys_ni_syscall). Never a constant: 5.10 has 441 slots, 6.1 451, 6.12 463.
     const extent = s.extent(table);
-    let count = names ? names.length : Math.floor((extent ?? 0) / 8);
-    if (extent !== undefined && count * 8 > extent) count = Math.floor(extent / 8);
-    count = Math.min(count, MAX_ENTRIES);
-    if (count <= 0) { out.push({ table, address, entries: [], errors: [{ where: `${table} at ${hex(address)}`, message: 'size unknown' }] }); continue; }
-    let raw: Buffer;
-    try {
-      raw = ctx.space.read(address, count * 8);
-    } catch (e) {
-      out.push({ table, address, entries: [], errors: [viewError(`${table} at ${hex(address)}`, e)] });
-      continue;
+    let count = Math.min(Math.floor((extent ?? 0) / 8), MAX_ENTRIES);
+    let probe: Buffer | null = null;
+    if (count > 0) {
+      try { probe = ctx.space.read(address, count * 8); } catch (e) {
+        out.push({ table, address, entries: [], errors: [viewError(`${table} at ${hex(address)}`, e)] });
+        continue;
+      }
+      while (count > 0 && probe.readBigUInt64LE((count - 1) * 8) === 0n) count--;
     }
+    if (count <= 0 || !probe) { out.push({ table, address, entries: [], errors: [{ where: `${table} at ${hex(address)}`, message: 'size unknown' }] }); continue; }
+    const raw = probe;
     const expected = expectedHandlers(ctx, table, prefix, count);
     const entries: SyscallEntry[] = [];
     for (let nr = 0; nr < count; nr++) {

@@ -46,6 +46,11 @@ const FIELDS_OK = 1, PARENT_OK = 2, CRED_OK = 4, MM_OK = 8;
 
 const layouts = new WeakMap<object, TaskLayout>();
 
+/** task_struct's run state: `state` (a long) up to 5.13, `__state` (an unsigned int) since 5.14. */
+export function taskStateMember(L: { has(struct: string, path: string): boolean }): '__state' | 'state' {
+  return L.has('task_struct', '__state') ? '__state' : 'state';
+}
+
 export function taskLayout(ctx: KernelContext): TaskLayout {
   const cached = layouts.get(ctx);
   if (cached) return cached;
@@ -53,7 +58,7 @@ export function taskLayout(ctx: KernelContext): TaskLayout {
   const L = p.layouts;
   const o = (m: string): number => p.offsetof('task_struct', m);
   const fields = {
-    tasks: o('tasks'), state: o('__state'), flags: o('flags'), pid: o('pid'), tgid: o('tgid'), comm: o('comm'),
+    tasks: o('tasks'), state: o(taskStateMember(L)), flags: o('flags'), pid: o('pid'), tgid: o('tgid'), comm: o('comm'),
     mm: o('mm'), realParent: o('real_parent'), cred: o('cred'), startTime: o('start_time'), signal: o('signal'),
     threadGroup: L.has('task_struct', 'thread_group') ? o('thread_group') : null,
     threadNode: L.has('task_struct', 'thread_node') ? o('thread_node') : null,

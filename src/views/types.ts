@@ -92,6 +92,23 @@ export interface SyscallTableView {
   readonly errors: readonly ViewError[];
 }
 
+/** One case of a syscall dispatch switch: the function slot `nr` reaches. */
+export interface DispatchSlot {
+  readonly nr: number;
+  readonly target: bigint;
+  readonly owner: HandlerOwner;
+  /** The handler this slot should reach (the numbering's, as for the table), when known. */
+  readonly expected: string | null;
+}
+
+/** A dispatch switch (x64_sys_call and friends, 6.9+ and stable backports), decoded call by call. */
+export interface DispatchView {
+  readonly name: 'x64_sys_call' | 'ia32_sys_call' | 'x32_sys_call';
+  readonly address: bigint;
+  readonly slots: readonly DispatchSlot[];
+  readonly errors: readonly ViewError[];
+}
+
 export interface KernelIntegrityView {
   /** sha256 hex of kernel text (_stext.._etext) and read-only data (__start_rodata..__end_rodata). */
   readonly textHash: string | null;
@@ -121,5 +138,7 @@ export interface KernelSnapshot {
   readonly runQueues: RunQueueView;
   readonly modules: ModuleListView;
   readonly syscallTables: readonly SyscallTableView[];
+  /** Dispatch switches, when the kernel has them (absent from snapshots made before they were read). */
+  readonly dispatch?: readonly DispatchView[];
   readonly integrity: KernelIntegrityView;
 }

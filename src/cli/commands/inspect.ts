@@ -8,7 +8,7 @@ import { defaultSupervisorRunRoot, guestLayout, labRunRoot } from '../../vm/gues
 import { parseSystemMap, type SymbolTable } from '../../profile/symbols.js';
 import { IsfLayouts, isfSymbols, parseIsf } from '../../profile/layouts.js';
 import type { MachineLayout } from '../../memory/guest-memory.js';
-import type { KernelSnapshot, TaskInfo } from '../../views/types.js';
+import type { HandlerOwner, KernelSnapshot, TaskInfo, ViewError } from '../../views/types.js';
 import { snapshotErrors } from '../../views/snapshot-errors.js';
 import { errorMessage } from '../../util/errors.js';
 
@@ -81,32 +81,80 @@ export async function run(argv: string[]): Promise<number> {
   }
 }
 
+/** ps's state letter for task_struct's state bits (TASK_REPORT, include/linux/sched.h; the same from 5.4 to 6.12). */
+export function stateLetter(state: number): string {
+  if ((state & 0x402) === 0x402) return 'I'; // TASK_IDLE: uninterruptible and not counted in the load
+  if (state === 0) return 'R';
+  const report = state & 0x7f; // S D T t X Z P
+  for (let bit = 0; bit < 7; bit++) if (report & (1 << bit)) return 'SDTtXZP'.charAt(bit);
+  return '?';
+}
+
+/** One line per view that failed outright (no entries at all): what a reader needs first. */
+function failedViews(s: KernelSnapshot): string[] {
+  const first = (errs: readonly ViewError[]): string => errs[0] ? `${errs[0].where}: ${errs[0].message}` : 'no entries';
+  const out: string[] = [];
+  if (s.tasks.tasks.length === 0) out.push(`task list unreadable: ${first(s.tasks.errors)}`);
+  if (s.pidIdr.entries.length === 0) out.push(`pid IDR unreadable: ${first(s.pidIdr.errors)}`);
+  if (s.runQueues.cpus.length === 0) out.push(`run queues unreadable: ${first(s.runQueues.errors)}`);
+  if (s.modules.errors.length > 0 && s.modules.modules.length === 0 && s.modules.kobjects.length === 0) out.push(`modules unreadable: ${first(s.modules.errors)}`);
+  for (const t of s.syscallTables) if (t.entries.length === 0) out.push(`${t.table} unreadable: ${first(t.errors)}`);
+  return out;
+}
+
 function printSnapshot(s: KernelSnapshot, header: string): void {
   const out: string[] = [];
   out.push(`source   ${header}`);
   out.push(`kernel   ${s.kernel.banner}`);
   out.push(`         release ${s.kernel.release}, KASLR slide ${hex(s.kernel.kaslrSlide)}, ${s.kernel.pagingLevels}-level paging`);
+  const failed = failedViews(s);
+  for (const f of failed) out.push(`FAILED   ${f}`);
   const row = (t: TaskInfo): string =>
-    `${String(t.pid).padStart(7)} ${String(t.tgid).padStart(7)} ${String(t.ppid).padStart(7)} ${String(t.uid).padStart(6)} ${String(t.state).padStart(6)}  ${t.comm.padEnd(16)} ${hex(t.address)}  ${t.kernelThread ? '-' : hex(t.mm)}`;
+    `${String(t.pid).padStart(7)} ${String(t.tgid).padStart(7)} ${String(t.ppid).padStart(7)} ${String(t.uid).padStart(6)} ${stateLetter(t.state).padStart(2)}  ${t.comm.padEnd(16)} ${hex(t.address)}  ${t.kernelThread ? '-' : hex(t.mm)}`;
   out.push('', `processes (${s.tasks.tasks.length}) and threads (${s.tasks.threads.length}) on init_task.tasks`);
-  out.push(`${'PID'.padStart(7)} ${'TGID'.padStart(7)} ${'PPID'.padStart(7)} ${'UID'.padStart(6)} ${'STATE'.padStart(6)}  ${'COMM'.padEnd(16)} ${'TASK'.padEnd(18)}  MM`);
+  out.push(`${'PID'.padStart(7)} ${'TGID'.padStart(7)} ${'PPID'.padStart(7)} ${'UID'.padStart(6)} ${'S'.padStart(2)}  ${'COMM'.padEnd(16)} ${'TASK'.padEnd(18)}  MM`);
   for (const t of s.tasks.tasks) out.push(row(t));
   for (const t of s.tasks.threads) out.push(row(t));
-  const listed = new Set([...s.tasks.tasks, ...s.tasks.threads].map((t) => t.address));
-  const idrOnly = s.pidIdr.entries.filter((e) => !listed.has(e.task));
-  out.push('', `pid IDR: ${s.pidIdr.entries.length} pids with a task; not on the task list: ${idrOnly.map((e) => `${e.pid} (${hex(e.task)})`).join(', ') || 'none'}`);
+  const all = [...s.tasks.tasks, ...s.tasks.threads];
+  const listed = new Set(all.map((t) => t.address));
+  const inIdr = new Set(s.pidIdr.entries.map((e) => e.task));
+  // The cross view, both ways, only when both views were read: a failed view proves nothing.
+  if (s.tasks.tasks.length > 0 && s.pidIdr.entries.length > 0) {
+    const idrOnly = s.pidIdr.entries.filter((e) => !listed.has(e.task));
+    const listOnly = all.filter((t) => !inIdr.has(t.address));
+    out.push('', `pid IDR: ${s.pidIdr.entries.length} pids with a task`);
+    out.push(`  in the pid IDR, not on the task list: ${idrOnly.map((e) => `${e.pid} (${hex(e.task)})`).join(', ') || 'none'}`);
+    out.push(`  on the task list, not in the pid IDR: ${listOnly.map((t) => `${t.pid} ${t.comm} (${hex(t.address)})`).join(', ') || 'none'}`);
+  } else {
+    out.push('', `pid IDR: ${s.pidIdr.entries.length} pids with a task; no cross view (a view failed, see above)`);
+  }
+  const byAddr = new Map(all.map((t) => [t.address, t]));
   for (const c of s.runQueues.cpus) {
-    const name = (a: bigint): string => (a === c.idle ? 'idle' : [...s.tasks.tasks, ...s.tasks.threads].find((t) => t.address === a)?.comm ?? `${hex(a)} (not on the task list)`);
+    const name = (a: bigint): string => {
+      if (a === c.idle) return 'idle';
+      const t = byAddr.get(a);
+      if (t) return `${t.comm} (${t.pid})`;
+      return s.tasks.tasks.length > 0 ? `${hex(a)} (not on the task list)` : hex(a);
+    };
     out.push(`run queue cpu ${c.cpu}: current ${name(c.current)}; queued: ${c.queued.map(name).join(', ') || 'none'}`);
   }
   out.push('', `modules (${s.modules.modules.length} on the list, ${s.modules.kobjects.length} kobjects)`);
   for (const m of s.modules.modules) out.push(`  ${m.name.padEnd(28)} ${hex(m.coreBase)} ${String(m.coreSize).padStart(9)}`);
   const onList = new Set(s.modules.modules.map((m) => m.address));
   for (const m of s.modules.kobjects.filter((k) => !onList.has(k.address))) out.push(`  ${m.name.padEnd(28)} ${hex(m.coreBase)} ${String(m.coreSize).padStart(9)}  NOT ON THE MODULE LIST`);
+  const foreign = <E extends { owner: HandlerOwner; expected: string | null }>(es: readonly E[]): E[] =>
+    es.filter((e) => e.owner.kind !== 'kernel' || (e.expected !== null && e.owner.symbol !== e.expected));
+  const slotLine = (e: { nr: number; target: bigint; owner: HandlerOwner; expected: string | null }): string =>
+    `  ${String(e.nr).padStart(4)} ${hex(e.target)} ${e.owner.kind === 'kernel' ? e.owner.symbol : e.owner.kind === 'module' ? `module ${e.owner.module}` : 'no kernel symbol or module'} (expected ${String(e.expected ?? 'a kernel handler')})`;
   for (const t of s.syscallTables) {
-    const odd = t.entries.filter((e) => e.expected !== null && (e.owner.kind !== 'kernel' || e.owner.symbol !== e.expected));
+    const odd = foreign(t.entries);
     out.push('', `${t.table} at ${hex(t.address)}: ${t.entries.length} entries, ${odd.length} not holding their own handler`);
-    for (const e of odd) out.push(`  ${String(e.nr).padStart(4)} ${hex(e.target)} ${e.owner.kind === 'kernel' ? e.owner.symbol : e.owner.kind === 'module' ? `module ${e.owner.module}` : 'unknown'} (expected ${String(e.expected)})`);
+    for (const e of odd) out.push(slotLine(e));
+  }
+  for (const d of s.dispatch ?? []) {
+    const odd = foreign(d.slots);
+    out.push('', `${d.name} at ${hex(d.address)} (dispatch switch): ${d.slots.length} slots, ${odd.length} not reaching their own handler`);
+    for (const e of odd) out.push(slotLine(e));
   }
   const i = s.integrity;
   out.push('', `kernel text sha256   ${i.textHash ?? '(not hashed)'}`, `kernel rodata sha256 ${i.rodataHash ?? '(not hashed)'}`);

@@ -1,0 +1,222 @@
+// The syscall dispatch switches (x64_sys_call, ia32_sys_call, x32_sys_call: 6.9+ and the
+// stable backports, e.g. Debian's 6.1.85+ and 5.10.215+). These kernels no longer call through
+// sys_call_table: each is `switch (nr) { case N: return handler_N(regs); ... }`, compiled
+// (no jump tables under retpolines) into a tree of compares and branches ending in a direct
+// call or jump to each handler. We decode it with iced-x86 and follow every path with the
+// interval of `nr` values that reach it, so every call/jmp rel32 is attributed to the slots it
+// serves: slot N must reach N's handler. A rewritten rel32 shows as the slot, its new target and
+// that target's owner.
+import { Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register, ConditionCode } from 'iced-x86';
+import type { DispatchSlot, DispatchView, ModuleInfo, SyscallTableView, ViewError } from './types.js';
+import { hex, viewError, type KernelContext } from './kernel-context.js';
+import { ownerOf } from './syscall-tables.js';
+
+const SWITCHES = [
+  { name: 'x64_sys_call', table: 'sys_call_table' },
+  { name: 'ia32_sys_call', table: 'ia32_sys_call_table' },
+  { name: 'x32_sys_call', table: 'x32_sys_call_table' },
+] as const;
+const MAX_FUNCTION = 64 << 10;
+const MAX_STEPS = 200_000;
+const NR_LIMIT = 0x1_0000_0000; // nr is an unsigned int
+
+/** Which 32-bit register holds nr + offset along one path (nr arrives in esi: the second argument). */
+interface PathState { ip: bigint; lo: number; hi: number; reg: Register; offset: number; cmp: Flags }
+/** The flags of the last compare of nr's register against an immediate (branches keep them). */
+type Flags = { imm: number; offset: number } | null;
+
+/** Decoded once per kernel text: a clean switch decodes the same every scan unless its bytes change. */
+const cache = new WeakMap<object, Map<string, { bytes: Buffer; result: SwitchMap }>>();
+
+interface SwitchMap {
+  /** [lo, hi] ranges of nr and the address each reaches. */
+  readonly ranges: { lo: number; hi: number; target: bigint }[];
+  readonly errors: string[];
+}
+
+const reg32 = (r: Register): Register => {
+  // rax/eax/ax -> eax etc.: compare the full register's 32-bit view.
+  const names: [Register, Register][] = [
+    [Register.RAX, Register.EAX], [Register.RCX, Register.ECX], [Register.RDX, Register.EDX], [Register.RBX, Register.EBX],
+    [Register.RSI, Register.ESI], [Register.RDI, Register.EDI], [Register.R8, Register.R8D], [Register.R9, Register.R9D],
+    [Register.R10, Register.R10D], [Register.R11, Register.R11D],
+  ];
+  for (const [full, low] of names) if (r === full) return low;
+  return r;
+};
+
+/** Follows every path of the switch at `start` (its bytes in `code`) with the nr interval that reaches it. */
+export function mapSwitch(code: Buffer, start: bigint): SwitchMap {
+  const end = start + BigInt(code.length);
+  const ranges: { lo: number; hi: number; target: bigint }[] = [];
+  const errors: string[] = [];
+  const decoder = new Decoder(64, code, DecoderOptions.None);
+  const ins = new Instruction();
+  const seen = new Set<string>();
+  const stack: PathState[] = [{ ip: start, lo: 0, hi: NR_LIMIT - 1, reg: Register.ESI, offset: 0, cmp: null }];
+  let total = 0;
+  try {
+    while (stack.length > 0) {
+      const st = stack.pop() as PathState;
+      let cmp = st.cmp;
+      let reg = st.reg;
+      let offset = st.offset;
+      let { lo, hi, ip } = st;
+      for (;;) {
+        if (++total > MAX_STEPS) { errors.push(`more than ${MAX_STEPS} instructions on all paths`); return { ranges, errors }; }
+        const key = `${ip}:${lo}:${hi}:${reg}:${offset}:${cmp?.imm}:${cmp?.offset}`;
+        if (seen.has(key)) break;
+        seen.add(key);
+        if (ip < start || ip >= end) { errors.push(`path leaves the function at ${hex(ip)}`); break; }
+        decoder.ip = ip;
+        decoder.position = Number(ip - start);
+        decoder.decodeOut(ins);
+        if (ins.mnemonic === Mnemonic.INVALID) { errors.push(`undecodable bytes at ${hex(ip)}`); break; }
+        const next = ins.nextIP;
+        const fc = ins.flowControl;
+        if (fc === FlowControl.Return || ins.mnemonic === Mnemonic.Int3 || ins.mnemonic === Mnemonic.Ud2) break;
+        if (fc === FlowControl.Call || fc === FlowControl.UnconditionalBranch) {
+          if (ins.op0Kind === OpKind.NearBranch64) {
+            const target = ins.nearBranchTarget;
+            if (target >= start && target < end) {
+              if (fc === FlowControl.Call) { errors.push(`call into itself at ${hex(ip)}`); break; }
+              ip = target; continue;
+            }
+            ranges.push({ lo, hi, target });
+            if (fc === FlowControl.Call) { ip = next; continue; }
+            break;
+          }
+          // Through a register or memory (a thunk): not a handler we can attribute.
+          errors.push(`indirect ${fc === FlowControl.Call ? 'call' : 'jump'} at ${hex(ip)} for nr ${lo}..${hi}`);
+          break;
+        }
+        if (fc === FlowControl.ConditionalBranch) {
+          const target = ins.nearBranchTarget;
+          if (cmp === null) { errors.push(`branch at ${hex(ip)} on flags not from a compare of nr`); break; }
+          const split = splitOn(ins.conditionCode, cmp.imm, cmp.offset, lo, hi);
+          if (split === null) { errors.push(`condition ${ins.conditionCode} at ${hex(ip)} not understood`); break; }
+          for (const [a, b] of split.taken) stack.push({ ip: target, lo: a, hi: b, reg, offset, cmp });
+          const [first, ...rest] = split.fall;
+          for (const [a, b] of rest) stack.push({ ip: next, lo: a, hi: b, reg, offset, cmp });
+          if (!first) break;
+          [lo, hi] = first;
+          ip = next;
+          continue;
+        }
+        // Data flow of nr: moves and constant adjustments of the register that holds it; a compare sets the flags.
+        const m = ins.mnemonic;
+        const op0 = ins.op0Kind === OpKind.Register ? reg32(ins.op0Register) : Register.None;
+        const op1Reg = ins.opCount > 1 && ins.op1Kind === OpKind.Register ? reg32(ins.op1Register) : Register.None;
+        const imm = ins.opCount > 1 && isImmediate(ins.op1Kind) ? Number(BigInt.asUintN(32, ins.immediate(1))) : null;
+        if (m === Mnemonic.Cmp && op0 === reg && imm !== null) { cmp = { imm, offset }; ip = next; continue; }
+        // test r,r: the flags of a compare with 0 (for the conditions a/be/e/ne gcc pairs with it).
+        if (m === Mnemonic.Test && op0 === reg && op1Reg === reg) { cmp = { imm: 0, offset }; ip = next; continue; }
+        if (m === Mnemonic.Mov && op1Reg === reg && op0 !== Register.None) { reg = op0; ip = next; cmp = null; continue; }
+        if ((m === Mnemonic.Sub || m === Mnemonic.Add) && op0 === reg && imm !== null) {
+          // A sub's carry and zero flags are those of a compare of the old value with the immediate.
+          cmp = m === Mnemonic.Sub ? { imm, offset } : null;
+          offset = (offset + (m === Mnemonic.Add ? imm : -imm)) % NR_LIMIT;
+          ip = next; continue;
+        }
+        if (m === Mnemonic.Lea && op0 !== Register.None && ins.memoryBase !== Register.None && reg32(ins.memoryBase) === reg && ins.memoryIndex === Register.None) {
+          reg = op0; offset = (offset + Number(BigInt.asIntN(32, ins.memoryDisplacementU64))) % NR_LIMIT; ip = next; cmp = null; continue;
+        }
+        if (m === Mnemonic.Nop || m === Mnemonic.Endbr64 || m === Mnemonic.Push || m === Mnemonic.Pop || m === Mnemonic.Cdqe) { ip = next; continue; }
+        // Anything else: if it writes the register holding nr, nr is lost on this path.
+        if (op0 === reg && m !== Mnemonic.Test && m !== Mnemonic.Cmp) { errors.push(`nr overwritten by ${m} at ${hex(ip)}`); break; }
+        if (m === Mnemonic.Test || m === Mnemonic.Cmp || m === Mnemonic.Bt) cmp = null;
+        ip = next;
+      }
+    }
+  } finally {
+    ins.free();
+    decoder.free();
+  }
+  return { ranges, errors };
+}
+
+function isImmediate(k: OpKind): boolean {
+  return k === OpKind.Immediate8 || k === OpKind.Immediate8to32 || k === OpKind.Immediate8to64 || k === OpKind.Immediate32 ||
+    k === OpKind.Immediate32to64 || k === OpKind.Immediate16 || k === OpKind.Immediate64;
+}
+
+type Interval = [number, number];
+
+/**
+ * The nr intervals that take and fall through a branch on `reg ? imm` where reg = (nr + offset)
+ * mod 2^32 (unsigned; signed conditions are read the same, nr being small). The interval is cut
+ * where reg wraps, so each piece compares monotonically.
+ */
+function splitOn(cc: ConditionCode, imm: number, offset: number, lo: number, hi: number): { taken: Interval[]; fall: Interval[] } | null {
+  const off = ((offset % NR_LIMIT) + NR_LIMIT) % NR_LIMIT;
+  // nr in [lo, wrapAt-1] gives reg = nr + off; nr >= wrapAt gives reg = nr + off - 2^32.
+  const wrapAt = NR_LIMIT - off;
+  const pieces: { a: number; b: number; shift: number }[] = [];
+  if (lo < wrapAt) pieces.push({ a: lo, b: Math.min(hi, wrapAt - 1), shift: off });
+  if (hi >= wrapAt) pieces.push({ a: Math.max(lo, wrapAt), b: hi, shift: off - NR_LIMIT });
+  const taken: Interval[] = [];
+  const fall: Interval[] = [];
+  const add = (into: Interval[], a: number, b: number): void => { if (a <= b) into.push([a, b]); };
+  for (const { a, b, shift } of pieces) {
+    const k = imm - shift; // reg ? imm  <=>  nr ? k on this piece
+    switch (cc) {
+      case ConditionCode.a: case ConditionCode.g: add(taken, Math.max(a, k + 1), b); add(fall, a, Math.min(b, k)); break;
+      case ConditionCode.ae: case ConditionCode.ge: add(taken, Math.max(a, k), b); add(fall, a, Math.min(b, k - 1)); break;
+      case ConditionCode.b: case ConditionCode.l: add(taken, a, Math.min(b, k - 1)); add(fall, Math.max(a, k), b); break;
+      case ConditionCode.be: case ConditionCode.le: add(taken, a, Math.min(b, k)); add(fall, Math.max(a, k + 1), b); break;
+      case ConditionCode.e: case ConditionCode.ne: {
+        const eq: Interval[] = [];
+        const neq: Interval[] = [];
+        if (k >= a && k <= b) eq.push([k, k]);
+        add(neq, a, Math.min(b, k - 1));
+        add(neq, Math.max(a, k + 1), b);
+        taken.push(...(cc === ConditionCode.e ? eq : neq));
+        fall.push(...(cc === ConditionCode.e ? neq : eq));
+        break;
+      }
+      default: return null;
+    }
+  }
+  return { taken, fall };
+}
+
+/**
+ * Every dispatch switch the kernel has, each slot mapped to the function it reaches. Slots are
+ * those of the switch's table (its size from the kernel); the narrowest nr range reaching a call
+ * wins, so a case beats the default that surrounds it.
+ */
+export function readDispatch(ctx: KernelContext, modules: readonly ModuleInfo[], tables: readonly SyscallTableView[]): DispatchView[] {
+  const out: DispatchView[] = [];
+  const s = ctx.profile.symbols;
+  let perProfile = cache.get(ctx.profile);
+  if (!perProfile) { perProfile = new Map(); cache.set(ctx.profile, perProfile); }
+  for (const { name, table } of SWITCHES) {
+    const address = s.address(name);
+    if (address === undefined) continue; // before 6.9 and the backports: dispatch is through the table
+    const errors: ViewError[] = [];
+    const len = s.extent(name);
+    if (len === undefined || len <= 0 || len > MAX_FUNCTION) { out.push({ name, address, slots: [], errors: [{ where: `dispatch: ${name}`, message: `size ${String(len)} implausible` }] }); continue; }
+    let bytes: Buffer;
+    try { bytes = ctx.space.read(address, len); } catch (e) { out.push({ name, address, slots: [], errors: [viewError(`dispatch: ${name} at ${hex(address)}`, e)] }); continue; }
+    let map = perProfile.get(name);
+    if (!map || !map.bytes.equals(bytes)) {
+      map = { bytes, result: mapSwitch(bytes, address) };
+      perProfile.set(name, map);
+    }
+    for (const e of map.result.errors) errors.push({ where: `dispatch: ${name}`, message: e });
+    const tv = tables.find((x) => x.table === table && x.entries.length > 0);
+    const ranges = [...map.result.ranges].sort((x, y) => (x.hi - x.lo) - (y.hi - y.lo));
+    // Without its table (6.9+ keep only sys_call_table), the switch sizes itself: one past the
+    // highest nr a case (any range but the default, which runs to 2^32-1) names.
+    const count = tv ? tv.entries.length : ranges.reduce((n, r) => (r.hi < NR_LIMIT - 1 ? Math.max(n, r.hi + 1) : n), 0);
+    if (count === 0 || count > 4096) { errors.push({ where: `dispatch: ${name}`, message: `no cases found (size ${count})` }); out.push({ name, address, slots: [], errors }); continue; }
+    const slots: DispatchSlot[] = [];
+    for (let nr = 0; nr < count; nr++) {
+      const r = ranges.find((x) => x.lo <= nr && nr <= x.hi);
+      if (!r) { errors.push({ where: `dispatch: ${name}[${nr}]`, message: 'no path of the switch reaches a handler' }); continue; }
+      slots.push({ nr, target: r.target, owner: ownerOf(ctx, r.target, modules), expected: tv?.entries[nr]?.expected ?? null });
+    }
+    out.push({ name, address, slots, errors });
+  }
+  return out;
+}

@@ -1,0 +1,5 @@
+// The kernel matrix on 6.1: one boot, the whole battery (see kernel-matrix.ts).
+import t from 'tap';
+import { kernelMatrix } from './kernel-matrix.js';
+
+await kernelMatrix(t, '6.1');

@@ -11,7 +11,7 @@ import { loadPolicyFile } from '../policy/schema.js';
 import { DEFAULT_POLICY } from '../policy/defaults.js';
 import type { Policy } from '../policy/types.js';
 import { QemuVm } from '../vm/qemu-vm.js';
-import { guestVmSpec } from '../vm/guest-vm-spec.js';
+import { guestVmSpec, preflightVmSpec } from '../vm/guest-vm-spec.js';
 import { defaultSupervisorRunRoot } from '../vm/guest-layout.js';
 import { QemuGuestController } from '../recovery/qemu-controller.js';
 import { errorMessage } from '../util/errors.js';
@@ -84,6 +84,9 @@ export class Supervisor {
 
   /** Boots or adopts every guest (concurrently; one that fails to start is retried by its loop) and starts watching. */
   async start(): Promise<void> {
+    // What every rung of every guest's ladder needs, checked before anything starts.
+    const problems = this.controllers.flatMap((c) => preflightVmSpec(c.vm.spec));
+    if (problems.length) throw new Error(`preflight: ${problems.join('; ')}`);
     const r = this.config.report;
     if (r) {
       this.report = await startRecordReport(this.store, { ...r, ...(r.initialPolicy || !this.config.policy ? {} : { initialPolicy: this.config.policy }) }, {

@@ -62,6 +62,7 @@ export class Supervisor {
           ...(c.start ? { start: { path: c.start[0] as string, args: c.start.slice(1) } } : {}),
         })),
         scanIntervalMs: 1000 * (g.scanIntervalSec ?? config.scanIntervalSec ?? 2),
+        ...(g.bootTimeoutSec ? { bootTimeoutMs: 1000 * g.bootTimeoutSec } : {}),
         policy: () => this.policy,
         ladders,
         baselines,

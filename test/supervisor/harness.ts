@@ -54,7 +54,7 @@ export interface Harness {
  */
 export function makeHarness(name: string, opts: {
   critical?: { name: string; start?: string[] }[]; scanIntervalSec?: number;
-  guest?: (dir: string) => Record<string, unknown>; policy?: object;
+  guest?: (dir: string) => Record<string, unknown>; policy?: object; actionTimeoutsSec?: Record<string, number>;
 } = {}): Harness {
   const guest = name;
   const dir = mkdtempSync(join(tmpdir(), `iv-sup-${guest}-`));
@@ -68,6 +68,7 @@ export function makeHarness(name: string, opts: {
     scanIntervalSec: opts.scanIntervalSec ?? 1,
     runDir: 'run',
     onExit: 'stop-guests',
+    ...(opts.actionTimeoutsSec ? { actionTimeoutsSec: opts.actionTimeoutsSec } : {}),
     guests: [opts.guest ? { ...opts.guest(dir), name: guest } : {
       name: guest, image: { lab: true }, memoryMiB: 256, cpus: 1,
       critical: opts.critical ?? [{ name: 'csdtest', start: ['/data/bin/csdtest', '-d'] }],

@@ -64,6 +64,8 @@ export interface GuestConfig {
   readonly scanIntervalSec?: number;
   /** How long a boot may take until the guest agent answers; default 180. A distro guest under TCG needs more. */
   readonly bootTimeoutSec?: number;
+  /** How long each scan waits for the guest agent's process list; default 5. Busy TCG guests need more. */
+  readonly agentTimeoutSec?: number;
   /** Kernel introspection (task list, IDR, run queues, syscall tables, integrity); default true. */
   readonly introspection?: boolean;
   /** KVM write trap on the syscall tables (src/trap/, docs/TRAP.md): what a refused write gets, or 'off'; default the supervisor's writeTrap. */
@@ -199,6 +201,7 @@ const schema = {
           },
           scanIntervalSec: { type: 'number', minimum: 0.1, maximum: 3600 },
           bootTimeoutSec: { type: 'number', minimum: 10, maximum: 3600 },
+          agentTimeoutSec: { type: 'number', minimum: 1, maximum: 600 },
           introspection: { type: 'boolean' },
           writeTrap: { type: 'string', enum: ['gp', 'drop', 'off'] },
         },

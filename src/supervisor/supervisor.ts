@@ -63,6 +63,7 @@ export class Supervisor {
         })),
         scanIntervalMs: 1000 * (g.scanIntervalSec ?? config.scanIntervalSec ?? 2),
         ...(g.bootTimeoutSec ? { bootTimeoutMs: 1000 * g.bootTimeoutSec } : {}),
+        ...(g.agentTimeoutSec ? { agentTimeoutMs: 1000 * g.agentTimeoutSec } : {}),
         policy: () => this.policy,
         ladders,
         baselines,

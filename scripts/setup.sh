@@ -14,7 +14,7 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 # --- apt ---------------------------------------------------------------------
 packages=(qemu-system-x86 qemu-utils qemu-guest-agent busybox-static cpio kmod e2fsprogs
           build-essential mosquitto mosquitto-clients openssl chromium util-linux
-          bc flex bison libelf-dev libssl-dev dwarves rsync patch xz-utils)
+          bc flex bison libelf-dev libssl-dev dwarves rsync patch xz-utils ovmf)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -62,5 +62,7 @@ INTROVISOR_KERNEL_ABI=$abi bash lab/build-images.sh
 # The kernel matrix's other lines (Debian 11's 5.10, bookworm-backports' 6.12): their packages come
 # through a private apt configuration under the cache; nothing is installed on this machine.
 for line in 5.10 6.12; do bash lab/build-images.sh "$line"; done
+# A full Debian 12 guest booting from its own disk (the first build fetches ~250 MB of packages).
+INTROVISOR_KERNEL_ABI=$abi bash lab/build-distro-guest.sh
 # KVM or TCG for lab guests: probed once per host kernel and QEMU version.
 node dist/lab/cli.js accel

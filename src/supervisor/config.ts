@@ -14,6 +14,9 @@ import type { GuestMachineDefinition } from '../vm/guest-vm-spec.js';
 import { defaultSupervisorRunRoot } from '../vm/guest-layout.js';
 import { errorMessage } from '../util/errors.js';
 import { DEFAULT_MAX_BUNDLE_BYTES } from '../ota/bundle.js';
+import { extraQemuArgErrors } from '../vm/qemu-args.js';
+
+export type DiskFormat = 'qcow2' | 'raw';
 
 export interface GuestImageConfig {
   /** Use the lab's images (lab/build-images.sh manifest) for kernel, initrd and golden image. */
@@ -22,7 +25,23 @@ export interface GuestImageConfig {
   readonly initrd?: string;
   /** The golden image (qcow2); never written: the guest runs on an overlay. */
   readonly baseImage?: string;
+  /** A guest that boots from its own disk through its own bootloader: the golden image and its format. */
+  readonly disk?: { readonly golden: string; readonly format?: DiskFormat };
+  /** Firmware of a disk-booting guest: SeaBIOS (default) or UEFI (Debian's ovmf). */
+  readonly firmware?: 'bios' | 'uefi';
 }
+
+/** A further disk the guest writes directly: persistent, an image restore keeps it. */
+export interface DataDiskConfig {
+  readonly path: string;
+  readonly format?: DiskFormat;
+  readonly readOnly?: boolean;
+}
+
+/** virtio-net: QEMU user networking with port forwards, or a tap interface the appliance owns. */
+export type GuestNetworkConfig =
+  | { readonly user: { readonly forwards?: readonly { readonly protocol?: 'tcp' | 'udp'; readonly hostAddress?: string; readonly hostPort: number; readonly guestPort: number }[] }; readonly mac?: string }
+  | { readonly tap: string; readonly mac?: string };
 
 export interface CriticalProcessEntry {
   readonly name: string;
@@ -35,6 +54,13 @@ export interface CriticalProcessEntry {
 export interface GuestConfigFile {
   readonly name: string;
   readonly image: GuestImageConfig;
+  /** Persistent data disks after the boot disk (virtio: /dev/vdb, /dev/vdc, ...). */
+  readonly disks?: readonly DataDiskConfig[];
+  readonly network?: GuestNetworkConfig;
+  /** The serial console's log file; default <runDir>/guests/<name>/console.log. */
+  readonly consoleLog?: string;
+  /** Extra QEMU arguments, appended; those that would clash with what introvisor sets are refused. */
+  readonly extraQemuArgs?: readonly string[];
   /** The guest's writable disk (qcow2 overlay on the golden image); default <runDir>/guests/<name>/disk.qcow2. */
   readonly overlay?: string;
   readonly memoryMiB?: number;
@@ -45,6 +71,10 @@ export interface GuestConfigFile {
   readonly kernelArgs?: readonly string[];
   readonly critical?: readonly CriticalProcessEntry[];
   readonly scanIntervalSec?: number;
+  /** How long a boot may take until the guest agent answers; default 180. A distro guest under TCG needs more. */
+  readonly bootTimeoutSec?: number;
+  /** How long each scan waits for the guest agent's process list; default 5. Busy TCG guests need more. */
+  readonly agentTimeoutSec?: number;
   /** Kernel introspection (task list, IDR, run queues, syscall tables, integrity); default true. */
   readonly introspection?: boolean;
   /** KVM write trap on the syscall tables (src/trap/, docs/TRAP.md): what a refused write gets, or 'off'; default the supervisor's writeTrap. */
@@ -97,6 +127,10 @@ export interface SupervisorConfigFile {
 /** One guest, every default applied. */
 export interface GuestConfig extends GuestMachineDefinition {
   readonly critical: readonly CriticalProcessConfig[];
+  /** How long a boot may take until the guest agent answers (the watch's default when absent). */
+  readonly bootTimeoutMs?: number;
+  /** How long each scan waits for the guest agent (the watch's default when absent). */
+  readonly agentTimeoutMs?: number;
   readonly scanIntervalMs: number;
   /** Kernel introspection (off: only the guest agent's view). */
   readonly introspection: boolean;
@@ -197,8 +231,58 @@ const schema = {
           image: {
             type: 'object',
             additionalProperties: false,
-            properties: { lab: { type: 'boolean' }, kernel: path, initrd: path, baseImage: path },
+            properties: {
+              lab: { type: 'boolean' }, kernel: path, initrd: path, baseImage: path,
+              disk: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['golden'],
+                properties: { golden: path, format: { type: 'string', enum: ['qcow2', 'raw'] } },
+              },
+              firmware: { type: 'string', enum: ['bios', 'uefi'] },
+            },
           },
+          disks: {
+            type: 'array',
+            maxItems: 16,
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['path'],
+              properties: { path, format: { type: 'string', enum: ['qcow2', 'raw'] }, readOnly: { type: 'boolean' } },
+            },
+          },
+          network: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              user: {
+                type: 'object',
+                additionalProperties: false,
+                properties: {
+                  forwards: {
+                    type: 'array',
+                    maxItems: 64,
+                    items: {
+                      type: 'object',
+                      additionalProperties: false,
+                      required: ['hostPort', 'guestPort'],
+                      properties: {
+                        protocol: { type: 'string', enum: ['tcp', 'udp'] },
+                        hostAddress: { type: 'string', pattern: '^[0-9]{1,3}(\\.[0-9]{1,3}){3}$' },
+                        hostPort: { type: 'integer', minimum: 1, maximum: 65535 },
+                        guestPort: { type: 'integer', minimum: 1, maximum: 65535 },
+                      },
+                    },
+                  },
+                },
+              },
+              tap: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$' },
+              mac: { type: 'string', pattern: '^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$' },
+            },
+          },
+          consoleLog: path,
+          extraQemuArgs: { type: 'array', maxItems: 64, items: { type: 'string', minLength: 1, maxLength: 1024 } },
           overlay: path,
           memoryMiB: { type: 'integer', minimum: 64, maximum: 1048576 },
           cpus: { type: 'integer', minimum: 1, maximum: 64 },
@@ -221,6 +305,8 @@ const schema = {
             },
           },
           scanIntervalSec: { type: 'number', minimum: 0.1, maximum: 3600 },
+          bootTimeoutSec: { type: 'number', minimum: 10, maximum: 3600 },
+          agentTimeoutSec: { type: 'number', minimum: 1, maximum: 600 },
           introspection: { type: 'boolean' },
           writeTrap: { type: 'string', enum: ['gp', 'drop', 'off'] },
         },
@@ -245,8 +331,7 @@ export function parseSupervisorConfig(raw: unknown, where: string, baseDir = pro
   raw.guests.forEach((g, i) => {
     if (names.has(g.name)) errors.push(`/guests/${i}/name "${g.name}" is used by another guest`);
     names.add(g.name);
-    const img = g.image;
-    if (!img.lab && !(img.kernel && img.initrd && img.baseImage)) errors.push(`/guests/${i}/image needs "lab": true or kernel, initrd and baseImage`);
+    errors.push(...guestDefinitionErrors(g, `/guests/${i}`));
     (g.critical ?? []).forEach((c, j) => {
       if (c.comm === undefined && c.name.length > 15) errors.push(`/guests/${i}/critical/${j}/comm is required when the name is longer than 15 characters (the kernel keeps 15)`);
       if (c.start && !c.start[0]?.startsWith('/')) errors.push(`/guests/${i}/critical/${j}/start/0 must be an absolute path in the guest`);
@@ -272,6 +357,46 @@ export function parseSupervisorConfig(raw: unknown, where: string, baseDir = pro
   return resolveConfig(raw, baseDir);
 }
 
+/** What the schema cannot say about one guest's machine: which image kind, and what goes with it. */
+function guestDefinitionErrors(g: GuestConfigFile, at: string): string[] {
+  const errors: string[] = [];
+  const img = g.image;
+  const kinds = [img.lab ? 'lab' : null, img.kernel || img.initrd || img.baseImage ? 'kernel' : null, img.disk ? 'disk' : null].filter(Boolean);
+  if (kinds.length !== 1) {
+    errors.push(`${at}/image needs exactly one of "lab": true, kernel + initrd + baseImage, or "disk" (found ${kinds.length ? kinds.join(' and ') : 'none'})`);
+  } else if (kinds[0] === 'kernel' && !(img.kernel && img.initrd && img.baseImage)) {
+    errors.push(`${at}/image needs kernel, initrd and baseImage together`);
+  }
+  if (img.firmware && !img.disk) errors.push(`${at}/image/firmware applies only to a guest that boots from its "disk"`);
+  if (img.disk) {
+    // Its kernel command line is the bootloader's, on the guest's own disk.
+    if (g.kaslr !== undefined) errors.push(`${at}/kaslr cannot be set for a guest that boots from its own disk (its bootloader sets the kernel command line)`);
+    if (g.kernelArgs !== undefined) errors.push(`${at}/kernelArgs cannot be set for a guest that boots from its own disk (its bootloader sets the kernel command line)`);
+  }
+  const mac = (g.network as { mac?: string } | undefined)?.mac;
+  if (g.network && !('user' in g.network) && !('tap' in g.network)) errors.push(`${at}/network needs "user" or "tap"`);
+  if (g.network && 'user' in g.network && 'tap' in g.network) errors.push(`${at}/network has both "user" and "tap": choose one`);
+  if (mac && (parseInt(mac.slice(0, 2), 16) & 1) === 1) errors.push(`${at}/network/mac ${mac} is a multicast address`);
+  const ports = new Set<string>();
+  if (g.network && 'user' in g.network) {
+    (g.network.user.forwards ?? []).forEach((f, j) => {
+      const k = `${f.protocol ?? 'tcp'}:${f.hostAddress ?? ''}:${f.hostPort}`;
+      if (ports.has(k)) errors.push(`${at}/network/user/forwards/${j}/hostPort ${f.hostPort} is forwarded twice`);
+      ports.add(k);
+    });
+  }
+  const seen = new Set<string>();
+  (g.disks ?? []).forEach((d, j) => {
+    if (seen.has(d.path)) errors.push(`${at}/disks/${j}/path ${d.path} is given twice`);
+    seen.add(d.path);
+    if (d.path === img.disk?.golden || d.path === img.baseImage) errors.push(`${at}/disks/${j}/path is the guest's golden image, which is never written`);
+  });
+  errors.push(...extraQemuArgErrors(g.extraQemuArgs ?? []).map((e) => `${at}/extraQemuArgs/${e}`));
+  return errors;
+}
+
+/** Reads the file and resolves its relative paths against its folder. */
+
 function resolveConfig(c: SupervisorConfigFile, baseDir: string): SupervisorConfig {
   const abs = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
   const deviceId = c.deviceId ?? 'introvisor';
@@ -292,7 +417,15 @@ function resolveConfig(c: SupervisorConfigFile, baseDir: string): SupervisorConf
           ...(g.image.kernel ? { kernel: abs(g.image.kernel) } : {}),
           ...(g.image.initrd ? { initrd: abs(g.image.initrd) } : {}),
           ...(g.image.baseImage ? { baseImage: abs(g.image.baseImage) } : {}),
+          ...(g.image.disk ? { disk: { ...g.image.disk, golden: abs(g.image.disk.golden) } } : {}),
+          ...(g.image.firmware ? { firmware: g.image.firmware } : {}),
         },
+        ...(g.disks ? { disks: g.disks.map((d) => ({ ...d, path: abs(d.path) })) } : {}),
+        ...(g.network ? { network: g.network } : {}),
+        ...(g.consoleLog ? { consoleLog: abs(g.consoleLog) } : {}),
+        ...(g.extraQemuArgs ? { extraQemuArgs: [...g.extraQemuArgs] } : {}),
+        ...(g.bootTimeoutSec ? { bootTimeoutMs: 1000 * g.bootTimeoutSec } : {}),
+        ...(g.agentTimeoutSec ? { agentTimeoutMs: 1000 * g.agentTimeoutSec } : {}),
         ...(g.overlay ? { overlay: abs(g.overlay) } : {}),
         ...(g.memoryMiB ? { memoryMiB: g.memoryMiB } : {}),
         ...(g.cpus ? { cpus: g.cpus } : {}),

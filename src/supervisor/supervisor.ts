@@ -15,7 +15,7 @@ import type { Policy } from '../policy/types.js';
 import { policyProblems, type GuestCapabilities } from '../policy/preflight.js';
 import type { PolicyListener, PolicySource } from '../events/sink.js';
 import { QemuVm } from '../vm/qemu-vm.js';
-import { guestVmSpec } from '../vm/guest-vm-spec.js';
+import { guestVmSpec, preflightVmSpec } from '../vm/guest-vm-spec.js';
 import { QemuGuestController } from '../recovery/qemu-controller.js';
 import { errorMessage } from '../util/errors.js';
 import { makeDirs } from '../util/fs.js';
@@ -92,6 +92,8 @@ export class Supervisor {
         scanner: g.introspection ? new IntrospectorScanner(ctl.vm.ramPath, { hmp: (c) => ctl.hmp(c) }) : null,
         critical: g.critical,
         scanIntervalMs: g.scanIntervalMs,
+        ...(g.bootTimeoutMs ? { bootTimeoutMs: g.bootTimeoutMs } : {}),
+        ...(g.agentTimeoutMs ? { agentTimeoutMs: g.agentTimeoutMs } : {}),
         policy: this.policy,
         ladders,
         baselines,
@@ -126,6 +128,9 @@ export class Supervisor {
 
   /** Boots or adopts every guest (concurrently; one that fails to start is retried by its loop) and starts watching. */
   async start(): Promise<void> {
+    // What every rung of every guest's ladder needs, checked before anything starts.
+    const problems = this.controllers.flatMap((c) => preflightVmSpec(c.vm.spec));
+    if (problems.length) throw new Error(`preflight: ${problems.join('; ')}`);
     if (this.config.report) {
       this.services = await startServices(this.store, this.config.report, { softwareVersion: SOFTWARE_VERSION, log: this.log, storeHealth: () => this.recorder.health });
       this.policy.use(this.services.policy);

@@ -15,6 +15,8 @@ export interface GuestLayout {
   readonly consoleLog: string;
   /** The default writable disk: a qcow2 overlay on the golden image. */
   readonly overlay: string;
+  /** A UEFI guest's own copy of the firmware's variable store (NVRAM). */
+  readonly uefiVars: string;
   /** Guest RAM backing file under INTROVISOR_SHM, mapped by the introspection engine. */
   readonly ramPath: string;
 }
@@ -40,6 +42,7 @@ export function guestLayout(runRoot: string, name: string): GuestLayout {
     pidFile: join(dir, 'qemu.pid'),
     consoleLog: join(dir, 'console.log'),
     overlay: join(dir, 'disk.qcow2'),
+    uefiVars: join(dir, 'OVMF_VARS.fd'),
     ramPath: join(shmDir(), `introvisor-${tag}-${name}.ram`),
   };
 }

@@ -2,7 +2,7 @@
 // memory-backend-file the host can map, a QMP socket, a guest-agent socket and a
 // qcow2 overlay on a golden base image (restore = discard the overlay).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, unlinkSync, openSync, closeSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, unlinkSync, openSync, closeSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { QmpClient } from '../qemu/qmp-client.js';
@@ -14,16 +14,37 @@ import { errorMessage, TimeoutError } from '../util/errors.js';
 import { readPid, processAlive } from '../util/pid.js';
 import { acquireLock, LockHeldError, type HeldLock } from '../util/lock.js';
 import type { GuestLayout } from './guest-layout.js';
+import { preflightVmSpec } from './guest-vm-spec.js';
+
+export type DiskFormat = 'qcow2' | 'raw';
+
+/** How the guest starts: a kernel QEMU loads, or the firmware boots the guest's own disk. */
+export type VmBoot =
+  | { readonly kind: 'kernel'; readonly kernel: string; readonly initrd: string; readonly kernelArgs: readonly string[] }
+  | { readonly kind: 'firmware'; readonly firmware: 'bios' }
+  /** UEFI: `vars` is the guest's own copy of `varsTemplate`, made at first boot and at each image restore. */
+  | { readonly kind: 'firmware'; readonly firmware: 'uefi'; readonly code: string; readonly varsTemplate: string; readonly vars: string };
+
+/** virtio-net on QEMU user networking (with port forwards) or on a tap interface the appliance owns. */
+export type VmNetwork =
+  | { readonly user: { readonly forwards?: readonly { readonly protocol?: 'tcp' | 'udp'; readonly hostAddress?: string; readonly hostPort: number; readonly guestPort: number }[] }; readonly mac?: string }
+  | { readonly tap: string; readonly mac?: string };
 
 export interface VmSpec {
   name: string;
-  kernel: string;
-  initrd: string;
-  kernelArgs: string[];
+  boot: VmBoot;
   /** The golden image; never written. */
   baseImage: string;
+  baseFormat: DiskFormat;
   /** The guest's writable state: a qcow2 overlay on baseImage. */
   overlay: string;
+  /** Further disks, written directly: an image restore keeps them. */
+  disks: readonly { readonly path: string; readonly format: DiskFormat; readonly readOnly: boolean }[];
+  network: VmNetwork | null;
+  /** Where the serial console goes. */
+  consoleLog: string;
+  /** Checked extra QEMU arguments (src/vm/qemu-args.ts), appended last. */
+  extraArgs: readonly string[];
   memoryMiB: number;
   cpus: number;
   accel: 'tcg' | 'kvm';
@@ -67,7 +88,7 @@ export class QemuVm {
     if (!NAME_RE.test(spec.name)) throw new Error(`guest name "${spec.name}" must match ${NAME_RE}`);
     this.qmpPath = spec.layout.qmpSocket;
     this.agentPath = spec.layout.agentSocket;
-    this.consolePath = spec.layout.consoleLog;
+    this.consolePath = spec.consoleLog;
     this.pidPath = spec.layout.pidFile;
   }
 
@@ -135,11 +156,9 @@ export class QemuVm {
     if (this.running) throw new VmBusyError(`guest ${this.name} is already running (pid ${this.pid})`);
     this.claim();
     const s = this.spec;
-    const qemu = findOnPath(s.qemuBinary);
-    if (!qemu) throw new Error(`QEMU not found: "${s.qemuBinary}" is not on PATH (apt-get install qemu-system-x86)`);
-    for (const [what, f] of [['kernel', s.kernel], ['initrd', s.initrd], ['golden image', s.baseImage]] as const) {
-      if (!existsSync(f)) throw new Error(`guest ${this.name}: ${what} ${f} does not exist (run scripts/setup.sh to build the lab images)`);
-    }
+    const problems = preflightVmSpec(s);
+    if (problems.length) throw new Error(problems.join('; '));
+    const qemu = findOnPath(s.qemuBinary) ?? s.qemuBinary;
     mkdirSync(s.layout.dir, { recursive: true });
     await this.claimRunDir();
     let note: string | null = null;
@@ -152,6 +171,10 @@ export class QemuVm {
       }
     }
     if (!reuse || note !== null) await this.createOverlay();
+    // The firmware's variable store belongs to the guest's state: a fresh disk gets fresh variables.
+    if (s.boot.kind === 'firmware' && s.boot.firmware === 'uefi' && (opts.freshDisk || !existsSync(s.boot.vars))) {
+      copyFileSync(s.boot.varsTemplate, s.boot.vars);
+    }
 
     const t0 = Date.now();
     const args = this.qemuArgs();
@@ -268,9 +291,35 @@ export class QemuVm {
     this.release();
   }
 
-  private qemuArgs(): string[] {
+  /** The QEMU command line (without the binary) this spec starts with. */
+  qemuArgs(): string[] {
     const s = this.spec;
     const mem = `${s.memoryMiB}M`;
+    const boot: string[] = [];
+    if (s.boot.kind === 'kernel') {
+      boot.push('-kernel', s.boot.kernel, '-initrd', s.boot.initrd, '-append', s.boot.kernelArgs.join(' '));
+    } else if (s.boot.firmware === 'uefi') {
+      boot.push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${qemuValue(s.boot.code)}`,
+        '-drive', `if=pflash,format=raw,unit=1,file=${qemuValue(s.boot.vars)}`);
+    } // BIOS: QEMU's default firmware (SeaBIOS).
+    const disks: string[] = [
+      '-drive', `if=none,id=iv-disk0,file=${qemuValue(s.overlay)},format=qcow2`,
+      '-device', `virtio-blk-pci,drive=iv-disk0${s.boot.kind === 'firmware' ? ',bootindex=0' : ''}`,
+    ];
+    s.disks.forEach((d, i) => {
+      disks.push('-drive', `if=none,id=iv-disk${i + 1},file=${qemuValue(d.path)},format=${d.format}${d.readOnly ? ',readonly=on' : ''}`,
+        '-device', `virtio-blk-pci,drive=iv-disk${i + 1}`);
+    });
+    const net: string[] = [];
+    if (s.network === null) {
+      net.push('-nic', 'none');
+    } else {
+      const backend = 'tap' in s.network
+        ? `tap,id=iv-net0,ifname=${s.network.tap},script=no,downscript=no`
+        : ['user,id=iv-net0', ...(s.network.user.forwards ?? []).map((f) => `hostfwd=${f.protocol ?? 'tcp'}:${f.hostAddress ?? '127.0.0.1'}:${f.hostPort}-:${f.guestPort}`)].join(',');
+      // No option ROM: the guest boots from its disk, never over the network.
+      net.push('-netdev', backend, '-device', `virtio-net-pci,netdev=iv-net0,romfile=${s.network.mac ? `,mac=${s.network.mac}` : ''}`);
+    }
     return [
       '-name', `introvisor-${s.name},process=introvisor-${s.name}`,
       '-accel', s.accel,
@@ -279,9 +328,7 @@ export class QemuVm {
       '-m', mem,
       '-smp', String(s.cpus),
       '-cpu', s.cpuModel,
-      '-kernel', s.kernel,
-      '-initrd', s.initrd,
-      '-append', s.kernelArgs.join(' '),
+      ...boot,
       '-display', 'none',
       '-nodefaults',
       '-no-user-config',
@@ -290,9 +337,10 @@ export class QemuVm {
       '-chardev', `socket,id=qga0,path=${this.agentPath},server=on,wait=off`,
       '-device', 'virtio-serial-pci',
       '-device', 'virtserialport,chardev=qga0,name=org.qemu.guest_agent.0',
-      '-drive', `file=${s.overlay},if=virtio,format=qcow2`,
-      '-nic', 'none',
+      ...disks,
+      ...net,
       '-pidfile', this.pidPath,
+      ...s.extraArgs,
     ];
   }
 
@@ -307,7 +355,7 @@ export class QemuVm {
 
   private async createOverlay(): Promise<void> {
     rmSync(this.spec.overlay, { force: true });
-    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', this.spec.baseImage, '-F', 'qcow2', this.spec.overlay]);
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', this.spec.baseImage, '-F', this.spec.baseFormat, this.spec.overlay]);
   }
 
   private async connectQmp(timeoutMs: number): Promise<QmpClient> {
@@ -352,6 +400,11 @@ export class QemuVm {
       try { if (statSync(p)) rmSync(p, { force: true }); } catch { /* absent */ }
     }
   }
+}
+
+/** A path inside a comma-separated QEMU option value: commas are doubled. */
+function qemuValue(path: string): string {
+  return path.replaceAll(',', ',,');
 }
 
 function listening(path: string): Promise<boolean> {

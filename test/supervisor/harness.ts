@@ -49,9 +49,17 @@ export interface Harness {
   cleanup(): void;
 }
 
-export function makeHarness(guest: string, opts: { critical?: { name: string; start?: string[] }[]; scanIntervalSec?: number } = {}): Harness {
+/**
+ * A config with one guest: the lab guest by default; `guest` replaces its definition (name kept)
+ * for other kinds, written as a user writes one.
+ */
+export function makeHarness(name: string, opts: {
+  critical?: { name: string; start?: string[] }[]; scanIntervalSec?: number;
+  guest?: (dir: string) => Record<string, unknown>; policy?: object; actionTimeoutsSec?: Record<string, number>;
+} = {}): Harness {
+  const guest = name;
   const dir = mkdtempSync(join(tmpdir(), `iv-sup-${guest}-`));
-  writeFileSync(join(dir, 'policy.json'), JSON.stringify(FAST_POLICY, null, 1));
+  writeFileSync(join(dir, 'policy.json'), JSON.stringify(opts.policy ?? FAST_POLICY, null, 1));
   const configPath = join(dir, 'supervisor.json');
   writeFileSync(configPath, JSON.stringify({
     version: 1,
@@ -61,7 +69,8 @@ export function makeHarness(guest: string, opts: { critical?: { name: string; st
     scanIntervalSec: opts.scanIntervalSec ?? 1,
     runDir: 'run',
     onExit: 'stop-guests',
-    guests: [{
+    ...(opts.actionTimeoutsSec ? { actionTimeoutsSec: opts.actionTimeoutsSec } : {}),
+    guests: [opts.guest ? { ...opts.guest(dir), name: guest } : {
       name: guest, image: { lab: true }, memoryMiB: 256, cpus: 1,
       critical: opts.critical ?? [{ name: 'csdtest', start: ['/data/bin/csdtest', '-d'] }],
     }],

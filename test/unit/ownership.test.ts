@@ -30,8 +30,8 @@ const deadPid = (): number => {
 function spec(runRoot: string, name: string): VmSpec {
   const layout = guestLayout(runRoot, name);
   return {
-    name, kernel: join(dir, 'no-kernel'), initrd: join(dir, 'no-initrd'), kernelArgs: [], baseImage: join(dir, 'no-image'),
-    overlay: layout.overlay, memoryMiB: 64, cpus: 1, accel: 'tcg', cpuModel: 'max', layout, qemuBinary: 'qemu-system-x86_64', dieWithParent: true,
+    name, boot: { kind: 'kernel', kernel: join(dir, 'no-kernel'), initrd: join(dir, 'no-initrd'), kernelArgs: [] }, baseImage: join(dir, 'no-image'), baseFormat: 'qcow2',
+    overlay: layout.overlay, disks: [], network: null, consoleLog: layout.consoleLog, extraArgs: [], memoryMiB: 64, cpus: 1, accel: 'tcg', cpuModel: 'max', layout, qemuBinary: 'qemu-system-x86_64', dieWithParent: true,
   };
 }
 

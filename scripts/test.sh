@@ -4,7 +4,7 @@
 # Extra arguments select test files, e.g. scripts/test.sh dist/test/unit/*.test.js
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+bash scripts/setup.sh --tests || { echo "0 passed, 1 failed"; exit 1; }
 
 if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(find dist/test -name '*.test.js' | LC_ALL=C sort); fi
 [ ${#files[@]} -gt 0 ] || { echo "no test files under dist/test"; echo "0 passed, 1 failed"; exit 1; }

@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { labGuestVm } from '../../lab/lab-guest.js';
 import { loadLabImages } from '../../lab/lab-images.js';
 import { VmBusyError } from '../../src/vm/qemu-vm.js';
+import { guestLayout } from '../../src/vm/guest-layout.js';
 import { packageRoot } from '../../src/native/binding.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'iv-laberr-'));
@@ -28,7 +29,16 @@ t.test('a kernel ABI that is not Debian 12 6.1', async (t) => {
     encoding: 'utf8',
   });
   t.equal(r.status, 1);
-  t.match(r.stderr, /kernel ABI '5\.10\.0-9-amd64' is not of the form 6\.1\.0-N-amd64/);
+  t.match(r.stderr, /kernel ABI '5\.10\.0-9-amd64' does not match the 6\.1 line/);
+});
+
+t.test('a kernel line the lab does not know', async (t) => {
+  const r = spawnSync('bash', [join(packageRoot(), 'lab/build-images.sh'), '4.19'], {
+    env: { ...process.env, INTROVISOR_CACHE: join(tmp, 'cache') },
+    encoding: 'utf8',
+  });
+  t.equal(r.status, 1);
+  t.match(r.stderr, /unknown kernel line '4\.19' \(known: /);
 });
 
 t.test('lab images not built', async (t) => {
@@ -42,9 +52,10 @@ t.test('no QEMU on the machine', async (t) => {
 
 t.test('a socket path another process is listening on', async (t) => {
   const runRoot = join(tmp, 'busy');
-  mkdirSync(join(runRoot, 'busy'), { recursive: true });
+  const layout = guestLayout(runRoot, 'busy');
+  mkdirSync(layout.dir, { recursive: true });
   const server = createServer();
-  await new Promise<void>((r) => server.listen(join(runRoot, 'busy', 'qmp.sock'), r));
+  await new Promise<void>((r) => server.listen(layout.qmpSocket, r));
   t.teardown(() => server.close());
   const vm = labGuestVm('busy', { runRoot });
   await t.rejects(vm.start(), VmBusyError);
@@ -64,8 +75,8 @@ t.test('a guest name that cannot be a file name', async (t) => {
 
 t.test('a disk overlay on a golden image that is gone (a newer lab build superseded it) is recreated, and says so; a good one is kept', async (t) => {
   const runRoot = join(tmp, 'stale');
-  mkdirSync(join(runRoot, 'stale'), { recursive: true });
-  const overlay = join(runRoot, 'stale', 'disk.qcow2');
+  const overlay = guestLayout(runRoot, 'stale').overlay;
+  mkdirSync(guestLayout(runRoot, 'stale').dir, { recursive: true });
   const r = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', join(tmp, 'gone', 'base.qcow2'), '-F', 'qcow2', overlay, '64M'], { encoding: 'utf8' });
   t.equal(r.status, 0, r.stderr);
   const vm = labGuestVm('stale', { runRoot });

@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { labGuestVm } from '../../lab/lab-guest.js';
+import { guestLayout } from '../../src/vm/guest-layout.js';
 import { loadLabImages } from '../../lab/lab-images.js';
 import { VmBusyError } from '../../src/vm/qemu-vm.js';
-import { guestLayout } from '../../src/vm/guest-layout.js';
 import { packageRoot } from '../../src/native/binding.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'iv-laberr-'));

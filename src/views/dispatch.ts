@@ -26,7 +26,7 @@ interface PathState { ip: bigint; lo: number; hi: number; reg: Register; offset:
 type Flags = { imm: number; offset: number } | null;
 
 /** Decoded once per kernel text: a clean switch decodes the same every scan unless its bytes change. */
-const cache = new WeakMap<object, Map<string, { bytes: Buffer; result: SwitchMap }>>();
+const cache = new WeakMap<object, Map<string, { bytes: Buffer; result: SwitchMap; slots?: { count: number; targets: (bigint | null)[] } }>>();
 
 interface SwitchMap {
   /** [lo, hi] ranges of nr and the address each reaches. */
@@ -210,11 +210,17 @@ export function readDispatch(ctx: KernelContext, modules: readonly ModuleInfo[],
     // highest nr a case (any range but the default, which runs to 2^32-1) names.
     const count = tv ? tv.entries.length : ranges.reduce((n, r) => (r.hi < NR_LIMIT - 1 ? Math.max(n, r.hi + 1) : n), 0);
     if (count === 0 || count > 4096) { errors.push({ where: `dispatch: ${name}`, message: `no cases found (size ${count})` }); out.push({ name, address, slots: [], errors }); continue; }
+    // Slot targets depend only on the body: computed once per body and size.
+    if (!map.slots || map.slots.count !== count) {
+      const targets: (bigint | null)[] = [];
+      for (let nr = 0; nr < count; nr++) targets.push(ranges.find((x) => x.lo <= nr && nr <= x.hi)?.target ?? null);
+      map.slots = { count, targets };
+    }
     const slots: DispatchSlot[] = [];
     for (let nr = 0; nr < count; nr++) {
-      const r = ranges.find((x) => x.lo <= nr && nr <= x.hi);
-      if (!r) { errors.push({ where: `dispatch: ${name}[${nr}]`, message: 'no path of the switch reaches a handler' }); continue; }
-      slots.push({ nr, target: r.target, owner: ownerOf(ctx, r.target, modules), expected: tv?.entries[nr]?.expected ?? null });
+      const target = map.slots.targets[nr] ?? null;
+      if (target === null) { errors.push({ where: `dispatch: ${name}[${nr}]`, message: 'no path of the switch reaches a handler' }); continue; }
+      slots.push({ nr, target, owner: ownerOf(ctx, target, modules), expected: tv?.entries[nr]?.expected ?? null });
     }
     out.push({ name, address, slots, errors });
   }

@@ -29,7 +29,16 @@ t.test('a kernel ABI that is not Debian 12 6.1', async (t) => {
     encoding: 'utf8',
   });
   t.equal(r.status, 1);
-  t.match(r.stderr, /kernel ABI '5\.10\.0-9-amd64' is not of the form 6\.1\.0-N-amd64/);
+  t.match(r.stderr, /kernel ABI '5\.10\.0-9-amd64' does not match the 6\.1 line/);
+});
+
+t.test('a kernel line the lab does not know', async (t) => {
+  const r = spawnSync('bash', [join(packageRoot(), 'lab/build-images.sh'), '4.19'], {
+    env: { ...process.env, INTROVISOR_CACHE: join(tmp, 'cache') },
+    encoding: 'utf8',
+  });
+  t.equal(r.status, 1);
+  t.match(r.stderr, /unknown kernel line '4\.19' \(known: /);
 });
 
 t.test('lab images not built', async (t) => {

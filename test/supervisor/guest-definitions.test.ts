@@ -51,7 +51,7 @@ t.test('a disk-booting guest with data disk, forwards, console log and extra arg
   t.equal(g.image.disk?.golden, golden);
   t.equal(g.disks?.[0]?.path, data);
   t.equal(g.consoleLog, join(cfgDir, 'web-console.log'));
-  t.same(g.critical?.[0]?.start, ['/usr/bin/systemctl', 'start', 'nginx']);
+  t.same(g.critical[0]?.start, { path: '/usr/bin/systemctl', args: ['start', 'nginx'] });
 
   const spec = guestVmSpec(g, runRoot, { dieWithParent: true });
   t.match(spec.boot, { kind: 'firmware', firmware: 'uefi', code: OVMF_FILES.code, varsTemplate: OVMF_FILES.varsTemplate });

@@ -44,10 +44,14 @@ fi
 # The key hashes contents only (never this checkout's path), so clones of one commit share a build.
 key_src=$( (echo "$abi"; cat "${BASH_SOURCE[0]}" "$here/lib.sh"; cd "$guest" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
 out="$cache/lab/$abi-$key_src"
-# The line's pointer, and the default one (what tests, benchmarks and the demo boot) for 6.1.
+# The line's pointer, and the default one (what tests, benchmarks and the demo boot) for 6.1: in
+# this checkout's build/lab/ (what this checkout reads first, so clones with other lab contents on one
+# machine never boot each other's images) and in the cache (for a supervisor run from elsewhere).
 publish_manifest() {
-  local m targets=("$cache/lab/manifest-$line.json")
-  [ "$line" = "$LAB_DEFAULT_LINE" ] && targets+=("$cache/lab/manifest.json")
+  local m local_dir="$here/../build/lab" targets=("$cache/lab/manifest-$line.json")
+  mkdir -p "$local_dir"
+  targets+=("$local_dir/manifest-$line.json")
+  [ "$line" = "$LAB_DEFAULT_LINE" ] && targets+=("$cache/lab/manifest.json" "$local_dir/manifest.json")
   for m in "${targets[@]}"; do
     cp "$out/manifest.json" "$m.tmp.$$" && mv "$m.tmp.$$" "$m"
   done

@@ -1,8 +1,8 @@
 // Loads the native addon (native/, built by node-gyp at `npm install`).
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { packageRoot } from '../util/paths.js';
 
 /** The addon's JavaScript surface; keep in step with native/src/addon.cc. */
 export interface NativePhysicalMemory {
@@ -56,15 +56,7 @@ export interface NativeBinding {
 }
 
 /** The package root: the nearest folder above this file holding package.json. */
-export function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('introvisor: cannot find package.json above ' + fileURLToPath(import.meta.url));
-    dir = up;
-  }
-  return dir;
-}
+export { packageRoot };
 
 let cached: NativeBinding | undefined;
 

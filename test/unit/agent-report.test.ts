@@ -71,8 +71,8 @@ t.test('150,000 processes and a 1 MB name: cut to the bounds, marked malformed',
   t.equal(r.agent, 'ok');
   if (r.agent !== 'ok') return;
   t.equal(r.processes.length, GUEST_REPORT_LIMITS.maxProcesses);
-  t.equal(r.processes[1]?.comm, 'NNNNNNNNNNNNNNN');
-  t.match(r.malformed, { complete: false, reasons: [/150002 processes reported/, /1 process name longer than 15 bytes/] });
+  t.equal(r.processes[1]?.comm, 'N'.repeat(63));
+  t.match(r.malformed, { complete: false, reasons: [/150002 processes reported/, /1 process name longer than 63 bytes/] });
 });
 
 t.test('text that is no /proc: a malformed report, not agent down', async (t) => {

@@ -133,25 +133,33 @@ export class QemuVm {
    */
   async start(opts: { freshDisk?: boolean; readyTimeoutMs?: number } = {}): Promise<string | null> {
     if (this.running) throw new VmBusyError(`guest ${this.name} is already running (pid ${this.pid})`);
+    const claimedHere = this.ownerLock === undefined;
     this.claim();
     const s = this.spec;
-    const qemu = findOnPath(s.qemuBinary);
-    if (!qemu) throw new Error(`QEMU not found: "${s.qemuBinary}" is not on PATH (apt-get install qemu-system-x86)`);
-    for (const [what, f] of [['kernel', s.kernel], ['initrd', s.initrd], ['golden image', s.baseImage]] as const) {
-      if (!existsSync(f)) throw new Error(`guest ${this.name}: ${what} ${f} does not exist (run scripts/setup.sh to build the lab images)`);
-    }
-    mkdirSync(s.layout.dir, { recursive: true });
-    await this.claimRunDir();
     let note: string | null = null;
-    const reuse = !opts.freshDisk && existsSync(s.overlay);
-    if (reuse) {
-      const backing = await this.overlayBacking();
-      if (backing !== s.baseImage) {
-        note = `disk overlay ${s.overlay} was on ${backing ?? 'no golden image'}${backing && !existsSync(backing) ? ' (gone)' : ''}, not ${s.baseImage}: ` +
-          'recreated from the golden image; disk changes made since the guest\'s last restore are lost';
+    let qemu: string | undefined;
+    try {
+      qemu = findOnPath(s.qemuBinary);
+      if (!qemu) throw new Error(`QEMU not found: "${s.qemuBinary}" is not on PATH (apt-get install qemu-system-x86)`);
+      for (const [what, f] of [['kernel', s.kernel], ['initrd', s.initrd], ['golden image', s.baseImage]] as const) {
+        if (!existsSync(f)) throw new Error(`guest ${this.name}: ${what} ${f} does not exist (run scripts/setup.sh to build the lab images)`);
       }
+      mkdirSync(s.layout.dir, { recursive: true });
+      await this.claimRunDir();
+      const reuse = !opts.freshDisk && existsSync(s.overlay);
+      if (reuse) {
+        const backing = await this.overlayBacking();
+        if (backing !== s.baseImage) {
+          note = `disk overlay ${s.overlay} was on ${backing ?? 'no golden image'}${backing && !existsSync(backing) ? ' (gone)' : ''}, not ${s.baseImage}: ` +
+            'recreated from the golden image; disk changes made since the guest\'s last restore are lost';
+        }
+      }
+      if (!reuse || note !== null) await this.createOverlay();
+    } catch (e) {
+      // Nothing was launched: a failed start leaves the guest to whoever tries next.
+      if (claimedHere) this.release();
+      throw e;
     }
-    if (!reuse || note !== null) await this.createOverlay();
 
     const t0 = Date.now();
     const args = this.qemuArgs();

@@ -7,8 +7,12 @@ import type { GuestProcess, GuestReport } from './types.js';
 export const GUEST_REPORT_LIMITS = {
   /** The kernel's default pid_max on up to 32 CPUs: a guarded guest has no more processes. */
   maxProcesses: 32_768,
-  /** The kernel keeps a task's comm in 16 bytes with its NUL (TASK_COMM_LEN). */
-  commBytes: 15,
+  /**
+   * The longest name /proc/PID/stat can show. A task's comm is 15 bytes (TASK_COMM_LEN), but
+   * /proc prints kernel threads and workqueue workers with more ("kworker/0:1H-kblockd") from a
+   * 64-byte buffer (proc_task_name), so a real guest reports up to 63.
+   */
+  commBytes: 63,
   /** PID_MAX_LIMIT on 64-bit kernels. */
   maxPid: 4_194_304,
   /** An agent error is the guest's text too. */
@@ -68,7 +72,7 @@ export function boundGuestReport(report: GuestReport): GuestReport {
     reasons.push(`${given.length} processes reported, more than the ${L.maxProcesses} a guest can have; the first ${L.maxProcesses} kept`);
     complete = false;
   }
-  if (longNames > 0) reasons.push(`${longNames} process name${longNames === 1 ? '' : 's'} longer than ${L.commBytes} bytes (the longest ${longest} characters), cut as the kernel keeps them`);
+  if (longNames > 0) reasons.push(`${longNames} process name${longNames === 1 ? '' : 's'} longer than ${L.commBytes} bytes (the longest ${longest} characters), cut to what /proc can show`);
   if (bad > 0) {
     reasons.push(`${bad} entries with a bad pid, ppid or state dropped`);
     complete = false;

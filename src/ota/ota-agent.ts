@@ -64,14 +64,35 @@ export interface OtaAgentOptions<P> {
   readonly publishRetained: (topic: string, message: string) => void;
   readonly validatePolicy: PolicyValidator<P>;
   readonly maxBytes?: number;
+  /** Messages one topic may bring at once, then one per second (a token bucket). */
+  readonly burst?: number;
+  readonly perSecond?: number;
+  /** How long identical rejections (same bytes, same outcome) fold into one counted event. */
+  readonly foldWindowMs?: number;
+  readonly now?: () => number;
 }
+
+/** Anyone who can publish to the broker can send here: per-topic defaults well above any operator's pace. */
+export const OTA_BURST = 60;
+export const OTA_PER_SECOND = 1;
+export const OTA_FOLD_WINDOW_MS = 60_000;
+const MAX_FOLDS = 1024;
+
+interface Bucket { tokens: number; atMs: number; dropped: number; firstDropMs: number }
+interface Fold { topic: string; sinceMs: number; count: number; reason: string; version: number | null; keyId: string | null }
 
 export class OtaAgent<P> {
   readonly topics: Topics;
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly buckets = new Map<string, Bucket>();
+  /** Recent rejections by topic + sha256 of the bytes: a replay is counted, not journaled again. */
+  private readonly folds = new Map<string, Fold>();
+  private flushTimer: NodeJS.Timeout | undefined;
+  private readonly now: () => number;
 
   constructor(private readonly opts: OtaAgentOptions<P>) {
     this.topics = topicsFor(opts.deviceId);
+    this.now = opts.now ?? Date.now;
     if (opts.keyring.size === 0) throw new Error('OTA: the keyring is empty, so no policy bundle could ever be accepted');
   }
 
@@ -88,6 +109,8 @@ export class OtaAgent<P> {
   /** Handles one message from a subscribed topic; bundles are handled one at a time, in arrival order. */
   handle(topic: string, payload: Buffer): Promise<PolicyStateMessage | null> {
     if (!this.subscriptions().includes(topic)) return Promise.resolve(null);
+    // Over the topic's rate: dropped unread, counted, said once (see flush()).
+    if (!this.admit(topic)) return Promise.resolve(null);
     const run = this.queue.then(() => this.handleNow(topic, payload));
     this.queue = run.catch(() => undefined);
     return run;
@@ -107,6 +130,21 @@ export class OtaAgent<P> {
     if (!result.ok) {
       // The running bundle delivered again (a retained policy/set after reconnect) is not an update attempt.
       if (result.code === 'not-newer' && result.digest !== null && result.digest === running?.digest) return null;
+      const foldKey = `${topic}\u0000${received.sha256}`;
+      const reason = `${result.code}: ${result.reason}`;
+      const fold = this.folds.get(foldKey);
+      if (fold && fold.reason === reason && this.now() - fold.sinceMs < this.foldWindowMs) {
+        fold.count++;
+        this.armFlush();
+        return null;
+      }
+      if (fold) this.flushFold(foldKey, fold);
+      this.folds.set(foldKey, { topic, sinceMs: this.now(), count: 0, reason, version: result.version, keyId: result.keyId });
+      // Bounded: the rate limit already caps how many distinct messages come in a window.
+      if (this.folds.size > MAX_FOLDS) {
+        const [oldestKey, oldest] = this.folds.entries().next().value as [string, Fold];
+        this.flushFold(oldestKey, oldest);
+      }
       this.journal({ outcome: 'rejected', version: result.version, previousVersion: running?.version ?? null, activeVersion: running?.version ?? null, source, keyId: result.keyId, reason: `${result.code}: ${result.reason}` });
       return this.publish({ status: 'rejected', bundleVersion: result.version, code: result.code, reason: result.reason, received });
     }
@@ -119,6 +157,70 @@ export class OtaAgent<P> {
     const status = applied.rolledBack ? 'rolled-back' : 'rejected';
     this.journal({ outcome: status, version: b.version, previousVersion: running?.version ?? null, activeVersion: applied.activeVersion, source, keyId: b.keyId, reason: `load-failed: ${applied.reason}` });
     return this.publish({ status, bundleVersion: b.version, code: 'load-failed', reason: applied.reason, received });
+  }
+
+  private get foldWindowMs(): number { return this.opts.foldWindowMs ?? OTA_FOLD_WINDOW_MS; }
+
+  private admit(topic: string): boolean {
+    const burst = this.opts.burst ?? OTA_BURST;
+    const now = this.now();
+    const b = this.buckets.get(topic) ?? { tokens: burst, atMs: now, dropped: 0, firstDropMs: 0 };
+    b.tokens = Math.min(burst, b.tokens + ((now - b.atMs) / 1000) * (this.opts.perSecond ?? OTA_PER_SECOND));
+    b.atMs = now;
+    this.buckets.set(topic, b);
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return true;
+    }
+    if (b.dropped++ === 0) b.firstDropMs = now;
+    this.armFlush();
+    return false;
+  }
+
+  private armFlush(): void {
+    if (this.flushTimer) return;
+    this.flushTimer = setTimeout(() => { this.flushTimer = undefined; this.flush(false); }, this.foldWindowMs);
+    this.flushTimer.unref();
+  }
+
+  /**
+   * Journals what was only counted: identical rejections folded, messages dropped over the rate.
+   * all: everything now (shutdown); otherwise what is older than the fold window.
+   */
+  flush(all = true): void {
+    const now = this.now();
+    for (const [key, f] of this.folds) {
+      if (all || now - f.sinceMs >= this.foldWindowMs) this.flushFold(key, f);
+    }
+    for (const [topic, b] of this.buckets) {
+      if (b.dropped === 0) continue;
+      const burst = this.opts.burst ?? OTA_BURST;
+      const per = this.opts.perSecond ?? OTA_PER_SECOND;
+      const running = this.opts.store.currentStored();
+      this.journal({
+        outcome: 'rejected', version: null, previousVersion: running?.version ?? null, activeVersion: running?.version ?? null, source: `ota:${topic}`, keyId: null,
+        reason: `rate-limited: ${b.dropped} messages on ${topic} since ${new Date(b.firstDropMs).toISOString()} dropped unread (at most ${burst} at once, then ${per} a second)`,
+      });
+      b.dropped = 0;
+    }
+    if (this.folds.size > 0 && !all) this.armFlush();
+  }
+
+  /** Flushes what was counted and stops the timer. */
+  close(): void {
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    this.flush(true);
+  }
+
+  private flushFold(key: string, f: Fold): void {
+    this.folds.delete(key);
+    if (f.count === 0) return;
+    const running = this.opts.store.currentStored();
+    this.journal({
+      outcome: 'rejected', version: f.version, previousVersion: running?.version ?? null, activeVersion: running?.version ?? null, source: `ota:${f.topic}`, keyId: f.keyId,
+      reason: `${f.count} more identical messages rejected since ${new Date(f.sinceMs).toISOString()} (${f.reason})`,
+    });
   }
 
   private journal(p: { outcome: 'applied' | 'rejected' | 'rolled-back'; version: number | null; previousVersion: number | null; activeVersion: number | null; source: string; keyId: string | null; reason: string | null }): void {

@@ -191,8 +191,9 @@ export class GuestAgentClient {
     for (const ev of this.decoder.push(d)) {
       const w = this.waiter;
       if (ev.kind === 'garbage') {
-        // The agent answers one command at a time: a refused line was the reply. Say so now, not at the timeout.
-        if (!w) continue;
+        // A line over a bound was the reply (the agent answers one command at a time): say so now,
+        // not at the timeout. Unparsable bytes (a restarting agent's leftovers) are skipped as before.
+        if (!w || !ev.bound) continue;
         this.waiter = undefined;
         this.inSync = false;
         w.reject(new Error(`guest agent ${w.command} on ${this.path}: reply refused: ${ev.reason}`));

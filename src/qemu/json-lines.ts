@@ -23,7 +23,8 @@ export const QGA_DELIMITER = 0xff;
 
 export type JsonLineEvent =
   | { kind: 'message'; value: unknown }
-  | { kind: 'garbage'; text: string; reason: string };
+  /** bound: the line went over a size/shape bound (a hostile peer), not merely unparsable text. */
+  | { kind: 'garbage'; text: string; reason: string; bound?: true };
 
 /**
  * Structural tokens ({ [ , :) outside strings in one line. A guest-exec-status reply has a dozen;
@@ -127,7 +128,7 @@ export class JsonLineDecoder {
   private drop(out: JsonLineEvent[]): void {
     this.chunks = [];
     this.length = 0;
-    out.push({ kind: 'garbage', text: '', reason: `line longer than ${this.maxLineBytes} bytes dropped` });
+    out.push({ kind: 'garbage', text: '', reason: `line longer than ${this.maxLineBytes} bytes dropped`, bound: true });
   }
 
   private take(tail: Buffer): Buffer {
@@ -143,7 +144,7 @@ export class JsonLineDecoder {
     let line = raw;
     while (line.length > 0 && line[0] === QGA_DELIMITER) line = line.subarray(1);
     const refused = jsonShapeRefusal(line, this.maxDepth, this.maxTokens);
-    if (refused !== null) return { kind: 'garbage', text: line.subarray(0, 80).toString('utf8'), reason: refused };
+    if (refused !== null) return { kind: 'garbage', text: line.subarray(0, 80).toString('utf8'), reason: refused, bound: true };
     const text = line.toString('utf8').trim();
     if (text === '') return undefined;
     try {

@@ -89,7 +89,15 @@ export class QemuGuestController implements GuestController {
     try {
       const agent = await this.agent(timeoutMs);
       const text = await agent.shell(PROC_STAT_COMMAND, { timeoutMs });
-      return boundGuestReport({ takenAtMs, agent: 'ok', processes: parseProcStat(text, `guest ${this.name} /proc`) });
+      let processes;
+      try {
+        processes = parseProcStat(text, `guest ${this.name} /proc`);
+      } catch (e) {
+        // The agent answered, with something no /proc gives: the guest's report is malformed (a
+        // finding of its own), not an agent that is down.
+        return { takenAtMs, agent: 'ok', processes: [], malformed: { reasons: [errorMessage(e).slice(0, 300)], complete: false } };
+      }
+      return boundGuestReport({ takenAtMs, agent: 'ok', processes });
     } catch (e) {
       return boundGuestReport({ takenAtMs, agent: 'down', error: errorMessage(e) });
     }

@@ -25,6 +25,14 @@ export interface TelemetryOptions {
   readonly connector?: BrokerConnector;
   /** The policy version to report in the device state. */
   readonly policyVersion?: () => number | null;
+  /**
+   * A broker that takes a publish and acknowledges nothing for this long (default 30 s) is
+   * treated as gone: the session is dropped, said in the log, and a new one is made; what was
+   * in flight is sent again from the outbox.
+   */
+  readonly ackTimeoutMs?: number;
+  /** Where a stalled broker is reported (default: a process warning). */
+  readonly log?: (line: string) => void;
 }
 
 export interface TelemetryStatus {
@@ -34,6 +42,12 @@ export interface TelemetryStatus {
   readonly publishedTotal: number;
   readonly connects: number;
   readonly lastError: string | null;
+  /** When the broker last acknowledged a publish (ms since the epoch), null before the first. */
+  readonly lastAckAtMs: number | null;
+  /** How long messages have been in flight without any acknowledgement (0 when none are). */
+  readonly awaitingAckMs: number;
+  /** Sessions dropped because the broker stopped acknowledging. */
+  readonly ackStalls: number;
 }
 
 export interface TelemetryEvents {
@@ -41,6 +55,7 @@ export interface TelemetryEvents {
   disconnected: [reason: string];
   message: [topic: string, payload: Buffer];
   drained: [];
+  stalled: [reason: string];
 }
 
 export class Telemetry extends EventEmitter<TelemetryEvents> {
@@ -66,6 +81,12 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
   private connects = 0;
   private lastError: string | null = null;
   private readonly retained = new Map<string, string>();
+  private readonly ackTimeoutMs: number;
+  /** Since when something is in flight with no PUBACK (reset by every PUBACK); null when nothing is. */
+  private awaitingSinceMs: number | null = null;
+  private lastAckAtMs: number | null = null;
+  private ackStalls = 0;
+  private ackCheck: NodeJS.Timeout | null = null;
   private unsubscribeOutbox: (() => void) | null = null;
 
   constructor(private readonly opts: TelemetryOptions) {
@@ -76,12 +97,15 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
     this.backoff = { initialMs: opts.backoff?.initialMs ?? 500, maxMs: opts.backoff?.maxMs ?? 30_000 };
     this.connector = opts.connector ?? connectMqtt;
     this.topics = topicsFor(opts.store.deviceId);
+    this.ackTimeoutMs = opts.ackTimeoutMs ?? 30_000;
   }
 
   start(): void {
     if (this.running) return;
     this.running = true;
     this.unsubscribeOutbox = this.store.onOutbox(() => this.pump());
+    this.ackCheck = setInterval(() => this.checkAcks(), Math.max(50, Math.min(1_000, this.ackTimeoutMs / 4)));
+    this.ackCheck.unref();
     void this.connect();
   }
 
@@ -89,6 +113,8 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
   async stop(): Promise<void> {
     this.running = false;
     this.unsubscribeOutbox?.();
+    if (this.ackCheck) clearInterval(this.ackCheck);
+    this.ackCheck = null;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     const s = this.session;
     if (s) {
@@ -111,7 +137,29 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
   }
 
   status(): TelemetryStatus {
-    return { connected: this.session !== null, pending: this.store.outboxStats().pending, inFlight: this.inFlight, publishedTotal: this.publishedTotal, connects: this.connects, lastError: this.lastError };
+    return {
+      connected: this.session !== null, pending: this.store.outboxStats().pending, inFlight: this.inFlight, publishedTotal: this.publishedTotal,
+      connects: this.connects, lastError: this.lastError, lastAckAtMs: this.lastAckAtMs,
+      awaitingAckMs: this.awaitingSinceMs === null ? 0 : Date.now() - this.awaitingSinceMs, ackStalls: this.ackStalls,
+    };
+  }
+
+  /** A broker that stopped acknowledging (stopped, wedged, a half-dead link) looks connected: drop it. */
+  private checkAcks(): void {
+    const s = this.session;
+    if (!s || this.awaitingSinceMs === null) return;
+    const waited = Date.now() - this.awaitingSinceMs;
+    if (waited <= this.ackTimeoutMs) return;
+    const msg = `telemetry: broker ${this.cfg.url} acknowledged nothing for ${waited} ms with ${this.inFlight} messages in flight ` +
+      `(last acknowledgement ${this.lastAckAtMs === null ? 'never' : new Date(this.lastAckAtMs).toISOString()}); reconnecting`;
+    this.lastError = msg;
+    this.ackStalls++;
+    (this.opts.log ?? ((l: string) => process.emitWarning(l)))(msg);
+    this.dropSession();
+    void s.end(true);
+    this.emit('stalled', msg);
+    this.emit('disconnected', msg);
+    this.scheduleReconnect();
   }
 
   /** Resolves when the outbox is empty (everything acknowledged), or rejects after timeoutMs. */
@@ -156,9 +204,11 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
     });
     session.onMessage((topic, payload) => this.emit('message', topic, payload));
     try {
-      await session.publish(this.topics.state, this.deviceState('online'), { qos: 1, retain: true });
-      for (const [topic, message] of this.retained) await session.publish(topic, message, { qos: 1, retain: true });
-      if (this.opts.subscriptions && this.opts.subscriptions.length > 0) await session.subscribe(this.opts.subscriptions);
+      // Bounded like every publish: a broker that accepts the connection and then says nothing is not connected.
+      const acked = <T>(p: Promise<T>, what: string): Promise<T> => withTimeout(p, this.ackTimeoutMs, `telemetry: broker ${this.cfg.url}: ${what}`);
+      await acked(session.publish(this.topics.state, this.deviceState('online'), { qos: 1, retain: true }), 'publishing online');
+      for (const [topic, message] of this.retained) await acked(session.publish(topic, message, { qos: 1, retain: true }), `publishing ${topic}`);
+      if (this.opts.subscriptions && this.opts.subscriptions.length > 0) await acked(session.subscribe(this.opts.subscriptions), 'subscribing');
     } catch (e) {
       this.lastError = errorMessage(e);
       if (this.session === session) { this.dropSession(); await session.end(true); this.scheduleReconnect(); }
@@ -179,6 +229,7 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
 
   private dropSession(): void {
     this.session = null;
+    this.awaitingSinceMs = null;
     this.flushAcks();
     // Whatever was in flight without a PUBACK is still in the outbox: resend from the oldest.
     this.inFlight = 0;
@@ -196,17 +247,22 @@ export class Telemetry extends EventEmitter<TelemetryEvents> {
         for (const row of rows) {
           this.lastSent = row.seq;
           const { topic, retain } = this.route(row.message);
+          if (this.inFlight === 0) this.awaitingSinceMs = Date.now();
           this.inFlight++;
           s.publish(topic, row.message, { qos: 1, retain }).then(
             () => {
               if (this.session !== s) return; // a stale session's late ack: the row is resent anyway
               this.inFlight--;
               this.publishedTotal++;
+              this.lastAckAtMs = Date.now();
+              // Progress: the deadline runs from the last acknowledgement.
+              this.awaitingSinceMs = this.inFlight > 0 ? this.lastAckAtMs : null;
               this.acked.push(row.seq);
               this.scheduleAckFlush();
               this.pump();
             },
-            (e: unknown) => { this.lastError = errorMessage(e); },
+            // A dropped session's publishes fail as it ends; the reason it was dropped stays the error.
+            (e: unknown) => { if (this.session === s) this.lastError = errorMessage(e); },
           );
         }
       }

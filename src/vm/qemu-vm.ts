@@ -154,26 +154,34 @@ export class QemuVm {
    */
   async start(opts: { freshDisk?: boolean; readyTimeoutMs?: number } = {}): Promise<string | null> {
     if (this.running) throw new VmBusyError(`guest ${this.name} is already running (pid ${this.pid})`);
+    const claimedHere = this.ownerLock === undefined;
     this.claim();
     const s = this.spec;
-    const problems = preflightVmSpec(s);
-    if (problems.length) throw new Error(problems.join('; '));
-    const qemu = findOnPath(s.qemuBinary) ?? s.qemuBinary;
-    mkdirSync(s.layout.dir, { recursive: true });
-    await this.claimRunDir();
     let note: string | null = null;
-    const reuse = !opts.freshDisk && existsSync(s.overlay);
-    if (reuse) {
-      const backing = await this.overlayBacking();
-      if (backing !== s.baseImage) {
-        note = `disk overlay ${s.overlay} was on ${backing ?? 'no golden image'}${backing && !existsSync(backing) ? ' (gone)' : ''}, not ${s.baseImage}: ` +
-          'recreated from the golden image; disk changes made since the guest\'s last restore are lost';
+    let qemu: string;
+    try {
+      const problems = preflightVmSpec(s);
+      if (problems.length) throw new Error(problems.join('; '));
+      qemu = findOnPath(s.qemuBinary) ?? s.qemuBinary;
+      mkdirSync(s.layout.dir, { recursive: true });
+      await this.claimRunDir();
+      const reuse = !opts.freshDisk && existsSync(s.overlay);
+      if (reuse) {
+        const backing = await this.overlayBacking();
+        if (backing !== s.baseImage) {
+          note = `disk overlay ${s.overlay} was on ${backing ?? 'no golden image'}${backing && !existsSync(backing) ? ' (gone)' : ''}, not ${s.baseImage}: ` +
+            'recreated from the golden image; disk changes made since the guest\'s last restore are lost';
+        }
       }
-    }
-    if (!reuse || note !== null) await this.createOverlay();
-    // The firmware's variable store belongs to the guest's state: a fresh disk gets fresh variables.
-    if (s.boot.kind === 'firmware' && s.boot.firmware === 'uefi' && (opts.freshDisk || !existsSync(s.boot.vars))) {
-      copyFileSync(s.boot.varsTemplate, s.boot.vars);
+      if (!reuse || note !== null) await this.createOverlay();
+      // The firmware's variable store belongs to the guest's state: a fresh disk gets fresh variables.
+      if (s.boot.kind === 'firmware' && s.boot.firmware === 'uefi' && (opts.freshDisk || !existsSync(s.boot.vars))) {
+        copyFileSync(s.boot.varsTemplate, s.boot.vars);
+      }
+    } catch (e) {
+      // Nothing was launched: a failed start leaves the guest to whoever tries next.
+      if (claimedHere) this.release();
+      throw e;
     }
 
     const t0 = Date.now();

@@ -32,9 +32,37 @@ export interface WebServerOptions {
   readonly data: WebDataSource;
   /** Extra status shown on the page (policy version, telemetry connection, ...). */
   readonly status?: () => Record<string, unknown>;
+  /**
+   * Names this server answers to in the Host: header besides loopback names, IP addresses and
+   * `host` itself (e.g. the appliance's DNS name). Any other name is refused (421): a page on
+   * another site cannot reach the API by pointing its own name at this address (DNS rebinding).
+   */
+  readonly allowedHosts?: readonly string[];
+  /** Open connections at once, all clients (default 256) and from one address (default 32). */
+  readonly maxConnections?: number;
+  readonly maxConnectionsPerIp?: number;
+  /** A client must send its request headers within this (default 10 s); idle keep-alive ends after 5 s. */
+  readonly headersTimeoutMs?: number;
 }
 
-export interface WebServer { readonly url: string; close(): Promise<void> }
+export const WEB_MAX_CONNECTIONS = 256;
+export const WEB_MAX_CONNECTIONS_PER_IP = 32;
+
+/** The host name of a Host header value ("name:port", "[v6]:port"), lower case; null when malformed. */
+export function hostHeaderName(value: string): string | null {
+  const v = value.trim().toLowerCase();
+  const m = /^(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::(\d{1,5}))?$/.exec(v);
+  if (!m) return null;
+  const name = m[1] as string;
+  return name.startsWith('[') ? name.slice(1, -1) : name.replace(/\.$/, '');
+}
+
+export interface WebServer {
+  readonly url: string;
+  /** Connections open now (what the caps bound). */
+  connections(): Promise<number>;
+  close(): Promise<void>;
+}
 
 export function isLoopback(host: string): boolean {
   if (host === 'localhost') return true;
@@ -68,6 +96,9 @@ function queryGuest(u: URL): string | undefined {
 
 export function startWebServer(opts: WebServerOptions): Promise<WebServer> {
   const loopback = isLoopback(opts.host);
+  const names = new Set(['localhost', opts.host.toLowerCase(), ...(opts.allowedHosts ?? []).map((h) => h.toLowerCase().replace(/\.$/, ''))]);
+  // IP literals cannot be rebound; a name must be one this server was configured with.
+  const hostAllowed = (name: string): boolean => isIP(name) !== 0 || names.has(name) || name.endsWith('.localhost');
   if (!loopback && (opts.token === undefined || opts.token.length < 16)) {
     return Promise.reject(new Error(`web: listening on ${opts.host} (not loopback) needs an access token of at least 16 characters`));
   }
@@ -120,8 +151,15 @@ export function startWebServer(opts: WebServerOptions): Promise<WebServer> {
     res.end(body);
   };
 
-  const server: Server = createServer((req, res) => {
+  const headersTimeoutMs = opts.headersTimeoutMs ?? 10_000;
+  // Node checks header/request timeouts every connectionsCheckingInterval (30 s by default).
+  const server: Server = createServer({ connectionsCheckingInterval: Math.min(1_000, headersTimeoutMs), headersTimeout: headersTimeoutMs, requestTimeout: headersTimeoutMs + 5_000 }, (req, res) => {
     try {
+      const host = req.headers.host;
+      if (host === undefined || host === '') throw new HttpError(400, 'a Host header is required');
+      const name = hostHeaderName(host);
+      if (name === null) throw new HttpError(400, 'malformed Host header');
+      if (!hostAllowed(name)) throw new HttpError(421, `this server does not answer to the name "${name.slice(0, 80)}"`);
       const u = new URL(req.url ?? '/', 'http://local');
       if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'read-only: GET only');
       if (u.pathname === '/' || u.pathname === '/index.html') return send(res, 200, 'text/html; charset=utf-8', PAGE_HTML);
@@ -139,8 +177,25 @@ export function startWebServer(opts: WebServerOptions): Promise<WebServer> {
       return send(res, status, 'application/json', JSON.stringify({ error: status === 500 ? `internal error: ${errorMessage(e)}` : errorMessage(e) }));
     }
   });
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 15_000;
+  server.keepAliveTimeout = 5_000;
+  server.maxConnections = opts.maxConnections ?? WEB_MAX_CONNECTIONS;
+  // Per address: one client cannot take every connection (or the process's file descriptors).
+  const perIp = new Map<string, number>();
+  const maxPerIp = opts.maxConnectionsPerIp ?? WEB_MAX_CONNECTIONS_PER_IP;
+  server.on('connection', (sock) => {
+    const ip = sock.remoteAddress ?? '?';
+    const n = (perIp.get(ip) ?? 0) + 1;
+    if (n > maxPerIp) {
+      sock.destroy();
+      return;
+    }
+    perIp.set(ip, n);
+    sock.once('close', () => {
+      const left = (perIp.get(ip) ?? 1) - 1;
+      if (left <= 0) perIp.delete(ip);
+      else perIp.set(ip, left);
+    });
+  });
 
   return new Promise((resolve, reject) => {
     server.once('error', (e) => reject(new Error(`web: cannot listen on ${opts.host}:${opts.port}: ${e.message}`)));
@@ -149,6 +204,7 @@ export function startWebServer(opts: WebServerOptions): Promise<WebServer> {
       const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
       resolve({
         url: `http://${host}:${a.port}/`,
+        connections: () => new Promise<number>((res, rej) => server.getConnections((e, n) => (e ? rej(e) : res(n)))),
         close: () => new Promise<void>((res) => { server.closeAllConnections(); server.close(() => res()); }),
       });
     });

@@ -106,8 +106,15 @@ export class Mosquitto {
     if (!c) return;
     this.child = null;
     if (c.exitCode !== null) return;
-    await new Promise<void>((resolve) => { c.once('exit', () => resolve()); c.kill('SIGTERM'); });
+    // SIGCONT too: a frozen broker (freeze()) handles no SIGTERM until it runs again.
+    await new Promise<void>((resolve) => { c.once('exit', () => resolve()); c.kill('SIGTERM'); c.kill('SIGCONT'); });
   }
+
+  /** SIGSTOP: the broker keeps its sockets open and answers nothing (a wedged broker). */
+  freeze(): void { this.child?.kill('SIGSTOP'); }
+
+  /** SIGCONT after freeze(). */
+  thaw(): void { this.child?.kill('SIGCONT'); }
 
   log(): string {
     try { return readFileSync(join(this.dir, 'mosquitto.log'), 'utf8').slice(-2000); } catch { return '(no log)'; }

@@ -40,22 +40,25 @@ t.test('150k fake processes and a 20 MB name: a malformed finding, and a syscall
   t.ok(kinds.includes('syscall-table-changed'), 'the syscall hook is still found');
   const malformed = findings.find((f) => f.kind === 'guest-report-malformed');
   t.match(malformed?.summary, /150\d{3} processes/);
-  t.match(malformed?.summary, /name longer than 15 bytes/);
+  t.match(malformed?.summary, /name longer than 63 bytes/);
   // The finding is what becomes an event: its size must not follow the guest's.
   for (const f of findings) t.ok(JSON.stringify(f).length < 64 * 1024, `${f.kind} finding is ${JSON.stringify(f).length} bytes`);
   // A cut process list is not a view to cross-check: 150k "hidden" processes would be the guest's to invent.
   t.notOk(kinds.includes('hidden-process'), 'no hidden-process finding from an incomplete report');
 });
 
-t.test('boundGuestReport: cuts names to 15 bytes as the kernel keeps them, caps the count, keeps a clean report as is', async (t) => {
+t.test('boundGuestReport: cuts names to the 63 bytes /proc can show, caps the count, keeps a clean report as is', async (t) => {
   const ok = report(snapshot());
   t.equal(boundGuestReport(ok), ok, 'a clean report comes back unchanged');
-  const b = boundGuestReport({ takenAtMs: 1, agent: 'ok', processes: [{ pid: 5, ppid: 1, comm: 'abcdefghijklmnopqrstuvwxyz', state: 'S' }, { pid: 6, ppid: 1, comm: 'éééééééé', state: 'S' }] });
+  // What a real guest's /proc shows for a workqueue worker is longer than a comm, and fine.
+  const kworker = { takenAtMs: 1, agent: 'ok' as const, processes: [{ pid: 301, ppid: 2, comm: 'kworker/0:1H-kblockd', state: 'I' }] };
+  t.equal(boundGuestReport(kworker), kworker, 'a kernel worker\'s long /proc name is no fault');
+  const b = boundGuestReport({ takenAtMs: 1, agent: 'ok', processes: [{ pid: 5, ppid: 1, comm: 'a'.repeat(100), state: 'S' }, { pid: 6, ppid: 1, comm: 'é'.repeat(32), state: 'S' }] });
   t.equal(b.agent, 'ok');
   if (b.agent !== 'ok') return;
-  t.same(b.processes.map((p) => p.comm), ['abcdefghijklmno', 'ééééééé']);
-  t.ok(b.processes.every((p) => Buffer.byteLength(p.comm) <= 15));
-  t.match(b.malformed, { complete: true, reasons: [/2 process names longer than 15 bytes/] });
+  t.same(b.processes.map((p) => p.comm), ['a'.repeat(63), 'é'.repeat(31)]);
+  t.ok(b.processes.every((p) => Buffer.byteLength(p.comm) <= 63));
+  t.match(b.malformed, { complete: true, reasons: [/2 process names longer than 63 bytes/] });
   const many = floodReport(ok);
   const c = boundGuestReport(many);
   if (c.agent !== 'ok') return t.fail('ok expected');

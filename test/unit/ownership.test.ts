@@ -97,6 +97,17 @@ t.test('two QemuVm with one layout: the second start fails naming the owner and 
   second.release();
 });
 
+t.test('a start that fails before launching gives the guest up again', async (t) => {
+  const runRoot = join(dir, 'run-c');
+  const a = new QemuVm(spec(runRoot, 'retry'));
+  await t.rejects(a.start(), /kernel .*no-kernel does not exist/);
+  t.notOk(existsSync(a.ownerLockPath), 'no lock left behind');
+  const b = new QemuVm(spec(runRoot, 'retry'));
+  b.claim();
+  t.pass('a new owner (a retry in the same process) can claim it');
+  b.release();
+});
+
 t.test('an adopted QEMU stopped by its new owner leaves no RAM file behind', async (t) => {
   const runRoot = join(dir, 'run-b');
   const vm = new QemuVm(spec(runRoot, 'adoptee'));

@@ -23,6 +23,9 @@ import { GuestWatch } from './guest-watch.js';
 import { IntrospectorScanner } from './kernel-scanner.js';
 import { EventRecorder, type StoreHealth } from './recorder.js';
 import { startServices, type Services } from './services.js';
+import { ControlOperations } from '../control/operations.js';
+import { startControlServer, type ControlServer } from '../control/server.js';
+import { controlSocketPath } from '../control/protocol.js';
 import type { GuestConfig, SupervisorConfig } from './config.js';
 
 export function vmForGuest(g: GuestConfig, runRoot: string): QemuVm {
@@ -59,6 +62,9 @@ export class Supervisor {
   readonly controllers: QemuGuestController[] = [];
   private readonly policy: SwitchablePolicySource;
   private services: Services | null = null;
+  private control: ControlServer | null = null;
+  /** The operator's operations (control socket, page) over the guests. */
+  readonly operations: ControlOperations;
   private running: Promise<void>[] = [];
   private stopping = false;
   private readonly log: (line: string) => void;
@@ -93,7 +99,11 @@ export class Supervisor {
         },
       }));
     }
+    this.operations = new ControlOperations({ guests: this.watches, record: (e) => this.recorder.record(e), log: this.log });
   }
+
+  /** Where the control socket listens (in the run directory). */
+  get controlSocket(): string { return controlSocketPath(this.config.runDir); }
 
   private get capabilities(): GuestCapabilities[] {
     return this.config.guests.map((g) => ({ name: g.name, introspection: g.introspection, critical: g.critical.map((c) => ({ name: c.name, canStart: c.start !== undefined })) }));
@@ -122,6 +132,7 @@ export class Supervisor {
       this.policy.subscribe(policyGate(() => this.capabilities));
     }
     this.preflight();
+    this.control = await startControlServer(this.controlSocket, this.operations, this.log);
     this.running = this.watches.map(async (w) => {
       for (let attempt = 1; !this.stopping; attempt++) {
         try {
@@ -151,6 +162,7 @@ export class Supervisor {
     this.stopping = true;
     for (const w of this.wakers) w();
     for (const w of this.watches) w.stop();
+    await this.control?.close();
     await Promise.allSettled(this.running);
     const stopGuests = this.config.onExit === 'stop-guests';
     await Promise.allSettled(this.controllers.map((c) => c.close({ stopGuest: stopGuests })));

@@ -126,7 +126,7 @@ export class Supervisor {
   /** Boots or adopts every guest (concurrently; one that fails to start is retried by its loop) and starts watching. */
   async start(): Promise<void> {
     if (this.config.report) {
-      this.services = await startServices(this.store, this.config.report, { softwareVersion: SOFTWARE_VERSION, log: this.log, storeHealth: () => this.recorder.health });
+      this.services = await startServices(this.store, this.config.report, { softwareVersion: SOFTWARE_VERSION, log: this.log, storeHealth: () => this.recorder.health, operations: this.operations });
       this.policy.use(this.services.policy);
       // A new policy whose ladders these guests cannot carry out is refused, and the store rolls back to the previous one.
       this.policy.subscribe(policyGate(() => this.capabilities));

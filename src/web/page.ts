@@ -76,7 +76,8 @@ export const PAGE_JS = `'use strict';
       var tr = document.createElement('tr');
       cells(row).forEach(function (c) {
         var td = document.createElement('td');
-        if (c && typeof c === 'object') { td.textContent = c.text == null ? '' : String(c.text); if (c.cls) td.className = c.cls; }
+        if (c && typeof c === 'object' && c.href) { var a = document.createElement('a'); a.href = c.href; a.textContent = String(c.text); td.appendChild(a); }
+        else if (c && typeof c === 'object') { td.textContent = c.text == null ? '' : String(c.text); if (c.cls) td.className = c.cls; }
         else td.textContent = c == null ? '' : String(c);
         tr.appendChild(td);
       });
@@ -97,7 +98,7 @@ export const PAGE_JS = `'use strict';
       if (st.policyVersion != null) parts.push('policy v' + st.policyVersion);
       if (st.telemetry) parts.push('broker ' + (st.telemetry.connected ? 'connected' : 'disconnected'));
       document.getElementById('status').textContent = parts.join(' · ');
-      fill('guests', r[1], function (g) { return [g.guest, { text: g.health, cls: 'h-' + g.health }, g.openFindings, time(g.lastScanAtMs), g.note]; }, 'no guests reported yet');
+      fill('guests', r[1], function (g) { return [{ text: g.guest, href: '/guest.html?name=' + encodeURIComponent(g.guest) }, { text: g.health, cls: 'h-' + g.health }, g.openFindings, time(g.lastScanAtMs), g.note]; }, 'no guests reported yet');
       fill('findings', r[2], function (f) { return [f.guest, f.fault, { text: f.severity, cls: 's-' + f.severity }, f.summary, f.seq]; }, 'no open findings');
       fill('ladders', r[3], function (l) { return [l.guest, l.fault, l.step, l.action, l.attempt, l.reason]; }, 'no ladder active');
       fill('actions', r[4], function (e) { var a = e.payload; return [time(e.atMs), a.guest, a.action, a.fault, a.target, { text: a.outcome + (a.error ? ': ' + a.error : ''), cls: 'r-' + a.outcome }, Math.round(a.durationMs) + ' ms']; }, 'no actions taken');

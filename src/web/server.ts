@@ -12,6 +12,7 @@ import type { EventQuery, OutboxStats } from '../store/event-store.js';
 import { PAGE_HTML, PAGE_JS, PAGE_CSS } from './page.js';
 import { errorMessage, InputError } from '../util/errors.js';
 import { parseSince } from '../util/time.js';
+import type { ConsoleRoutes } from './console.js';
 
 /** What the web server reads; EventStore provides all of it. */
 export interface WebDataSource {
@@ -32,6 +33,8 @@ export interface WebServerOptions {
   readonly data: WebDataSource;
   /** Extra status shown on the page (policy version, telemetry connection, ...). */
   readonly status?: () => Record<string, unknown>;
+  /** The per-guest console (./console.ts): its own routes, auth and CSRF rules. */
+  readonly console?: ConsoleRoutes;
 }
 
 export interface WebServer { readonly url: string; close(): Promise<void> }
@@ -123,6 +126,7 @@ export function startWebServer(opts: WebServerOptions): Promise<WebServer> {
   const server: Server = createServer((req, res) => {
     try {
       const u = new URL(req.url ?? '/', 'http://local');
+      if (opts.console?.(req, res, u)) return;
       if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'read-only: GET only');
       if (u.pathname === '/' || u.pathname === '/index.html') return send(res, 200, 'text/html; charset=utf-8', PAGE_HTML);
       if (u.pathname === '/app.js') return send(res, 200, 'text/javascript; charset=utf-8', PAGE_JS);

@@ -1,12 +1,17 @@
-// The operator's console on one real lab guest (one boot): every `introvisor
-// guest` subcommand, `inspect` and `demo attack` run as the CLI against an
-// in-process supervisor over its control socket. The guest starts held: its
-// second critical process ("sleep") has no start command, so its one-rung
-// ladder is exhausted at once; the operator starts it and releases the hold.
+// The operator's console on one real lab guest (one boot): the per-guest page
+// in headless Chromium (views, a plot, a hold released, a destructive action
+// through its confirm step, actions without the token or CSRF value refused;
+// screenshots kept), then every `introvisor guest` subcommand, `inspect` and
+// `demo attack` run as the CLI against the supervisor's control socket. The
+// guest starts held: its second critical process ("sleep") has no start
+// command, so its one-rung ladder is exhausted at once (and again after each
+// release) until the operator starts a sleeper.
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { chromium } from 'playwright-core';
 import { packageRoot } from '../../src/native/binding.js';
 import { LiveSupervisor, makeHarness } from './harness.js';
 import { sleep } from '../../src/util/deadline.js';
@@ -25,6 +30,10 @@ interface Run { code: number; stdout: string; stderr: string }
 t.test('introvisor guest / inspect / demo against a running supervisor', async (t) => {
   const h = makeHarness('e2e-console', { critical: [{ name: 'csdtest', start: ['/data/bin/csdtest', '-d'] }, { name: 'sleep' }] });
   writeFileSync(join(h.dir, 'policy.json'), JSON.stringify(POLICY));
+  const token = 'console-test-token-0123456789';
+  writeFileSync(join(h.dir, 'web.token'), token);
+  const cfg = JSON.parse(readFileSync(h.configPath, 'utf8')) as Record<string, unknown>;
+  writeFileSync(h.configPath, JSON.stringify({ ...cfg, report: { policyDir: 'policy-store', web: { host: '127.0.0.1', port: 0, tokenFile: 'web.token' }, hostMetricsIntervalSec: 0 } }));
   const s = new LiveSupervisor(h);
   t.teardown(async () => { await s.stop(); h.cleanup(); });
   const cli = (...args: string[]): Promise<Run> => new Promise((resolve) => {
@@ -73,17 +82,83 @@ t.test('introvisor guest / inspect / demo against a running supervisor', async (
   t.equal(insp.code, 0);
   t.match(insp.stdout, /the supervisor's latest scan/, 'inspect asks the running supervisor');
 
+  // --- the page, in Chromium ---
+  const url = (await s.waitFor(/^web: (http\S+)/, 1_000)).line.slice(5);
+  const shots = mkdtempSync(join(tmpdir(), 'iv-console-shots-'));
+  const browser = await chromium.launchPersistentContext(mkdtempSync(join(h.dir, 'chromium-')), {
+    executablePath: '/usr/bin/chromium', headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    viewport: { width: 1280, height: 900 },
+  });
+  t.teardown(() => browser.close());
+  const page = await browser.newPage();
+  const pageErrors: string[] = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await page.goto(`${url}#token=${token}`);
+  await page.waitForSelector('body[data-loaded]', { timeout: 20_000 });
+  await page.click(`#guests a:text("${h.guest}")`);
+  await page.waitForSelector('body[data-loaded][data-held="yes"]', { timeout: 20_000 });
+  const text = async (sel: string): Promise<string> => (await page.locator(sel).innerText()).replace(/\s+/g, ' ');
+  t.match(await text('#trap-state'), /^unavailable: .*TCG/, 'the write trap is shown unavailable, with its reason');
+  t.match(await text('#findings tbody'), /critical-process-missing \w+ critical process sleep .*"sleep"/, 'the finding with its evidence');
+  t.match(await text('#ps tbody'), /csdtest/, 'the process cross view');
+  t.match(await text('#timeline'), /ladder exhausted|no rung left|restart-process/, 'the ladder timeline');
+  await page.waitForFunction(() => document.querySelectorAll('#plot-latency canvas').length > 0, undefined, { timeout: 10_000 });
+  t.ok(await page.locator('#plot-events .uplot').count() === 1, 'uPlot drew the plots');
+  await page.screenshot({ path: join(shots, 'guest-detail.png'), fullPage: true });
+  t.comment(`screenshot: ${join(shots, 'guest-detail.png')}`);
+
+  // Refused: no token, no CSRF value, a destructive action without its confirmation; none of them acts or is recorded.
+  const opsBefore = (s.sup.store.db.prepare("SELECT count(*) AS n FROM events WHERE kind = 'operator-action'").get() as { n: number }).n;
+  const post = (headers: Record<string, string>, body: unknown): Promise<Response> => fetch(`${url}api/console/op`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+  t.equal((await post({}, { op: 'release', guest: h.guest })).status, 401, 'no token: refused');
+  t.equal((await post({ authorization: `Bearer ${token}` }, { op: 'release', guest: h.guest })).status, 403, 'token without the CSRF value: refused');
+  const { csrf } = await (await fetch(`${url}api/console/session`, { headers: { authorization: `Bearer ${token}` } })).json() as { csrf: string };
+  t.equal((await post({ authorization: `Bearer ${token}`, 'x-csrf-token': `${csrf.slice(1)}x` }, { op: 'release', guest: h.guest })).status, 403, 'a wrong CSRF value: refused');
+  t.equal((await post({ authorization: `Bearer ${token}`, 'x-csrf-token': csrf }, { op: 'action', guest: h.guest, action: 'restore-image' })).status, 409, 'restore-image without confirm: refused');
+  t.equal((await post({ authorization: `Bearer ${token}`, 'x-csrf-token': csrf }, { op: 'exec', guest: h.guest, argv: ['/bin/true'] })).status, 400, 'no exec from the page');
+  t.equal((s.sup.store.db.prepare("SELECT count(*) AS n FROM events WHERE kind = 'operator-action'").get() as { n: number }).n, opsBefore, 'refused requests act on nothing');
+
+  // A hold released from the page: the ladder starts over (and, "sleep" still missing, holds again).
+  const r0 = s.lines.length;
+  await page.click('button[data-op="release"]');
+  await page.waitForSelector('body[data-op="done"]', { timeout: 30_000 });
+  t.match(await text('#op-result'), /done: release — hold released/, 'hold released from the page');
+  const relLine = await s.waitFor(/hold released by an operator/, 5_000, r0);
+  await s.waitFor(/action restart-process \(attempt 1\/1\) for critical-process-missing/, 20_000, relLine.index);
+  await s.waitFor(/HOLD held: critical-process-missing/, 20_000, relLine.index);
+
+  // A destructive action: the confirm step, then the action runs.
+  await page.click('button[data-action="reboot-os"]');
+  await page.waitForSelector('#confirm:not([hidden])', { timeout: 5_000 });
+  t.match(await text('#confirm-text'), new RegExp(`reboot-os on ${h.guest} destroys its running state`), 'the confirm step');
+  await page.screenshot({ path: join(shots, 'confirm-step.png'), fullPage: false });
+  t.comment(`screenshot: ${join(shots, 'confirm-step.png')}`);
+  const r1 = s.lines.length;
+  await page.click('#confirm-yes');
+  await s.waitFor(/operator action reboot-os$/, 10_000, r1);
+  await page.waitForSelector('body[data-op="done"]', { timeout: 240_000 });
+  t.match(await text('#op-result'), /done: action reboot-os/, 'the confirmed reboot ran');
+  await page.waitForFunction(() => (document.querySelector('#timeline')?.textContent ?? '').includes('operator (web token'), undefined, { timeout: 10_000 });
+  await page.screenshot({ path: join(shots, 'after-reboot.png'), fullPage: true });
+  t.comment(`screenshot: ${join(shots, 'after-reboot.png')}`);
+  t.same(pageErrors, [], 'no script errors on the page');
+  await s.waitFor(/kernel baseline: new boot recorded/, 120_000, r1);
+
+  // The CLI's release, while held again.
+  const r2 = s.lines.length;
+  const rel = await guest('release');
+  t.equal(rel.code, 0, rel.stderr);
+  t.match(rel.stdout, /hold released/);
+  await s.waitFor(/HOLD held: critical-process-missing/, 30_000, r2);
+
   const started = await guest('exec', '--', '/bin/sh', '-c', 'for i in 1 2; do sleep 100000 </dev/null >/dev/null 2>&1 & echo $!; done');
   t.equal(started.code, 0, 'exec through the agent');
   const [, victim] = started.stdout.trim().split('\n').map(Number);
   t.ok(victim !== undefined && victim > 1, `two sleepers, one to kill: ${victim}`);
   t.equal((await guest('exec', '--', '/bin/sh', '-c', 'exit 3')).code, 3, 'exec gives the command\'s exit code');
 
-  const from = s.lines.length;
-  const rel = await guest('release');
-  t.equal(rel.code, 0, rel.stderr);
-  t.match(rel.stdout, /hold released/);
-  await s.waitFor(/finding cleared: critical-process-missing/, 30_000, from);
+  await s.waitFor(/finding cleared: critical-process-missing/, 30_000, r2);
   const again = await guest('release');
   t.equal(again.code, 1);
   t.match(again.stderr, /is not held/, 'a second release is refused');
@@ -122,9 +197,10 @@ t.test('introvisor guest / inspect / demo against a running supervisor', async (
   const rows = s.sup.store.db.prepare("SELECT payload FROM events WHERE kind = 'operator-action' ORDER BY seq").all() as { payload: string }[];
   const ops = rows.map((r) => JSON.parse(r.payload) as { operation: string; outcome: string; who: string; detail: string | null });
   t.same(ops.map((o) => `${o.operation}:${o.outcome}`),
-    ['exec:ok', 'exec:ok', 'release:ok', 'release:failed', 'action:ok', 'baseline-accept:ok', 'pause:ok', 'resume:ok', 'exec:ok'],
+    ['release:ok', 'action:ok', 'release:ok', 'exec:ok', 'exec:ok', 'release:failed', 'action:ok', 'baseline-accept:ok', 'pause:ok', 'resume:ok', 'exec:ok'],
     'every operator action recorded with its outcome');
-  t.ok(ops.every((o) => /^local cli pid \d+ \(claimed\)$/.test(o.who)), 'who asked');
+  t.ok(ops.slice(0, 2).every((o) => /^web token from 127\.0\.0\.1$/.test(o.who)), `who asked from the page: ${ops[0]?.who}`);
+  t.ok(ops.slice(2).every((o) => /^local cli pid \d+ \(claimed\)$/.test(o.who)), 'who asked from the CLI');
   const opActions = s.sup.store.db.prepare("SELECT payload FROM events WHERE kind = 'action' AND json_extract(payload, '$.actionId') LIKE '%:operator:%'").all() as { payload: string }[];
-  t.equal(opActions.length, 1, 'the operator\'s kill-process is an action event too');
+  t.equal(opActions.length, 2, 'the operator\'s reboot-os and kill-process are action events too');
 });

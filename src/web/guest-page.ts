@@ -152,7 +152,7 @@ export const GUEST_JS = `'use strict';
     // The scans' span, so minutes with nothing show as zero.
     if (xs.length) [xs[0], xs[xs.length - 1]].forEach(function (t) { var m = Math.floor(t / 60) * 60; buckets[m] = buckets[m] || [0, 0]; });
     var ts = Object.keys(buckets).map(Number).sort(function (a, b) { return a - b; });
-    plot('plot-events', { series: [{}, { label: 'findings raised', stroke: '#b3261e', width: 2 }, { label: 'actions', stroke: '#137333', width: 2 }], axes: [{}, { label: 'per minute' }] },
+    plot('plot-events', { series: [{}, { label: 'findings raised', stroke: '#b3261e', fill: 'rgba(179,38,30,0.5)', paths: uPlot.paths.bars({ size: [0.4, 30], align: -1 }) }, { label: 'actions', stroke: '#137333', fill: 'rgba(19,115,51,0.5)', paths: uPlot.paths.bars({ size: [0.4, 30], align: 1 }) }], axes: [{}, { label: 'per minute' }] },
       [ts, ts.map(function (t) { return buckets[t][0]; }), ts.map(function (t) { return buckets[t][1]; })]);
     document.body.dataset.loaded = String(Date.now());
   }

@@ -5,6 +5,7 @@ import { operatorActionEvent } from '../events/builders.js';
 import type { EventInput } from '../events/types.js';
 import { errorMessage } from '../util/errors.js';
 import { MAX_EXEC_OUTPUT_BYTES, type ControlRequest } from './protocol.js';
+import { attackCommand } from './demo.js';
 import type { ConsoleGuest } from './types.js';
 import { findingView, moduleView, processView, syscallView } from './views.js';
 
@@ -12,6 +13,8 @@ export interface OperationsOptions {
   readonly guests: readonly ConsoleGuest[];
   readonly record: (events: EventInput[]) => void;
   readonly log?: (line: string) => void;
+  /** Guests on the lab's images, where the demo's attacks may be played. */
+  readonly demoGuests?: readonly string[];
 }
 
 const cutText = (b: Buffer): { text: string; truncated: boolean } =>
@@ -45,6 +48,7 @@ export class ControlOperations {
       ladders: st.ladders.map((l) => ({ fault: l.kind, phase: l.phase, rung: l.rung, attempt: l.attemptsOnRung, totalActions: l.totalActions })),
       trap: g.trapState(),
       critical: g.criticalNames,
+      demo: (this.o.demoGuests ?? []).includes(g.name),
     };
   }
 
@@ -79,6 +83,13 @@ export class ControlOperations {
         const out = cutText(r.stdout);
         const err = cutText(r.stderr);
         return { exitCode: r.exitCode, signal: r.signal, stdout: out.text, stderr: err.text, truncated: r.truncated || out.truncated || err.truncated };
+      });
+      case 'demo-attack': return this.operator(req.guest, who, 'demo-attack', req.attack, async (g) => {
+        if (!(this.o.demoGuests ?? []).includes(g.name)) throw new Error(`guest ${g.name} does not run the lab's images: no demo attacks there`);
+        const line = attackCommand(req.attack, g.criticalNames);
+        const r = await g.exec(['/bin/sh', '-c', line], 30_000);
+        if (r.exitCode !== 0) throw new Error(`"${line}" exited ${String(r.exitCode ?? `by signal ${String(r.signal)}`)}: ${cutText(r.stderr).text.trim().slice(0, 500)}`);
+        return { attack: req.attack, detail: `played: ${line}` };
       });
     }
     throw new Error('unknown operation');

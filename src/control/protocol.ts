@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Ajv, type JSONSchemaType } from 'ajv';
 import { formatAjvErrors } from '../events/schemas.js';
 import { ACTION_KINDS, type ActionKind } from '../policy/types.js';
+import { ATTACKS, type Attack } from './demo.js';
 
 /** A request line longer than this is refused (and the connection closed). */
 export const MAX_REQUEST_BYTES = 64 * 1024;
@@ -27,7 +28,9 @@ export type ControlRequest =
   | { readonly op: 'view'; readonly guest: string; readonly view: ViewName; readonly client?: ClientInfo }
   | { readonly op: 'action'; readonly guest: string; readonly action: ActionKind; readonly target?: string; readonly client?: ClientInfo }
   | { readonly op: 'release' | 'baseline-accept' | 'pause' | 'resume'; readonly guest: string; readonly client?: ClientInfo }
-  | { readonly op: 'exec'; readonly guest: string; readonly argv: readonly string[]; readonly timeoutSec?: number; readonly client?: ClientInfo };
+  | { readonly op: 'exec'; readonly guest: string; readonly argv: readonly string[]; readonly timeoutSec?: number; readonly client?: ClientInfo }
+  /** The demo's attacks, on lab guests only. */
+  | { readonly op: 'demo-attack'; readonly guest: string; readonly attack: Attack; readonly client?: ClientInfo };
 
 export type ControlReply = { readonly ok: true; readonly result: unknown } | { readonly ok: false; readonly error: string };
 
@@ -54,6 +57,7 @@ export const requestSchema: Schema = {
       argv: { type: 'array', minItems: 1, maxItems: 64, items: { type: 'string', maxLength: 4096 } },
       timeoutSec: { type: 'integer', minimum: 1, maximum: 600 },
     }, ['timeoutSec']),
+    req({ const: 'demo-attack' }, { guest, attack: { enum: [...ATTACKS] } }),
   ],
 };
 

@@ -99,7 +99,10 @@ export class Supervisor {
         },
       }));
     }
-    this.operations = new ControlOperations({ guests: this.watches, record: (e) => this.recorder.record(e), log: this.log });
+    this.operations = new ControlOperations({
+      guests: this.watches, record: (e) => this.recorder.record(e), log: this.log,
+      demoGuests: config.guests.filter((g) => g.image.lab === true).map((g) => g.name),
+    });
   }
 
   /** Where the control socket listens (in the run directory). */
@@ -132,7 +135,12 @@ export class Supervisor {
       this.policy.subscribe(policyGate(() => this.capabilities));
     }
     this.preflight();
-    this.control = await startControlServer(this.controlSocket, this.operations, this.log);
+    // The operator's console is not the guard: without it, guarding goes on.
+    try {
+      this.control = await startControlServer(this.controlSocket, this.operations, this.log);
+    } catch (e) {
+      this.log(`ALERT control socket not served: ${errorMessage(e)}`);
+    }
     this.running = this.watches.map(async (w) => {
       for (let attempt = 1; !this.stopping; attempt++) {
         try {

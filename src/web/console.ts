@@ -21,7 +21,8 @@ export type ConsoleRoutes = (req: IncomingMessage, res: ServerResponse, u: URL) 
 /** Actions that destroy guest state: the page asks for a confirm step first. */
 export const DESTRUCTIVE_ACTIONS: readonly string[] = ['reboot-os', 'restart-vm', 'restore-image'];
 const MAX_BODY_BYTES = 16 * 1024;
-const WEB_OPS = ['action', 'release', 'baseline-accept', 'pause', 'resume'];
+/** No exec from the page; the demo's attacks (lab guests only) are the one way in. */
+const WEB_OPS = ['action', 'release', 'baseline-accept', 'pause', 'resume', 'demo-attack'];
 
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 const digest = (s: string): Buffer => createHash('sha256').update(s).digest();

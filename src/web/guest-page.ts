@@ -34,6 +34,12 @@ export const GUEST_HTML = `<!doctype html>
       <button data-op="pause">Pause watching</button>
       <button data-op="resume">Resume watching</button>
     </div>
+    <div id="demo" hidden>Demo attacks (lab guest):
+      <button data-op="demo-attack" data-attack="kill-critical">Kill the critical service</button>
+      <button data-op="demo-attack" data-attack="hook-syscall">Hook syscalls</button>
+      <button data-op="demo-attack" data-attack="hide-process">Hide a process</button>
+      <button data-op="demo-attack" data-attack="hide-module">Hide a module</button>
+    </div>
     <div id="confirm" hidden><p id="confirm-text"></p><button id="confirm-yes">Confirm</button> <button id="confirm-no">Cancel</button></div>
     <p id="op-result"></p></section>
   <section><h2>Scan latency</h2><div id="plot-latency" class="plot"></div></section>
@@ -117,6 +123,7 @@ export const GUEST_JS = `'use strict';
     tr.appendChild(td); frag.appendChild(tr);
     body.replaceChildren(frag);
     document.body.dataset.held = s.held ? 'yes' : 'no';
+    document.getElementById('demo').hidden = !s.demo;
 
     fill('findings', d.findings.findings, function (f) { return [f.kind, f.severity, f.summary, time(f.firstSeenMs), el('pre', JSON.stringify(f.evidence, null, 1), 'evidence')]; }, 'no open findings');
     var tl = document.getElementById('timeline');
@@ -172,21 +179,22 @@ export const GUEST_JS = `'use strict';
 
   function post(body) {
     var out = document.getElementById('op-result');
-    out.textContent = 'started: ' + body.op + (body.action ? ' ' + body.action : '') + ' …';
+    out.textContent = 'started: ' + body.op + (body.action ? ' ' + body.action : '') + (body.attack ? ' ' + body.attack : '') + ' …';
     document.body.dataset.op = 'running';
     return fetch('/api/console/op', { method: 'POST', headers: headers({ 'content-type': 'application/json', 'x-csrf-token': csrf || '' }), body: JSON.stringify(body) })
       .then(function (r) { return json(r, '/api/console/op'); })
-      .then(function (v) { out.textContent = 'done: ' + body.op + (body.action ? ' ' + body.action : '') + (v && v.detail ? ' — ' + v.detail : ''); document.body.dataset.op = 'done'; })
+      .then(function (v) { out.textContent = 'done: ' + body.op + (body.action ? ' ' + body.action : '') + (body.attack ? ' ' + body.attack : '') + (v && v.detail ? ' — ' + v.detail : ''); document.body.dataset.op = 'done'; })
       .catch(function (e) { out.textContent = 'refused or failed: ' + e.message; document.body.dataset.op = 'failed'; })
       .then(refresh);
   }
 
   var destructive = ['reboot-os', 'restart-vm', 'restore-image'];
   var waiting = null;
-  document.getElementById('buttons').addEventListener('click', function (ev) {
+  function clicked(ev) {
     var b = ev.target.closest('button'); if (!b) return;
     var body = { op: b.dataset.op, guest: name };
     if (b.dataset.action) body.action = b.dataset.action;
+    if (b.dataset.attack) body.attack = b.dataset.attack;
     if (body.op === 'action' && destructive.indexOf(body.action) >= 0) {
       waiting = body;
       document.getElementById('confirm-text').textContent = body.action + ' on ' + name + ' destroys its running state. Confirm?';
@@ -194,7 +202,9 @@ export const GUEST_JS = `'use strict';
       return;
     }
     post(body);
-  });
+  }
+  document.getElementById('buttons').addEventListener('click', clicked);
+  document.getElementById('demo').addEventListener('click', clicked);
   document.getElementById('confirm-yes').addEventListener('click', function () {
     if (!waiting) return;
     var body = waiting; waiting = null; body.confirm = name;

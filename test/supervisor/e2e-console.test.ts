@@ -186,21 +186,29 @@ t.test('introvisor guest / inspect / demo against a running supervisor', async (
   t.equal((await guest('action', 'format-disk')).code, 2, 'an unknown action is a usage error');
   t.equal((await guest('frobnicate')).code, 2, 'an unknown subcommand is a usage error');
 
-  // The demo's attack, played through the socket: finding -> ladder -> healthy.
+  // The demo's attacks: from the page, then from the CLI; each finding -> ladder -> healthy.
   const f2 = s.lines.length;
-  const demo = await cli('demo', 'attack', 'kill-critical', h.guest, '--socket', socket);
-  t.equal(demo.code, 0, demo.stderr);
+  await page.click('button[data-attack="kill-critical"]');
+  await page.waitForSelector('body[data-op="done"]', { timeout: 30_000 });
+  t.match(await text('#op-result'), /done: demo-attack kill-critical — played: kill -9/, 'attack from the page');
   const raised = await s.waitFor(/finding raised: critical-process-missing: .*csdtest/, 15_000, f2);
   await s.waitFor(/action restart-process \(attempt 1\/1\)/, 10_000, raised.index);
   await s.waitFor(/ladder critical-process-missing: verified/, 30_000, raised.index);
+  const f3 = s.lines.length;
+  const demo = await cli('demo', 'attack', 'hide-process', h.guest, '--socket', socket);
+  t.equal(demo.code, 0, demo.stderr);
+  t.match(demo.stdout, /played: sleep .* insmod \/lib\/introvisor\/iv_dkom_hide\.ko/);
+  const hidden = await s.waitFor(/finding raised: hidden-process/, 20_000, f3);
+  await s.waitFor(/action reboot-os \(attempt 1\/2\) for hidden-process/, 10_000, hidden.index);
+  await s.waitFor(/ladder hidden-process: verified/, 120_000, hidden.index);
 
   const rows = s.sup.store.db.prepare("SELECT payload FROM events WHERE kind = 'operator-action' ORDER BY seq").all() as { payload: string }[];
   const ops = rows.map((r) => JSON.parse(r.payload) as { operation: string; outcome: string; who: string; detail: string | null });
   t.same(ops.map((o) => `${o.operation}:${o.outcome}`),
-    ['release:ok', 'action:ok', 'release:ok', 'exec:ok', 'exec:ok', 'release:failed', 'action:ok', 'baseline-accept:ok', 'pause:ok', 'resume:ok', 'exec:ok'],
+    ['release:ok', 'action:ok', 'release:ok', 'exec:ok', 'exec:ok', 'release:failed', 'action:ok', 'baseline-accept:ok', 'pause:ok', 'resume:ok', 'demo-attack:ok', 'demo-attack:ok'],
     'every operator action recorded with its outcome');
-  t.ok(ops.slice(0, 2).every((o) => /^web token from 127\.0\.0\.1$/.test(o.who)), `who asked from the page: ${ops[0]?.who}`);
-  t.ok(ops.slice(2).every((o) => /^local cli pid \d+ \(claimed\)$/.test(o.who)), 'who asked from the CLI');
+  t.ok([...ops.slice(0, 2), ops[ops.length - 2]].every((o) => /^web token from 127\.0\.0\.1$/.test(o?.who ?? '')), `who asked from the page: ${ops[0]?.who}`);
+  t.ok([...ops.slice(2, -2), ops[ops.length - 1]].every((o) => /^local cli pid \d+ \(claimed\)$/.test(o?.who ?? '')), 'who asked from the CLI');
   const opActions = s.sup.store.db.prepare("SELECT payload FROM events WHERE kind = 'action' AND json_extract(payload, '$.actionId') LIKE '%:operator:%'").all() as { payload: string }[];
   t.equal(opActions.length, 2, 'the operator\'s reboot-os and kill-process are action events too');
 });

@@ -129,3 +129,12 @@ t.test('the socket: mode 0600, bounded lines, every operator action recorded', a
   t.match(big, new RegExp(`longer than ${MAX_REQUEST_BYTES} bytes`));
   t.equal(events.length, 8, 'refused requests act on nothing');
 });
+
+t.test('demo attacks: the command each plays in the guest', async (t) => {
+  const { attackCommand } = await import('../../src/control/demo.js');
+  t.equal(attackCommand('kill-critical', ['csdtest'], '/lib/introvisor'), 'kill -9 $(pidof csdtest)');
+  t.throws(() => attackCommand('kill-critical', [], '/lib/introvisor'), /no critical process/);
+  t.equal(attackCommand('hook-syscall', [], '/m'), 'insmod /m/iv_syscall_hook.ko nrs=39,62');
+  t.match(attackCommand('hide-process', [], '/m'), /^sleep 100000 .*& insmod \/m\/iv_dkom_hide\.ko pid=\$!$/);
+  t.equal(attackCommand('hide-module', [], '/m'), 'insmod /m/iv_hide_module.ko');
+});

@@ -43,7 +43,7 @@ export const GUEST_HTML = `<!doctype html>
     <div id="confirm" hidden><p id="confirm-text"></p><button id="confirm-yes">Confirm</button> <button id="confirm-no">Cancel</button></div>
     <p id="op-result"></p></section>
   <section><h2>Scan latency</h2><div id="plot-latency" class="plot"></div></section>
-  <section><h2>Findings and actions over time</h2><div id="plot-events" class="plot"></div></section>
+  <section><h2>Findings raised and actions taken over time</h2><div id="plot-events" class="plot"></div></section>
   <section><h2>Open findings</h2>
     <table id="findings"><thead><tr><th>Fault</th><th>Severity</th><th>Summary</th><th>Since</th><th>Evidence</th></tr></thead><tbody></tbody></table></section>
   <section><h2>Ladder timeline</h2>
@@ -152,15 +152,16 @@ export const GUEST_JS = `'use strict';
     // Scan latency (ms) over time.
     var xs = d.scans.map(function (x) { return x[0] / 1000; });
     plot('plot-latency', { series: [{}, { label: 'scan ms', stroke: '#1b6ef3', width: 1 }], axes: [{}, { label: 'ms' }] }, [xs, d.scans.map(function (x) { return x[1]; })]);
-    // Findings raised and actions taken, counted per minute.
-    var buckets = {};
-    function bump(ms, k) { var m = Math.floor(ms / 60000) * 60; buckets[m] = buckets[m] || [0, 0]; buckets[m][k]++; }
-    d.timeline.forEach(function (e) { if (e.kind === 'finding' && e.payload.state === 'raised') bump(e.atMs, 0); else if (e.kind === 'action') bump(e.atMs, 1); });
-    // The scans' span, so minutes with nothing show as zero.
-    if (xs.length) [xs[0], xs[xs.length - 1]].forEach(function (t) { var m = Math.floor(t / 60) * 60; buckets[m] = buckets[m] || [0, 0]; });
-    var ts = Object.keys(buckets).map(Number).sort(function (a, b) { return a - b; });
-    plot('plot-events', { series: [{}, { label: 'findings raised', stroke: '#b3261e', fill: 'rgba(179,38,30,0.5)', paths: uPlot.paths.bars({ size: [0.4, 30], align: -1 }) }, { label: 'actions', stroke: '#137333', fill: 'rgba(19,115,51,0.5)', paths: uPlot.paths.bars({ size: [0.4, 30], align: 1 }) }], axes: [{}, { label: 'per minute' }] },
-      [ts, ts.map(function (t) { return buckets[t][0]; }), ts.map(function (t) { return buckets[t][1]; })]);
+    // Findings raised and actions taken, counted from the oldest event shown (steps at each event).
+    var evs = d.timeline.filter(function (e) { return (e.kind === 'finding' && e.payload.state === 'raised') || e.kind === 'action'; })
+      .map(function (e) { return [e.atMs / 1000, e.kind === 'action' ? 1 : 0]; });
+    if (xs.length) { evs.push([xs[0], -1]); evs.push([xs[xs.length - 1], -1]); }
+    evs.sort(function (a, b) { return a[0] - b[0]; });
+    var tx = [], nf = [], na = [], f = 0, a = 0;
+    evs.forEach(function (e) { if (e[1] === 0) f++; else if (e[1] === 1) a++; tx.push(e[0]); nf.push(f); na.push(a); });
+    var stepped = uPlot.paths.stepped({ align: 1 });
+    plot('plot-events', { series: [{}, { label: 'findings raised', stroke: '#b3261e', width: 2, paths: stepped }, { label: 'actions', stroke: '#137333', width: 2, paths: stepped }], axes: [{}, { label: 'count' }] },
+      [tx, nf, na]);
     document.body.dataset.loaded = String(Date.now());
   }
 

@@ -117,6 +117,13 @@ export function consoleRoutes(o: { ops: ConsoleBackend; data: WebDataSource; tok
         if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new Refused(400, 'name must be a guest name');
         return guestData(name);
       });
+    } else if (p === '/api/console/trap' && req.method === 'GET') {
+      // Each guest's write-trap state with its reason, for the main page's refused-writes table.
+      reply(async () => {
+        if (!mayRead(req)) throw new Refused(401, 'access token required (Authorization: Bearer <token>)');
+        const gs = await o.ops.handle({ op: 'guests' }, 'web') as { name: string; trap: { status: string; detail: string | null } }[];
+        return gs.map((g) => ({ guest: g.name, status: g.trap.status, detail: g.trap.detail }));
+      });
     } else if (p === '/api/console/session' && req.method === 'GET') {
       reply(async () => {
         if (tokenDigest === null) throw new Refused(403, 'operator actions on the page need a web token (report.web.tokenFile)');

@@ -26,6 +26,7 @@ export const PAGE_HTML = `<!doctype html>
   <section><h2>Action history</h2>
     <table id="actions"><thead><tr><th>Time</th><th>Guest</th><th>Action</th><th>Fault</th><th>Target</th><th>Result</th><th>Duration</th></tr></thead><tbody></tbody></table></section>
   <section><h2>Refused writes (KVM write trap)</h2>
+    <ul id="trap-states"></ul>
     <table id="refused"><thead><tr><th>Time</th><th>Guest</th><th>vCPU</th><th>Table</th><th>Entry</th><th>GPA</th><th>RIP</th><th>Length</th><th>Value</th><th>Guest saw</th><th>Path</th><th>Lost before</th></tr></thead><tbody></tbody></table></section>
 </main>
 </body>
@@ -104,6 +105,18 @@ export const PAGE_JS = `'use strict';
       fill('actions', r[4], function (e) { var a = e.payload; return [time(e.atMs), a.guest, a.action, a.fault, a.target, { text: a.outcome + (a.error ? ': ' + a.error : ''), cls: 'r-' + a.outcome }, Math.round(a.durationMs) + ' ms']; }, 'no actions taken');
       fill('refused', r[5], function (w) { return [time(w.refusedAtMs), w.guest, w.vcpu, w.table, w.entry, { text: w.gpa, cls: 'mono' }, { text: w.rip, cls: 'mono' }, w.length, { text: w.value, cls: 'mono' }, w.action === null ? '' : (w.action === 'gp' ? '#GP' : 'dropped'), w.source, w.lostBefore]; }, 'no refused writes');
       document.body.dataset.loaded = String(Date.now());
+      // The trap's state per guest, so an empty table is not read as a protection that is on.
+      return get('/api/console/trap').then(function (ts) {
+        var ul = document.getElementById('trap-states');
+        var frag = document.createDocumentFragment();
+        ts.forEach(function (t) {
+          var li = document.createElement('li');
+          li.textContent = t.guest + ': write trap ' + t.status + (t.detail ? ' — ' + t.detail : '');
+          li.className = t.status === 'armed' ? 'h-healthy' : 'h-faulty';
+          frag.appendChild(li);
+        });
+        ul.replaceChildren(frag);
+      }, function () { /* no console on this server */ });
     }).catch(function (e) {
       document.getElementById('status').textContent = 'error: ' + e.message;
     });

@@ -96,6 +96,8 @@ t.test('introvisor guest / inspect / demo against a running supervisor', async (
   page.on('pageerror', (e) => pageErrors.push(e.message));
   await page.goto(`${url}#token=${token}`);
   await page.waitForSelector('body[data-loaded]', { timeout: 20_000 });
+  await page.waitForFunction(() => (document.querySelector('#trap-states')?.textContent ?? '') !== '', undefined, { timeout: 10_000 });
+  t.match((await page.locator('#trap-states').innerText()), new RegExp(`${h.guest}: write trap unavailable — `), 'the main page says the trap is unavailable, and why');
   await page.click(`#guests a:text("${h.guest}")`);
   await page.waitForSelector('body[data-loaded][data-held="yes"]', { timeout: 20_000 });
   const text = async (sel: string): Promise<string> => (await page.locator(sel).innerText()).replace(/\s+/g, ' ');

@@ -106,6 +106,7 @@ export const PAGE_JS = `'use strict';
       fill('refused', r[5], function (w) { return [time(w.refusedAtMs), w.guest, w.vcpu, w.table, w.entry, { text: w.gpa, cls: 'mono' }, { text: w.rip, cls: 'mono' }, w.length, { text: w.value, cls: 'mono' }, w.action === null ? '' : (w.action === 'gp' ? '#GP' : 'dropped'), w.source, w.lostBefore]; }, 'no refused writes');
       document.body.dataset.loaded = String(Date.now());
       // The trap's state per guest, so an empty table is not read as a protection that is on.
+      if (!st.console) return;
       return get('/api/console/trap').then(function (ts) {
         var ul = document.getElementById('trap-states');
         var frag = document.createDocumentFragment();

@@ -86,7 +86,7 @@ export function startWebServer(opts: WebServerOptions): Promise<WebServer> {
     const d = opts.data;
     switch (u.pathname) {
       case '/api/status':
-        return { device: d.deviceId, now: Date.now(), outbox: d.outboxStats(), ...(opts.status?.() ?? {}) };
+        return { device: d.deviceId, now: Date.now(), outbox: d.outboxStats(), console: opts.console !== undefined, ...(opts.status?.() ?? {}) };
       case '/api/guests':
         return d.guests();
       case '/api/findings':

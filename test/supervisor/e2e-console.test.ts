@@ -21,7 +21,7 @@ const POLICY = {
   maxActionsPerHour: 30,
   onExhausted: { hold: 'keep-running', alert: true },
   faults: {
-    'critical-process-missing': { confirmScans: 1, resetWindowSec: 30, ladder: [{ action: 'restart-process', count: 1, verifyTimeoutSec: 10, backoffSec: 0 }] },
+    'critical-process-missing': { confirmScans: 1, resetWindowSec: 5, ladder: [{ action: 'restart-process', count: 1, verifyTimeoutSec: 10, backoffSec: 0 }] },
   },
 };
 
@@ -160,7 +160,7 @@ t.test('introvisor guest / inspect / demo against a running supervisor', async (
   t.ok(victim !== undefined && victim > 1, `two sleepers, one to kill: ${victim}`);
   t.equal((await guest('exec', '--', '/bin/sh', '-c', 'exit 3')).code, 3, 'exec gives the command\'s exit code');
 
-  await s.waitFor(/finding cleared: critical-process-missing/, 30_000, r2);
+  const cleared = await s.waitFor(/finding cleared: critical-process-missing/, 30_000, r2);
   const again = await guest('release');
   t.equal(again.code, 1);
   t.match(again.stderr, /is not held/, 'a second release is refused');
@@ -189,6 +189,8 @@ t.test('introvisor guest / inspect / demo against a running supervisor', async (
   t.equal((await guest('frobnicate')).code, 2, 'an unknown subcommand is a usage error');
 
   // The demo's attacks: from the page, then from the CLI; each finding -> ladder -> healthy.
+  // (Once the sleeper's ladder has reset: within its reset window a new fault would continue it, exhausted.)
+  await s.waitFor(/ladder critical-process-missing: healthy for the reset window; ladder reset/, 30_000, cleared.index);
   const f2 = s.lines.length;
   await page.click('button[data-attack="kill-critical"]');
   await page.waitForSelector('body[data-op="done"]', { timeout: 30_000 });

@@ -116,6 +116,4 @@ export class ControlOperations {
       done('failed', errorMessage(e));
       throw e;
     }
-  }
-
-}
+  }}

@@ -116,5 +116,5 @@ export class ControlOperations {
       done('failed', errorMessage(e));
       throw e;
     }
-   }
+  }
 }

@@ -16,6 +16,11 @@ if ! compgen -G "$state/keyring/*.pub" >/dev/null; then
   cp "$state/operator/demo.pub" "$state/keyring/"
 fi
 
+# The page's access token: reading the page and acting on a guest from it need it.
+if [ ! -s "$state/web.token" ]; then
+  (umask 077; node -e "process.stdout.write(require('node:crypto').randomBytes(24).toString('hex'))" > "$state/web.token")
+fi
+
 broker_pid=""
 cleanup() { [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null || true; }
 trap cleanup EXIT
@@ -26,7 +31,10 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
   broker_pid=$!
   echo "demo: started a local MQTT broker on 127.0.0.1:1883 (watch it: mosquitto_sub -h 127.0.0.1 -t 'introvisor/#' -v)"
 fi
-echo "demo: web page on http://127.0.0.1:8080 once the supervisor is up; Ctrl-C stops"
+echo "demo: web page on http://127.0.0.1:8080/#token=$(cat "$state/web.token") once the supervisor is up; Ctrl-C stops"
+echo "demo: in another terminal, attack the guest and watch it recover:"
+echo "        node bin/introvisor.js demo attack kill-critical   # or hook-syscall, hide-process, hide-module"
+echo "        node bin/introvisor.js guest demo ps               # findings, syscalls, modules, release, action ..."
 node dist/src/cli/main.js run --config examples/demo.json "$@" &
 sup=$!
 trap 'kill -TERM "$sup" 2>/dev/null || true' INT TERM

@@ -11,6 +11,8 @@ const commands: Record<string, () => Promise<Command>> = {
   status: () => import('./commands/status.js'),
   log: () => import('./commands/log.js'),
   policy: () => import('./commands/policy.js'),
+  guest: () => import('./commands/guest.js'),
+  demo: () => import('./commands/demo.js'),
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -4,7 +4,7 @@
 // says can make an event the store refuses or a message the broker chokes on.
 import { payloadSchemas } from './schemas.js';
 import type {
-  ActionPayload, EventInput, EventKind, FindingPayload, GuestHealthPayload, LadderStepPayload, ScanPayload,
+  ActionPayload, EventInput, EventKind, FindingPayload, GuestHealthPayload, LadderStepPayload, OperatorActionPayload, ScanPayload,
 } from './types.js';
 
 /** A finding's evidence, as JSON, is at most this long; larger evidence is replaced by a note and its head. */
@@ -57,4 +57,14 @@ export function scanEvent(p: ScanPayload): EventInput {
 
 export function guestHealthEvent(p: GuestHealthPayload): EventInput {
   return { kind: 'guest-health', payload: { ...p, note: cutOrNull('guest-health', 'note', p.note) } };
+}
+
+export function operatorActionEvent(p: OperatorActionPayload): EventInput {
+  return {
+    kind: 'operator-action',
+    payload: {
+      ...p, who: cut('operator-action', 'who', p.who), detail: cutOrNull('operator-action', 'detail', p.detail),
+      error: cutOrNull('operator-action', 'error', p.error),
+    },
+  };
 }

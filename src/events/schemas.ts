@@ -68,6 +68,10 @@ export const payloadSchemas: { readonly [K in EventKind]: Schema } = {
     state: { enum: ['online', 'offline'] }, softwareVersion: str(64), startedAtMs: nullable(ms), policyVersion: nullable(int()),
   }),
   'outbox-dropped': obj({ dropped: int(1), firstSeq: int(1), lastSeq: int(1), limit: int(1) }),
+  'operator-action': obj({
+    guest: nullable(guest), who: str(128), operation: name, detail: nullable(str(1000)),
+    outcome: { enum: ['ok', 'failed', 'refused'] }, error: nullable(str(2000)), startedAtMs: ms, durationMs: num(0),
+  }),
 };
 
 /** The envelope of every published event; payload is checked by the kind's own schema. */

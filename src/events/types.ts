@@ -15,6 +15,7 @@ export const EVENT_KINDS = [
   'guest-health',
   'device-state',
   'outbox-dropped',
+  'operator-action',
 ] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
 
@@ -175,6 +176,22 @@ export interface OutboxDroppedPayload {
   readonly limit: number;
 }
 
+/** Something an operator asked of the supervisor (control socket, CLI, web page), with its outcome. */
+export interface OperatorActionPayload {
+  /** The guest it was aimed at; null for device-wide requests. */
+  readonly guest: string | null;
+  /** Who asked: the socket peer ("uid=0 pid=1234") or "local", and the channel ("cli", "web"). */
+  readonly who: string;
+  /** The operation, e.g. "action", "release", "baseline-accept", "pause", "resume", "exec". */
+  readonly operation: string;
+  /** Its argument in words, e.g. the action kind or the command line; null when none. */
+  readonly detail: string | null;
+  readonly outcome: 'ok' | 'failed' | 'refused';
+  readonly error: string | null;
+  readonly startedAtMs: number;
+  readonly durationMs: number;
+}
+
 export interface EventPayloads {
   'scan': ScanPayload;
   'finding': FindingPayload;
@@ -186,6 +203,7 @@ export interface EventPayloads {
   'guest-health': GuestHealthPayload;
   'device-state': DeviceStatePayload;
   'outbox-dropped': OutboxDroppedPayload;
+  'operator-action': OperatorActionPayload;
 }
 
 /** What a producer hands to EventSink.record. */

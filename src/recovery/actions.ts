@@ -29,7 +29,7 @@ export interface ActionResult {
 
 export async function executeAction(
   ctl: GuestController,
-  action: PendingAction,
+  action: Pick<PendingAction, 'action' | 'target'>,
   critical: readonly CriticalProcessConfig[],
   timeoutMs: number = DEFAULT_ACTION_TIMEOUT_MS[action.action],
 ): Promise<ActionResult> {

@@ -8,6 +8,14 @@ export interface ProcessCommand {
   readonly args: readonly string[];
 }
 
+export interface GuestExecResult {
+  readonly exitCode: number | null;
+  readonly signal: number | null;
+  readonly stdout: Buffer;
+  readonly stderr: Buffer;
+  readonly truncated: boolean;
+}
+
 export interface GuestController {
   readonly name: string;
   /** Bumped whenever the guest kernel restarts under us (reboot, reset, restore): kernel views must be rebuilt. */
@@ -26,6 +34,10 @@ export interface GuestController {
   /** Hold: pause the vCPUs (QMP stop), or stop the VM. */
   pause(timeoutMs: number): Promise<string>;
   stop(timeoutMs: number): Promise<string>;
+  /** Lets the vCPUs of a paused guest run again (QMP cont); an operator's release of a hold. */
+  resume?(timeoutMs: number): Promise<string>;
+  /** Runs a program in the guest through its agent, for an operator. */
+  exec?(argv: readonly string[], timeoutMs: number): Promise<GuestExecResult>;
   /** Releases connections; leaves the VM as it is unless stopGuest. */
   close(opts: { stopGuest: boolean }): Promise<void>;
 }

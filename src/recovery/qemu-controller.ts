@@ -9,7 +9,7 @@ import { GuestAgentClient } from '../qemu/guest-agent-client.js';
 import { sleep, withTimeout } from '../util/deadline.js';
 import { NotReachableError, TimeoutError, errorMessage } from '../util/errors.js';
 import type { GuestReport } from '../detectors/types.js';
-import type { GuestController, ProcessCommand } from './guest-controller.js';
+import type { GuestController, GuestExecResult, ProcessCommand } from './guest-controller.js';
 import { PROC_STAT_COMMAND, parseProcStat } from './proc-stat.js';
 import { boundGuestReport } from '../detectors/guest-report.js';
 
@@ -181,6 +181,19 @@ export class QemuGuestController implements GuestController {
   async pause(timeoutMs: number): Promise<string> {
     await this.qmp().execute('stop', undefined, timeoutMs);
     return 'vCPUs paused (QMP stop)';
+  }
+
+  async resume(timeoutMs: number): Promise<string> {
+    await this.qmp().execute('cont', undefined, timeoutMs);
+    return 'vCPUs running (QMP cont)';
+  }
+
+  async exec(argv: readonly string[], timeoutMs: number): Promise<GuestExecResult> {
+    const [path, ...args] = argv;
+    if (path === undefined) throw new Error(`guest ${this.name}: exec needs a program`);
+    const agent = await this.agent(timeoutMs);
+    const r = await agent.exec(path, args, { timeoutMs });
+    return { exitCode: r.exitCode ?? null, signal: r.signal ?? null, stdout: r.stdout, stderr: r.stderr, truncated: r.truncated };
   }
 
   async stop(timeoutMs: number): Promise<string> {

@@ -7,16 +7,18 @@
 // every failure is recorded, not thrown. The store failing never stops the
 // watch: state lives in memory until the store takes it again.
 import { FindingTracker } from '../detectors/findings.js';
-import { kernelKey, type BaselineStore, type KernelBaseline } from '../detectors/baseline.js';
+import { baselineOf, kernelKey, type BaselineStore, type KernelBaseline } from '../detectors/baseline.js';
 import type { Finding, GuestReport } from '../detectors/types.js';
 import type { PolicySource } from '../events/sink.js';
 import type { EventInput } from '../events/types.js';
+import { actionEvent, ladderStepEvent } from '../events/builders.js';
 import { completeAction, initialLadderState, resumeAfterRestart, type GuestLadderState, type LadderDecision } from '../policy/ladder.js';
 import type { LadderStateStore } from '../policy/ladder-store.js';
 import { DEFAULT_POLICY } from '../policy/defaults.js';
 import type { ActionKind, Policy } from '../policy/types.js';
 import { DEFAULT_ACTION_TIMEOUT_MS, executeAction, type ActionResult, type CriticalProcessConfig } from '../recovery/actions.js';
-import type { GuestController } from '../recovery/guest-controller.js';
+import type { GuestController, GuestExecResult } from '../recovery/guest-controller.js';
+import type { ConsoleGuest, GuestObservation } from '../control/types.js';
 import { errorMessage } from '../util/errors.js';
 import type { KernelSnapshot } from '../views/types.js';
 import type { SyscallTableTrap, TrapScanResult, TrapStatus } from '../trap/syscall-table-trap.js';
@@ -62,7 +64,7 @@ export interface ScanSummary {
   readonly trap?: { readonly status: TrapStatus; readonly detail: string | null; readonly refusedWrites: number };
 }
 
-export class GuestWatch {
+export class GuestWatch implements ConsoleGuest {
   readonly name: string;
   private state: GuestLadderState;
   /** The ladder state the store has not taken yet (saved again at the next cycle). */
@@ -74,6 +76,10 @@ export class GuestWatch {
   private wake: (() => void) | undefined;
   scans = 0;
   lastScan: ScanSummary | null = null;
+  private latest: GuestObservation | null = null;
+  private paused = false;
+  /** Watch cycles and operator actions take turns: one thing acts on the guest at a time. */
+  private turn: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly o: GuestWatchOptions) {
     this.name = o.controller.name;
@@ -84,6 +90,88 @@ export class GuestWatch {
   }
 
   get ladderState(): GuestLadderState { return this.state; }
+  get watching(): boolean { return !this.paused; }
+  get criticalNames(): readonly string[] { return this.o.critical.map((c) => c.name); }
+
+  /** The latest cycle's observation (read-only; replaced, never changed, by the next cycle). */
+  latestObservation(): GuestObservation | null { return this.latest; }
+
+  trapState(): { status: TrapStatus; detail: string | null } {
+    if (!this.o.trap) return { status: 'off', detail: 'the write trap is off for this guest (config writeTrap: off)' };
+    const s = this.o.trap.guard.state;
+    return { status: s.status, detail: s.detail };
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const r = this.turn.then(fn, fn);
+    this.turn = r.catch(() => undefined);
+    return r;
+  }
+
+  pauseWatching(): void {
+    this.paused = true;
+    this.log('watching paused by an operator');
+  }
+
+  resumeWatching(): void {
+    this.paused = false;
+    this.log('watching resumed by an operator');
+    this.wake?.();
+  }
+
+  /** An operator's recovery action, through the same executor as the ladder's, between cycles. */
+  runAction(kind: ActionKind, target: string | null): Promise<ActionResult> {
+    return this.exclusive(async () => {
+      if (this.state.pending) throw new Error(`guest ${this.name}: the ladder's ${this.state.pending.action} is in progress`);
+      const tgt = target ?? (kind === 'restart-process' ? this.o.critical.map((c) => c.name).join(',') || null : null);
+      const startedAtMs = Date.now();
+      this.log(`operator action ${kind}${tgt ? ` on ${tgt}` : ''}`);
+      if (kind === 'reboot-os' || kind === 'restart-vm' || kind === 'restore-image') this.o.trap?.guard.beforeKernelRestart();
+      const timeout = this.o.actionTimeoutsMs?.[kind] ?? DEFAULT_ACTION_TIMEOUT_MS[kind];
+      const res = await executeAction(this.o.controller, { action: kind, target: tgt }, this.o.critical, timeout);
+      this.log(`operator action ${kind} ${res.ok ? 'done' : 'FAILED'} in ${res.durationMs} ms: ${res.detail ?? res.error}`);
+      this.record([actionEvent({
+        guest: this.name, actionId: `${this.name}:operator:${startedAtMs}:${kind}`, action: kind, fault: null, target: tgt,
+        outcome: res.ok ? 'ok' : 'failed', error: res.error, startedAtMs, durationMs: res.durationMs,
+      })]);
+      this.wake?.();
+      return res;
+    });
+  }
+
+  releaseHold(): Promise<string> {
+    return this.exclusive(async () => {
+      const held = this.state.held;
+      if (!held) throw new Error(`guest ${this.name} is not held`);
+      const { policy } = this.policy();
+      const exhausted = this.state.ladders.filter((l) => l.phase === 'exhausted');
+      // The exhausted ladders start over: a fault still present climbs the ladder again from its first rung.
+      this.adopt({ ...this.state, seq: this.state.seq + 1, held: null, ladders: this.state.ladders.filter((l) => l.phase !== 'exhausted') }, (s) => this.o.ladders.save(s));
+      this.record(exhausted.map((l) => ladderStepEvent({ guest: this.name, fault: l.kind, findingId: l.findingId, step: null, action: null, attempt: 0, reason: 'hold released by an operator; ladder reset' })));
+      let vm = 'the VM kept running';
+      const ctl = this.o.controller;
+      if (policy.onExhausted.hold === 'pause' && ctl.resume) vm = await ctl.resume(10_000);
+      else if (policy.onExhausted.hold === 'stop') vm = `VM ${await ctl.ensureRunning(this.o.bootTimeoutMs ?? 180_000)}`;
+      this.log(`hold released by an operator (${held.reason}); ${vm}`);
+      this.wake?.();
+      return `hold released (${held.reason}); ${vm}`;
+    });
+  }
+
+  acceptBaseline(): Promise<string> {
+    return this.exclusive(async () => {
+      const snap = this.latest?.snapshot;
+      if (!snap) throw new Error(`guest ${this.name}: no kernel snapshot to take as the baseline${this.latest?.snapshotError ? ` (${this.latest.snapshotError})` : ''}`);
+      const b = baselineOf(snap, Date.now());
+      this.keepBaseline(b, 'operator');
+      return `baseline of ${b.kernelKey.slice(0, 120)} recorded from the scan at ${new Date(snap.takenAtMs).toISOString()}`;
+    });
+  }
+
+  async exec(argv: readonly string[], timeoutMs: number): Promise<GuestExecResult> {
+    if (!this.o.controller.exec) throw new Error(`guest ${this.name}: its controller cannot run commands`);
+    return this.o.controller.exec(argv, timeoutMs);
+  }
 
   private policy(): { policy: Policy; version: number | null } {
     const a = this.o.policy.current();
@@ -127,7 +215,7 @@ export class GuestWatch {
     while (!this.stopped) {
       const t0 = Date.now();
       try {
-        await this.cycle();
+        if (!this.paused) await this.exclusive(() => this.cycle());
       } catch (e) {
         // A bug: say so, keep watching the other guests and this one.
         this.log(`watch cycle failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
@@ -154,7 +242,7 @@ export class GuestWatch {
       guest: this.name, obs, state: this.state, tracker: this.tracker, policy, critical: this.o.critical,
       introspectionOff: this.o.scanner === null, baseline: obs.snapshot ? this.baselineFor(kernelKey(obs.snapshot)) : null, nowMs: Date.now(),
     });
-    if (j.baselineToRecord) this.keepBaseline(j.baselineToRecord, j.baselineIsNewBoot);
+    if (j.baselineToRecord) this.keepBaseline(j.baselineToRecord, j.baselineIsNewBoot ? 'new-boot' : 'first-scan');
     this.scans++;
     const durationMs = Date.now() - obs.startedAtMs;
     // Persisted before it is acted on; if the store refuses, the watch acts from memory.
@@ -167,6 +255,7 @@ export class GuestWatch {
       ...(obs.trap ? { trap: { status: obs.trap.status, detail: obs.trap.detail, refusedWrites: obs.trap.events.length } } : {}),
     };
     this.lastScan = summary;
+    this.latest = { startedAtMs: obs.startedAtMs, durationMs, report: obs.report, snapshot: obs.snapshot, snapshotError: obs.snapshotError, findings: j.tracked.findings };
     return summary;
   }
 
@@ -206,14 +295,14 @@ export class GuestWatch {
     }
   }
 
-  private keepBaseline(b: KernelBaseline, newBoot: boolean): void {
+  private keepBaseline(b: KernelBaseline, how: 'first-scan' | 'new-boot' | 'operator'): void {
     this.baselines.set(b.kernelKey, b);
     try {
       this.o.baselines.save(this.name, b);
     } catch (e) {
       this.log(`kernel baseline kept in memory only (the store refused it): ${errorMessage(e)}`);
     }
-    this.log(newBoot ? 'kernel baseline: new boot recorded' : 'kernel baseline recorded at the first clean scan');
+    this.log(how === 'operator' ? 'kernel baseline accepted by an operator' : how === 'new-boot' ? 'kernel baseline: new boot recorded' : 'kernel baseline recorded at the first clean scan');
   }
 
   private async act(d: LadderDecision, policy: Policy): Promise<void> {

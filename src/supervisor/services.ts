@@ -11,6 +11,7 @@ import { FilePolicyStore } from '../ota/policy-store.js';
 import { Keyring } from '../ota/keyring.js';
 import { OtaAgent } from '../ota/ota-agent.js';
 import { startWebServer, type WebServer } from '../web/server.js';
+import { consoleRoutes, type ConsoleBackend } from '../web/console.js';
 import { Telemetry } from '../telemetry/telemetry.js';
 import { startHostMetrics } from '../telemetry/host-metrics.js';
 import { errorMessage } from '../util/errors.js';
@@ -32,7 +33,7 @@ const readSecret = (p: string, what: string): string => {
   try { return readFileSync(p, 'utf8').trim(); } catch (e) { throw new Error(`${what} ${p}: ${errorMessage(e)}`); }
 };
 
-export async function startServices(store: EventStore, cfg: ReportConfig, opts: { softwareVersion: string; log: (line: string) => void; storeHealth: () => StoreHealth }): Promise<Services> {
+export async function startServices(store: EventStore, cfg: ReportConfig, opts: { softwareVersion: string; log: (line: string) => void; storeHealth: () => StoreHealth; operations?: ConsoleBackend }): Promise<Services> {
   let initial: unknown = { version: 1 };
   if (cfg.initialPolicy) {
     try { initial = JSON.parse(readFileSync(cfg.initialPolicy, 'utf8')); } catch (e) { throw new Error(`initial policy ${cfg.initialPolicy}: ${errorMessage(e)}`); }
@@ -83,6 +84,7 @@ export async function startServices(store: EventStore, cfg: ReportConfig, opts: 
     web = await startWebServer({
       host: cfg.web.host, port: cfg.web.port, data: store, ...(token !== undefined ? { token } : {}),
       status: () => ({ policyVersion: policy.current()?.version ?? null, telemetry: tel ? tel.status() : null, store: opts.storeHealth() }),
+      ...(opts.operations ? { console: consoleRoutes({ ops: opts.operations, data: store, token: token ?? null }) } : {}),
     });
     opts.log(`web: ${web.url}`);
   }

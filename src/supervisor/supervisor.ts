@@ -25,6 +25,9 @@ import { GuestWatch } from './guest-watch.js';
 import { IntrospectorScanner } from './kernel-scanner.js';
 import { EventRecorder, type StoreHealth } from './recorder.js';
 import { startServices, type Services } from './services.js';
+import { ControlOperations } from '../control/operations.js';
+import { startControlServer, type ControlServer } from '../control/server.js';
+import { controlSocketPath } from '../control/protocol.js';
 import type { GuestConfig, SupervisorConfig } from './config.js';
 
 export function vmForGuest(g: GuestConfig, runRoot: string): QemuVm {
@@ -62,6 +65,9 @@ export class Supervisor {
   readonly controllers: QemuGuestController[] = [];
   private readonly policy: SwitchablePolicySource;
   private services: Services | null = null;
+  private control: ControlServer | null = null;
+  /** The operator's operations (control socket, page) over the guests. */
+  readonly operations: ControlOperations;
   private running: Promise<void>[] = [];
   private stopping = false;
   private readonly log: (line: string) => void;
@@ -106,7 +112,14 @@ export class Supervisor {
         },
       }));
     }
+    this.operations = new ControlOperations({
+      guests: this.watches, record: (e) => this.recorder.record(e), log: this.log,
+      demoGuests: config.guests.filter((g) => g.image.lab === true).map((g) => g.name),
+    });
   }
+
+  /** Where the control socket listens (in the run directory). */
+  get controlSocket(): string { return controlSocketPath(this.config.runDir); }
 
   private get capabilities(): GuestCapabilities[] {
     return this.config.guests.map((g) => ({ name: g.name, introspection: g.introspection, critical: g.critical.map((c) => ({ name: c.name, canStart: c.start !== undefined })) }));
@@ -132,12 +145,18 @@ export class Supervisor {
     const problems = this.controllers.flatMap((c) => preflightVmSpec(c.vm.spec));
     if (problems.length) throw new Error(`preflight: ${problems.join('; ')}`);
     if (this.config.report) {
-      this.services = await startServices(this.store, this.config.report, { softwareVersion: SOFTWARE_VERSION, log: this.log, storeHealth: () => this.recorder.health });
+      this.services = await startServices(this.store, this.config.report, { softwareVersion: SOFTWARE_VERSION, log: this.log, storeHealth: () => this.recorder.health, operations: this.operations });
       this.policy.use(this.services.policy);
       // A new policy whose ladders these guests cannot carry out is refused, and the store rolls back to the previous one.
       this.policy.subscribe(policyGate(() => this.capabilities));
     }
     this.preflight();
+    // The operator's console is not the guard: without it, guarding goes on.
+    try {
+      this.control = await startControlServer(this.controlSocket, this.operations, this.log);
+    } catch (e) {
+      this.log(`ALERT control socket not served: ${errorMessage(e)}`);
+    }
     this.running = this.watches.map(async (w) => {
       for (let attempt = 1; !this.stopping; attempt++) {
         try {
@@ -167,6 +186,7 @@ export class Supervisor {
     this.stopping = true;
     for (const w of this.wakers) w();
     for (const w of this.watches) w.stop();
+    await this.control?.close();
     await Promise.allSettled(this.running);
     const stopGuests = this.config.onExit === 'stop-guests';
     await Promise.allSettled(this.controllers.map((c) => c.close({ stopGuest: stopGuests })));

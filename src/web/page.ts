@@ -26,6 +26,7 @@ export const PAGE_HTML = `<!doctype html>
   <section><h2>Action history</h2>
     <table id="actions"><thead><tr><th>Time</th><th>Guest</th><th>Action</th><th>Fault</th><th>Target</th><th>Result</th><th>Duration</th></tr></thead><tbody></tbody></table></section>
   <section><h2>Refused writes (KVM write trap)</h2>
+    <ul id="trap-states"></ul>
     <table id="refused"><thead><tr><th>Time</th><th>Guest</th><th>vCPU</th><th>Table</th><th>Entry</th><th>GPA</th><th>RIP</th><th>Length</th><th>Value</th><th>Guest saw</th><th>Path</th><th>Lost before</th></tr></thead><tbody></tbody></table></section>
 </main>
 </body>
@@ -76,7 +77,8 @@ export const PAGE_JS = `'use strict';
       var tr = document.createElement('tr');
       cells(row).forEach(function (c) {
         var td = document.createElement('td');
-        if (c && typeof c === 'object') { td.textContent = c.text == null ? '' : String(c.text); if (c.cls) td.className = c.cls; }
+        if (c && typeof c === 'object' && c.href) { var a = document.createElement('a'); a.href = c.href; a.textContent = String(c.text); td.appendChild(a); }
+        else if (c && typeof c === 'object') { td.textContent = c.text == null ? '' : String(c.text); if (c.cls) td.className = c.cls; }
         else td.textContent = c == null ? '' : String(c);
         tr.appendChild(td);
       });
@@ -97,12 +99,25 @@ export const PAGE_JS = `'use strict';
       if (st.policyVersion != null) parts.push('policy v' + st.policyVersion);
       if (st.telemetry) parts.push('broker ' + (st.telemetry.connected ? 'connected' : 'disconnected'));
       document.getElementById('status').textContent = parts.join(' · ');
-      fill('guests', r[1], function (g) { return [g.guest, { text: g.health, cls: 'h-' + g.health }, g.openFindings, time(g.lastScanAtMs), g.note]; }, 'no guests reported yet');
+      fill('guests', r[1], function (g) { return [{ text: g.guest, href: '/guest.html?name=' + encodeURIComponent(g.guest) }, { text: g.health, cls: 'h-' + g.health }, g.openFindings, time(g.lastScanAtMs), g.note]; }, 'no guests reported yet');
       fill('findings', r[2], function (f) { return [f.guest, f.fault, { text: f.severity, cls: 's-' + f.severity }, f.summary, f.seq]; }, 'no open findings');
       fill('ladders', r[3], function (l) { return [l.guest, l.fault, l.step, l.action, l.attempt, l.reason]; }, 'no ladder active');
       fill('actions', r[4], function (e) { var a = e.payload; return [time(e.atMs), a.guest, a.action, a.fault, a.target, { text: a.outcome + (a.error ? ': ' + a.error : ''), cls: 'r-' + a.outcome }, Math.round(a.durationMs) + ' ms']; }, 'no actions taken');
       fill('refused', r[5], function (w) { return [time(w.refusedAtMs), w.guest, w.vcpu, w.table, w.entry, { text: w.gpa, cls: 'mono' }, { text: w.rip, cls: 'mono' }, w.length, { text: w.value, cls: 'mono' }, w.action === null ? '' : (w.action === 'gp' ? '#GP' : 'dropped'), w.source, w.lostBefore]; }, 'no refused writes');
       document.body.dataset.loaded = String(Date.now());
+      // The trap's state per guest, so an empty table is not read as a protection that is on.
+      if (!st.console) return;
+      return get('/api/console/trap').then(function (ts) {
+        var ul = document.getElementById('trap-states');
+        var frag = document.createDocumentFragment();
+        ts.forEach(function (t) {
+          var li = document.createElement('li');
+          li.textContent = t.guest + ': write trap ' + t.status + (t.detail ? ' — ' + t.detail : '');
+          li.className = t.status === 'armed' ? 'h-healthy' : 'h-faulty';
+          frag.appendChild(li);
+        });
+        ul.replaceChildren(frag);
+      }, function () { /* no console on this server */ });
     }).catch(function (e) {
       document.getElementById('status').textContent = 'error: ' + e.message;
     });

@@ -12,6 +12,7 @@ import type { EventQuery, OutboxStats } from '../store/event-store.js';
 import { PAGE_HTML, PAGE_JS, PAGE_CSS } from './page.js';
 import { errorMessage, InputError } from '../util/errors.js';
 import { parseSince } from '../util/time.js';
+import type { ConsoleRoutes } from './console.js';
 
 /** What the web server reads; EventStore provides all of it. */
 export interface WebDataSource {
@@ -43,6 +44,8 @@ export interface WebServerOptions {
   readonly maxConnectionsPerIp?: number;
   /** A client must send its request headers within this (default 10 s); idle keep-alive ends after 5 s. */
   readonly headersTimeoutMs?: number;
+  /** The per-guest console (./console.ts): its own routes, auth and CSRF rules. */
+  readonly console?: ConsoleRoutes;
 }
 
 export const WEB_MAX_CONNECTIONS = 256;
@@ -114,7 +117,7 @@ export function startWebServer(opts: WebServerOptions): Promise<WebServer> {
     const d = opts.data;
     switch (u.pathname) {
       case '/api/status':
-        return { device: d.deviceId, now: Date.now(), outbox: d.outboxStats(), ...(opts.status?.() ?? {}) };
+        return { device: d.deviceId, now: Date.now(), outbox: d.outboxStats(), console: opts.console !== undefined, ...(opts.status?.() ?? {}) };
       case '/api/guests':
         return d.guests();
       case '/api/findings':
@@ -161,6 +164,7 @@ export function startWebServer(opts: WebServerOptions): Promise<WebServer> {
       if (name === null) throw new HttpError(400, 'malformed Host header');
       if (!hostAllowed(name)) throw new HttpError(421, `this server does not answer to the name "${name.slice(0, 80)}"`);
       const u = new URL(req.url ?? '/', 'http://local');
+      if (opts.console?.(req, res, u)) return;
       if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'read-only: GET only');
       if (u.pathname === '/' || u.pathname === '/index.html') return send(res, 200, 'text/html; charset=utf-8', PAGE_HTML);
       if (u.pathname === '/app.js') return send(res, 200, 'text/javascript; charset=utf-8', PAGE_JS);

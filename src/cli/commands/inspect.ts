@@ -11,13 +11,16 @@ import type { MachineLayout } from '../../memory/guest-memory.js';
 import type { HandlerOwner, KernelSnapshot, TaskInfo, ViewError } from '../../views/types.js';
 import { snapshotErrors } from '../../views/snapshot-errors.js';
 import { errorMessage } from '../../util/errors.js';
+import { taskStateLetter } from '../../views/task-state.js';
+import { controlRequest } from '../../control/client.js';
+import { printProcesses, printSummary, socketOf } from './guest.js';
 
-export const usage = 'inspect <guest | dump-file> [--json] [--no-hash] [--system-map FILE] [--isf FILE] [--machine q35|pc|flat]   print the kernel views rebuilt from guest memory';
+export const usage = 'inspect <guest | dump-file> [--json] [--no-hash] [--from-ram] [--socket PATH] [--system-map FILE] [--isf FILE] [--machine q35|pc|flat]   print the kernel views rebuilt from guest memory (a supervised guest: the supervisor\'s latest scan)';
 
 const hex = (v: bigint): string => '0x' + v.toString(16);
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { boolean: ['json', 'no-hash'], valued: ['system-map', 'isf', 'machine'] });
+  const args = parseArgs(argv, { boolean: ['json', 'no-hash', 'from-ram'], valued: ['system-map', 'isf', 'machine', 'socket'] });
   const target = args.positional[0];
   if (target === undefined || args.positional.length > 1) throw new UsageError(`usage: introvisor ${usage}`);
   const machine = (args.flags.get('machine') as string | undefined) ?? 'q35';
@@ -43,6 +46,11 @@ export async function run(argv: string[]): Promise<number> {
     mode = 'dump';
   } else {
     if (!/^[a-z0-9][a-z0-9-]{0,31}$/.test(target)) throw new UsageError(`"${target}" is neither a file nor a guest name`);
+    // A supervised guest: the supervisor's latest scan, over its control socket (it holds the guest's QMP).
+    if (!args.flags.has('from-ram')) {
+      const fromSupervisor = await supervisorViews(socketOf(args.flags.get('socket')), target, args.flags.has('json'));
+      if (fromSupervisor !== null) return fromSupervisor;
+    }
     // A guest of the supervisor (its default run root), else a lab guest.
     const layouts = [guestLayout(defaultSupervisorRunRoot(), target), guestLayout(labRunRoot(), target)];
     const layout = layouts.find((l) => existsSync(l.ramPath));
@@ -81,13 +89,24 @@ export async function run(argv: string[]): Promise<number> {
   }
 }
 
-/** ps's state letter for task_struct's state bits (TASK_REPORT, include/linux/sched.h; the same from 5.4 to 6.12). */
-export function stateLetter(state: number): string {
-  if ((state & 0x402) === 0x402) return 'I'; // TASK_IDLE: uninterruptible and not counted in the load
-  if (state === 0) return 'R';
-  const report = state & 0x7f; // S D T t X Z P
-  for (let bit = 0; bit < 7; bit++) if (report & (1 << bit)) return 'SDTtXZP'.charAt(bit);
-  return '?';
+/** The supervisor's views of a guest it watches; null when no supervisor answers or it does not watch that guest. */
+async function supervisorViews(socket: string, guest: string, json: boolean): Promise<number | null> {
+  if (!existsSync(socket)) return null;
+  let summary: unknown;
+  try {
+    summary = await controlRequest(socket, { op: 'view', guest, view: 'summary' }, 5_000);
+  } catch (e) {
+    console.error(`(the supervisor at ${socket} did not give guest "${guest}": ${errorMessage(e)}; reading its RAM)`);
+    return null;
+  }
+  const views = Object.fromEntries(await Promise.all((['ps', 'modules', 'syscalls', 'findings'] as const).map(async (v) => [v, await controlRequest(socket, { op: 'view', guest, view: v }, 10_000)] as const)));
+  if (json) console.log(JSON.stringify({ source: `supervisor ${socket}`, summary, ...views }, null, 2));
+  else {
+    console.log(`source   the supervisor's latest scan (${socket})`);
+    console.log(printSummary(summary as Parameters<typeof printSummary>[0]));
+    console.log(printProcesses(views.ps as Parameters<typeof printProcesses>[0]));
+  }
+  return 0;
 }
 
 /** One line per view that failed outright (no entries at all): what a reader needs first. */
@@ -110,7 +129,7 @@ function printSnapshot(s: KernelSnapshot, header: string): void {
   const failed = failedViews(s);
   for (const f of failed) out.push(`FAILED   ${f}`);
   const row = (t: TaskInfo): string =>
-    `${String(t.pid).padStart(7)} ${String(t.tgid).padStart(7)} ${String(t.ppid).padStart(7)} ${String(t.uid).padStart(6)} ${stateLetter(t.state).padStart(2)}  ${t.comm.padEnd(16)} ${hex(t.address)}  ${t.kernelThread ? '-' : hex(t.mm)}`;
+    `${String(t.pid).padStart(7)} ${String(t.tgid).padStart(7)} ${String(t.ppid).padStart(7)} ${String(t.uid).padStart(6)} ${taskStateLetter(t.state).padStart(2)}  ${t.comm.padEnd(16)} ${hex(t.address)}  ${t.kernelThread ? '-' : hex(t.mm)}`;
   out.push('', `processes (${s.tasks.tasks.length}) and threads (${s.tasks.threads.length}) on init_task.tasks`);
   out.push(`${'PID'.padStart(7)} ${'TGID'.padStart(7)} ${'PPID'.padStart(7)} ${'UID'.padStart(6)} ${'S'.padStart(2)}  ${'COMM'.padEnd(16)} ${'TASK'.padEnd(18)}  MM`);
   for (const t of s.tasks.tasks) out.push(row(t));

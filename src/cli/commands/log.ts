@@ -20,6 +20,7 @@ export function describe(e: RecordedEvent): string {
     case 'guest-health': return `health ${e.payload.health}, ${e.payload.openFindings} open finding(s)${e.payload.note ? `: ${e.payload.note}` : ''}`;
     case 'outbox-dropped': return `telemetry outbox full (${e.payload.limit}): dropped ${e.payload.dropped} undelivered events, seq ${e.payload.firstSeq}..${e.payload.lastSeq}`;
     case 'device-state': return `device ${e.payload.state}`;
+    case 'operator-action': return `operator ${e.payload.who}: ${e.payload.operation}${e.payload.detail ? ` ${e.payload.detail}` : ''} ${e.payload.outcome}${e.payload.error ? `: ${e.payload.error}` : ''} (${Math.round(e.payload.durationMs)} ms)`;
   }
 }
 

@@ -52,6 +52,7 @@ export async function startServices(store: EventStore, cfg: ReportConfig, opts: 
     const t = new Telemetry({
       store, softwareVersion: opts.softwareVersion, subscriptions: agent?.subscriptions() ?? [],
       policyVersion: () => policy.current()?.version ?? null,
+      log: (line) => opts.log(`telemetry: ${line}`),
       ...(m.window !== null ? { window: m.window } : {}),
       broker: {
         url: m.url, clientId: m.clientId,

@@ -144,7 +144,18 @@ t.test('Debian 12 from its own disk: clean, views equal the guest\'s, nginx rest
   try { snap = ins.scan(); } finally { await ctl.vm.qmp.execute('cont'); }
   t.same(compareProcesses(ps, snap), [], `task list equals the guest's ps -e (${ps.length} processes)`);
   t.ok(snap.tasks.tasks.some((x) => x.comm === 'nginx'), 'nginx is in the task list');
-  t.same(snap.modules.modules.map((m) => m.name).sort(), mods, `module list equals /proc/modules (${mods.length} modules; view errors ${JSON.stringify(snap.modules.errors).slice(0, 400)})`);
+  let modules = snap.modules;
+  if (modules.errors.length) {
+    // Seen once: module memory "not mapped" through the test's own attach while the supervisor's scans saw
+    // every module. A fresh attach reads the page tables anew; the first errors are kept in the output.
+    t.comment(`module view errors, attaching afresh: ${JSON.stringify(modules.errors).slice(0, 400)}`);
+    ins.close();
+    ins = await Introspector.attach(ctl.vm.ramPath, { qmp: ctl.vm.qmp });
+    const again = ins;
+    await ctl.vm.qmp.execute('stop');
+    try { modules = again.scan().modules; } finally { await ctl.vm.qmp.execute('cont'); }
+  }
+  t.same(modules.modules.map((m) => m.name).sort(), mods, `module list equals /proc/modules (${mods.length} modules; view errors ${JSON.stringify(modules.errors).slice(0, 400)})`);
   ins.close();
   ins = undefined;
 

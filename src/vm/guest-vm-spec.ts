@@ -155,7 +155,7 @@ function writableDir(dir: string): string | null {
 export function preflightVmSpec(s: VmSpec): string[] {
   const errors: string[] = [];
   const say = (field: string, what: string): void => { errors.push(`guest ${s.name}: ${field}: ${what}`); };
-  if (!findOnPath(s.qemuBinary)) say('qemu', `"${s.qemuBinary}" is not on PATH (apt-get install qemu-system-x86)`);
+  if (!findOnPath(s.qemuBinary)) say('qemu', `QEMU not found: "${s.qemuBinary}" is not on PATH (apt-get install qemu-system-x86)`);
   if (s.boot.kind === 'kernel') {
     for (const [field, f] of [['/image/kernel', s.boot.kernel], ['/image/initrd', s.boot.initrd]] as const) {
       try { accessSync(f, constants.R_OK); } catch (e) { say(field, `${f} ${problem(e)}`); }

@@ -42,9 +42,9 @@ t.test('no QEMU on the machine', async (t) => {
 
 t.test('a socket path another process is listening on', async (t) => {
   const runRoot = join(tmp, 'busy');
-  mkdirSync(join(runRoot, 'busy'), { recursive: true });
+  mkdirSync(join(runRoot, 'guests', 'busy'), { recursive: true });
   const server = createServer();
-  await new Promise<void>((r) => server.listen(join(runRoot, 'busy', 'qmp.sock'), r));
+  await new Promise<void>((r) => server.listen(join(runRoot, 'guests', 'busy', 'qmp.sock'), r));
   t.teardown(() => server.close());
   const vm = labGuestVm('busy', { runRoot });
   await t.rejects(vm.start(), VmBusyError);
@@ -64,8 +64,8 @@ t.test('a guest name that cannot be a file name', async (t) => {
 
 t.test('a disk overlay on a golden image that is gone (a newer lab build superseded it) is recreated, and says so; a good one is kept', async (t) => {
   const runRoot = join(tmp, 'stale');
-  mkdirSync(join(runRoot, 'stale'), { recursive: true });
-  const overlay = join(runRoot, 'stale', 'disk.qcow2');
+  mkdirSync(join(runRoot, 'guests', 'stale'), { recursive: true });
+  const overlay = join(runRoot, 'guests', 'stale', 'disk.qcow2');
   const r = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', join(tmp, 'gone', 'base.qcow2'), '-F', 'qcow2', overlay, '64M'], { encoding: 'utf8' });
   t.equal(r.status, 0, r.stderr);
   const vm = labGuestVm('stale', { runRoot });

@@ -70,8 +70,9 @@ const policy = {
       confirmScans: 5, resetWindowSec: 300,
       ladder: [{ action: 'restart-vm', count: 1, verifyTimeoutSec: 300, backoffSec: 0 }],
     },
+    // systemd starts the agent (udev, on its port) before nginx: the first scans can precede nginx.
     'critical-process-missing': {
-      confirmScans: 1, resetWindowSec: 300,
+      confirmScans: 5, resetWindowSec: 300,
       ladder: [
         { action: 'restart-process', count: 2, verifyTimeoutSec: 30, backoffSec: 1, backoffFactor: 2 },
         { action: 'reboot-os', count: 1, verifyTimeoutSec: 120, backoffSec: 0 },
@@ -121,7 +122,14 @@ t.test('Debian 12 from its own disk: clean, views equal the guest\'s, nginx rest
   t.match(await agent.shell('cat /proc/cmdline'), /root=LABEL=iv-root/, 'the command line GRUB on the disk gave');
 
   // --- the kernel views equal what the guest itself reports --------------------------------
-  ins = await Introspector.attach(ctl.vm.ramPath, { qmp: ctl.vm.qmp });
+  // Discovery on this guest has failed now and then (a stale kernel image picked, the running one's
+  // kallsyms candidates rejected); the supervisor retries at its next cycle, and so does this test.
+  const attachErrors: string[] = [];
+  for (let i = 0; i < 3 && !ins; i++) {
+    try { ins = await Introspector.attach(ctl.vm.ramPath, { qmp: ctl.vm.qmp }); } catch (e) { attachErrors.push((e as Error).message.slice(0, 300)); await new Promise((r) => setTimeout(r, 2000)); }
+  }
+  if (attachErrors.length) t.comment(`attach failed ${attachErrors.length} time(s) first: ${attachErrors.join(' | ')}`);
+  if (!ins) throw new Error(`no attach: ${attachErrors.join(' | ')}`);
   const truthLines = await guestKallsyms(ctl.vm);
   const truth = new Set(truthLines);
   const mine = kallsymsLines(ins.kernel.profile.symbols);
@@ -136,7 +144,18 @@ t.test('Debian 12 from its own disk: clean, views equal the guest\'s, nginx rest
   try { snap = ins.scan(); } finally { await ctl.vm.qmp.execute('cont'); }
   t.same(compareProcesses(ps, snap), [], `task list equals the guest's ps -e (${ps.length} processes)`);
   t.ok(snap.tasks.tasks.some((x) => x.comm === 'nginx'), 'nginx is in the task list');
-  t.same(snap.modules.modules.map((m) => m.name).sort(), mods, `module list equals /proc/modules (${mods.length} modules)`);
+  let modules = snap.modules;
+  if (modules.errors.length) {
+    // Seen once: module memory "not mapped" through the test's own attach while the supervisor's scans saw
+    // every module. A fresh attach reads the page tables anew; the first errors are kept in the output.
+    t.comment(`module view errors, attaching afresh: ${JSON.stringify(modules.errors).slice(0, 400)}`);
+    ins.close();
+    ins = await Introspector.attach(ctl.vm.ramPath, { qmp: ctl.vm.qmp });
+    const again = ins;
+    await ctl.vm.qmp.execute('stop');
+    try { modules = again.scan().modules; } finally { await ctl.vm.qmp.execute('cont'); }
+  }
+  t.same(modules.modules.map((m) => m.name).sort(), mods, `module list equals /proc/modules (${mods.length} modules; view errors ${JSON.stringify(modules.errors).slice(0, 400)})`);
   ins.close();
   ins = undefined;
 
@@ -171,7 +190,8 @@ t.test('Debian 12 from its own disk: clean, views equal the guest\'s, nginx rest
   // --- syscall hook -> image restore ----------------------------------------------------------
   from = s.lines.length;
   const hookedAt = Date.now();
-  await agent.shell(`insmod ${image.attackModules.syscallHook} nrs=39,62`);
+  // Detached: the supervisor may see the hook and stop the VM before a waited-for exec could report back.
+  await agent.exec('/sbin/insmod', [image.attackModules.syscallHook, 'nrs=39,62'], { detach: true });
   const hook = await s.waitFor(/finding raised: syscall-table-changed/, 30_000, from);
   t.match(hook.line, /sys_call_table\[39\] points to .* instead of __x64_sys_getpid/);
   t.match(hook.line, /sys_call_table\[62\] points to .* instead of __x64_sys_kill/);

@@ -280,6 +280,6 @@ mkdir -p "$out"
 mv "$img" "$work/introvisor-appliance.bmap" "$work/manifest.json" "$out/"
 touch "$out/.complete"
 # Keep the newest three images.
-ls -td "$acache"/*/ 2>/dev/null | grep -v '/\.build\.' | tail -n +4 | xargs -r rm -rf
+ls -td "$acache"/*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
 say "built $out/introvisor-appliance.img: $(( $(stat -c %s "$out/introvisor-appliance.img") / 1048576 )) MiB, $(du -h "$out/introvisor-appliance.img" | cut -f1) allocated, ${build_s} s (key $key)"
 echo "$out/introvisor-appliance.img"

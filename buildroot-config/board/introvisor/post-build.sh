@@ -4,7 +4,8 @@
 set -e
 
 mkdir -p "$TARGET_DIR/var/lib/introvisor"
-sed -i '/introvisor-/d' "$TARGET_DIR/etc/fstab"
+# The skeleton's /dev/root line gives way to the root by partition label.
+sed -i -e '/introvisor-/d' -e '\#^/dev/root[[:space:]]#d' "$TARGET_DIR/etc/fstab"
 cat >> "$TARGET_DIR/etc/fstab" <<FSTAB
 PARTLABEL=introvisor-root	/	ext4	defaults,errors=remount-ro	0	1
 PARTLABEL=introvisor-data	/var/lib/introvisor	ext4	defaults,nodev,nosuid	0	2

@@ -35,7 +35,7 @@ say() { echo "# $*"; }
 # shellcheck source=test/trap/nested-tap.sh
 . "$repo/test/trap/nested-tap.sh"
 
-for tool in qemu-system-x86_64 qemu-img mosquitto mosquitto_sub openssl curl mke2fs debugfs node; do
+for tool in qemu-system-x86_64 qemu-img mosquitto mosquitto_sub openssl mke2fs debugfs node; do
   command -v "$tool" >/dev/null || die "missing tool '$tool'"
 done
 [ -f "$cache/lab/manifest.json" ] || die "lab images not built: lab/build-images.sh"
@@ -169,7 +169,15 @@ wait_for() {
     sleep 2
   done
 }
-api() { curl -s -m 20 -H "Authorization: Bearer $token" "http://127.0.0.1:$webport$1"; }
+# http_get PATH [TOKEN]: "<status> <body>" of a GET on the forwarded web port (node: no curl needed).
+http_get() {
+  node -e '
+    const [url, token] = process.argv.slice(1);
+    fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(20000) })
+      .then(async (r) => console.log(`${r.status} ${await r.text()}`), (e) => console.log(`0 ${e.message}`));
+  ' "http://127.0.0.1:$webport$1" "${2:-}"
+}
+api() { local r; r=$(http_get "$1" "$token"); echo "${r#* }"; }
 qmp() { # qmp COMMAND
   node -e '
     const c = require("net").connect(process.argv[1]); let buf = "";
@@ -212,7 +220,7 @@ if boot_checks 1; then
   fi
   status=$(api /api/status || true)
   [[ "$status" == *"\"device\":\"$device\""* ]] && tap 1 "the operator page answers through the port forward (/api/status names $device)" || tap 0 "the operator page answers through the port forward: '${status:0:200}'"
-  code=$(curl -s -o /dev/null -w '%{http_code}' -m 20 "http://127.0.0.1:$webport/api/status" || true)
+  code=$(http_get /api/status | cut -d' ' -f1)
   [ "$code" = 401 ] && tap 1 "without the token the API answers 401" || tap 0 "without the token the API answers 401 (got $code)"
   if line=$(wait_for "$work/mqtt.log" "^introvisor/$device/events/refused-write .*\"entry\":39"); then
     tap 1 "the rootkit's write to sys_call_table[39] was refused and reached the broker as a refused-write event ($(since) s)"

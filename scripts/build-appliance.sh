@@ -73,21 +73,17 @@ abi=$LAB_ABI
 [ "$(modinfo -F vermagic "$LAB_KVM_DIR/kvm.ko" | awk '{print $1}')" = "$abi" ] || die "$LAB_KVM_DIR/kvm.ko is not built for $abi"
 node_bin=$(readlink -f "$(command -v node)")
 
-# The Debian archive entries (main) this machine's apt uses: "URI suite" per line.
-mirrors=$(apt-cache policy | awk '
-  /^ *[0-9]+ [a-z]+:\/\// { uri=$2; split($3, s, "/"); suite=s[1]; comp=s[2]; next }
-  /^ *release / && /o=Debian,/ && comp == "main" && suite ~ /^'"$suite"'(-updates|-security)?$/ { print uri, suite }' | sort -u)
-echo "$mirrors" | grep -q " $suite\$" || die "no Debian $suite main entry in this machine's apt sources (apt-get update?)"
-
 packages=(systemd systemd-sysv udev dbus kmod "linux-image-$abi=$kver" initramfs-tools grub-pc-bin
   qemu-system-x86 qemu-utils openssl ca-certificates e2fsprogs util-linux iproute2 procps logrotate
   mosquitto-clients libstdc++6 less)
 
-# Content hash of files under a folder: relative path, mode, content (or link target).
+# Content hash of files under a folder: relative paths, modes, contents, link targets.
 tree_hash() {
-  (cd "$1" && find . \( -type f -o -type l \) ! -name '*.tsbuildinfo' | LC_ALL=C sort | while IFS= read -r f; do
-    if [ -L "$f" ]; then echo "$f -> $(readlink "$f")"; else echo "$f $(stat -c %a "$f") $(sha256sum < "$f" | cut -c1-64)"; fi
-  done) | sha256sum | cut -c1-16
+  (cd "$1" && {
+    find . -type l -printf '%p -> %l\n'
+    find . -type f ! -name '*.tsbuildinfo' -printf '%p %m\n'
+    find . -type f ! -name '*.tsbuildinfo' -print0 | xargs -0 -r sha256sum
+  } | LC_ALL=C sort) | sha256sum | cut -c1-16
 }
 file_hash() { sha256sum "$@" | cut -c1-64 | sha256sum | cut -c1-16; }
 
@@ -120,6 +116,11 @@ trap cleanup EXIT
 # --- 1. the Debian system (cached by package set) ----------------------------------------
 base="$acache/base-$base_key.tar"
 if [ ! -f "$base" ]; then
+  # The Debian archive entries (main) this machine's apt uses: "URI suite" per line.
+  mirrors=$(apt-cache policy | awk '
+    /^ *[0-9]+ [a-z]+:\/\// { uri=$2; split($3, s, "/"); suite=s[1]; comp=s[2]; next }
+    /^ *release / && /o=Debian,/ && comp == "main" && suite ~ /^'"$suite"'(-updates|-security)?$/ { print uri, suite }' | sort -u)
+  echo "$mirrors" | grep -q " $suite\$" || die "no Debian $suite main entry in this machine's apt sources (apt-get update?)"
   say "mmdebstrap $suite minbase + ${#packages[@]} packages (mirror: $(echo "$mirrors" | awk '{print $1}' | sort -u | tr '\n' ' '))"
   srcs=()
   while read -r uri s; do srcs+=("deb $uri $s main"); done <<<"$mirrors"

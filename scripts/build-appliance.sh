@@ -181,9 +181,11 @@ cp -a "$repo/rootfs/." "$root/"
 echo introvisor > "$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tintrovisor\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
 cat > "$root/etc/fstab" <<'EOF'
-# The root and data partitions by GPT partition label (scripts/build-appliance.sh).
+# The root and data partitions by GPT partition label (scripts/build-appliance.sh). The data partition
+# is waited for as long as it takes: without it the box has no state, and a slow boot is no reason to
+# give up into an emergency shell nobody can log in to.
 PARTLABEL=introvisor-root  /                    ext4  defaults,errors=remount-ro  0 1
-PARTLABEL=introvisor-data  /var/lib/introvisor  ext4  defaults,nodev,nosuid       0 2
+PARTLABEL=introvisor-data  /var/lib/introvisor  ext4  defaults,nodev,nosuid,x-systemd.device-timeout=10min  0 2
 EOF
 mkdir -p "$root/var/lib/introvisor"
 : > "$root/etc/machine-id"   # systemd makes one at first boot

@@ -8,7 +8,7 @@ mkdir -p "$TARGET_DIR/var/lib/introvisor"
 sed -i -e '/introvisor-/d' -e '\#^/dev/root[[:space:]]#d' "$TARGET_DIR/etc/fstab"
 cat >> "$TARGET_DIR/etc/fstab" <<FSTAB
 PARTLABEL=introvisor-root	/	ext4	defaults,errors=remount-ro	0	1
-PARTLABEL=introvisor-data	/var/lib/introvisor	ext4	defaults,nodev,nosuid	0	2
+PARTLABEL=introvisor-data	/var/lib/introvisor	ext4	defaults,nodev,nosuid,x-systemd.device-timeout=10min	0	2
 FSTAB
 
 wants="$TARGET_DIR/etc/systemd/system/multi-user.target.wants"

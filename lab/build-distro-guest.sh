@@ -45,9 +45,16 @@ headers=/usr/src/linux-headers-$abi
 key=$( (echo "$abi $suite"; cat "$0" "$here/lib.sh"; cd "$here/guest/attacks" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
 out="$cache/distro/$tag-$key"
 pointer="$cache/distro/$tag.json"
+# The pointer in the cache and in this checkout's build/lab/ (read first: clones with other guest
+# contents on one machine never boot each other's disks).
+publish_pointer() {
+  local p
+  mkdir -p "$here/../build/lab"
+  for p in "$pointer" "$here/../build/lab/$tag.json"; do cp "$out/manifest.json" "$p.tmp.$$" && mv "$p.tmp.$$" "$p"; done
+}
 if [ -f "$out/manifest.json" ]; then
   touch "$out"
-  cp "$out/manifest.json" "$pointer.tmp" && mv "$pointer.tmp" "$pointer"
+  publish_pointer
   say "up to date ($out)"
   exit 0
 fi
@@ -177,7 +184,7 @@ cat > "$out.tmp/manifest.json" <<JSON
 }
 JSON
 rm -rf "$out" && mv "$out.tmp" "$out"
-cp "$out/manifest.json" "$pointer.tmp" && mv "$pointer.tmp" "$pointer"
+publish_pointer
 # Builds unused for two days go (another clone may still boot the newer one).
 find "$cache/distro" -mindepth 1 -maxdepth 1 -type d -name "$tag-*" -mtime +2 -print0 | while IFS= read -r -d '' d; do
   [ "$d" = "$out" ] || rm -rf "$d"

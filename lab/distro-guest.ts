@@ -1,9 +1,9 @@
-// The lab's distro guests, as lab/build-distro-guest.sh leaves them in the cache: a Debian
+// The lab's distro guests, as lab/build-distro-guest.sh leaves them (this checkout's build/lab/, else the cache): a Debian
 // disk that boots through its own GRUB, with the attack modules for its kernel on it.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ajv, type JSONSchemaType } from 'ajv';
-import { cacheDir } from '../src/util/paths.js';
+import { cacheDir, packageRoot } from '../src/util/paths.js';
 
 export interface DistroGuestImage {
   distro: string;
@@ -40,7 +40,11 @@ const schema: JSONSchemaType<DistroGuestImage> = {
 };
 const validate = new Ajv({ allErrors: true }).compile(schema);
 
-export const distroManifestPath = (distro: string): string => join(cacheDir(), 'distro', `${distro}.json`);
+/** The distro guest's manifest: the one this checkout's build left in build/lab/, else the cache's. */
+export function distroManifestPath(distro: string): string {
+  const local = join(packageRoot(), 'build', 'lab', `${distro}.json`);
+  return existsSync(local) ? local : join(cacheDir(), 'distro', `${distro}.json`);
+}
 
 export function loadDistroGuest(distro = 'debian12', path = distroManifestPath(distro)): DistroGuestImage {
   let raw: unknown;

@@ -197,3 +197,11 @@ lab_private_apt() {
       || die "apt-get update for $suite failed: $(tail -n3 "$dir/update.err")"
   fi
 }
+
+# The lab manifest this checkout boots (as src/util/paths.ts labManifestPath() picks it):
+# INTROVISOR_LAB_MANIFEST, else the one build-images.sh left in the checkout's build/lab/, else the cache's.
+lab_manifest() {  # cache repo
+  if [ -n "${INTROVISOR_LAB_MANIFEST:-}" ]; then echo "$INTROVISOR_LAB_MANIFEST"
+  elif [ -f "$2/build/lab/manifest.json" ]; then echo "$2/build/lab/manifest.json"
+  else echo "$1/lab/manifest.json"; fi
+}

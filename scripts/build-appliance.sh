@@ -60,7 +60,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # --- inputs -------------------------------------------------------------------------------
-manifest="$cache/lab/manifest.json"
+manifest=$(lab_manifest "$cache" "$repo")
 [ -f "$manifest" ] || die "lab images not built: lab/build-images.sh (scripts/setup.sh runs it)"
 [ -f "$repo/dist/src/cli/main.js" ] || die "the product is not built: npx tsc -p tsconfig.json"
 [ -f "$repo/build/Release/introvisor.node" ] || die "the native addon is not built: npm ci (or npx node-gyp rebuild)"

@@ -38,7 +38,8 @@ say() { echo "# $*"; }
 for tool in qemu-system-x86_64 qemu-img mosquitto mosquitto_sub openssl mke2fs debugfs node; do
   command -v "$tool" >/dev/null || die "missing tool '$tool'"
 done
-[ -f "$cache/lab/manifest.json" ] || die "lab images not built: lab/build-images.sh"
+lab_manifest_file=$(lab_manifest "$cache" "$repo")
+[ -f "$lab_manifest_file" ] || die "lab images not built: lab/build-images.sh"
 
 t0=$(date +%s)
 el() { echo $(( $(date +%s) - t0 )); }
@@ -125,7 +126,7 @@ node -e '
   fs.writeFileSync(out, JSON.stringify(c, null, 2));
 ' "$repo/rootfs/etc/introvisor/config.default.json" "$prov/config.json" "$port"
 # The golden guest disk with the dormant rootkit: the lab's, with rc.local extended.
-base=$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")).baseImage' "$cache/lab/manifest.json")
+base=$(node -p 'JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")).baseImage' "$lab_manifest_file")
 qemu-img convert -q -f qcow2 -O raw "$base" "$work/guest.raw"
 debugfs -R 'cat /etc/rc.local' "$work/guest.raw" 2>/dev/null > "$work/rc.local"
 grep -q csdtest "$work/rc.local" || die "the lab's golden disk has no /etc/rc.local starting csdtest"

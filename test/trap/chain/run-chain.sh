@@ -38,7 +38,8 @@ done
 lab_require_busybox
 [ -f "$repo/dist/test/trap/chain/chain-check.js" ] || die "dist/ is not built: npx tsc -p ."
 [ -f "$repo/build/Release/introvisor.node" ] || die "native addon not built: npx node-gyp rebuild"
-[ -f "$cache/lab/manifest.json" ] || die "lab images not built: lab/build-images.sh"
+lab_manifest_file=$(lab_manifest "$cache" "$repo")
+[ -f "$lab_manifest_file" ] || die "lab images not built: lab/build-images.sh"
 
 lab_patched_kvm "$cache" "$repo"
 moddir="$LAB_KDIR/lib/modules/$LAB_ABI"

@@ -98,7 +98,8 @@ export interface ReportConfigFile {
     readonly window?: number;
   };
   readonly ota?: { readonly keyringDir: string; readonly maxBundleBytes?: number };
-  readonly web?: { readonly host: string; readonly port: number; readonly tokenFile?: string };
+  /** allowedHosts: names the page answers to in the Host header besides loopback names, IPs and `host` (e.g. the box's DNS name). */
+  readonly web?: { readonly host: string; readonly port: number; readonly tokenFile?: string; readonly allowedHosts?: readonly string[] };
   /** 0 turns host metrics off; default 60. */
   readonly hostMetricsIntervalSec?: number;
 }
@@ -152,7 +153,7 @@ export interface ReportConfig {
     readonly window: number | null;
   } | null;
   readonly ota: { readonly keyringDir: string; readonly maxBundleBytes: number } | null;
-  readonly web: { readonly host: string; readonly port: number; readonly tokenFile: string | null } | null;
+  readonly web: { readonly host: string; readonly port: number; readonly tokenFile: string | null; readonly allowedHosts: readonly string[] } | null;
   /** 0: host metrics off. */
   readonly hostMetricsIntervalMs: number;
 }
@@ -194,7 +195,13 @@ const REPORT_SCHEMA = {
       },
     },
     ota: { type: 'object', additionalProperties: false, required: ['keyringDir'], properties: { keyringDir: path, maxBundleBytes: { type: 'integer', minimum: 1024, maximum: 16777216 } } },
-    web: { type: 'object', additionalProperties: false, required: ['host', 'port'], properties: { host: { type: 'string', minLength: 1, maxLength: 255 }, port: { type: 'integer', minimum: 0, maximum: 65535 }, tokenFile: path } },
+    web: {
+      type: 'object', additionalProperties: false, required: ['host', 'port'],
+      properties: {
+        host: { type: 'string', minLength: 1, maxLength: 255 }, port: { type: 'integer', minimum: 0, maximum: 65535 }, tokenFile: path,
+        allowedHosts: { type: 'array', maxItems: 32, items: { type: 'string', pattern: '^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$' } },
+      },
+    },
     hostMetricsIntervalSec: { type: 'number', minimum: 0, maximum: 86400 },
   },
 } as const;
@@ -461,7 +468,7 @@ function resolveReport(r: ReportConfigFile, deviceId: string, policyFile: string
       window: m.window ?? null,
     } : null,
     ota: r.ota ? { keyringDir: abs(r.ota.keyringDir), maxBundleBytes: r.ota.maxBundleBytes ?? DEFAULT_MAX_BUNDLE_BYTES } : null,
-    web: r.web ? { host: r.web.host, port: r.web.port, tokenFile: r.web.tokenFile ? abs(r.web.tokenFile) : null } : null,
+    web: r.web ? { host: r.web.host, port: r.web.port, tokenFile: r.web.tokenFile ? abs(r.web.tokenFile) : null, allowedHosts: [...(r.web.allowedHosts ?? [])] } : null,
     hostMetricsIntervalMs: 1000 * (r.hostMetricsIntervalSec ?? 60),
   };
 }

@@ -83,7 +83,7 @@ export async function startServices(store: EventStore, cfg: ReportConfig, opts: 
     const token = cfg.web.tokenFile ? readSecret(cfg.web.tokenFile, 'web token file') : undefined;
     const tel = telemetry;
     web = await startWebServer({
-      host: cfg.web.host, port: cfg.web.port, data: store, ...(token !== undefined ? { token } : {}),
+      host: cfg.web.host, port: cfg.web.port, allowedHosts: cfg.web.allowedHosts, data: store, ...(token !== undefined ? { token } : {}),
       status: () => ({ policyVersion: policy.current()?.version ?? null, telemetry: tel ? tel.status() : null, store: opts.storeHealth() }),
       ...(opts.operations ? { console: consoleRoutes({ ops: opts.operations, data: store, token: token ?? null }) } : {}),
     });
@@ -98,6 +98,8 @@ export async function startServices(store: EventStore, cfg: ReportConfig, opts: 
       telemetry.setRetained(telemetry.topics.storeState, JSON.stringify(msg));
     },
     async stop() {
+      // Records the counts of rejections it was still folding.
+      agent?.close();
       stopMetrics();
       await web?.close();
       await telemetry?.stop();

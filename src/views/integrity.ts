@@ -25,6 +25,17 @@ function hashFunction(ctx: KernelContext, name: string, bytes: Buffer): string {
 export interface IntegrityOptions {
   /** Hash all of kernel text and rodata (~20 MB; tens of ms). Off for the fast periodic check. */
   readonly hashImage: boolean;
+  /**
+   * Hash the image incrementally: per-page hashes, all pages at the first scan of this context,
+   * then per scan only the share of pages that keeps every page rehashed within this many ms
+   * (a rotating cursor). The hashes are then PAGED_HASH_PREFIX + sha256 of the page hashes,
+   * not a plain sha256 of the region. Absent: one plain sha256 of each whole region per scan.
+   */
+  readonly imageCoverageMs?: number;
+  /** With imageCoverageMs: rehash every page this scan (a baseline is about to be taken from it). */
+  readonly fullImage?: boolean;
+  /** The clock for imageCoverageMs (tests). */
+  readonly nowMs?: number;
   /** MSR_LSTAR if the caller could read it (QMP cannot). */
   readonly lstar?: bigint | null;
 }
@@ -51,11 +62,95 @@ function hashRegion(ctx: KernelContext, from: string, to: string, errors: ViewEr
   return h.digest('hex');
 }
 
+/** Marks a hash over per-page hashes: comparable only with another hash of the same kind. */
+export const PAGED_HASH_PREFIX = 'pages4k:';
+const PAGE = 4096;
+const HASH_LEN = 32;
+
+/** One region's page hashes and where the rotating cursor stands; per KernelContext (one boot). */
+interface PagedRegion {
+  readonly start: bigint;
+  readonly pages: number;
+  readonly hashes: Buffer;
+  cursor: number;
+  digest: string | null;
+  lastAtMs: number;
+}
+
+const pagedRegions = new WeakMap<object, Map<string, PagedRegion>>();
+
+/** Rehashes `count` pages from `first` (wrapping); false with an error pushed when a page cannot be read. */
+function rehashPages(ctx: KernelContext, r: PagedRegion, first: number, count: number, where: string, errors: ViewError[]): boolean {
+  let changed = false;
+  let i = first;
+  for (let done = 0; done < count;) {
+    // Contiguous runs of up to 512 pages (2 MiB): one bounded copy each.
+    const run = Math.min(count - done, r.pages - i, 512);
+    let bytes: Buffer;
+    try {
+      bytes = ctx.space.read(r.start + BigInt(i * PAGE), run * PAGE);
+    } catch (e) {
+      errors.push(viewError(where, e));
+      return false;
+    }
+    for (let k = 0; k < run; k++) {
+      const h = createHash('sha256').update(bytes.subarray(k * PAGE, (k + 1) * PAGE)).digest();
+      const at = (i + k) * HASH_LEN;
+      if (!changed && h.compare(r.hashes, at, at + HASH_LEN) !== 0) changed = true;
+      h.copy(r.hashes, at);
+    }
+    done += run;
+    i = (i + run) % r.pages;
+  }
+  if (changed || r.digest === null) r.digest = PAGED_HASH_PREFIX + createHash('sha256').update(r.hashes).digest('hex');
+  return true;
+}
+
+function pagedRegionHash(ctx: KernelContext, from: string, to: string, coverageMs: number, full: boolean, nowMs: number, errors: ViewError[]): string | null {
+  const s = ctx.profile.symbols;
+  const a = s.address(from);
+  const b = s.address(to);
+  const where = `integrity: ${from}..${to}`;
+  if (a === undefined || b === undefined || b <= a || b - a > BigInt(MAX_REGION)) {
+    errors.push({ where, message: 'symbols missing or range implausible' });
+    return null;
+  }
+  let m = pagedRegions.get(ctx);
+  if (!m) { m = new Map(); pagedRegions.set(ctx, m); }
+  const key = `${from}..${to}`;
+  let r = m.get(key);
+  // A partial last page is hashed whole: the region's pages, as the page tables map them.
+  const start = a & ~BigInt(PAGE - 1);
+  const pages = Number((b - start + BigInt(PAGE - 1)) / BigInt(PAGE));
+  if (!r || r.start !== start || r.pages !== pages) {
+    r = { start, pages, hashes: Buffer.alloc(pages * HASH_LEN), cursor: 0, digest: null, lastAtMs: nowMs };
+    if (!rehashPages(ctx, r, 0, pages, where, errors)) return null;
+    m.set(key, r);
+    return r.digest;
+  }
+  // The share of pages due since the last scan, so that every page is rehashed at least once per coverageMs.
+  const due = full ? pages : Math.min(pages, Math.ceil((pages * Math.max(0, nowMs - r.lastAtMs)) / Math.max(1, coverageMs)));
+  if (due > 0) {
+    if (!rehashPages(ctx, r, r.cursor, due, where, errors)) {
+      // Unreadable now: the next scan starts over from every page.
+      m.delete(key);
+      return null;
+    }
+    r.cursor = (r.cursor + due) % pages;
+    r.lastAtMs = nowMs;
+  }
+  return r.digest;
+}
+
 export function readIntegrity(ctx: KernelContext, opts: IntegrityOptions): KernelIntegrityView {
   const errors: ViewError[] = [];
   const s = ctx.profile.symbols;
-  const textHash = opts.hashImage ? hashRegion(ctx, '_stext', '_etext', errors) : null;
-  const rodataHash = opts.hashImage ? hashRegion(ctx, '__start_rodata', '__end_rodata', errors) : null;
+  const cov = opts.imageCoverageMs;
+  const now = opts.nowMs ?? Date.now();
+  const image = (from: string, to: string): string | null => !opts.hashImage ? null
+    : cov !== undefined ? pagedRegionHash(ctx, from, to, cov, opts.fullImage === true, now, errors) : hashRegion(ctx, from, to, errors);
+  const textHash = image('_stext', '_etext');
+  const rodataHash = image('__start_rodata', '__end_rodata');
   const dispatchers: { name: string; hash: string }[] = [];
   for (const name of DISPATCHERS) {
     const a = s.address(name);

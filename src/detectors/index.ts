@@ -3,7 +3,7 @@
 // a baseline to record (first clean scan of a kernel, or a new boot) goes out.
 import type { KernelSnapshot } from '../views/types.js';
 import type { FaultKind } from '../policy/types.js';
-import { baselineOf, kernelKey, type KernelBaseline } from './baseline.js';
+import { baselineOf, kernelKey, sameHashKind, type KernelBaseline } from './baseline.js';
 import { detectHiddenProcesses } from './hidden-process.js';
 import { detectMissingCritical, type CriticalProcessSpec } from './critical-process.js';
 import { detectSyscallChanges } from './syscall-integrity.js';
@@ -19,6 +19,12 @@ export interface ScanInput {
   /** Kernel introspection is switched off for this guest: a missing snapshot is then no fault. */
   readonly introspectionOff?: boolean;
   readonly report: GuestReport;
+  /**
+   * The report was taken in this cycle (default). A report kept from an earlier cycle still says
+   * whether the agent answered, but judges nothing: what depends on it (agent-down, a process
+   * missing from the guest's own list, a critical process without a snapshot) is undetermined.
+   */
+  readonly reportFresh?: boolean;
   readonly critical: readonly CriticalProcessSpec[];
   /** The stored baseline for this snapshot's kernel, if any. */
   readonly baseline: KernelBaseline | null;
@@ -33,6 +39,12 @@ export interface ScanAnalysis extends DetectorResult {
 
 const KERNEL_KINDS: readonly FaultKind[] = ['hidden-process', 'syscall-table-changed', 'kernel-integrity-changed', 'hidden-module'];
 
+/** Hidden processes among the memory views alone; with none, the guest's view decides (undetermined). */
+function memoryOnlyHidden(snap: KernelSnapshot): DetectorResult {
+  const r = detectHiddenProcesses(snap, null);
+  return r.observations.length > 0 || r.undetermined.length > 0 ? r : { observations: [], undetermined: ['hidden-process'] };
+}
+
 export function analyzeScan(input: ScanInput): ScanAnalysis {
   const observations: Observation[] = [];
   const undetermined: FaultKind[] = [];
@@ -40,7 +52,9 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
     observations.push(...r.observations);
     undetermined.push(...r.undetermined);
   };
-  if (input.report.agent === 'down') {
+  const fresh = input.reportFresh !== false;
+  if (!fresh) undetermined.push('agent-down');
+  else if (input.report.agent === 'down') {
     observations.push({
       kind: 'agent-down',
       key: 'agent-down',
@@ -50,7 +64,7 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
     });
   }
   const snap = input.snapshot;
-  take(detectMissingCritical(input.critical, snap, input.report));
+  take(detectMissingCritical(input.critical, snap, fresh ? input.report : null));
   // The trap's log does not depend on the snapshot: a refused write counts even when introspection failed.
   take(detectRefusedWrites(input.refusedWrites ?? null));
   if (!snap) {
@@ -68,7 +82,7 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
     return { observations, undetermined, baselineToRecord: null };
   }
   const baseline = input.baseline && input.baseline.kernelKey === kernelKey(snap) ? input.baseline : null;
-  const hidden = detectHiddenProcesses(snap, input.report);
+  const hidden = fresh ? detectHiddenProcesses(snap, input.report) : memoryOnlyHidden(snap);
   const sys = detectSyscallChanges(snap, baseline);
   const kern = detectKernelChanges(snap, baseline);
   const mods = detectHiddenModules(snap);
@@ -85,7 +99,8 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   if (clean) {
     const fresh = baselineOf(snap, input.nowMs);
     if (!baseline) baselineToRecord = fresh;
-    else if (baseline.boot.slide !== fresh.boot.slide || baseline.boot.textHash === null) baselineToRecord = { ...baseline, boot: fresh.boot };
+    else if (baseline.boot.slide !== fresh.boot.slide || baseline.boot.textHash === null ||
+      (fresh.boot.textHash !== null && !sameHashKind(baseline.boot.textHash, fresh.boot.textHash))) baselineToRecord = { ...baseline, boot: fresh.boot };
   }
   return { observations, undetermined, baselineToRecord };
 }

@@ -81,6 +81,7 @@ export class Supervisor {
         scanner: g.introspection ? new IntrospectorScanner(ctl.vm.ramPath, { hmp: (c) => ctl.hmp(c) }) : null,
         critical: g.critical,
         scanIntervalMs: g.scanIntervalMs,
+        agentIntervalMs: g.agentIntervalMs,
         policy: this.policy,
         ladders,
         baselines,

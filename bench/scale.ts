@@ -20,6 +20,7 @@ import { loadSupervisorConfig } from '../src/supervisor/config.js';
 import { Introspector } from '../src/views/scan.js';
 import { sleep } from '../src/util/deadline.js';
 import { percentile } from './stats.js';
+import { Session } from 'node:inspector/promises';
 
 interface Run { sup: Supervisor; lines: { atMs: number; line: string }[]; dir: string }
 
@@ -140,13 +141,25 @@ export async function bench(): Promise<void> {
       const db = run.sup.store.db;
       const seq0 = (db.prepare('SELECT coalesce(max(seq), 0) AS s FROM events').get() as { s: number }).s;
       const scans0 = run.sup.watches.reduce((s, w) => s + w.scans, 0);
+      const agent0 = run.sup.watches.reduce((s, w) => s + (w.agentReports ?? 0), 0);
+      const wall0 = run.sup.watches.map((w) => w.lastScan?.durationMs ?? 0);
       const guestCpu0 = run.sup.controllers.map((c) => procCpuMs(c.qemuPid));
+      // IV_BENCH_CPUPROF=DIR: a CPU profile of the measuring window only (not boot, discovery or the hooks).
+      const prof = process.env.IV_BENCH_CPUPROF ? new Session() : null;
+      if (prof) { prof.connect(); await prof.post('Profiler.enable'); await prof.post('Profiler.start'); }
       const cpu0 = process.cpuUsage();
       const t0 = Date.now();
       await sleep(windowSec * 1000);
       const cpu = process.cpuUsage(cpu0);
+      if (prof) {
+        const { profile } = await prof.post('Profiler.stop');
+        writeFileSync(join(process.env.IV_BENCH_CPUPROF as string, `scale-${n}.cpuprofile`), JSON.stringify(profile));
+        prof.disconnect();
+      }
       const wallMs = Date.now() - t0;
       const scans = run.sup.watches.reduce((s, w) => s + w.scans, 0) - scans0;
+      const agentPerMin = (run.sup.watches.reduce((s, w) => s + (w.agentReports ?? 0), 0) - agent0) * 60_000 / wallMs / n;
+      void wall0;
       const guestCpuMs = run.sup.controllers.reduce((s, c, i) => s + procCpuMs(c.qemuPid) - (guestCpu0[i] ?? 0), 0);
       const kinds = db.prepare('SELECT kind, count(*) AS n FROM events WHERE seq > ? GROUP BY kind').all(seq0) as { kind: string; n: number }[];
       const eventsByKind = Object.fromEntries(kinds.map((k) => [k.kind, +(k.n * 60_000 / wallMs).toFixed(1)]));
@@ -161,7 +174,7 @@ export async function bench(): Promise<void> {
       points.push(p);
       console.log(`${n} guest(s), ${(wallMs / 1000).toFixed(0)} s at ${intervalSec} s: ${scans} scans (${(scans / (wallMs / 1000) / n).toFixed(1)} Hz per guest); ` +
         `supervisor CPU ${p.cpuMsPerScan.toFixed(2)} ms per guest-scan (${(((cpu.user + cpu.system) / 1000 / wallMs) * 100).toFixed(1)} % of a core); private ${mem.toFixed(0)} MiB; ` +
-        `events ${p.eventsPerMin.toFixed(1)}/min ${JSON.stringify(eventsByKind)}; guests' CPU ${p.guestCpuPct.toFixed(0)} % of a core each; ` +
+        `events ${p.eventsPerMin.toFixed(1)}/min ${JSON.stringify(eventsByKind)}; guests' CPU ${p.guestCpuPct.toFixed(0)} % of a core each, ${agentPerMin.toFixed(1)} agent reports (ps in the guest) per guest-minute; ` +
         `synthetic hook to finding p50 ${p.hookP50Ms.toFixed(0)} ms, p99 ${p.hookP99Ms.toFixed(0)} ms (n=${lat.length}); load ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`);
     } finally {
       await run.sup.stop();

@@ -98,6 +98,8 @@ export class GuestWatch {
   private readonly healthLedger: HealthLedger;
   private wake: (() => void) | undefined;
   scans = 0;
+  /** Reports taken from the guest (each runs ps in the guest). */
+  agentReports = 0;
   lastScan: ScanSummary | null = null;
 
   constructor(private readonly o: GuestWatchOptions) {
@@ -128,7 +130,9 @@ export class GuestWatch {
   /** Adopts a ladder state; the store gets it now or, if it refuses, at the next cycle. */
   private adopt(state: GuestLadderState, save: (s: GuestLadderState) => void, onlyIfChanged = false): void {
     this.state = state;
-    const json = JSON.stringify(state);
+    // seq alone moves at every step; a state that differs only by it need not be written (action ids
+    // take the seq of the step that starts them, which always changes more than seq, so is saved).
+    const json = JSON.stringify({ ...state, seq: 0 });
     if (onlyIfChanged && !this.unsaved && json === this.savedState) return;
     try {
       save(state);
@@ -236,6 +240,7 @@ export class GuestWatch {
     let report: GuestReport;
     if (fresh || !this.lastReport) {
       report = await ctl.report(this.o.agentTimeoutMs ?? 5_000);
+      this.agentReports++;
       this.lastReport = report;
       this.lastReportAtMs = startedAtMs;
     } else report = this.lastReport;

@@ -181,7 +181,10 @@ t.test('a store that refuses writes never stops the watch, and catches up when i
   t.ok(kinds.includes('finding') && kinds.includes('action'), 'the finding and the action recorded late, not lost');
   const seqs = s.events().map((e) => e.seq);
   t.same(seqs, [...seqs].sort((a, b) => a - b), 'in order');
-  t.same(s.ladders.load('g1'), s.watch.ladderState, 'the ladder state saved once the store took it');
+  // The stored state equals the watch's but for seq, which moves at every step and is written only with a real change.
+  const stored = s.ladders.load('g1');
+  t.same({ ...stored, seq: 0 }, { ...s.watch.ladderState, seq: 0 }, 'the ladder state saved once the store took it');
+  t.ok(stored !== null && stored.seq <= s.watch.ladderState.seq);
 });
 
 t.test('the guest\'s own view at its interval, and at once when the memory views disagree', async (t) => {

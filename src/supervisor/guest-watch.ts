@@ -223,27 +223,39 @@ export class GuestWatch {
   private async observe(): Promise<Observation> {
     const ctl = this.o.controller;
     const startedAtMs = Date.now();
-    let snapshot: KernelSnapshot | null = null;
-    let snapshotError: string | null = this.o.scanner ? null : 'kernel introspection is off for this guest';
-    if (this.o.scanner) {
+    const takeSnapshot = async (): Promise<{ snapshot: KernelSnapshot | null; snapshotError: string | null }> => {
+      if (!this.o.scanner) return { snapshot: null, snapshotError: 'kernel introspection is off for this guest' };
       try {
-        snapshot = await this.o.scanner.scan(ctl.bootGeneration, { fullImage: !this.imageSettled });
+        return { snapshot: await this.o.scanner.scan(ctl.bootGeneration, { fullImage: !this.imageSettled }), snapshotError: null };
       } catch (e) {
-        snapshotError = errorMessage(e);
+        return { snapshot: null, snapshotError: errorMessage(e) };
       }
-    }
-    // The guest's own view spawns a process in the guest: taken at its interval, and at once when
-    // there is no kernel view, the memory views disagree, or a hidden process is being judged.
-    const fresh = !this.lastReport || snapshot === null || this.wantAgent ||
-      startedAtMs - this.lastReportAtMs >= (this.o.agentIntervalMs ?? DEFAULT_AGENT_INTERVAL_MS) ||
-      detectHiddenProcesses(snapshot, null).observations.length > 0;
-    let report: GuestReport;
-    if (fresh || !this.lastReport) {
-      report = await ctl.report(this.o.agentTimeoutMs ?? 5_000);
+    };
+    const takeReport = async (): Promise<GuestReport> => {
+      const r = await ctl.report(this.o.agentTimeoutMs ?? 5_000);
       this.agentReports++;
-      this.lastReport = report;
+      this.lastReport = r;
       this.lastReportAtMs = startedAtMs;
-    } else report = this.lastReport;
+      return r;
+    };
+    // The guest's own view spawns a process in the guest: taken at its interval, while a hidden
+    // process is being judged, and at once when there is no kernel view or the memory views
+    // disagree. A fresh report is always taken before the snapshot it is compared with, so the
+    // agent's own short-lived processes (ps and its shell) are gone from both.
+    const due = !this.lastReport || this.wantAgent || !this.o.scanner ||
+      startedAtMs - this.lastReportAtMs >= (this.o.agentIntervalMs ?? DEFAULT_AGENT_INTERVAL_MS);
+    let report = due ? await takeReport() : this.lastReport as GuestReport;
+    let { snapshot, snapshotError } = await takeSnapshot();
+    let fresh = due;
+    if (!fresh && snapshot === null) {
+      // No kernel view: the guest's own is all there is (no second attempt at the kernel: discovery is costly).
+      report = await takeReport();
+      fresh = true;
+    } else if (!fresh && snapshot && detectHiddenProcesses(snapshot, null).observations.length > 0) {
+      report = await takeReport();
+      ({ snapshot, snapshotError } = await takeSnapshot());
+      fresh = true;
+    }
     // The trap: (re)armed on the tables this scan found readable, its log drained into events and a per-boot tally.
     const trap = this.o.trap ? this.o.trap.guard.update({
       qemuPid: this.o.trap.qemuPid(),

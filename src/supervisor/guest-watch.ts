@@ -196,7 +196,10 @@ export class GuestWatch {
     });
     if (j.baselineToRecord) this.keepBaseline(j.baselineToRecord, j.baselineIsNewBoot);
     this.imageSettled = imageSettled(obs.snapshot, j.baselineToRecord ?? (obs.snapshot ? this.baselineFor(kernelKey(obs.snapshot)) : null));
-    this.wantAgent = j.analysis.observations.some((o) => o.kind === 'hidden-process') || j.tracked.findings.some((f) => f.kind === 'hidden-process');
+    // A pid only the guest's own list holds has exited by the time of the snapshot (the reporter's own
+    // shell, in every report): judged at the agent's interval, it does not make every scan take one.
+    this.wantAgent = j.analysis.observations.some((o) => o.kind === 'hidden-process' && !onlyInGuestPs(o)) ||
+      j.tracked.findings.some((f) => f.kind === 'hidden-process');
     this.scans++;
     const durationMs = Date.now() - obs.startedAtMs;
     // Persisted before it is acted on; if the store refuses, the watch acts from memory.
@@ -319,4 +322,9 @@ export class GuestWatch {
 function imageSettled(snap: KernelSnapshot | null, b: KernelBaseline | null): boolean {
   if (!snap || !b) return false;
   return b.boot.slide === `0x${snap.kernel.kaslrSlide.toString(16)}` && b.boot.textHash !== null && b.boot.textHash.startsWith(PAGED_HASH_PREFIX);
+}
+
+function onlyInGuestPs(o: { readonly evidence: Readonly<Record<string, unknown>> }): boolean {
+  const v = o.evidence.inViews;
+  return Array.isArray(v) && v.length === 1 && v[0] === 'guest-ps';
 }

@@ -214,6 +214,17 @@ t.test('the guest\'s own view at its interval, and at once when the memory views
   for (let i = 0; i < 3; i++) await s.watch.cycle();
   t.equal(s.guest.reports, n, 'no report while the memory views agree');
   t.equal(s.events('finding').filter((e) => e.kind === 'finding' && e.payload.state === 'raised').length, 1, 'a kept report does not make the new process hidden');
+  // Every real report lists the reporter's own shell (a new pid each time), gone from the kernel by the snapshot: that alone takes no report per scan.
+  let shell = 900;
+  const cycleWithShell = async (): Promise<void> => { s.guest.guestReport = report(snapshot(), [{ pid: shell++, ppid: 120, comm: 'sh', state: 'R' }]); await s.watch.cycle(); };
+  s.scanner.snap = { ...hidden, pidIdr: base.pidIdr };
+  await cycleWithShell();
+  s.scanner.snap = snapshot();
+  await cycleWithShell();
+  const m = s.guest.reports;
+  for (let i = 0; i < 3; i++) await cycleWithShell();
+  t.equal(s.guest.reports, m, 'a pid only in the guest\'s list does not make every scan ask the agent');
+  t.equal(s.events('finding').filter((e) => e.kind === 'finding' && e.payload.state === 'raised').length, 1, 'nor is it a finding');
 });
 
 t.test('events on change: health heartbeat, no ladder write for an unchanged state', async (t) => {

@@ -97,10 +97,11 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
     sys.observations.length === 0 && kern.observations.length === 0 && mods.observations.length === 0 &&
     sys.undetermined.length === 0 && mods.undetermined.length === 0 && snap.integrity.errors.length === 0;
   if (clean) {
-    const fresh = baselineOf(snap, input.nowMs);
-    if (!baseline) baselineToRecord = fresh;
-    else if (baseline.boot.slide !== fresh.boot.slide || baseline.boot.textHash === null ||
-      (fresh.boot.textHash !== null && !sameHashKind(baseline.boot.textHash, fresh.boot.textHash))) baselineToRecord = { ...baseline, boot: fresh.boot };
+    // The whole baseline is built only when it is kept (not at every clean scan).
+    const text = snap.integrity.textHash;
+    if (!baseline) baselineToRecord = baselineOf(snap, input.nowMs);
+    else if (baseline.boot.slide !== `0x${snap.kernel.kaslrSlide.toString(16)}` || baseline.boot.textHash === null ||
+      (text !== null && !sameHashKind(baseline.boot.textHash, text))) baselineToRecord = { ...baseline, boot: baselineOf(snap, input.nowMs).boot };
   }
   return { observations, undetermined, baselineToRecord };
 }

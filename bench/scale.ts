@@ -102,7 +102,7 @@ async function hookOnce(r: Run, guest: number, nr: number): Promise<number> {
   }
 }
 
-function svgPlot(points: readonly ScalePoint[]): string {
+export function svgPlot(points: readonly ScalePoint[]): string {
   const W = 640, H = 360, L = 60, R = 60, T = 30, B = 40;
   const maxN = Math.max(1, ...points.map((p) => p.guests));
   const maxCpu = Math.max(1.5, ...points.map((p) => p.cpuMsPerScan)) * 1.1;

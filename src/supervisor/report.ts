@@ -25,8 +25,9 @@ export function ladderEvents(guest: string, events: readonly LadderEvent[], log:
 /** Introspection was on and gave no snapshot: the scan failed, whatever the agent said. */
 const kernelUnread = (obs: Observation, introspectionOff: boolean): boolean => !introspectionOff && obs.snapshot === null;
 
-/** How often unchanged scans are summed up into one scan event, and how often an unchanged health is repeated. */
-export const DEFAULT_SUMMARY_INTERVAL_MS = 60_000;
+/** How often unchanged scans are summed up into one scan event, and how often an unchanged health is repeated:
+ *  one of each per 2 minutes keeps a quiet guest at ≤ 1 message per minute. */
+export const DEFAULT_SUMMARY_INTERVAL_MS = 120_000;
 
 type ScanPayload = Extract<EventInput, { kind: 'scan' }>['payload'];
 type Outcome = ScanPayload['outcome'];

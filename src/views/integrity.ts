@@ -71,6 +71,8 @@ const HASH_LEN = 32;
 interface PagedRegion {
   readonly start: bigint;
   readonly pages: number;
+  /** Pages rehashed at every scan: those holding the syscall tables (checked every scan anyway). */
+  readonly hot: readonly number[];
   readonly hashes: Buffer;
   cursor: number;
   digest: string | null;
@@ -78,6 +80,21 @@ interface PagedRegion {
 }
 
 const pagedRegions = new WeakMap<object, Map<string, PagedRegion>>();
+
+const HOT_SYMBOLS = ['sys_call_table', 'ia32_sys_call_table', 'x32_sys_call_table'];
+
+function hotPages(ctx: KernelContext, start: bigint, pages: number): number[] {
+  const hot = new Set<number>();
+  for (const name of HOT_SYMBOLS) {
+    const a = ctx.profile.symbols.address(name);
+    if (a === undefined || a < start) continue;
+    const len = Math.min(Math.max(ctx.profile.symbols.extent(name) ?? 8, 8), 64 * PAGE);
+    const first = Number((a - start) / BigInt(PAGE));
+    const last = Number((a + BigInt(len) - 1n - start) / BigInt(PAGE));
+    for (let i = first; i <= last && i < pages; i++) hot.add(i);
+  }
+  return [...hot];
+}
 
 /** Rehashes `count` pages from `first` (wrapping); false with an error pushed when a page cannot be read. */
 function rehashPages(ctx: KernelContext, r: PagedRegion, first: number, count: number, where: string, errors: ViewError[]): boolean {
@@ -123,12 +140,15 @@ function pagedRegionHash(ctx: KernelContext, from: string, to: string, coverageM
   const start = a & ~BigInt(PAGE - 1);
   const pages = Number((b - start + BigInt(PAGE - 1)) / BigInt(PAGE));
   if (!r || r.start !== start || r.pages !== pages) {
-    r = { start, pages, hashes: Buffer.alloc(pages * HASH_LEN), cursor: 0, digest: null, lastAtMs: nowMs };
+    r = { start, pages, hot: hotPages(ctx, start, pages), hashes: Buffer.alloc(pages * HASH_LEN), cursor: 0, digest: null, lastAtMs: nowMs };
     if (!rehashPages(ctx, r, 0, pages, where, errors)) return null;
     m.set(key, r);
     return r.digest;
   }
   // The share of pages due since the last scan, so that every page is rehashed at least once per coverageMs.
+  for (const i of full ? [] : r.hot) {
+    if (!rehashPages(ctx, r, i, 1, where, errors)) { m.delete(key); return null; }
+  }
   const due = full ? pages : Math.min(pages, Math.ceil((pages * Math.max(0, nowMs - r.lastAtMs)) / Math.max(1, coverageMs)));
   if (due > 0) {
     if (!rehashPages(ctx, r, r.cursor, due, where, errors)) {

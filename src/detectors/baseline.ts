@@ -49,3 +49,6 @@ export function baselineOf(snap: KernelSnapshot, nowMs: number): KernelBaseline 
     boot: { slide: `0x${slide.toString(16)}`, textHash: snap.integrity.textHash, rodataHash: snap.integrity.rodataHash },
   };
 }
+
+/** Both whole-region sha256s, or both hashes over page hashes (their prefix): only then comparable. */
+export const sameHashKind = (a: string, b: string): boolean => (a.indexOf(':') < 0) === (b.indexOf(':') < 0) && a.slice(0, a.indexOf(':') + 1) === b.slice(0, b.indexOf(':') + 1);

@@ -3,7 +3,7 @@
 // a baseline to record (first clean scan of a kernel, or a new boot) goes out.
 import type { KernelSnapshot } from '../views/types.js';
 import type { FaultKind } from '../policy/types.js';
-import { baselineOf, kernelKey, type KernelBaseline } from './baseline.js';
+import { baselineOf, kernelKey, sameHashKind, type KernelBaseline } from './baseline.js';
 import { detectHiddenProcesses } from './hidden-process.js';
 import { detectMissingCritical, type CriticalProcessSpec } from './critical-process.js';
 import { detectSyscallChanges } from './syscall-integrity.js';
@@ -21,6 +21,12 @@ export interface ScanInput {
   /** Kernel introspection is switched off for this guest: a missing snapshot is then no fault. */
   readonly introspectionOff?: boolean;
   readonly report: GuestReport;
+  /**
+   * The report was taken in this cycle (default). A report kept from an earlier cycle still says
+   * whether the agent answered, but judges nothing: what depends on it (agent-down, a process
+   * missing from the guest's own list, a critical process without a snapshot) is undetermined.
+   */
+  readonly reportFresh?: boolean;
   readonly critical: readonly CriticalProcessSpec[];
   /** The stored baseline for this snapshot's kernel, if any. */
   readonly baseline: KernelBaseline | null;
@@ -35,6 +41,12 @@ export interface ScanAnalysis extends DetectorResult {
 
 const KERNEL_KINDS: readonly FaultKind[] = ['hidden-process', 'syscall-table-changed', 'kernel-integrity-changed', 'hidden-module'];
 
+/** Hidden processes among the memory views alone; with none, the guest's view decides (undetermined). */
+function memoryOnlyHidden(snap: KernelSnapshot): DetectorResult {
+  const r = detectHiddenProcesses(snap, null);
+  return r.observations.length > 0 || r.undetermined.length > 0 ? r : { observations: [], undetermined: ['hidden-process'] };
+}
+
 export function analyzeScan(input: ScanInput): ScanAnalysis {
   const observations: Observation[] = [];
   const undetermined: FaultKind[] = [];
@@ -44,7 +56,9 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
     for (const k of r.undetermined) undetermined.push(k);
   };
   const report = boundGuestReport(input.report);
-  if (report.agent === 'down') {
+  const fresh = input.reportFresh !== false;
+  if (!fresh) undetermined.push('agent-down');
+  else if (report.agent === 'down') {
     observations.push({
       kind: 'agent-down',
       key: 'agent-down',
@@ -64,7 +78,7 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   // A cut process list is no view to compare against: what it lacks was dropped here, not hidden by the guest.
   const psView: GuestReport | null = report.agent === 'ok' && report.malformed?.complete === false ? null : report;
   const snap = input.snapshot;
-  take(detectMissingCritical(input.critical, snap, psView));
+  take(detectMissingCritical(input.critical, snap, fresh ? psView : null));
   // The trap's log does not depend on the snapshot: a refused write counts even when introspection failed.
   take(detectRefusedWrites(input.refusedWrites ?? null));
   if (!snap) {
@@ -82,7 +96,7 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
     return { observations, undetermined, baselineToRecord: null };
   }
   const baseline = input.baseline && input.baseline.kernelKey === kernelKey(snap) ? input.baseline : null;
-  const hidden = detectHiddenProcesses(snap, psView);
+  const hidden = fresh ? detectHiddenProcesses(snap, psView) : memoryOnlyHidden(snap);
   const sys = detectSyscallChanges(snap, baseline);
   const kern = detectKernelChanges(snap, baseline);
   const mods = detectHiddenModules(snap);
@@ -97,9 +111,11 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
     sys.observations.length === 0 && kern.observations.length === 0 && mods.observations.length === 0 &&
     sys.undetermined.length === 0 && mods.undetermined.length === 0 && snap.integrity.errors.length === 0;
   if (clean) {
-    const fresh = baselineOf(snap, input.nowMs);
-    if (!baseline) baselineToRecord = fresh;
-    else if (baseline.boot.slide !== fresh.boot.slide || baseline.boot.textHash === null) baselineToRecord = { ...baseline, boot: fresh.boot };
+    // The whole baseline is built only when it is kept (not at every clean scan).
+    const text = snap.integrity.textHash;
+    if (!baseline) baselineToRecord = baselineOf(snap, input.nowMs);
+    else if (baseline.boot.slide !== `0x${snap.kernel.kaslrSlide.toString(16)}` || baseline.boot.textHash === null ||
+      (text !== null && !sameHashKind(baseline.boot.textHash, text))) baselineToRecord = { ...baseline, boot: baselineOf(snap, input.nowMs).boot };
   }
   return { observations, undetermined, baselineToRecord };
 }

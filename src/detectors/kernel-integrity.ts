@@ -3,7 +3,7 @@
 // IDT and MSR_LSTAR, each against the baseline; and hidden modules (in
 // /sys/module's kobjects but not on the module list, or the reverse).
 import type { KernelSnapshot } from '../views/types.js';
-import { unrel, type KernelBaseline } from './baseline.js';
+import { sameHashKind, unrel, type KernelBaseline } from './baseline.js';
 import { hex, type DetectorResult, type Observation } from './types.js';
 
 export function detectKernelChanges(snap: KernelSnapshot, baseline: KernelBaseline | null): DetectorResult {
@@ -25,9 +25,11 @@ export function detectKernelChanges(snap: KernelSnapshot, baseline: KernelBaseli
     if (was !== undefined && was !== d.hash) add(`${d.name} body`, was, d.hash);
   }
   // Text and rodata hashes include relocated addresses: comparable only within one boot (same slide).
+  // A whole-region hash and a hash over page hashes (PAGED_HASH_PREFIX) are different measures of the same bytes.
   if (baseline.boot.slide === `0x${slide.toString(16)}`) {
-    if (baseline.boot.textHash && integ.textHash && baseline.boot.textHash !== integ.textHash) add('kernel text hash', baseline.boot.textHash, integ.textHash);
-    if (baseline.boot.rodataHash && integ.rodataHash && baseline.boot.rodataHash !== integ.rodataHash) add('kernel rodata hash', baseline.boot.rodataHash, integ.rodataHash);
+    const differs = (was: string | null, now: string | null): boolean => was !== null && now !== null && sameHashKind(was, now) && was !== now;
+    if (differs(baseline.boot.textHash, integ.textHash)) add('kernel text hash', baseline.boot.textHash, integ.textHash);
+    if (differs(baseline.boot.rodataHash, integ.rodataHash)) add('kernel rodata hash', baseline.boot.rodataHash, integ.rodataHash);
   }
   if (baseline.idt.length > 0 && integ.idt.length === baseline.idt.length) {
     integ.idt.forEach((a, vector) => {

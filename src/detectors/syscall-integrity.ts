@@ -27,6 +27,17 @@ export function selfCheckViolations(t: SyscallTableView): SyscallEntry[] {
   return t.entries.filter((e) => e.owner.kind !== 'kernel' || (e.expected !== null && e.owner.symbol !== e.expected));
 }
 
+// A baseline table's slots as addresses under one slide: parsed once per (baseline table, slide),
+// not with BigInt per slot per scan (the baseline objects live as long as the watch keeps them).
+const slid = new WeakMap<readonly (string | null)[], { slide: bigint; addrs: (bigint | null)[] }>();
+function slidSlots(base: readonly (string | null)[], slide: bigint): (bigint | null)[] {
+  const c = slid.get(base);
+  if (c && c.slide === slide) return c.addrs;
+  const addrs = base.map((b) => (b === null || b === undefined ? null : unrel(b, slide)));
+  slid.set(base, { slide, addrs });
+  return addrs;
+}
+
 export function detectSyscallChanges(snap: KernelSnapshot, baseline: KernelBaseline | null): DetectorResult {
   if (snap.syscallTables.length === 0 || snap.syscallTables.some((t) => t.errors.length > 0 && t.entries.length === 0)) {
     return { observations: [], undetermined: ['syscall-table-changed'] };
@@ -56,10 +67,10 @@ export function detectSyscallChanges(snap: KernelSnapshot, baseline: KernelBasel
       push(e, 'not its own kernel handler', b ? unrel(b, slide) : null);
     }
     if (base) {
+      const addrs = slidSlots(base, slide);
       for (const e of t.entries) {
-        const b = base[e.nr];
-        if (b === undefined || b === null) continue;
-        const was = unrel(b, slide);
+        const was = addrs[e.nr];
+        if (was === undefined || was === null) continue;
         if (was !== e.target) push(e, 'differs from the baseline', was);
       }
     }

@@ -3,7 +3,10 @@
 import type { GuestProcess } from '../detectors/types.js';
 
 /** The command the guest runs; processes that exit mid-read are skipped silently. */
-export const PROC_STAT_COMMAND = 'cat /proc/[0-9]*/stat 2>/dev/null; true';
+// Without the reporting shell itself ($$): it has exited by the time the kernel is read, and would
+// otherwise be a process only the guest lists in every report. The list is built in the shell, so
+// cat (forked after the glob) is not in it either.
+export const PROC_STAT_COMMAND = 's=; for f in /proc/[0-9]*/stat; do [ "$f" = "/proc/$$/stat" ] || s="$s $f"; done; cat $s 2>/dev/null; true';
 
 /** Parses "pid (comm) S ppid ..." lines; comm may hold spaces and parentheses. */
 export function parseProcStat(text: string, where: string): GuestProcess[] {

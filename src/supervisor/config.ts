@@ -75,6 +75,8 @@ export interface GuestConfigFile {
   readonly bootTimeoutSec?: number;
   /** How long each scan waits for the guest agent's process list; default 5. Busy TCG guests need more. */
   readonly agentTimeoutSec?: number;
+  /** How often the guest's own process list (agent ps, a process in the guest) is taken; default the supervisor's, else 5 s. */
+  readonly agentIntervalSec?: number;
   /** Kernel introspection (task list, IDR, run queues, syscall tables, integrity); default true. */
   readonly introspection?: boolean;
   /** KVM write trap on the syscall tables (src/trap/, docs/TRAP.md): what a refused write gets, or 'off'; default the supervisor's writeTrap. */
@@ -113,6 +115,8 @@ export interface SupervisorConfigFile {
   /** Policy file; the defaults when absent. */
   readonly policy?: string;
   readonly scanIntervalSec?: number;
+  /** Default for every guest's agentIntervalSec. */
+  readonly agentIntervalSec?: number;
   /** Default for every guest's writeTrap; default 'gp'. */
   readonly writeTrap?: 'gp' | 'drop' | 'off';
   /** Where sockets and overlays live; default $INTROVISOR_RUN/supervisor. */
@@ -133,6 +137,8 @@ export interface GuestConfig extends GuestMachineDefinition {
   /** How long each scan waits for the guest agent (the watch's default when absent). */
   readonly agentTimeoutMs?: number;
   readonly scanIntervalMs: number;
+  /** The guest's own report at most this often (and at once when the memory views disagree). */
+  readonly agentIntervalMs: number;
   /** Kernel introspection (off: only the guest agent's view). */
   readonly introspection: boolean;
   /** The write trap rides on introspection (it needs the syscall tables' addresses): 'off' when introspection is. */
@@ -216,6 +222,7 @@ const schema = {
     policy: path,
     writeTrap: { type: 'string', enum: ['gp', 'drop', 'off'] },
     scanIntervalSec: { type: 'number', minimum: 0.1, maximum: 3600 },
+    agentIntervalSec: { type: 'number', minimum: 0.1, maximum: 3600 },
     runDir: path,
     onExit: { type: 'string', enum: ['stop-guests', 'leave-running'] },
     actionTimeoutsSec: {
@@ -314,6 +321,7 @@ const schema = {
           scanIntervalSec: { type: 'number', minimum: 0.1, maximum: 3600 },
           bootTimeoutSec: { type: 'number', minimum: 10, maximum: 3600 },
           agentTimeoutSec: { type: 'number', minimum: 1, maximum: 600 },
+          agentIntervalSec: { type: 'number', minimum: 0.1, maximum: 3600 },
           introspection: { type: 'boolean' },
           writeTrap: { type: 'string', enum: ['gp', 'drop', 'off'] },
         },
@@ -324,6 +332,8 @@ const schema = {
 
 export const SUPERVISOR_CONFIG_SCHEMA = schema;
 const validate = new Ajv({ allErrors: true, strict: true }).compile<SupervisorConfigFile>(schema);
+/** The guest's own view (a process spawned in the guest) is the expensive one: seconds, not every scan. */
+export const DEFAULT_AGENT_INTERVAL_SEC = 5;
 const DEFAULT_SCAN_INTERVAL_SEC = 2;
 
 /** What the host has, for the checks a guest's size must pass. */
@@ -445,6 +455,7 @@ function resolveConfig(c: SupervisorConfigFile, baseDir: string): SupervisorConf
           ...(p.start ? { start: { path: p.start[0] as string, args: p.start.slice(1) } } : {}),
         })),
         scanIntervalMs: 1000 * (g.scanIntervalSec ?? c.scanIntervalSec ?? DEFAULT_SCAN_INTERVAL_SEC),
+        agentIntervalMs: 1000 * (g.agentIntervalSec ?? c.agentIntervalSec ?? DEFAULT_AGENT_INTERVAL_SEC),
         introspection,
         writeTrap: introspection ? g.writeTrap ?? c.writeTrap ?? 'gp' : 'off',
       };

@@ -21,11 +21,16 @@ import type { GuestController, GuestExecResult } from '../recovery/guest-control
 import type { ConsoleGuest, GuestObservation } from '../control/types.js';
 import { errorMessage } from '../util/errors.js';
 import type { KernelSnapshot } from '../views/types.js';
+import { PAGED_HASH_PREFIX } from '../views/integrity.js';
 import type { SyscallTableTrap, TrapScanResult, TrapStatus } from '../trap/syscall-table-trap.js';
 import type { KernelScanner } from './kernel-scanner.js';
 import type { EventRecorder } from './recorder.js';
 import { judge } from './judge.js';
-import { actionEvents, cycleEvents, healthEvent, ladderEvents } from './report.js';
+import { actionEvents, cycleEvents, healthEvent, HealthLedger, ladderEvents, ScanLedger } from './report.js';
+import { detectHiddenProcesses } from '../detectors/hidden-process.js';
+
+/** Default interval of the guest's own view (agent `ps`, a process spawned in the guest). */
+export const DEFAULT_AGENT_INTERVAL_MS = 5_000;
 
 export interface GuestWatchOptions {
   readonly controller: GuestController;
@@ -41,6 +46,14 @@ export interface GuestWatchOptions {
   readonly log?: (line: string) => void;
   readonly bootTimeoutMs?: number;
   readonly agentTimeoutMs?: number;
+  /**
+   * The guest's own report (agent ps) is taken at most this often, and at once when the memory
+   * views disagree, a hidden-process finding is open or being confirmed, or there is no kernel
+   * snapshot; between, detectors that need it are undetermined. Default DEFAULT_AGENT_INTERVAL_MS.
+   */
+  readonly agentIntervalMs?: number;
+  /** Unchanged scans are summed up into one scan event per this interval; unchanged health repeats at it. */
+  readonly summaryIntervalMs?: number;
   /** The KVM write trap on the syscall tables, and QEMU's pid to attach it to; absent: off. */
   readonly trap?: { readonly guard: SyscallTableTrap; readonly qemuPid: () => number | undefined } | null;
 }
@@ -49,6 +62,8 @@ export interface GuestWatchOptions {
 export interface Observation {
   readonly startedAtMs: number;
   readonly report: GuestReport;
+  /** The report was taken in this cycle (false: kept from an earlier one). */
+  readonly reportFresh: boolean;
   readonly snapshot: KernelSnapshot | null;
   readonly snapshotError: string | null;
   readonly trap: TrapScanResult | null;
@@ -73,8 +88,20 @@ export class GuestWatch implements ConsoleGuest {
   /** Baselines by kernel key: kept in memory so a store outage does not blind the integrity checks. */
   private readonly baselines = new Map<string, KernelBaseline>();
   private stopped = false;
+  private lastReport: GuestReport | null = null;
+  private lastReportAtMs = -Infinity;
+  /** The last cycle saw something the guest's own view must confirm or clear. */
+  private wantAgent = false;
+  /** The kept baseline holds this boot's image hashes: scans may rehash only the rotating share. */
+  private imageSettled = false;
+  /** The ladder state as last saved: an unchanged state is not written again. */
+  private savedState: string | null = null;
+  private readonly scanLedger: ScanLedger;
+  private readonly healthLedger: HealthLedger;
   private wake: (() => void) | undefined;
   scans = 0;
+  /** Reports taken from the guest (each runs ps in the guest). */
+  agentReports = 0;
   lastScan: ScanSummary | null = null;
   private latest: GuestObservation | null = null;
   private paused = false;
@@ -84,6 +111,8 @@ export class GuestWatch implements ConsoleGuest {
   constructor(private readonly o: GuestWatchOptions) {
     this.name = o.controller.name;
     this.state = o.ladders.load(this.name) ?? initialLadderState(this.name);
+    this.scanLedger = new ScanLedger(o.summaryIntervalMs);
+    this.healthLedger = new HealthLedger(o.summaryIntervalMs);
     this.tracker = new FindingTracker((k) => this.policy().policy.faults[k].confirmScans);
     // A reboot the guest starts itself: the next kernel may put anything on the protected pages.
     o.controller.onGuestReset?.(() => this.o.trap?.guard.beforeKernelRestart());
@@ -187,11 +216,16 @@ export class GuestWatch implements ConsoleGuest {
   }
 
   /** Adopts a ladder state; the store gets it now or, if it refuses, at the next cycle. */
-  private adopt(state: GuestLadderState, save: (s: GuestLadderState) => void): void {
+  private adopt(state: GuestLadderState, save: (s: GuestLadderState) => void, onlyIfChanged = false): void {
     this.state = state;
+    // seq alone moves at every step; a state that differs only by it need not be written (action ids
+    // take the seq of the step that starts them, which always changes more than seq, so is saved).
+    const json = JSON.stringify({ ...state, seq: 0 });
+    if (onlyIfChanged && !this.unsaved && json === this.savedState) return;
     try {
       save(state);
       this.unsaved = false;
+      this.savedState = json;
     } catch (e) {
       if (!this.unsaved) this.log(`ladder state not saved (kept in memory, saved when the store takes it): ${errorMessage(e)}`);
       this.unsaved = true;
@@ -224,8 +258,14 @@ export class GuestWatch implements ConsoleGuest {
       if (wait > 0 && !this.stopped) await new Promise<void>((r) => { const t = setTimeout(r, wait); this.wake = () => { clearTimeout(t); r(); }; });
       this.wake = undefined;
     }
+    this.flushSummary();
     // Closing the trap fd unprotects the tables: the supervisor no longer watches the log.
     this.o.trap?.guard.close();
+  }
+
+  /** Records the summary of the unchanged scans not yet recorded (at stop, and for tests). */
+  flushSummary(): void {
+    this.record(this.scanLedger.summary());
   }
 
   stop(): void {
@@ -243,13 +283,26 @@ export class GuestWatch implements ConsoleGuest {
       introspectionOff: this.o.scanner === null, baseline: obs.snapshot ? this.baselineFor(kernelKey(obs.snapshot)) : null, nowMs: Date.now(),
     });
     if (j.baselineToRecord) this.keepBaseline(j.baselineToRecord, j.baselineIsNewBoot ? 'new-boot' : 'first-scan');
+    this.imageSettled = imageSettled(obs.snapshot, j.baselineToRecord ?? (obs.snapshot ? this.baselineFor(kernelKey(obs.snapshot)) : null));
+    // A pid only the guest's own list holds has exited by the time of the snapshot (the reporter's own
+    // shell, in every report): judged at the agent's interval, it does not make every scan take one.
+    this.wantAgent = j.analysis.observations.some((o) => o.kind === 'hidden-process' && !onlyInGuestPs(o)) ||
+      j.tracked.findings.some((f) => f.kind === 'hidden-process');
     this.scans++;
     const durationMs = Date.now() - obs.startedAtMs;
     // Persisted before it is acted on; if the store refuses, the watch acts from memory.
-    this.adopt(j.ladder.state, (s) => this.o.ladders.save(s));
-    this.record(cycleEvents({ guest: this.name, obs, judgement: j, durationMs, policyVersion: version, introspectionOff: this.o.scanner === null, log: (l) => this.log(l) }));
-    await this.act(j.ladder.decision, policy);
-    this.record([healthEvent(this.name, this.state, policy, obs, j.tracked.findings.length, this.o.scanner === null)]);
+    this.adopt(j.ladder.state, (s) => this.o.ladders.save(s), true);
+    const events = cycleEvents({
+      guest: this.name, obs, judgement: j, durationMs, policyVersion: version, introspectionOff: this.o.scanner === null, log: (l) => this.log(l), scans: this.scanLedger,
+    });
+    if (j.ladder.decision.kind === 'act' || j.ladder.decision.kind === 'hold') {
+      this.record(events);
+      await this.act(j.ladder.decision, policy);
+      this.record(this.healthLedger.add(healthEvent(this.name, this.state, policy, obs, j.tracked.findings.length, this.o.scanner === null), Date.now()));
+    } else {
+      // Nothing to act on: one write for the cycle's events.
+      this.record([...events, ...this.healthLedger.add(healthEvent(this.name, this.state, policy, obs, j.tracked.findings.length, this.o.scanner === null), Date.now())]);
+    }
     const summary: ScanSummary = {
       startedAtMs: obs.startedAtMs, durationMs, findings: j.tracked.findings, snapshotError: obs.snapshotError, agent: obs.report.agent,
       ...(obs.trap ? { trap: { status: obs.trap.status, detail: obs.trap.detail, refusedWrites: obs.trap.events.length } } : {}),
@@ -262,15 +315,38 @@ export class GuestWatch implements ConsoleGuest {
   private async observe(): Promise<Observation> {
     const ctl = this.o.controller;
     const startedAtMs = Date.now();
-    const report = await ctl.report(this.o.agentTimeoutMs ?? 5_000);
-    let snapshot: KernelSnapshot | null = null;
-    let snapshotError: string | null = this.o.scanner ? null : 'kernel introspection is off for this guest';
-    if (this.o.scanner) {
+    const takeSnapshot = async (): Promise<{ snapshot: KernelSnapshot | null; snapshotError: string | null }> => {
+      if (!this.o.scanner) return { snapshot: null, snapshotError: 'kernel introspection is off for this guest' };
       try {
-        snapshot = await this.o.scanner.scan(ctl.bootGeneration);
+        return { snapshot: await this.o.scanner.scan(ctl.bootGeneration, { fullImage: !this.imageSettled }), snapshotError: null };
       } catch (e) {
-        snapshotError = errorMessage(e);
+        return { snapshot: null, snapshotError: errorMessage(e) };
       }
+    };
+    const takeReport = async (): Promise<GuestReport> => {
+      const r = await ctl.report(this.o.agentTimeoutMs ?? 5_000);
+      this.agentReports++;
+      this.lastReport = r;
+      this.lastReportAtMs = startedAtMs;
+      return r;
+    };
+    // The guest's own view spawns a process in the guest: taken at its interval, while a hidden
+    // process is being judged, and at once when there is no kernel view or the memory views
+    // disagree. A fresh report is always taken before the snapshot it is compared with, so the
+    // agent's own short-lived processes (ps and its shell) are gone from both.
+    const due = !this.lastReport || this.wantAgent || !this.o.scanner ||
+      startedAtMs - this.lastReportAtMs >= (this.o.agentIntervalMs ?? DEFAULT_AGENT_INTERVAL_MS);
+    let report = due ? await takeReport() : this.lastReport as GuestReport;
+    let { snapshot, snapshotError } = await takeSnapshot();
+    let fresh = due;
+    if (!fresh && snapshot === null) {
+      // No kernel view: the guest's own is all there is (no second attempt at the kernel: discovery is costly).
+      report = await takeReport();
+      fresh = true;
+    } else if (!fresh && snapshot && detectHiddenProcesses(snapshot, null).observations.length > 0) {
+      report = await takeReport();
+      ({ snapshot, snapshotError } = await takeSnapshot());
+      fresh = true;
     }
     // The trap: (re)armed on the tables this scan found readable, its log drained into events and a per-boot tally.
     const trap = this.o.trap ? this.o.trap.guard.update({
@@ -279,7 +355,7 @@ export class GuestWatch implements ConsoleGuest {
       tables: snapshot && snapshot.syscallTables.length > 0 && snapshot.syscallTables.every((t) => t.errors.length === 0) ? snapshot.syscallTables : null,
       translate: snapshot && this.o.scanner?.translate ? (va) => this.o.scanner?.translate?.(va) ?? null : null,
     }) : null;
-    return { startedAtMs, report, snapshot, snapshotError, trap };
+    return { startedAtMs, report, reportFresh: fresh, snapshot, snapshotError, trap };
   }
 
   private baselineFor(key: string): KernelBaseline | null {
@@ -329,4 +405,15 @@ export class GuestWatch implements ConsoleGuest {
       this.log(`HOLD ${note}`);
     }
   }
+}
+
+/** The baseline has this boot's image hashes, taken as page hashes (so only the rotating share needs rehashing). */
+function imageSettled(snap: KernelSnapshot | null, b: KernelBaseline | null): boolean {
+  if (!snap || !b) return false;
+  return b.boot.slide === `0x${snap.kernel.kaslrSlide.toString(16)}` && b.boot.textHash !== null && b.boot.textHash.startsWith(PAGED_HASH_PREFIX);
+}
+
+function onlyInGuestPs(o: { readonly evidence: Readonly<Record<string, unknown>> }): boolean {
+  const v = o.evidence.inViews;
+  return Array.isArray(v) && v.length === 1 && v[0] === 'guest-ps';
 }

@@ -35,7 +35,7 @@ export function judge(i: JudgeInput): Judgement {
   const { obs } = i;
   const analysis = analyzeScan({
     nowMs: obs.startedAtMs, snapshot: obs.snapshot, snapshotError: obs.snapshotError, introspectionOff: i.introspectionOff,
-    report: obs.report, critical: i.critical, baseline: i.baseline, ...(obs.trap ? { refusedWrites: obs.trap.tally } : {}),
+    report: obs.report, reportFresh: obs.reportFresh, critical: i.critical, baseline: i.baseline, ...(obs.trap ? { refusedWrites: obs.trap.tally } : {}),
   });
   const tracked = i.tracker.update(analysis, obs.startedAtMs);
   const faults: ActiveFault[] = tracked.findings.map((f) => ({ kind: f.kind, findingId: f.id, summary: f.summary, target: f.target }));

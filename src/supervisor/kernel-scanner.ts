@@ -4,9 +4,17 @@
 import { Introspector, type HmpSource } from '../views/scan.js';
 import type { KernelSnapshot } from '../views/types.js';
 
+export interface KernelScanOptions {
+  /** Rehash all of kernel text and rodata this scan (a baseline may be taken from it), not only the rotating share. */
+  readonly fullImage?: boolean;
+}
+
+/** Every page of kernel text and rodata is rehashed at least once per this interval (plus one scan). */
+export const DEFAULT_IMAGE_COVERAGE_MS = 30_000;
+
 export interface KernelScanner {
   /** A snapshot of the running kernel; throws when the kernel cannot be found (e.g. mid-boot). */
-  scan(bootGeneration: number): Promise<KernelSnapshot>;
+  scan(bootGeneration: number, opts?: KernelScanOptions): Promise<KernelSnapshot>;
   /** Guest-virtual to guest-physical through the last scan's kernel page tables (null: unmapped or no kernel yet). */
   translate?(va: bigint): bigint | null;
   close(): void;
@@ -16,16 +24,22 @@ export class IntrospectorScanner implements KernelScanner {
   private intro: Introspector | undefined;
   private generation = -1;
 
-  constructor(private readonly ramPath: string, private readonly hmp: HmpSource, private readonly hashImage = true) {}
+  constructor(
+    private readonly ramPath: string,
+    private readonly hmp: HmpSource,
+    private readonly hashImage = true,
+    private readonly imageCoverageMs = DEFAULT_IMAGE_COVERAGE_MS,
+  ) {}
 
-  async scan(bootGeneration: number): Promise<KernelSnapshot> {
+  async scan(bootGeneration: number, opts: KernelScanOptions = {}): Promise<KernelSnapshot> {
     if (!this.intro || bootGeneration !== this.generation) {
       this.close();
       this.intro = await Introspector.attach(this.ramPath, { qmp: this.hmp });
       this.generation = bootGeneration;
     }
     try {
-      const snap = this.intro.scan({ hashImage: this.hashImage });
+      // Text and rodata incrementally: per-page hashes, a rotating share per scan (src/views/integrity.ts).
+      const snap = this.intro.scan({ hashImage: this.hashImage, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true });
       // No task list at all: the kernel we discovered is not the one running (it rebooted by itself).
       if (snap.tasks.tasks.length === 0) this.close();
       return snap;

@@ -25,8 +25,89 @@ export function ladderEvents(guest: string, events: readonly LadderEvent[], log:
 /** Introspection was on and gave no snapshot: the scan failed, whatever the agent said. */
 const kernelUnread = (obs: Observation, introspectionOff: boolean): boolean => !introspectionOff && obs.snapshot === null;
 
+/** How often unchanged scans are summed up into one scan event, and how often an unchanged health is repeated:
+ *  one of each per 2 minutes keeps a quiet guest at ≤ 1 message per minute. */
+export const DEFAULT_SUMMARY_INTERVAL_MS = 120_000;
+
+type ScanPayload = Extract<EventInput, { kind: 'scan' }>['payload'];
+type Outcome = ScanPayload['outcome'];
+const WORSE: Record<Outcome, number> = { clean: 0, faults: 1, failed: 2 };
+
+/**
+ * Events on change: a scan that found what the previous one found records no event of its own;
+ * such scans are summed up into one scan event per interval (stats.scans: how many scans an event
+ * stands for; stats.clean/faults/failed: their outcomes; meanMs/maxMs: their durations). A scan
+ * whose outcome, error, open findings, policy version or trap state differs, or that raised or
+ * cleared a finding or saw a refused write, is recorded at once (after the summary so far).
+ */
+export class ScanLedger {
+  private lastKey: string | null = null;
+  private agg: { first: ScanPayload; last: ScanPayload; scans: number; counts: Record<Outcome, number>; sumMs: number; maxMs: number; worst: Outcome } | null = null;
+  private periodStartMs: number | null = null;
+
+  constructor(private readonly intervalMs = DEFAULT_SUMMARY_INTERVAL_MS) {}
+
+  /** The scan events to record for this scan (none, the summary, the scan, or both). */
+  add(p: ScanPayload, changed: boolean): EventInput[] {
+    const key = JSON.stringify([p.outcome, p.error, p.policyVersion, p.stats.openFindings, p.stats.trapArmed ?? null]);
+    const out: EventInput[] = [];
+    this.periodStartMs ??= p.startedAtMs;
+    if (changed || key !== this.lastKey) {
+      out.push(...this.summary());
+      out.push({ kind: 'scan', payload: { ...p, stats: { ...p.stats, scans: 1 } } });
+      this.lastKey = key;
+      this.periodStartMs = p.startedAtMs;
+      return out;
+    }
+    const a = this.agg ??= { first: p, last: p, scans: 0, counts: { clean: 0, faults: 0, failed: 0 }, sumMs: 0, maxMs: 0, worst: 'clean' };
+    a.last = p;
+    a.scans++;
+    a.counts[p.outcome]++;
+    a.sumMs += p.durationMs;
+    a.maxMs = Math.max(a.maxMs, p.durationMs);
+    if (WORSE[p.outcome] > WORSE[a.worst]) a.worst = p.outcome;
+    if (p.startedAtMs - this.periodStartMs >= this.intervalMs) {
+      out.push(...this.summary());
+      this.periodStartMs = p.startedAtMs;
+    }
+    return out;
+  }
+
+  /** The summary of the scans not recorded one by one since the last scan event (none if there are none). */
+  summary(): EventInput[] {
+    const a = this.agg;
+    if (!a) return [];
+    this.agg = null;
+    return [{
+      kind: 'scan',
+      payload: {
+        ...a.last, startedAtMs: a.first.startedAtMs, durationMs: a.maxMs, outcome: a.worst, findings: 0,
+        stats: { ...a.last.stats, scans: a.scans, clean: a.counts.clean, faults: a.counts.faults, failed: a.counts.failed, meanMs: +(a.sumMs / a.scans).toFixed(3), maxMs: a.maxMs },
+      },
+    }];
+  }
+}
+
+/** guest-health when it changes, and at least once per heartbeat interval while it does not. */
+export class HealthLedger {
+  private lastKey: string | null = null;
+  private lastAtMs = -Infinity;
+
+  constructor(private readonly heartbeatMs = DEFAULT_SUMMARY_INTERVAL_MS) {}
+
+  add(e: EventInput, nowMs: number): EventInput[] {
+    if (e.kind !== 'guest-health') return [e];
+    const { lastScanAtMs: _, ...rest } = e.payload;
+    const key = JSON.stringify(rest);
+    if (key === this.lastKey && nowMs - this.lastAtMs < this.heartbeatMs) return [];
+    this.lastKey = key;
+    this.lastAtMs = nowMs;
+    return [e];
+  }
+}
+
 /** The trap's events, findings raised and cleared, the scan, and the ladder's steps. */
-export function cycleEvents(c: { guest: string; obs: Observation; judgement: Judgement; durationMs: number; policyVersion: number | null; introspectionOff: boolean; log: Log }): EventInput[] {
+export function cycleEvents(c: { guest: string; obs: Observation; judgement: Judgement; durationMs: number; policyVersion: number | null; introspectionOff: boolean; log: Log; scans?: ScanLedger }): EventInput[] {
   const { guest, obs, judgement: j, log } = c;
   const events: EventInput[] = [...(obs.trap?.events ?? [])];
   for (const f of j.tracked.cleared) {
@@ -40,7 +121,7 @@ export function cycleEvents(c: { guest: string; obs: Observation; judgement: Jud
   const snap = obs.snapshot;
   const agentDown = obs.report.agent === 'down';
   const failed = kernelUnread(obs, c.introspectionOff) || (agentDown && !snap);
-  events.push(scanEvent({
+  const scan = scanEvent({
     guest, startedAtMs: obs.startedAtMs, durationMs: c.durationMs,
     outcome: failed ? 'failed' : j.tracked.findings.length > 0 ? 'faults' : 'clean',
     findings: j.tracked.raised.length,
@@ -54,7 +135,10 @@ export function cycleEvents(c: { guest: string; obs: Observation; judgement: Jud
       viewErrors: snap ? snapshotErrors(snap).length : -1,
       ...(obs.trap ? { trapArmed: obs.trap.status === 'armed' ? 1 : 0, refusedWrites: obs.trap.events.length } : {}),
     },
-  }));
+  });
+  const changed = j.tracked.raised.length > 0 || j.tracked.cleared.length > 0 || (obs.trap?.events.length ?? 0) > 0 || j.ladder.events.length > 0;
+  if (!c.scans) events.push(scan);
+  else if (scan.kind === 'scan') events.push(...c.scans.add(scan.payload, changed));
   events.push(...ladderEvents(guest, j.ladder.events, log));
   return events;
 }

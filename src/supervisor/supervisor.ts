@@ -100,6 +100,7 @@ export class Supervisor {
         scanIntervalMs: g.scanIntervalMs,
         ...(g.bootTimeoutMs ? { bootTimeoutMs: g.bootTimeoutMs } : {}),
         ...(g.agentTimeoutMs ? { agentTimeoutMs: g.agentTimeoutMs } : {}),
+        agentIntervalMs: g.agentIntervalMs,
         policy: this.policy,
         ladders,
         baselines,

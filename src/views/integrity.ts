@@ -25,6 +25,17 @@ function hashFunction(ctx: KernelContext, name: string, bytes: Buffer): string {
 export interface IntegrityOptions {
   /** Hash all of kernel text and rodata (~20 MB; tens of ms). Off for the fast periodic check. */
   readonly hashImage: boolean;
+  /**
+   * Hash the image incrementally: per-page hashes, all pages at the first scan of this context,
+   * then per scan only the share of pages that keeps every page rehashed within this many ms
+   * (a rotating cursor). The hashes are then PAGED_HASH_PREFIX + sha256 of the page hashes,
+   * not a plain sha256 of the region. Absent: one plain sha256 of each whole region per scan.
+   */
+  readonly imageCoverageMs?: number;
+  /** With imageCoverageMs: rehash every page this scan (a baseline is about to be taken from it). */
+  readonly fullImage?: boolean;
+  /** The clock for imageCoverageMs (tests). */
+  readonly nowMs?: number;
   /** MSR_LSTAR if the caller could read it (QMP cannot). */
   readonly lstar?: bigint | null;
 }
@@ -97,6 +108,33 @@ function patchSites(ctx: KernelContext, errors: ViewError[]): PatchSite[] {
   return sites.sort((x, y) => (x.at < y.at ? -1 : x.at > y.at ? 1 : 0));
 }
 
+/**
+ * Zeroes, in `piece` (the bytes at guest address `at`), each patch site (sorted by address) that holds
+ * a state the kernel itself writes there; a site in any other state is left to change the hash.
+ */
+function maskPatchSites(ctx: KernelContext, piece: Buffer, at: bigint, sites: readonly PatchSite[]): void {
+  if (sites.length === 0) return;
+  const len = piece.length;
+  const end = at + BigInt(len);
+  let lo = 0;
+  let hi = sites.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const m = sites[mid] as PatchSite;
+    if (m.at + BigInt(m.len) <= at) lo = mid + 1; else hi = mid;
+  }
+  for (let i = lo; i < sites.length; i++) {
+    const site = sites[i] as PatchSite;
+    if (site.at >= end) break;
+    const from = site.at > at ? Number(site.at - at) : 0;
+    const to = Math.min(len, Number(site.at + BigInt(site.len) - at));
+    // A site across a piece boundary is judged on its own bytes.
+    const inside = site.at >= at && site.at + 5n <= end;
+    const head = inside ? piece.subarray(from, from + 5) : ctx.space.read(site.at, 5);
+    if (to > from && site.ok(head)) piece.fill(0, from, to);
+  }
+}
+
 function hashRegion(ctx: KernelContext, from: string, to: string, errors: ViewError[], sites: readonly PatchSite[] = []): string | null {
   const s = ctx.profile.symbols;
   const a = s.address(from);
@@ -106,24 +144,12 @@ function hashRegion(ctx: KernelContext, from: string, to: string, errors: ViewEr
     return null;
   }
   const h = createHash('sha256');
-  let next = 0;
   // 2 MiB pieces: bounded copies, and a hole is named precisely.
   for (let at = a; at < b; at += 0x20_0000n) {
     const len = Number(b - at < 0x20_0000n ? b - at : 0x20_0000n);
     try {
       const piece = Buffer.from(ctx.space.read(at, len));
-      const end = at + BigInt(len);
-      while (next < sites.length && (sites[next] as PatchSite).at + BigInt((sites[next] as PatchSite).len) <= at) next++;
-      for (let i = next; i < sites.length; i++) {
-        const site = sites[i] as PatchSite;
-        if (site.at >= end) break;
-        const lo = site.at > at ? Number(site.at - at) : 0;
-        const hi = Math.min(len, Number(site.at + BigInt(site.len) - at));
-        // A site across a piece boundary is judged on its own bytes.
-        const inside = site.at >= at && site.at + 5n <= end;
-        const head = inside ? piece.subarray(lo, lo + 5) : ctx.space.read(site.at, 5);
-        if (hi > lo && site.ok(head)) piece.fill(0, lo, hi);
-      }
+      maskPatchSites(ctx, piece, at, sites);
       h.update(piece);
     } catch (e) {
       errors.push(viewError(`integrity: ${from}..${to}`, e));
@@ -133,11 +159,121 @@ function hashRegion(ctx: KernelContext, from: string, to: string, errors: ViewEr
   return h.digest('hex');
 }
 
+/** Marks a hash over per-page hashes: comparable only with another hash of the same kind. */
+export const PAGED_HASH_PREFIX = 'pages4k:';
+const PAGE = 4096;
+const HASH_LEN = 32;
+
+/** One region's page hashes and where the rotating cursor stands; per KernelContext (one boot). */
+interface PagedRegion {
+  readonly start: bigint;
+  readonly pages: number;
+  /** Pages rehashed at every scan: those holding the syscall tables (checked every scan anyway). */
+  readonly hot: readonly number[];
+  /** Run-time patch sites in the region, masked as in hashRegion. */
+  readonly sites: readonly PatchSite[];
+  readonly hashes: Buffer;
+  cursor: number;
+  digest: string | null;
+  lastAtMs: number;
+}
+
+const pagedRegions = new WeakMap<object, Map<string, PagedRegion>>();
+
+const HOT_SYMBOLS = ['sys_call_table', 'ia32_sys_call_table', 'x32_sys_call_table'];
+
+function hotPages(ctx: KernelContext, start: bigint, pages: number): number[] {
+  const hot = new Set<number>();
+  for (const name of HOT_SYMBOLS) {
+    const a = ctx.profile.symbols.address(name);
+    if (a === undefined || a < start) continue;
+    const len = Math.min(Math.max(ctx.profile.symbols.extent(name) ?? 8, 8), 64 * PAGE);
+    const first = Number((a - start) / BigInt(PAGE));
+    const last = Number((a + BigInt(len) - 1n - start) / BigInt(PAGE));
+    for (let i = first; i <= last && i < pages; i++) hot.add(i);
+  }
+  return [...hot];
+}
+
+/** Rehashes `count` pages from `first` (wrapping); false with an error pushed when a page cannot be read. */
+function rehashPages(ctx: KernelContext, r: PagedRegion, first: number, count: number, where: string, errors: ViewError[]): boolean {
+  let changed = false;
+  let i = first;
+  for (let done = 0; done < count;) {
+    // Contiguous runs of up to 512 pages (2 MiB): one bounded copy each.
+    const run = Math.min(count - done, r.pages - i, 512);
+    let bytes: Buffer;
+    try {
+      bytes = ctx.space.read(r.start + BigInt(i * PAGE), run * PAGE);
+      if (r.sites.length > 0) {
+        bytes = Buffer.from(bytes);
+        maskPatchSites(ctx, bytes, r.start + BigInt(i * PAGE), r.sites);
+      }
+    } catch (e) {
+      errors.push(viewError(where, e));
+      return false;
+    }
+    for (let k = 0; k < run; k++) {
+      const h = createHash('sha256').update(bytes.subarray(k * PAGE, (k + 1) * PAGE)).digest();
+      const at = (i + k) * HASH_LEN;
+      if (!changed && h.compare(r.hashes, at, at + HASH_LEN) !== 0) changed = true;
+      h.copy(r.hashes, at);
+    }
+    done += run;
+    i = (i + run) % r.pages;
+  }
+  if (changed || r.digest === null) r.digest = PAGED_HASH_PREFIX + createHash('sha256').update(r.hashes).digest('hex');
+  return true;
+}
+
+function pagedRegionHash(ctx: KernelContext, from: string, to: string, coverageMs: number, full: boolean, nowMs: number, errors: ViewError[], sites: () => readonly PatchSite[] = () => []): string | null {
+  const s = ctx.profile.symbols;
+  const a = s.address(from);
+  const b = s.address(to);
+  const where = `integrity: ${from}..${to}`;
+  if (a === undefined || b === undefined || b <= a || b - a > BigInt(MAX_REGION)) {
+    errors.push({ where, message: 'symbols missing or range implausible' });
+    return null;
+  }
+  let m = pagedRegions.get(ctx);
+  if (!m) { m = new Map(); pagedRegions.set(ctx, m); }
+  const key = `${from}..${to}`;
+  let r = m.get(key);
+  // A partial last page is hashed whole: the region's pages, as the page tables map them.
+  const start = a & ~BigInt(PAGE - 1);
+  const pages = Number((b - start + BigInt(PAGE - 1)) / BigInt(PAGE));
+  if (!r || r.start !== start || r.pages !== pages) {
+    r = { start, pages, hot: hotPages(ctx, start, pages), sites: sites(), hashes: Buffer.alloc(pages * HASH_LEN), cursor: 0, digest: null, lastAtMs: nowMs };
+    if (!rehashPages(ctx, r, 0, pages, where, errors)) return null;
+    m.set(key, r);
+    return r.digest;
+  }
+  // The share of pages due since the last scan, so that every page is rehashed at least once per coverageMs.
+  for (const i of full ? [] : r.hot) {
+    if (!rehashPages(ctx, r, i, 1, where, errors)) { m.delete(key); return null; }
+  }
+  const due = full ? pages : Math.min(pages, Math.ceil((pages * Math.max(0, nowMs - r.lastAtMs)) / Math.max(1, coverageMs)));
+  if (due > 0) {
+    if (!rehashPages(ctx, r, r.cursor, due, where, errors)) {
+      // Unreadable now: the next scan starts over from every page.
+      m.delete(key);
+      return null;
+    }
+    r.cursor = (r.cursor + due) % pages;
+    r.lastAtMs = nowMs;
+  }
+  return r.digest;
+}
+
 export function readIntegrity(ctx: KernelContext, opts: IntegrityOptions): KernelIntegrityView {
   const errors: ViewError[] = [];
   const s = ctx.profile.symbols;
-  const textHash = opts.hashImage ? hashRegion(ctx, '_stext', '_etext', errors, patchSites(ctx, errors)) : null;
-  const rodataHash = opts.hashImage ? hashRegion(ctx, '__start_rodata', '__end_rodata', errors) : null;
+  const cov = opts.imageCoverageMs;
+  const now = opts.nowMs ?? Date.now();
+  const image = (from: string, to: string, sites: () => readonly PatchSite[]): string | null => !opts.hashImage ? null
+    : cov !== undefined ? pagedRegionHash(ctx, from, to, cov, opts.fullImage === true, now, errors, sites) : hashRegion(ctx, from, to, errors, sites());
+  const textHash = image('_stext', '_etext', () => patchSites(ctx, errors));
+  const rodataHash = image('__start_rodata', '__end_rodata', () => []);
   const dispatchers: { name: string; hash: string }[] = [];
   for (const name of DISPATCHERS) {
     const a = s.address(name);

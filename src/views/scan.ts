@@ -19,6 +19,12 @@ import type { StructLayouts } from '../profile/layouts.js';
 export interface ScanOptions {
   /** Hash kernel text and rodata (default true; ~10-40 ms). */
   readonly hashImage?: boolean;
+  /** Hash the image incrementally, every page at least once per this many ms (see readIntegrity). */
+  readonly imageCoverageMs?: number;
+  /** With imageCoverageMs: rehash every page this scan. */
+  readonly fullImage?: boolean;
+  /** The clock for imageCoverageMs (tests). */
+  readonly nowMs?: number;
 }
 
 /** Something that can answer HMP commands (QmpClient does). */
@@ -76,7 +82,10 @@ export class Introspector {
       modules,
       syscallTables,
       dispatch: readDispatch(ctx, owners, syscallTables),
-      integrity: readIntegrity(ctx, { hashImage: opts.hashImage ?? true }),
+      integrity: readIntegrity(ctx, {
+        hashImage: opts.hashImage ?? true,
+        ...(opts.imageCoverageMs !== undefined ? { imageCoverageMs: opts.imageCoverageMs, fullImage: opts.fullImage === true, ...(opts.nowMs !== undefined ? { nowMs: opts.nowMs } : {}) } : {}),
+      }),
     };
   }
 

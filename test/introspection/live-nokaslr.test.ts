@@ -2,7 +2,7 @@
 // (-cpu max,la57=off): symbols, processes, modules and the syscall table,
 // live (CR3 from QMP) and from a raw dump.
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLabGuest } from '../../lab/lab-guest.js';
@@ -52,4 +52,26 @@ t.test('live and dump: processes equal ps, modules equal /proc/modules, syscall 
   t.same(d.modules.modules.map((m) => m.name).sort(), mods);
   t.same(foreignSyscalls(d), []);
   t.equal(d.integrity.textHash, snap.integrity.textHash, 'same kernel text hash live and from the dump');
+
+  // Incremental image hashes: every page at the first scan, then a rotating share per scan, so a
+  // changed byte anywhere in text is seen within the coverage interval (here 10 scans' worth).
+  const at = (ms: number) => offline.scan({ imageCoverageMs: 1000, nowMs: ms });
+  const first = at(0).integrity;
+  t.match(first.textHash, /^pages4k:[0-9a-f]{64}$/);
+  t.equal(at(100).integrity.textHash, first.textHash, 'unchanged image, unchanged hash');
+  const text = offline.kernel.profile.symbols.address('_stext') as bigint;
+  const pa = offline.context.space.translate(text + 0x123457n);
+  if (pa === null) throw new Error('text not mapped');
+  const fd = openSync(dump, 'r+');
+  t.teardown(() => closeSync(fd));
+  const b = Buffer.alloc(1);
+  readSync(fd, b, 0, 1, Number(pa));
+  writeSync(fd, Buffer.from([b[0] as number ^ 0xff]), 0, 1, Number(pa));
+  const seen: number[] = [];
+  for (let ms = 200; ms <= 1300; ms += 100) if (at(ms).integrity.textHash !== first.textHash) seen.push(ms);
+  t.ok(seen.length > 0 && (seen[0] as number) <= 1200, `the changed page is rehashed within the coverage interval (first seen at ${seen[0]} ms)`);
+  t.ok(seen.every((ms, i) => i === 0 || ms === (seen[i - 1] as number) + 100), 'and stays changed');
+  t.equal(offline.scan({ imageCoverageMs: 1000, nowMs: 1400, fullImage: true }).integrity.textHash, at(1500).integrity.textHash, 'a full pass agrees with the rotation');
+  writeSync(fd, b, 0, 1, Number(pa));
+  t.equal(offline.scan({ imageCoverageMs: 1000, nowMs: 1600, fullImage: true }).integrity.textHash, first.textHash, 'restored: the first hash again');
 });

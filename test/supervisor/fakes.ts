@@ -14,8 +14,10 @@ export class FakeGuest implements GuestController {
   bootGeneration = 0;
   guestReport: GuestReport = report(snapshot());
   readonly calls: string[] = [];
+  /** How many times the guest's own report was asked for (a process spawned in the guest each time). */
+  reports = 0;
   async ensureRunning(): Promise<'running'> { return 'running'; }
-  async report(): Promise<GuestReport> { return this.guestReport; }
+  async report(): Promise<GuestReport> { this.reports++; return this.guestReport; }
   async startProcess(cmd: ProcessCommand): Promise<string> { this.calls.push(`start ${cmd.path}`); return 'started'; }
   async killProcess(pid: number): Promise<string> { this.calls.push(`kill ${pid}`); return 'killed'; }
   async rebootOs(): Promise<string> { this.calls.push('reboot-os'); this.bootGeneration++; return 'rebooted'; }

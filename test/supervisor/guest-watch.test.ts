@@ -34,7 +34,7 @@ const FAST = policyFrom({
   },
 });
 
-function setup(name: string, opts: { flaky?: boolean } = {}) {
+function setup(name: string, opts: { flaky?: boolean; agentIntervalMs?: number; summaryIntervalMs?: number } = {}) {
   const store = new EventStore({ path: join(dir, `${name}.db`), deviceId: 'test' });
   const sink = new FlakySink(store);
   const recorder = new EventRecorder(sink);
@@ -45,6 +45,9 @@ function setup(name: string, opts: { flaky?: boolean } = {}) {
   const watch = new GuestWatch({
     controller: guest, scanner, critical: [{ name: 'csdtest', start: { path: '/data/bin/csdtest', args: ['-d'] } }],
     scanIntervalMs: 1000, policy: fixedPolicySource(FAST, 7, 'test'),
+    // Every cycle takes the guest's report unless a test says otherwise.
+    agentIntervalMs: opts.agentIntervalMs ?? 0,
+    ...(opts.summaryIntervalMs !== undefined ? { summaryIntervalMs: opts.summaryIntervalMs } : {}),
     ladders: opts.flaky ? {
       load: (g) => ladders.load(g),
       save: (s) => { if (laddersFail) throw new Error('SQLITE_FULL'); ladders.save(s); },
@@ -61,9 +64,12 @@ t.test('clean cycles: clean scans, a healthy guest, a baseline once', async (t) 
   const s = setup('clean');
   t.teardown(() => s.store.close());
   for (let i = 0; i < 3; i++) await s.watch.cycle();
-  t.same(s.events('scan').map((e) => e.kind === 'scan' && e.payload.outcome), ['clean', 'clean', 'clean']);
-  t.same(s.events('scan').map((e) => e.kind === 'scan' && e.payload.policyVersion), [7, 7, 7], 'the policy source\'s version');
-  t.same(s.events('guest-health').map((e) => e.kind === 'guest-health' && e.payload.health), ['healthy', 'healthy', 'healthy']);
+  t.same(s.events('scan').map((e) => e.kind === 'scan' && [e.payload.outcome, e.payload.stats.scans]), [['clean', 1]], 'the first scan; the unchanged ones wait for the summary');
+  s.watch.flushSummary();
+  const scans = s.events('scan').map((e) => (e.kind === 'scan' ? e.payload : null));
+  t.same(scans.map((p) => [p?.outcome, p?.stats.scans, p?.stats.clean]), [['clean', 1, undefined], ['clean', 2, 2]], 'then one summary of the other two');
+  t.same(scans.map((p) => p?.policyVersion), [7, 7], 'the policy source\'s version');
+  t.same(s.events('guest-health').map((e) => e.kind === 'guest-health' && e.payload.health), ['healthy'], 'health on change');
   t.same(s.events('finding'), []);
   t.same(s.guest.calls, []);
 });
@@ -90,10 +96,14 @@ t.test('fail closed: a guest that makes its kernel unreadable is never clean, an
   await s.watch.cycle();
   s.scanner.snap = new Error('guest memory: cannot open /dev/shm/gone.ram');
   for (let i = 0; i < 3; i++) await s.watch.cycle();
-  const scans = s.events('scan').map((e) => (e.kind === 'scan' ? [e.payload.outcome, e.payload.error] : null));
-  t.same(scans.map((x) => x?.[0]), ['clean', 'failed', 'failed', 'failed'], 'no clean scan without a kernel view');
-  t.match(scans[1]?.[1], /cannot open/);
-  t.same(s.events('guest-health').map((e) => e.kind === 'guest-health' && e.payload.health).slice(0, 3), ['healthy', 'unknown', 'unknown'], 'not healthy while unread');
+  s.watch.flushSummary();
+  const scans = s.events('scan').map((e) => (e.kind === 'scan' ? e.payload : null));
+  // Each scan counted once: by its own event (stats.scans 1) or in a summary (stats.scans n, its outcomes counted).
+  const outcomes = scans.flatMap((p) => (p?.stats.scans === 1 ? [p.outcome] : (['clean', 'faults', 'failed'] as const).flatMap((o) => Array<string>(p?.stats[o] ?? 0).fill(o))));
+  t.same(outcomes, ['clean', 'failed', 'failed', 'failed'], 'no clean scan without a kernel view');
+  t.match(scans[1]?.error, /cannot open/);
+  t.ok(scans.slice(1).every((p) => p?.outcome === 'failed'), 'every event after the first says failed');
+  t.same(s.events('guest-health').map((e) => e.kind === 'guest-health' && e.payload.health).slice(0, 2), ['healthy', 'unknown'], 'not healthy while unread');
   t.match(s.events('finding'), [{ payload: { fault: 'introspection-failed', state: 'raised', severity: 'critical' } }], 'raised after confirmScans');
   t.same(s.guest.calls, ['restart-vm'], 'the policy\'s action for it');
 });
@@ -132,5 +142,69 @@ t.test('a store that refuses writes never stops the watch, and catches up when i
   t.ok(kinds.includes('finding') && kinds.includes('action'), 'the finding and the action recorded late, not lost');
   const seqs = s.events().map((e) => e.seq);
   t.same(seqs, [...seqs].sort((a, b) => a - b), 'in order');
-  t.same(s.ladders.load('g1'), s.watch.ladderState, 'the ladder state saved once the store took it');
+  // The stored state equals the watch's but for seq, which moves at every step and is written only with a real change.
+  const stored = s.ladders.load('g1');
+  t.same({ ...stored, seq: 0 }, { ...s.watch.ladderState, seq: 0 }, 'the ladder state saved once the store took it');
+  t.ok(stored !== null && stored.seq <= s.watch.ladderState.seq);
+});
+
+t.test('the guest\'s own view at its interval, and at once when the memory views disagree', async (t) => {
+  const s = setup('agent-interval', { agentIntervalMs: 3_600_000 });
+  t.teardown(() => s.store.close());
+  for (let i = 0; i < 3; i++) await s.watch.cycle();
+  t.equal(s.guest.reports, 1, 'one report for three agreeing scans');
+  // A process the kernel's task list holds but the pid IDR lacks (unlinked by a rootkit): the memory views disagree.
+  const base = snapshot();
+  const hidden = snapshot({ tasks: [...base.tasks.tasks, task(666, 'evil')] });
+  s.scanner.snap = { ...hidden, pidIdr: base.pidIdr };
+  s.guest.guestReport = report(base);
+  await s.watch.cycle();
+  t.equal(s.guest.reports, 2, 'a fresh report at once');
+  await s.watch.cycle();
+  t.equal(s.guest.reports, 3, 'and at every scan while it is judged');
+  t.match(s.events('finding'), [{ payload: { fault: 'hidden-process', state: 'raised', summary: /pid 666/ } }], 'confirmed with fresh reports');
+  // A process only the guest's view lacks is judged with a fresh report, never a kept one.
+  s.scanner.snap = snapshot();
+  s.guest.guestReport = report(snapshot());
+  await s.watch.cycle();
+  await s.watch.cycle();
+  t.match(s.events('finding').at(-1), { payload: { fault: 'hidden-process', state: 'cleared' } });
+  const n = s.guest.reports;
+  const withNewProcess = snapshot({ tasks: [...snapshot().tasks.tasks, task(700, 'newcomer')] });
+  s.scanner.snap = { ...withNewProcess, pidIdr: { entries: [...snapshot().pidIdr.entries, { pid: 700, task: task(700, 'newcomer').address }], errors: [] } };
+  for (let i = 0; i < 3; i++) await s.watch.cycle();
+  t.equal(s.guest.reports, n, 'no report while the memory views agree');
+  t.equal(s.events('finding').filter((e) => e.kind === 'finding' && e.payload.state === 'raised').length, 1, 'a kept report does not make the new process hidden');
+  // Every real report lists the reporter's own shell (a new pid each time), gone from the kernel by the snapshot: that alone takes no report per scan.
+  let shell = 900;
+  const cycleWithShell = async (): Promise<void> => { s.guest.guestReport = report(snapshot(), [{ pid: shell++, ppid: 120, comm: 'sh', state: 'R' }]); await s.watch.cycle(); };
+  s.scanner.snap = { ...hidden, pidIdr: base.pidIdr };
+  await cycleWithShell();
+  s.scanner.snap = snapshot();
+  await cycleWithShell();
+  const m = s.guest.reports;
+  for (let i = 0; i < 3; i++) await cycleWithShell();
+  t.equal(s.guest.reports, m, 'a pid only in the guest\'s list does not make every scan ask the agent');
+  t.equal(s.events('finding').filter((e) => e.kind === 'finding' && e.payload.state === 'raised').length, 1, 'nor is it a finding');
+});
+
+t.test('events on change: health heartbeat, no ladder write for an unchanged state', async (t) => {
+  const s = setup('quiet', { summaryIntervalMs: 50 });
+  t.teardown(() => s.store.close());
+  let saves = 0;
+  const save = s.ladders.save.bind(s.ladders);
+  s.ladders.save = (st) => { saves++; save(st); };
+  await s.watch.cycle();
+  const saved = saves;
+  for (let i = 0; i < 3; i++) await s.watch.cycle();
+  t.equal(saves, saved, 'the unchanged ladder state is not written again');
+  t.equal(s.events('guest-health').length, 1, 'health once while nothing changes');
+  await new Promise((r) => setTimeout(r, 80));
+  await s.watch.cycle();
+  t.equal(s.events('guest-health').length, 2, 'and again as a heartbeat');
+  const sum = s.events('scan').reduce((n, e) => n + (e.kind === 'scan' ? e.payload.stats.scans ?? 0 : 0), 0);
+  s.watch.flushSummary();
+  const all = s.events('scan').reduce((n, e) => n + (e.kind === 'scan' ? e.payload.stats.scans ?? 0 : 0), 0);
+  t.ok(sum >= 2, 'a summary went out within its interval');
+  t.equal(all, 5, 'every scan counted once');
 });

@@ -3,7 +3,14 @@
 //   hidden process:           reboot the OS x2 -> restart the VM -> restore the image
 //   syscall table / kernel integrity changed, hidden module: restore the image at once.
 //   write into the syscall table refused by the write trap: the same (a rootkit ran, though its hook did not land).
-import type { Policy } from './types.js';
+//   agent down, kernel unreadable, guest report malformed: restart the VM -> restore the image.
+import type { Policy, Rung } from './types.js';
+
+/** The guest cannot be seen (from inside or outside) as it should: restart the VM, then restore the image. */
+const restartThenRestore = (): Rung[] => [
+  { action: 'restart-vm', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
+  { action: 'restore-image', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
+];
 
 export const DEFAULT_POLICY: Policy = {
   version: 1,
@@ -54,28 +61,19 @@ export const DEFAULT_POLICY: Policy = {
       // ride out a kernel that is being replaced under the scanner.
       confirmScans: 5,
       resetWindowSec: 300,
-      ladder: [
-        { action: 'restart-vm', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
-        { action: 'restore-image', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
-      ],
+      ladder: restartThenRestore(),
     },
     'guest-report-malformed': {
       // Only a guest whose agent lies sends a report no kernel can have: treated like an agent that is down.
       confirmScans: 2,
       resetWindowSec: 300,
-      ladder: [
-        { action: 'restart-vm', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
-        { action: 'restore-image', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
-      ],
+      ladder: restartThenRestore(),
     },
     'agent-down': {
       // The agent is how the guest is seen from inside; a guest mid-boot is not down yet.
       confirmScans: 3,
       resetWindowSec: 300,
-      ladder: [
-        { action: 'restart-vm', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
-        { action: 'restore-image', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
-      ],
+      ladder: restartThenRestore(),
     },
   },
 };

@@ -67,7 +67,16 @@ t.test('introvisor guest / inspect / demo against a running supervisor', async (
   const csd = ps.rows.find((r) => r.comm === 'csdtest');
   t.ok(csd && csd.outside && csd.inside, `csdtest seen outside (${csd?.outside}) and inside (${csd?.inside})`);
   t.ok(ps.rows.every((r) => r.outside === null || /^[RSDTtXZPI]$/.test(r.outside)), 'ps letters, not raw state numbers');
-  t.same(ps.rows.filter((r) => r.mismatch && !['sh', 'cat'].includes(r.comm)).map((r) => r.comm), [], 'no process on one side only (but the agent\'s own ps command)');
+  // A process that starts or exits between the two reads (a kernel thread like ext4lazyinit finishing)
+  // is on one side for one view only; the product confirms over scans, and so does this check.
+  let oneSided = new Set(ps.rows.filter((r) => r.mismatch && !['sh', 'cat'].includes(r.comm)).map((r) => `${r.pid} ${r.comm}`));
+  for (let i = 0; i < 2 && oneSided.size > 0; i++) {
+    await new Promise((r) => setTimeout(r, 1_000));
+    const again = await json<{ rows: { pid: number; comm: string; mismatch: boolean }[] }>('ps');
+    const now = new Set(again.rows.filter((r) => r.mismatch).map((r) => `${r.pid} ${r.comm}`));
+    oneSided = new Set([...oneSided].filter((k) => now.has(k)));
+  }
+  t.same([...oneSided], [], 'no process on one side only over three views (but the agent\'s own ps command)');
   const psText = await guest('ps');
   t.match(psText.stdout, /PID +PPID OUT IN +COMM/);
   const mods = await json<{ rows: { mismatch: boolean }[] }>('modules');

@@ -6,6 +6,8 @@
 
 const BTF_MAGIC = 0xeb9f;
 const MAX_DEPTH = 16;
+/** Longest type or member name read from BTF (the kernel's KSYM_NAME_LEN is 512). */
+const MAX_NAME_BYTES = 1024;
 
 export const enum BtfKind {
   Int = 1, Ptr = 2, Array = 3, Struct = 4, Union = 5, Enum = 6, Fwd = 7, Typedef = 8,
@@ -219,9 +221,11 @@ export class Btf {
 
   private str(off: number): string {
     if (off >= this.strings.length) throw new BtfError(`BTF string offset ${off} is past the ${this.strings.length}-byte string section`);
-    let end = this.strings.indexOf(0, off);
-    if (end < 0) end = this.strings.length;
-    return this.strings.toString('latin1', off, end);
+    // Bounded: in a damaged section (an old kernel's BTF half overwritten after a reset) a name
+    // without its NUL would run on for megabytes, once per type.
+    const end = this.strings.subarray(off, off + MAX_NAME_BYTES + 1).indexOf(0);
+    if (end < 0) throw new BtfError(`BTF string at offset ${off} has no NUL within ${MAX_NAME_BYTES} bytes`);
+    return this.strings.toString('latin1', off, off + end);
   }
 }
 

@@ -87,6 +87,14 @@ t.test('BTF: truncated or forged blobs are clean errors', async (t) => {
   badString.writeUInt32LE(0x7fff_ffff, 24 + 12 * 0 + 0); // name offset of type 1
   const btf = new Btf(badString);
   t.throws(() => btf.name(1), /string offset/);
+  // A string section whose NULs were overwritten (an old kernel's BTF after a reset): names stay
+  // bounded instead of running on to the end of the section once per type.
+  const b = new BtfBuilder();
+  b.int('int', 4);
+  const noNul = Buffer.concat([b.build(), Buffer.alloc(64 * 1024, 0x41)]);
+  noNul.writeUInt32LE(noNul.readUInt32LE(20) + 64 * 1024, 20); // the string section now ends in 64 KiB of 'A'
+  noNul.fill(0x41, noNul.length - 64 * 1024 - 4, noNul.length - 64 * 1024); // 'int\0' loses its NUL
+  t.throws(() => new Btf(noNul).name(1), /no NUL within 1024 bytes/);
 });
 
 t.test('System.map: parsed, slid, and errors name the line', async (t) => {

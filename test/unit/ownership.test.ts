@@ -100,7 +100,7 @@ t.test('two QemuVm with one layout: the second start fails naming the owner and 
 t.test('a start that fails before launching gives the guest up again', async (t) => {
   const runRoot = join(dir, 'run-c');
   const a = new QemuVm(spec(runRoot, 'retry'));
-  await t.rejects(a.start(), /kernel .*no-kernel does not exist/);
+  await t.rejects(a.start(), /kernel: .*no-kernel does not exist/);
   t.notOk(existsSync(a.ownerLockPath), 'no lock left behind');
   const b = new QemuVm(spec(runRoot, 'retry'));
   b.claim();

@@ -24,7 +24,7 @@ rc=${PIPESTATUS[0]}
 while IFS= read -r -d '' pidfile; do
   pid=$(cat "$pidfile" 2>/dev/null) || continue
   [[ "$pid" =~ ^[0-9]+$ ]] || continue
-  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$pidfile" && kill -KILL "$pid" 2>/dev/null
+  { tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "$pidfile" && kill -KILL "$pid" 2>/dev/null
 done < <(find "$INTROVISOR_RUN" -name qemu.pid -print0 2>/dev/null)
 
 summary=$(grep -a -E '^# \{ total: ' "$log" | tail -n1)  # -a: guest output can carry binary bytes

@@ -19,6 +19,8 @@ import type { StructLayouts } from '../profile/layouts.js';
 export interface ScanOptions {
   /** Hash kernel text and rodata (default true; ~10-40 ms). */
   readonly hashImage?: boolean;
+  /** Decode the syscall dispatch switches call by call (default true); the body hashes are taken either way. */
+  readonly dispatchSwitches?: boolean;
   /** Hash the image incrementally, every page at least once per this many ms (see readIntegrity). */
   readonly imageCoverageMs?: number;
   /** With imageCoverageMs: rehash every page this scan. */
@@ -81,7 +83,7 @@ export class Introspector {
       runQueues: readRunQueues(ctx),
       modules,
       syscallTables,
-      dispatch: readDispatch(ctx, owners, syscallTables),
+      ...(opts.dispatchSwitches === false ? {} : { dispatch: readDispatch(ctx, owners, syscallTables) }),
       integrity: readIntegrity(ctx, {
         hashImage: opts.hashImage ?? true,
         ...(opts.imageCoverageMs !== undefined ? { imageCoverageMs: opts.imageCoverageMs, fullImage: opts.fullImage === true, ...(opts.nowMs !== undefined ? { nowMs: opts.nowMs } : {}) } : {}),

@@ -243,6 +243,11 @@ function loadBtf(c: Candidate): Btf {
   return new Btf(c.space.read(start, Number(len)));
 }
 
+/** 2000-01-01: no running kernel's wall clock is earlier (QEMU starts the RTC at the host's time). */
+const MIN_WALL_CLOCK_S = 946_684_800n;
+/** A guest clock may run ahead of the host's, but not by more than a year. */
+const MAX_CLOCK_AHEAD_S = 366n * 86_400n;
+
 /** tk_core.timekeeper.xtime_sec: seconds of wall time at the kernel's last tick. */
 function wallClock(c: Candidate, btf: Btf): bigint {
   try {
@@ -250,7 +255,9 @@ function wallClock(c: Candidate, btf: Btf): bigint {
     const off = btf.offsetof('timekeeper', 'xtime_sec');
     // tk_core is an anonymous struct { seqcount_raw_spinlock_t seq; struct timekeeper timekeeper; }
     // (not in BTF): a 4-byte seqcount, then the 8-aligned timekeeper.
-    return c.space.readU64(tk + 8n + BigInt(off));
+    const secs = c.space.readU64(tk + 8n + BigInt(off));
+    // A stale image's half-overwritten BTF or data gives any number: only a plausible clock counts.
+    return secs >= MIN_WALL_CLOCK_S && secs <= BigInt(Math.floor(Date.now() / 1000)) + MAX_CLOCK_AHEAD_S ? secs : -1n;
   } catch {
     return -1n;
   }

@@ -9,7 +9,8 @@ interface BenchModule { bench(): Promise<void> }
 const here = dirname(fileURLToPath(import.meta.url));
 const wanted = process.argv.slice(2);
 const names = readdirSync(here)
-  .filter((f) => f.endsWith('.js') && f !== 'run.js')
+  // run.js itself and the helpers the benchmarks share are not benchmarks.
+  .filter((f) => f.endsWith('.js') && !['run.js', 'stats.js', 'supervisor-run.js'].includes(f))
   .map((f) => basename(f, '.js'))
   .filter((n) => wanted.length === 0 || wanted.includes(n))
   .sort();

@@ -15,14 +15,12 @@
 import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Supervisor } from '../src/supervisor/supervisor.js';
-import { loadSupervisorConfig } from '../src/supervisor/config.js';
+import { startBenchSupervisor, waitLine as waitFor, type Run } from './supervisor-run.js';
 import { Introspector } from '../src/views/scan.js';
 import { sleep } from '../src/util/deadline.js';
 import { percentile } from './stats.js';
 import { Session } from 'node:inspector/promises';
 
-interface Run { sup: Supervisor; lines: { atMs: number; line: string }[]; dir: string }
 
 export interface ScalePoint {
   guests: number; scans: number; cpuMsPerScan: number; privateMiB: number; eventsPerMin: number;
@@ -36,24 +34,14 @@ async function startSupervisor(guests: number, intervalSec: number): Promise<Run
     version: 1, maxActionsPerHour: 1, onExhausted: { hold: 'keep-running', alert: false },
     faults: { 'syscall-table-changed': { confirmScans: 1, ladder: [{ action: 'kill-process', count: 1, verifyTimeoutSec: 3600, backoffSec: 0 }] } },
   }));
-  writeFileSync(join(dir, 'c.json'), JSON.stringify({
+  return startBenchSupervisor(dir, {
     version: 1, database: 'scale.db', deviceId: 'bench', scanIntervalSec: intervalSec, runDir: 'run', onExit: 'stop-guests', policy: 'policy.json',
     guests: Array.from({ length: guests }, (_, i) => ({ name: `bench-sc${i}`, image: { lab: true }, memoryMiB: 256, cpus: 1, writeTrap: 'off' })),
-  }));
-  const lines: Run['lines'] = [];
-  const sup = new Supervisor(loadSupervisorConfig(join(dir, 'c.json')), { log: (line) => lines.push({ atMs: Date.now(), line }) });
-  await sup.start();
-  return { sup, lines, dir };
+  });
 }
 
-async function waitLine(r: Run, re: RegExp, from: number, timeoutMs: number): Promise<{ atMs: number; index: number }> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    for (let i = from; i < r.lines.length; i++) if (re.test((r.lines[i] as { line: string }).line)) return { atMs: (r.lines[i] as { atMs: number }).atMs, index: i };
-    if (Date.now() > until) throw new Error(`bench scale: waited ${timeoutMs} ms for ${re}`);
-    await sleep(5);
-  }
-}
+// Polled every 5 ms: the hook-to-finding latency is measured from these lines' times.
+const waitLine = (r: Run, re: RegExp, from: number, timeoutMs: number): Promise<{ atMs: number; index: number }> => waitFor(r, re, from, timeoutMs, 'bench scale', 5);
 
 /** Private (not shared) resident memory of this process: RSS also counts the guest RAM pages it maps from /dev/shm. */
 function privateMiB(): number {

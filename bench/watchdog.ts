@@ -2,40 +2,27 @@
 // interval, supervisor CPU per guest per scan, and supervisor RSS with 1, 4
 // and 8 lab guests. Reproduce: npm run bench -- watchdog
 // (IV_BENCH_GUESTS=1,4,8 picks the guest counts; IV_BENCH_INTERVAL_SEC the interval.)
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Supervisor } from '../src/supervisor/supervisor.js';
-import { loadSupervisorConfig } from '../src/supervisor/config.js';
+import { startBenchSupervisor, waitLine as waitFor, type Run } from './supervisor-run.js';
 import { loadLabImages } from '../lab/lab-images.js';
 import { sleep } from '../src/util/deadline.js';
 import { median, percentile } from './stats.js';
 
-interface Run { sup: Supervisor; lines: { atMs: number; line: string }[]; dir: string }
 
 async function startSupervisor(guests: number, intervalSec: number): Promise<Run> {
   const dir = mkdtempSync(join(tmpdir(), 'iv-bench-wd-'));
-  writeFileSync(join(dir, 'c.json'), JSON.stringify({
+  return startBenchSupervisor(dir, {
     version: 1, database: 'wd.db', deviceId: 'bench', scanIntervalSec: intervalSec, runDir: 'run', onExit: 'stop-guests',
     guests: Array.from({ length: guests }, (_, i) => ({
       name: `bench-wd${i}`, image: { lab: true }, memoryMiB: 256, cpus: 1,
       critical: [{ name: 'csdtest', start: ['/data/bin/csdtest', '-d'] }],
     })),
-  }));
-  const lines: Run['lines'] = [];
-  const sup = new Supervisor(loadSupervisorConfig(join(dir, 'c.json')), { log: (line) => lines.push({ atMs: Date.now(), line }) });
-  await sup.start();
-  return { sup, lines, dir };
+  });
 }
 
-async function waitLine(r: Run, re: RegExp, from: number, timeoutMs: number): Promise<{ atMs: number; index: number }> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    for (let i = from; i < r.lines.length; i++) if (re.test((r.lines[i] as { line: string }).line)) return { atMs: (r.lines[i] as { atMs: number }).atMs, index: i };
-    if (Date.now() > until) throw new Error(`bench watchdog: waited ${timeoutMs} ms for ${re}`);
-    await sleep(20);
-  }
-}
+const waitLine = (r: Run, re: RegExp, from: number, timeoutMs: number): Promise<{ atMs: number; index: number }> => waitFor(r, re, from, timeoutMs, 'bench watchdog');
 
 async function stopSupervisor(r: Run): Promise<void> {
   await r.sup.stop();

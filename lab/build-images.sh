@@ -148,6 +148,11 @@ mkdir -p "$out.tmp"
 cp "$vmlinuz" "$out.tmp/vmlinuz"
 mv "$work/initrd.img" "$work/base.qcow2" "$out.tmp/"
 cp "$root/lib/introvisor/"*.ko "$out.tmp/"
+# Each attack module by its camelCase name (iv_syscall_hook.ko -> "syscallHook").
+modules_json=$(cd "$root/lib/introvisor" && for ko in iv_*.ko; do
+  name=$(basename "$ko" .ko | sed -E 's/^iv_//; s/_([a-z0-9])/\U\1/g')
+  printf '    "%s": "/lib/introvisor/%s",\n' "$name" "$ko"
+done | sed '$ s/,$//')
 version=$(dpkg-deb -f "$(ls -t "$cache/debs"/linux-image-"$abi"_*_amd64.deb | head -n1)" Version)
 cat > "$out.tmp/manifest.json" <<JSON
 {
@@ -160,10 +165,7 @@ cat > "$out.tmp/manifest.json" <<JSON
   "initrd": "$out/initrd.img",
   "baseImage": "$out/base.qcow2",
   "attackModules": {
-    "syscallHook": "/lib/introvisor/iv_syscall_hook.ko",
-    "dkomHide": "/lib/introvisor/iv_dkom_hide.ko",
-    "hideModule": "/lib/introvisor/iv_hide_module.ko",
-    "dispatchHook": "/lib/introvisor/iv_dispatch_hook.ko"
+$modules_json
   },
   "criticalService": "/data/bin/csdtest"
 }

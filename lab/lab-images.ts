@@ -14,8 +14,11 @@ export interface LabImages {
   kernel: string;
   initrd: string;
   baseImage: string;
-  /** dispatchHook: rewrites a call target in x64_sys_call (kernels that have it; absent in older builds). */
-  attackModules: { syscallHook: string; dkomHide: string; hideModule: string; dispatchHook?: string };
+  /**
+   * Every attack module of lab/guest/attacks by camelCase name (iv_syscall_hook.ko: syscallHook);
+   * dispatchHook rewrites a call target in x64_sys_call (kernels that have it).
+   */
+  attackModules: { syscallHook: string; dkomHide: string; hideModule: string; [name: string]: string };
   criticalService: string;
 }
 
@@ -34,7 +37,8 @@ const schema: JSONSchemaType<LabImages> = {
     attackModules: {
       type: 'object',
       required: ['syscallHook', 'dkomHide', 'hideModule'],
-      properties: { syscallHook: { type: 'string' }, dkomHide: { type: 'string' }, hideModule: { type: 'string' }, dispatchHook: { type: 'string', nullable: true } },
+      properties: { syscallHook: { type: 'string' }, dkomHide: { type: 'string' }, hideModule: { type: 'string' } },
+      additionalProperties: { type: 'string' },
     },
     criticalService: { type: 'string' },
   },

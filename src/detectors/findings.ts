@@ -18,6 +18,10 @@ const SEVERITY: Record<FaultKind, Finding['severity']> = {
   'syscall-write-refused': 'critical',
   'introspection-failed': 'critical',
   'guest-report-malformed': 'warning',
+  'unowned-kernel-code': 'critical',
+  'ftrace-hook': 'critical',
+  'kprobe-hook': 'critical',
+  'bpf-hook': 'critical',
 };
 
 interface Streak { count: number; firstSeenMs: number; obs: Observation }

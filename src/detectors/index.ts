@@ -39,7 +39,7 @@ export interface ScanAnalysis extends DetectorResult {
   readonly baselineToRecord: KernelBaseline | null;
 }
 
-const KERNEL_KINDS: readonly FaultKind[] = ['hidden-process', 'syscall-table-changed', 'kernel-integrity-changed', 'hidden-module'];
+const KERNEL_KINDS: readonly FaultKind[] = ['hidden-process', 'syscall-table-changed', 'kernel-integrity-changed', 'hidden-module', 'unowned-kernel-code', 'ftrace-hook', 'kprobe-hook', 'bpf-hook'];
 
 /** Hidden processes among the memory views alone; with none, the guest's view decides (undetermined). */
 function memoryOnlyHidden(snap: KernelSnapshot): DetectorResult {

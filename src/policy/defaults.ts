@@ -1,16 +1,24 @@
 // The product's default ladders:
 //   critical process missing: restart the process x3 -> reboot the OS x3 -> restart the VM -> restore the image
 //   hidden process:           reboot the OS x2 -> restart the VM -> restore the image
-//   syscall table / kernel integrity changed, hidden module: restore the image at once.
+//   syscall table / kernel integrity changed, hidden module, unowned kernel code, ftrace / kprobe / BPF hook:
+//   restore the image at once.
 //   write into the syscall table refused by the write trap: the same (a rootkit ran, though its hook did not land).
 //   agent down, kernel unreadable, guest report malformed: restart the VM -> restore the image.
-import type { Policy, Rung } from './types.js';
+import type { FaultKind, Policy, Rung } from './types.js';
 
 /** The guest cannot be seen (from inside or outside) as it should: restart the VM, then restore the image. */
 const restartThenRestore = (): Rung[] => [
   { action: 'restart-vm', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
   { action: 'restore-image', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
 ];
+
+/** A kernel-side compromise: nothing short of the known-good image undoes it. */
+const restoreAtOnce = (): Policy['faults'][FaultKind] => ({
+  confirmScans: 1,
+  resetWindowSec: 300,
+  ladder: [{ action: 'restore-image', count: 1, verifyTimeoutSec: 60, backoffSec: 0 }],
+});
 
 export const DEFAULT_POLICY: Policy = {
   version: 1,
@@ -51,6 +59,10 @@ export const DEFAULT_POLICY: Policy = {
       resetWindowSec: 300,
       ladder: [{ action: 'restore-image', count: 1, verifyTimeoutSec: 60, backoffSec: 0 }],
     },
+    'unowned-kernel-code': restoreAtOnce(),
+    'ftrace-hook': restoreAtOnce(),
+    'kprobe-hook': restoreAtOnce(),
+    'bpf-hook': restoreAtOnce(),
     'syscall-write-refused': {
       confirmScans: 1,
       resetWindowSec: 300,

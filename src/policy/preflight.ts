@@ -1,7 +1,7 @@
 // What each rung of a policy's ladders needs from a guest, checked before the
 // policy runs: a rung that could only fail when its fault comes (restart a
 // critical process that has no start command) is said now, not at 3 a.m.
-import type { Policy } from './types.js';
+import { FAULT_KINDS, type Policy } from './types.js';
 
 /** What a guest can do, as far as the ladders care. */
 export interface GuestCapabilities {
@@ -25,7 +25,7 @@ export function policyProblems(policy: Policy, guests: readonly GuestCapabilitie
       if (r.action === 'kill-process') problems.push(`guest ${g.name}: critical-process-missing rung ${i} (kill-process) has no process to kill: the process is missing`);
     });
   }
-  for (const kind of ['syscall-table-changed', 'kernel-integrity-changed', 'hidden-module', 'syscall-write-refused', 'introspection-failed', 'agent-down'] as const) {
+  for (const kind of FAULT_KINDS.filter((k) => k !== 'critical-process-missing' && k !== 'hidden-process')) {
     policy.faults[kind].ladder.forEach((r, i) => {
       if (r.action === 'restart-process' || r.action === 'kill-process') problems.push(`${kind} rung ${i} (${r.action}) names no process to act on: use reboot-os, restart-vm or restore-image`);
     });

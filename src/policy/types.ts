@@ -16,6 +16,15 @@ export const FAULT_KINDS = [
   'introspection-failed',
   // The guest agent's report was over a bound (process count, name length) and was cut.
   'guest-report-malformed',
+  // Executable kernel memory in the module area that no module the kernel lists owns
+  // (a module that erased itself from the list and from /sys/module, or injected code).
+  'unowned-kernel-code',
+  // An ftrace ops whose handler no known code owns, or that traces functions rootkits hook.
+  'ftrace-hook',
+  // A kprobe whose handlers no known code owns.
+  'kprobe-hook',
+  // A loaded eBPF program that can hide or alter (return-value override, user-memory writes, LSM by an unknown owner).
+  'bpf-hook',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 

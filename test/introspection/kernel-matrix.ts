@@ -18,6 +18,8 @@ import type { KernelBaseline } from '../../src/detectors/baseline.js';
 import type { GuestReport, Observation } from '../../src/detectors/types.js';
 import type { KernelSnapshot } from '../../src/views/types.js';
 import type { QemuVm } from '../../src/vm/qemu-vm.js';
+import { TECHNIQUES } from './techniques/index.js';
+import type { TechniqueContext } from './techniques/context.js';
 import { compareProcesses, dumpRam, guestKallsyms, guestModules, guestPs, kallsymsLines, paused } from './ground-truth.js';
 
 const CLEAN_SCANS = 200;
@@ -177,6 +179,30 @@ export async function kernelMatrix(t: Test, line: LabKernelLine): Promise<void> 
       t.same(await persistent(vm, live, baseline), [], 'rmmod restores the call: nothing left');
     } else {
       t.comment(`no dispatch switch on ${images.kernelAbi}: dispatch goes through sys_call_table, attack 4 does not apply`);
+    }
+
+    // Today's techniques, one battery each (test/introspection/techniques/).
+    let dumps = 0;
+    const ctx: TechniqueContext = {
+      line, images, vm, live, baseline: baseline ?? null, dir,
+      shell: (command) => agent.shell(command),
+      persistent: (n) => persistent(vm, live, baseline ?? null, n),
+      checkDump: async () => {
+        const file = join(dir, `technique-${++dumps}.ram`);
+        await dumpRam(vm, file);
+        const off = await Introspector.attach(file);
+        try {
+          const a = analyzeScan({ nowMs: Date.now(), snapshot: off.scan(), snapshotError: null, report: { takenAtMs: Date.now(), agent: 'down', error: 'a dump has no agent' }, reportFresh: false, critical: [], baseline: baseline ?? null });
+          return [...a.observations];
+        } finally {
+          off.close();
+          rmSync(file, { force: true });
+        }
+      },
+    };
+    for (const b of TECHNIQUES) {
+      if (b.lines && !b.lines.includes(line)) continue;
+      await t.test(`technique: ${b.name}`, (t) => b.run(t, ctx));
     }
 
     // The same from a raw dump, with no CR3.

@@ -1,0 +1,5 @@
+// Technique batteries the kernel matrix runs on each lab kernel, after its own attacks.
+// One file per technique; add it here.
+import type { TechniqueBattery } from './context.js';
+
+export const TECHNIQUES: readonly TechniqueBattery[] = [];

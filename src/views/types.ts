@@ -129,6 +129,93 @@ export interface KernelIdentity {
   readonly pagingLevels: 4 | 5;
 }
 
+/** A contiguous run of executable kernel memory and who owns it, as far as the views can tell. */
+export interface CodeRegion {
+  readonly start: bigint;
+  /** Bytes. */
+  readonly size: number;
+  /**
+   * module: a struct module's core/init text; kernel: the image's text; ftrace-trampoline, kprobe-slots,
+   * bpf-jit: memory those subsystems allocated and the views found through their own structures;
+   * unknown: nobody the views know.
+   */
+  readonly owner: 'kernel' | 'module' | 'ftrace-trampoline' | 'kprobe-slots' | 'bpf-jit' | 'unknown';
+  /** The owner's name when it has one (module name, BPF program name). */
+  readonly name: string | null;
+}
+
+/** The module area (and other vmalloc'd executable memory) carved through the page tables. */
+export interface ModuleAreaView {
+  /** Every executable mapping found in the module range, merged into runs, each with its owner. */
+  readonly regions: readonly CodeRegion[];
+  /** struct module candidates found by carving that are neither on the list nor kobjects. */
+  readonly hiddenModules: readonly ModuleInfo[];
+  readonly errors: readonly ViewError[];
+}
+
+/** One registered ftrace ops (ftrace_ops_list). */
+export interface FtraceOps {
+  readonly address: bigint;
+  /** ops->func: the handler every traced call reaches. */
+  readonly func: bigint;
+  readonly funcOwner: HandlerOwner;
+  /** ops->trampoline and its size (0n / 0 without one). */
+  readonly trampoline: bigint;
+  readonly trampolineSize: number;
+  readonly flags: number;
+  /** The functions the ops' filter hash names (kallsyms names; hex when unnamed), bounded. */
+  readonly filter: readonly string[];
+  /** True when the filter hash is empty: the ops traces every function (a global tracer). */
+  readonly tracesAll: boolean;
+}
+
+export interface FtraceView {
+  readonly ops: readonly FtraceOps[];
+  /** Function entry sites ftrace currently calls out of (dyn_ftrace records with a live call), bounded. */
+  readonly enabledSites: readonly bigint[];
+  readonly errors: readonly ViewError[];
+}
+
+/** One registered kprobe (kprobe_table). */
+export interface KprobeInfo {
+  readonly address: bigint;
+  /** The probed address and its symbol (+offset). */
+  readonly addr: bigint;
+  readonly symbol: string | null;
+  readonly preHandler: bigint;
+  readonly postHandler: bigint;
+  readonly handlerOwner: HandlerOwner;
+  readonly flags: number;
+}
+
+export interface KprobeView {
+  readonly probes: readonly KprobeInfo[];
+  readonly errors: readonly ViewError[];
+}
+
+/** One loaded eBPF program (prog_idr). */
+export interface BpfProgramInfo {
+  readonly id: number;
+  readonly address: bigint;
+  /** enum bpf_prog_type, as a name when the kernel's BTF says it (e.g. BPF_PROG_TYPE_KPROBE). */
+  readonly type: string;
+  readonly attachType: string | null;
+  readonly name: string;
+  /** Where it attaches (a kernel function for fentry/kprobe-like programs), when readable. */
+  readonly attachTo: string | null;
+  /** Helper functions its instructions call, by kernel symbol (bpf_probe_write_user, bpf_override_return, ...), bounded. */
+  readonly helpers: readonly string[];
+  /** prog->kprobe_override: the program may override the probed function's return value. */
+  readonly kprobeOverride: boolean;
+  /** The JIT image, when jited. */
+  readonly jited: { readonly start: bigint; readonly size: number } | null;
+}
+
+export interface BpfView {
+  readonly programs: readonly BpfProgramInfo[];
+  readonly errors: readonly ViewError[];
+}
+
 /** One full scan of one guest. */
 export interface KernelSnapshot {
   readonly takenAtMs: number;
@@ -141,4 +228,9 @@ export interface KernelSnapshot {
   /** Dispatch switches, when the kernel has them (absent from snapshots made before they were read). */
   readonly dispatch?: readonly DispatchView[];
   readonly integrity: KernelIntegrityView;
+  /** Today's hook surfaces; absent from snapshots made before they were read (or when a scan skips them). */
+  readonly moduleArea?: ModuleAreaView;
+  readonly ftrace?: FtraceView;
+  readonly kprobes?: KprobeView;
+  readonly bpf?: BpfView;
 }

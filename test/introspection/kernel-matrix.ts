@@ -254,5 +254,14 @@ export async function kernelMatrix(t: Test, line: LabKernelLine): Promise<void> 
     t.same(checkCli(dump, saved).map((o) => o.summary), [], 'check --baseline (saved from the dump): no finding');
     const again = spawnSync(process.execPath, [CLI, 'baseline', 'save', dump, saved], { encoding: 'utf8' });
     t.equal(again.status, 2, 'baseline save does not overwrite a file without --force');
+    const other = join(dir, 'other-kernel.json');
+    writeFileSync(other, JSON.stringify({ ...baseline, kernelKey: '4.19.0-0-amd64 some other build' }));
+    const mismatch = spawnSync(process.execPath, [CLI, 'check', '--baseline', other, dump], { encoding: 'utf8' });
+    t.equal(mismatch.status, 1, 'check with a baseline of another kernel: an error');
+    t.match(mismatch.stderr, /is of another kernel \("4\.19\.0-0-amd64 some other build"\), not of this one/, 'naming both kernels');
+    writeFileSync(other, '{"version": 1, "kernelKey": 7}');
+    const malformed = spawnSync(process.execPath, [CLI, 'check', '--baseline', other, dump], { encoding: 'utf8' });
+    t.equal(malformed.status, 1, 'a malformed baseline file: an error');
+    t.match(malformed.stderr, /--baseline .*other-kernel\.json: not a kernel baseline: .*kernelKey/, 'naming the file and the field');
   });
 }

@@ -46,7 +46,7 @@ export function detectBpfHooks(snap: KernelSnapshot): DetectorResult {
       evidence: {
         id: p.id, name: p.name, type: p.type, attachType: p.attachType, attachTo: p.attachTo,
         helpers: [...p.helpers], reasons, kprobeOverride: p.kprobeOverride,
-        address: hex(p.address), jited: p.jited ? { start: hex(p.jited.start), size: p.jited.size } : null,
+        address: hex(p.address), tag: p.tag ?? null, jited: p.jited ? { start: hex(p.jited.start), size: p.jited.size } : null,
       },
     });
   }

@@ -51,6 +51,7 @@ interface BpfLayout {
   attachType: number;
   len: number;
   jitedLen: number;
+  tag: number;
   bpfFunc: number;
   aux: number;
   insnsi: number;
@@ -85,6 +86,7 @@ function layout(ctx: KernelContext): BpfLayout {
     attachType: p.offsetof('bpf_prog', 'expected_attach_type'),
     len: p.offsetof('bpf_prog', 'len'),
     jitedLen: p.offsetof('bpf_prog', 'jited_len'),
+    tag: p.offsetof('bpf_prog', 'tag'),
     bpfFunc: p.offsetof('bpf_prog', 'bpf_func'),
     aux: p.offsetof('bpf_prog', 'aux'),
     insnsi: p.offsetof('bpf_prog', 'insnsi'),
@@ -175,14 +177,16 @@ function kprobeAttachments(ctx: KernelContext, errors: ViewError[]): Map<bigint,
     return b ? b.readBigUInt64LE(0) : null;
   };
   const seen = new Set<bigint>();
-  const visit = (kp: bigint): void => {
+  const visit = (kp: bigint, inAggregate: boolean): void => {
     const pre = u64(kp + BigInt(L.pre));
     if (pre === null) return;
     if (pre === aggr) {
-      // An aggregate kprobe: the probes sharing the address hang off its list.
-      const w = ctx.space.walkList(kp + BigInt(L.list), L.list, MAX_KPROBES, 0, 0);
+      // An aggregate kprobe: the probes sharing the address hang off its list (one level: the
+      // kernel never nests aggregates), all within the one kprobe budget.
+      if (inAggregate || seen.size >= MAX_KPROBES) return;
+      const w = ctx.space.walkList(kp + BigInt(L.list), L.list, MAX_KPROBES - seen.size, 0, 0);
       if (w.error) errors.push({ where: `bpf: kprobe ${hex(kp)} aggregate list`, message: w.error });
-      for (const k of w.nodes) if (!seen.has(k) && seen.size < MAX_KPROBES) { seen.add(k); visit(k); }
+      for (const k of w.nodes) if (!seen.has(k) && seen.size < MAX_KPROBES) { seen.add(k); visit(k, true); }
       return;
     }
     if (!dispatchers.has(pre)) return;
@@ -213,7 +217,7 @@ function kprobeAttachments(ctx: KernelContext, errors: ViewError[]): Map<bigint,
       if (seen.has(kp)) break;
       if (seen.size >= MAX_KPROBES) { errors.push({ where: 'bpf: kprobe_table', message: `more than ${MAX_KPROBES} kprobes` }); return out; }
       seen.add(kp);
-      visit(kp);
+      visit(kp, false);
       first = u64(first);
     }
   }
@@ -254,7 +258,7 @@ export function readBpf(ctx: KernelContext): BpfView {
   };
   const typeName = (v: number): string => L.progTypes?.get(v) ?? PROG_TYPES[v] ?? `bpf_prog_type ${v}`;
   const attachName = (v: number): string => L.attachTypes?.get(v) ?? ATTACH_TYPES[v] ?? `bpf_attach_type ${v}`;
-  const headerLen = Math.max(L.type + 4, L.attachType + 4, L.len + 4, L.jitedLen + 4, L.bpfFunc + 8, L.aux + 8, 4);
+  const headerLen = Math.max(L.type + 4, L.attachType + 4, L.len + 4, L.jitedLen + 4, L.tag + 8, L.bpfFunc + 8, L.aux + 8, 4);
   const auxLen = Math.max(L.auxId + 4, L.auxName + BPF_OBJ_NAME_LEN, L.auxProg + 8, (L.auxAttachFunc ?? 0) + 8);
   let budget = INSN_BUDGET;
   let kprobes: Map<bigint, string> | null = null;
@@ -312,6 +316,7 @@ export function readBpf(ctx: KernelContext): BpfView {
       id, address: prog, type, attachType, name, attachTo, helpers,
       kprobeOverride: bitSet(L.overrideBit) || helpers.includes('bpf_override_return'),
       jited,
+      tag: h.toString('hex', L.tag, L.tag + 8),
     });
   }
   return { programs, errors };

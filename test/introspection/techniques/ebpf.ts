@@ -43,6 +43,8 @@ async function attack(t: Test, ctx: TechniqueContext, l: Loaded, expected: strin
   t.same(bpfHooks(dump), expected, `${what}: the same from a dump`);
   const other = dump.filter((o) => o.kind !== 'bpf-hook' && o.kind !== 'kernel-integrity-changed' && o.kind !== 'agent-down');
   t.same(other.map((o) => o.summary), [], `${what}: nothing else from the dump but the text the attach patched`);
+  const text = dump.filter((o) => o.kind === 'kernel-integrity-changed').map((o) => o.summary);
+  if (text.length > 0) t.comment(`${what}: the dump also shows the attach's text patch: ${text.join('; ')}`);
   await unload(ctx, l);
   t.same(await ctx.persistent(), [], `${what}: killed, the program is gone`);
 }

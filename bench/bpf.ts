@@ -1,6 +1,7 @@
 // Cost of the eBPF view per scan on a live lab guest (default kernel line, KASLR on, TCG):
-// readBpf with no program, with the two lab programs on a kprobe, and with 32 more loaded,
-// and the full scan with and without it.
+// readBpf with no program, with the two lab programs on a kprobe, with 32 more loaded, and with
+// one on a trace event (the attach point is then looked up on the ftrace_events list); and the
+// full scan with and without it.
 // Reproduce: npm run bench -- bpf
 import { startLabGuest } from '../lab/lab-guest.js';
 import { loadLabImages } from '../lab/lab-images.js';
@@ -40,6 +41,8 @@ export async function bench(): Promise<void> {
     row('two kprobe programs');
     await agent.shell(`i=0; while [ $i -lt 32 ]; do ${loader} trace vfs_read >/dev/null 2>&1 & i=$((i+1)); done; sleep 5`);
     row('34 programs (32 on one kprobe)');
+    await agent.shell(`${loader} tptrace syscalls/sys_enter_openat >/dev/null 2>&1 & sleep 2`);
+    row('and one on a trace event (walks them)');
     ins.close();
   } finally {
     await vm.stop();

@@ -12,6 +12,9 @@
  *   bpfload fmodret FUNC    a BPF_MODIFY_RETURN tracing program returning -EPERM from FUNC
  *                           (security_* functions are allowed without error injection)
  *   bpfload lsm HOOK        a BPF LSM program returning -EPERM from the LSM hook HOOK
+ *   bpfload tptrace SYSTEM/EVENT, bpfload tpwriteuser SYSTEM/EVENT
+ *                           trace and writeuser on a trace event (e.g. syscalls/sys_exit_getdents64)
+ *                           instead of a kprobe; tracefs is mounted if it is not
  *
  * Prints "id=N" once attached, then sleeps. Exit status 2: the kernel refused the program
  * (the verifier's log follows on stderr).
@@ -26,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -99,6 +103,37 @@ static void attach_kprobe(int prog, const char *func) {
 	if (ioctl(pfd, PERF_EVENT_IOC_ENABLE, 0) < 0) die("PERF_EVENT_IOC_ENABLE");
 }
 
+/* Attaches a tracepoint-type program to the trace event SYSTEM/EVENT through a perf event. */
+static void attach_trace_event(int prog, const char *event) {
+	char path[512];
+	FILE *f = NULL;
+	static const char *roots[] = { "/sys/kernel/tracing", "/sys/kernel/debug/tracing" };
+	for (int pass = 0; pass < 2 && !f; pass++) {
+		for (unsigned i = 0; i < 2 && !f; i++) {
+			snprintf(path, sizeof(path), "%s/events/%s/id", roots[i], event);
+			f = fopen(path, "r");
+		}
+		if (!f && pass == 0) mount("nodev", "/sys/kernel/tracing", "tracefs", 0, NULL);
+	}
+	int id;
+	if (!f || fscanf(f, "%d", &id) != 1) die(event);
+	fclose(f);
+	struct perf_event_attr pa;
+	memset(&pa, 0, sizeof(pa));
+	pa.type = PERF_TYPE_TRACEPOINT;
+	pa.size = sizeof(pa);
+	pa.config = (__u64)id;
+	pa.sample_period = 1;
+	pa.wakeup_events = 1;
+	int pfd = (int)syscall(__NR_perf_event_open, &pa, -1, 0, -1, PERF_FLAG_FD_CLOEXEC);
+	if (pfd < 0) die("perf_event_open(tracepoint)");
+	if (ioctl(pfd, PERF_EVENT_IOC_SET_BPF, prog) < 0) {
+		perror("PERF_EVENT_IOC_SET_BPF");
+		exit(2);
+	}
+	if (ioctl(pfd, PERF_EVENT_IOC_ENABLE, 0) < 0) die("PERF_EVENT_IOC_ENABLE");
+}
+
 /* Tracing and LSM programs attach through BPF_RAW_TRACEPOINT_OPEN with no name. */
 static void attach_tracing(int prog) {
 	union bpf_attr a;
@@ -155,10 +190,14 @@ static __u32 btf_func_id(const char *name) {
 
 int main(int argc, char **argv) {
 	if (argc != 3) {
-		fprintf(stderr, "usage: bpfload trace|writeuser|override|fmodret|lsm FUNC\n");
+		fprintf(stderr, "usage: bpfload trace|writeuser|override|fmodret|lsm FUNC | tptrace|tpwriteuser SYSTEM/EVENT\n");
 		return 1;
 	}
 	const char *mode = argv[1], *target = argv[2];
+	/* tptrace / tpwriteuser: the same programs on a trace event. */
+	int tp = strncmp(mode, "tp", 2) == 0;
+	if (tp) mode += 2;
+	__u32 type = tp ? BPF_PROG_TYPE_TRACEPOINT : BPF_PROG_TYPE_KPROBE;
 	int prog;
 	if (strcmp(mode, "trace") == 0) {
 		static const struct bpf_insn p[] = {
@@ -167,8 +206,8 @@ int main(int argc, char **argv) {
 			MOV64_IMM(BPF_REG_0, 0),
 			EXIT(),
 		};
-		prog = load("iv_trace", BPF_PROG_TYPE_KPROBE, 0, 0, p, sizeof(p) / sizeof(p[0]));
-		attach_kprobe(prog, target);
+		prog = load("iv_trace", type, 0, 0, p, sizeof(p) / sizeof(p[0]));
+		if (tp) attach_trace_event(prog, target); else attach_kprobe(prog, target);
 	} else if (strcmp(mode, "writeuser") == 0) {
 		static const struct bpf_insn p[] = {
 			ST_DW(BPF_REG_10, -8, 0),
@@ -180,9 +219,9 @@ int main(int argc, char **argv) {
 			MOV64_IMM(BPF_REG_0, 0),
 			EXIT(),
 		};
-		prog = load("iv_writeuser", BPF_PROG_TYPE_KPROBE, 0, 0, p, sizeof(p) / sizeof(p[0]));
-		attach_kprobe(prog, target);
-	} else if (strcmp(mode, "override") == 0) {
+		prog = load("iv_writeuser", type, 0, 0, p, sizeof(p) / sizeof(p[0]));
+		if (tp) attach_trace_event(prog, target); else attach_kprobe(prog, target);
+	} else if (strcmp(mode, "override") == 0 && !tp) {
 		static const struct bpf_insn p[] = {
 			MOV64_IMM(BPF_REG_2, -EPERM), /* r1 is the pt_regs context */
 			CALL(BPF_FUNC_override_return),
@@ -191,7 +230,7 @@ int main(int argc, char **argv) {
 		};
 		prog = load("iv_override", BPF_PROG_TYPE_KPROBE, 0, 0, p, sizeof(p) / sizeof(p[0]));
 		attach_kprobe(prog, target);
-	} else if (strcmp(mode, "fmodret") == 0 || strcmp(mode, "lsm") == 0) {
+	} else if (!tp && (strcmp(mode, "fmodret") == 0 || strcmp(mode, "lsm") == 0)) {
 		static const struct bpf_insn p[] = {
 			MOV64_IMM(BPF_REG_0, -EPERM),
 			EXIT(),

@@ -1,7 +1,7 @@
 // Loaded eBPF programs: the BPF IDR (prog_idr, an XArray of struct bpf_prog *) holds every
 // program that has an id, whoever loaded it and however it is attached. Per program: its type,
 // expected attach type, name, attach point where the kernel keeps one (aux->attach_func_name
-// for fentry/fexit/fmod_ret/LSM; the kprobe a perf-event kprobe program hangs off), the helper
+// for fentry/fexit/fmod_ret/LSM; the kprobe or trace event a perf-event program hangs off), the helper
 // functions its verified instructions call and the JIT image. Every walk is bounded; whatever
 // the guest wrote becomes a view error, never an exception.
 import type { BpfProgramInfo, BpfView, ViewError } from './types.js';
@@ -20,6 +20,8 @@ const BPF_OBJ_NAME_LEN = 16;
 const KPROBE_TABLE_SIZE = 64;
 const MAX_KPROBES = 4096;
 const MAX_PROG_ARRAY = 256;
+/** Most trace events walked (a distribution kernel registers 2000-3000). */
+const MAX_TRACE_EVENTS = 16384;
 
 /** enum bpf_prog_type of the UAPI (stable: values are only ever appended), for profiles without BTF enums. */
 const PROG_TYPES = ['UNSPEC', 'SOCKET_FILTER', 'KPROBE', 'SCHED_CLS', 'SCHED_ACT', 'TRACEPOINT', 'XDP', 'PERF_EVENT',
@@ -224,6 +226,59 @@ function kprobeAttachments(ctx: KernelContext, errors: ViewError[]): Map<bigint,
   return out;
 }
 
+/**
+ * Programs attached to trace events (tracepoints, syscall events, tracefs kprobe events) through
+ * perf events: every registered trace_event_call is on the ftrace_events list with its own
+ * prog_array. Program address -> "tracepoint:system/name". Best effort, like kprobeAttachments.
+ */
+function traceEventAttachments(ctx: KernelContext, errors: ViewError[]): Map<bigint, string> {
+  const out = new Map<bigint, string>();
+  const p = ctx.profile;
+  const head = p.optionalSymbol('ftrace_events');
+  if (head === undefined) return out;
+  let L: { list: number; cls: number; name: number; progArray: number; system: number; items: number; itemSize: number };
+  try {
+    L = {
+      list: p.offsetof('trace_event_call', 'list'),
+      cls: p.offsetof('trace_event_call', 'class'),
+      name: p.offsetof('trace_event_call', 'name'),
+      progArray: p.offsetof('trace_event_call', 'prog_array'),
+      system: p.offsetof('trace_event_class', 'system'),
+      items: p.offsetof('bpf_prog_array', 'items'),
+      itemSize: p.sizeof('bpf_prog_array_item'),
+    };
+  } catch (e) {
+    errors.push(viewError('bpf: trace event attachments: profile', e));
+    return out;
+  }
+  const w = ctx.space.walkList(head, L.list, MAX_TRACE_EVENTS, L.progArray, 8);
+  if (w.error) errors.push({ where: `bpf: ftrace_events at ${hex(head)}`, message: w.error });
+  const u64 = (va: bigint): bigint | null => {
+    const b = ctx.space.tryRead(va, 8);
+    return b ? b.readBigUInt64LE(0) : null;
+  };
+  for (let i = 0; i < w.nodes.length; i++) {
+    if (8 * (i + 1) > w.data.length) break;
+    const array = w.data.readBigUInt64LE(8 * i);
+    if (array === 0n || !ctx.isKernelPointer(array)) continue;
+    const call = w.nodes[i] as bigint;
+    // The name union holds a string, or (TRACE_EVENT_FL_TRACEPOINT) a struct tracepoint whose first field is the name.
+    const np = u64(call + BigInt(L.name));
+    let name = np !== null ? readCString(ctx, np, 128) : null;
+    if (name === null && np !== null && ctx.isKernelPointer(np)) { const tpName = u64(np); if (tpName !== null) name = readCString(ctx, tpName, 128); }
+    const cls = u64(call + BigInt(L.cls));
+    const sysPtr = cls !== null && ctx.isKernelPointer(cls) ? u64(cls + BigInt(L.system)) : null;
+    const system = sysPtr !== null ? readCString(ctx, sysPtr, 64) : null;
+    if (name === null) continue;
+    for (let k = 0; k < MAX_PROG_ARRAY; k++) {
+      const prog = u64(array + BigInt(L.items + k * L.itemSize));
+      if (prog === null || prog === 0n) break;
+      if (!out.has(prog)) out.set(prog, `tracepoint:${system ?? '?'}/${name}`);
+    }
+  }
+  return out;
+}
+
 export function readBpf(ctx: KernelContext): BpfView {
   const errors: ViewError[] = [];
   let L: BpfLayout;
@@ -262,6 +317,7 @@ export function readBpf(ctx: KernelContext): BpfView {
   const auxLen = Math.max(L.auxId + 4, L.auxName + BPF_OBJ_NAME_LEN, L.auxProg + 8, (L.auxAttachFunc ?? 0) + 8);
   let budget = INSN_BUDGET;
   let kprobes: Map<bigint, string> | null = null;
+  let events: Map<bigint, string> | null = null;
   const programs: BpfProgramInfo[] = [];
   for (let i = 0; i < xa.entries.length; i++) {
     const prog = xa.entries[i] as bigint;
@@ -307,6 +363,10 @@ export function readBpf(ctx: KernelContext): BpfView {
     if (attachTo === null && type === 'BPF_PROG_TYPE_KPROBE') {
       kprobes ??= kprobeAttachments(ctx, errors);
       attachTo = kprobes.get(prog) ?? null;
+    }
+    if (attachTo === null && (type === 'BPF_PROG_TYPE_TRACEPOINT' || type === 'BPF_PROG_TYPE_KPROBE' || type === 'BPF_PROG_TYPE_PERF_EVENT')) {
+      events ??= traceEventAttachments(ctx, errors);
+      attachTo = events.get(prog) ?? null;
     }
     const bpfFunc = h.readBigUInt64LE(L.bpfFunc);
     const jitedLen = h.readUInt32LE(L.jitedLen);

@@ -70,16 +70,29 @@ export const ebpfBattery: TechniqueBattery = {
     await unload(ctx, trace);
     t.same((await paused(ctx.vm, () => ctx.live.scan({ hashImage: false }))).bpf?.programs.filter((p) => p.id === trace.id), [], 'killed: gone from the view');
 
-    // User-memory writes (how eBPF rootkits rewrite getdents buffers and files as read).
+    // The same read-only program on a trace event: named by its event, silent.
+    const tpt = await load(ctx, loader, 'tptrace', 'syscalls/sys_enter_openat');
+    t.ok(tpt.id !== null, `tracepoint program loaded: ${tpt.output.trim()}`);
+    const tsnap = await paused(ctx.vm, () => ctx.live.scan({ hashImage: false }));
+    t.same(tsnap.bpf?.programs.filter((p) => p.id === tpt.id).map((p) => `${p.type} ${p.attachTo}`), ['BPF_PROG_TYPE_TRACEPOINT tracepoint:syscalls/sys_enter_openat'], 'a tracepoint program is named by its trace event');
+    t.same(await ctx.persistent(), [], 'and raises nothing');
+    await unload(ctx, tpt);
+
+    // User-memory writes (how eBPF rootkits rewrite getdents buffers and files as read): from a
+    // kprobe, and from the getdents64 exit event as public eBPF rootkits hide pids and files.
     const wu = await load(ctx, loader, 'writeuser', 'do_sys_openat2');
     t.ok(wu.id !== null, `bpf_probe_write_user program loaded: ${wu.output.trim()}`);
     await attack(t, ctx, wu, ['iv_writeuser BPF_PROG_TYPE_KPROBE null kprobe:do_sys_openat2 [calls bpf_probe_write_user]'], 'bpf_probe_write_user');
+    const wt = await load(ctx, loader, 'tpwriteuser', 'syscalls/sys_exit_getdents64');
+    t.ok(wt.id !== null, `bpf_probe_write_user program on sys_exit_getdents64 loaded: ${wt.output.trim()}`);
+    await attack(t, ctx, wt, ['iv_writeuser BPF_PROG_TYPE_TRACEPOINT null tracepoint:syscalls/sys_exit_getdents64 [calls bpf_probe_write_user]'], 'bpf_probe_write_user on getdents64');
 
     // bpf_override_return on a kprobe: only on kernels built with CONFIG_BPF_KPROBE_OVERRIDE
     // (the Debian kernels are not: their verifier refuses the helper, so the technique does not exist there).
     const ov = await load(ctx, loader, 'override', '__x64_sys_getpid');
     if (ov.id === null) {
-      t.match(ov.output, /unknown func bpf_override_return/, 'this kernel has no bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE off): the verifier refuses it');
+      // 5.10/6.1: "unknown func bpf_override_return#58"; 6.12: "program of this type cannot use helper bpf_override_return#58".
+      t.match(ov.output, /(unknown func|cannot use helper) bpf_override_return/, 'this kernel has no bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE off): the verifier refuses it');
       t.comment(`${ctx.images.kernelAbi}: bpf_override_return does not exist here; fmod_ret and LSM programs override return values instead`);
     } else {
       await attack(t, ctx, ov, ['iv_override BPF_PROG_TYPE_KPROBE null kprobe:__x64_sys_getpid [calls bpf_override_return]'], 'bpf_override_return');

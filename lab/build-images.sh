@@ -2,7 +2,8 @@
 # Builds the lab's guest images for one kernel line (5.10, 6.1 or 6.12; default 6.1), idempotently:
 #   kernel  : the current linux-image-*-amd64 of the line's suite (the one linux-image-amd64
 #             depends on): Debian 11 for 5.10, Debian 12 for 6.1, bookworm-backports for 6.12
-#   initrd  : busybox-static, qemu-ga with its libraries, virtio/ext4 modules, the attack modules
+#   initrd  : busybox-static, qemu-ga with its libraries, virtio/ext4 modules, the attack modules,
+#             the eBPF loader bpfload
 #   base    : a golden qcow2 data disk holding the critical service csdtest
 # Output: $INTROVISOR_CACHE/lab/<abi>-<key>/ and $INTROVISOR_CACHE/lab/manifest-<line>.json
 # pointing at it ($INTROVISOR_CACHE/lab/manifest.json too for the default line).
@@ -131,6 +132,8 @@ command -v "${kcc:-none}" >/dev/null || kcc=gcc
 make -s -C "$headers" M="$work/attacks" CC="$kcc" modules >"$work/attacks.log" 2>&1 \
   || { cat "$work/attacks.log" >&2; die "building the attack modules against $headers with $kcc failed"; }
 cp "$work/attacks/"*.ko "$root/lib/introvisor/"
+# The eBPF loader (no bpftool or clang in the guest): hand-assembled programs, raw bpf().
+gcc -static -O2 -Wall -o "$root/lib/introvisor/bpfload" "$guest/bpfload.c"
 
 lab_pack_initramfs "$root" "$work/initrd.img" 6
 
@@ -167,7 +170,8 @@ cat > "$out.tmp/manifest.json" <<JSON
   "attackModules": {
 $modules_json
   },
-  "criticalService": "/data/bin/csdtest"
+  "criticalService": "/data/bin/csdtest",
+  "bpfLoader": "/lib/introvisor/bpfload"
 }
 JSON
 rm -rf "$out" && mv "$out.tmp" "$out"

@@ -20,6 +20,8 @@ export interface LabImages {
    */
   attackModules: { syscallHook: string; dkomHide: string; hideModule: string; [name: string]: string };
   criticalService: string;
+  /** The guest's eBPF loader (lab/guest/bpfload.c); absent in manifests built before it. */
+  bpfLoader?: string;
 }
 
 const schema: JSONSchemaType<LabImages> = {
@@ -41,6 +43,7 @@ const schema: JSONSchemaType<LabImages> = {
       additionalProperties: { type: 'string' },
     },
     criticalService: { type: 'string' },
+    bpfLoader: { type: 'string', nullable: true },
   },
 };
 

@@ -169,6 +169,19 @@ export class Btf {
     return out;
   }
 
+  /** The enumerators of the enum named `name` (value -> name), or null when BTF has no such enum. */
+  enumerators(name: string): Map<number, string> | null {
+    const id = [...this.find(name, BtfKind.Enum), ...this.find(name, BtfKind.Enum64)][0];
+    if (id === undefined) return null;
+    const wide = this.kind(id) === BtfKind.Enum64;
+    const out = new Map<number, string>();
+    let off = this.at(id) + 12;
+    for (let i = 0; i < (this.info(id) & 0xffff); i++, off += wide ? 12 : 8) {
+      out.set(wide ? this.types.readUInt32LE(off + 4) : this.types.readInt32LE(off + 4), this.str(this.types.readUInt32LE(off)));
+    }
+    return out;
+  }
+
   /**
    * Where `path` ("tasks", "se.run_node", "thread_info.flags") lies in `structName`,
    * looking through anonymous structs and unions and following nested members.

@@ -2,7 +2,7 @@
 // (src/views/scan.ts). Discovery is redone whenever the guest's kernel may
 // have changed under us (reboot, reset, image restore: a new boot generation).
 import { Introspector, type HmpSource } from '../views/scan.js';
-import type { KernelSnapshot } from '../views/types.js';
+import type { BpfView, KernelSnapshot } from '../views/types.js';
 
 export interface KernelScanOptions {
   /** Rehash all of kernel text and rodata this scan (a baseline may be taken from it), not only the rotating share. */
@@ -11,6 +11,9 @@ export interface KernelScanOptions {
 
 /** Every page of kernel text and rodata is rehashed at least once per this interval (plus one scan). */
 export const DEFAULT_IMAGE_COVERAGE_MS = 30_000;
+
+/** Loaded eBPF programs are reread at most this often (≈16 µs per program); scans in between reuse the last view. */
+export const DEFAULT_BPF_EVERY_MS = 1_000;
 
 export interface KernelScanner {
   /** A snapshot of the running kernel; throws when the kernel cannot be found (e.g. mid-boot). */
@@ -23,12 +26,14 @@ export interface KernelScanner {
 export class IntrospectorScanner implements KernelScanner {
   private intro: Introspector | undefined;
   private generation = -1;
+  private bpf: { view: BpfView; atMs: number } | undefined;
 
   constructor(
     private readonly ramPath: string,
     private readonly hmp: HmpSource,
     private readonly hashImage = true,
     private readonly imageCoverageMs = DEFAULT_IMAGE_COVERAGE_MS,
+    private readonly bpfEveryMs = DEFAULT_BPF_EVERY_MS,
   ) {}
 
   async scan(bootGeneration: number, opts: KernelScanOptions = {}): Promise<KernelSnapshot> {
@@ -36,13 +41,18 @@ export class IntrospectorScanner implements KernelScanner {
       this.close();
       this.intro = await Introspector.attach(this.ramPath, { qmp: this.hmp });
       this.generation = bootGeneration;
+      this.bpf = undefined;
     }
     try {
       // Text and rodata incrementally: per-page hashes, a rotating share per scan (src/views/integrity.ts).
       // The switches are not decoded live yet: inside the nested test guest the decoder's process died
       // (SIGSEGV/SIGTRAP) in 4 of 7 runs after an image restore, 0 of 2 without it. A patched switch is
       // still seen live through its body hash (kernel-integrity-changed); inspect and dumps decode it.
-      const snap = this.intro.scan({ hashImage: this.hashImage, dispatchSwitches: false, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true });
+      const now = Date.now();
+      const bpfDue = !this.bpf || now - this.bpf.atMs >= this.bpfEveryMs || opts.fullImage === true;
+      const fresh = this.intro.scan({ hashImage: this.hashImage, dispatchSwitches: false, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true, bpf: bpfDue });
+      if (bpfDue && fresh.bpf) this.bpf = { view: fresh.bpf, atMs: now };
+      const snap = !bpfDue && this.bpf ? { ...fresh, bpf: this.bpf.view } : fresh;
       // No task list at all: the kernel we discovered is not the one running (it rebooted by itself).
       if (snap.tasks.tasks.length === 0) this.close();
       return snap;

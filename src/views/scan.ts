@@ -12,6 +12,7 @@ import { readModuleList } from './modules.js';
 import { readSyscallTables } from './syscall-tables.js';
 import { readIntegrity } from './integrity.js';
 import { readDispatch } from './dispatch.js';
+import { readBpf } from './bpf.js';
 import type { KernelSnapshot } from './types.js';
 import type { SymbolTable } from '../profile/symbols.js';
 import type { StructLayouts } from '../profile/layouts.js';
@@ -27,6 +28,8 @@ export interface ScanOptions {
   readonly fullImage?: boolean;
   /** The clock for imageCoverageMs (tests). */
   readonly nowMs?: number;
+  /** Read the loaded eBPF programs (default true). */
+  readonly bpf?: boolean;
 }
 
 /** Something that can answer HMP commands (QmpClient does). */
@@ -88,6 +91,7 @@ export class Introspector {
         hashImage: opts.hashImage ?? true,
         ...(opts.imageCoverageMs !== undefined ? { imageCoverageMs: opts.imageCoverageMs, fullImage: opts.fullImage === true, ...(opts.nowMs !== undefined ? { nowMs: opts.nowMs } : {}) } : {}),
       }),
+      ...(opts.bpf === false ? {} : { bpf: readBpf(ctx) }),
     };
   }
 

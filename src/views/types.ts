@@ -209,6 +209,8 @@ export interface BpfProgramInfo {
   readonly kprobeOverride: boolean;
   /** The JIT image, when jited. */
   readonly jited: { readonly start: bigint; readonly size: number } | null;
+  /** prog->tag (hex): the kernel's hash of the instructions, as bpftool and Volatility show it. */
+  readonly tag?: string;
 }
 
 export interface BpfView {

@@ -1,6 +1,7 @@
 // Hostile guest memory: mutate a real guest's RAM image where the engine looks
 // (task list links, module list, pid IDR nodes, run-queue trees, syscall table,
-// kallsyms, BTF, random bytes) and check every discovery and scan ends — with a
+// the BPF IDR, programs and kprobe table, kallsyms, BTF, random bytes) and check
+// every discovery and scan ends — with a
 // result or a clean error — within a time bound, without crashing or growing
 // memory. CI runs IV_FUZZ_SECONDS (default 40); `npm run fuzz` runs longer.
 import t from 'tap';
@@ -8,7 +9,10 @@ import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLabGuest } from '../../lab/lab-guest.js';
+import { loadLabImages } from '../../lab/lab-images.js';
 import { Introspector } from '../../src/views/scan.js';
+import { readBpf, MAX_BPF_PROGRAMS } from '../../src/views/bpf.js';
+import { detectBpfHooks } from '../../src/detectors/bpf-hooks.js';
 import { dumpRam } from './ground-truth.js';
 
 t.setTimeout(900_000);
@@ -23,9 +27,14 @@ const pick = <T>(xs: readonly T[]): T => xs[rnd() % xs.length] as T;
 
 const dir = mkdtempSync(join(tmpdir(), 'iv-fuzz-'));
 const image = join(dir, 'guest.ram');
+const bpfLoader = loadLabImages().bpfLoader;
 {
   const vm = await startLabGuest('iv-fuzz', { kaslr: true });
-  try { await dumpRam(vm, image); } finally { await vm.stop(); }
+  try {
+    // Two eBPF programs on a kprobe, so the BPF IDR, the programs and the kprobe table have something to corrupt.
+    if (bpfLoader) await (await vm.agent()).shell(`for m in trace writeuser; do ${bpfLoader} $m do_sys_openat2 >/dev/null 2>&1 & done; sleep 2`);
+    await dumpRam(vm, image);
+  } finally { await vm.stop(); }
 }
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -64,7 +73,22 @@ add('sys_call_table', p.symbol('sys_call_table'), 451 * 8);
 add('module_kset ptr', p.symbol('module_kset'), 8);
 add('nr_cpu_ids', p.symbol('nr_cpu_ids'), 4);
 add('idt_table', p.symbol('idt_table'), 4096);
+const bpfFirst = targets.length;
+// eBPF: the IDR head and root node, each program's header, aux and verified instructions, the kprobe table.
+const progIdr = p.symbol('prog_idr') + off('idr', 'idr_rt') + off('xarray', 'xa_head');
+add('prog_idr head', progIdr, 8);
+const progHead = ctx.space.readU64(progIdr);
+if ((progHead & 3n) === 2n) add('prog_idr root xa_node', progHead - 2n, 64 * 8 + 64);
+for (const b of snap.bpf?.programs ?? []) {
+  add(`bpf prog ${b.id} header`, b.address, Number(off('bpf_prog', 'insnsi')));
+  add(`bpf prog ${b.id} aux`, ctx.space.readU64(b.address + off('bpf_prog', 'aux')), 256);
+  add(`bpf prog ${b.id} instructions`, b.address + off('bpf_prog', 'insnsi'), 64);
+}
+add('kprobe_table', p.symbol('kprobe_table'), 64 * 8);
+const bpfTargets = targets.slice(bpfFirst);
 t.ok(targets.length > 100, `${targets.length} structure targets`);
+if (bpfLoader) t.same(snap.bpf?.programs.map((b) => `${b.name} ${b.attachTo} ${b.helpers.join(',')}`).sort(),
+  ['iv_trace kprobe:do_sys_openat2 bpf_get_current_pid_tgid,bpf_ktime_get_ns', 'iv_writeuser kprobe:do_sys_openat2 bpf_probe_write_user'], 'the dump holds the two eBPF programs');
 const structureTargets = [...targets];
 const btfStart = pa(p.symbol('__start_BTF'));
 const tokenTable = clean.kernel.tokenTablePhys;
@@ -108,7 +132,7 @@ const DISCOVERY_BOUND_MS = 10_000;
 const RSS_BOUND = 3 * 1024 ** 3;
 
 t.test('scans of corrupted kernel structures end with views and errors, within bounds', async (t) => {
-  const deadline = Date.now() + seconds * 1000 * 0.75;
+  const deadline = Date.now() + seconds * 1000 * 0.6;
   let runs = 0;
   let withErrors = 0;
   let worstMs = 0;
@@ -127,7 +151,7 @@ t.test('scans of corrupted kernel structures end with views and errors, within b
     }
     const ms = performance.now() - t0;
     if (ms > worstMs) { worstMs = ms; worstWhat = chosen.map((c) => c.what).join(', '); }
-    const errs = s.tasks.errors.length + s.pidIdr.errors.length + s.runQueues.errors.length + s.modules.errors.length + s.integrity.errors.length;
+    const errs = s.tasks.errors.length + s.pidIdr.errors.length + s.runQueues.errors.length + s.modules.errors.length + s.integrity.errors.length + (s.bpf?.errors.length ?? 0);
     if (errs > 0) withErrors++;
     undo.reverse().forEach((u) => u());
     runs++;
@@ -140,6 +164,41 @@ t.test('scans of corrupted kernel structures end with views and errors, within b
   t.ok(runs > 50, `${runs} scans ran`);
   t.ok(withErrors > 0, 'corruption shows up as view errors');
   t.same(clean.scan({ hashImage: false }).tasks.errors, [], 'the restored image scans clean again');
+});
+
+t.test('the eBPF walk over a corrupted BPF IDR, programs and kprobe table ends with programs and errors, within bounds', async (t) => {
+  const deadline = Date.now() + seconds * 1000 * 0.15;
+  const ctxBpf = clean.context;
+  let runs = 0;
+  let withErrors = 0;
+  let worstMs = 0;
+  let worstWhat = '';
+  while (Date.now() < deadline || runs < 20) {
+    const chosen = Array.from({ length: 1 + (rnd() % 3) }, () => pick(bpfTargets));
+    const undo = chosen.map(mutate);
+    ctxBpf.space.clearCache();
+    const t0 = performance.now();
+    try {
+      const v = readBpf(ctxBpf);
+      if (v.errors.length > 0) withErrors++;
+      t.ok(v.programs.length <= MAX_BPF_PROGRAMS && v.programs.every((b) => b.helpers.length <= 64), 'bounded') || t.comment(chosen.map((c) => c.what).join(', '));
+      detectBpfHooks({ ...snap, bpf: v });
+    } catch (e) {
+      t.fail(`eBPF walk threw after corrupting ${chosen.map((c) => c.what).join(', ')}: ${e instanceof Error ? e.stack : String(e)}`);
+      undo.reverse().forEach((u) => u());
+      break;
+    }
+    const ms = performance.now() - t0;
+    if (ms > worstMs) { worstMs = ms; worstWhat = chosen.map((c) => c.what).join(', '); }
+    undo.reverse().forEach((u) => u());
+    runs++;
+    if (runs > 5000) break;
+  }
+  t.comment(`${runs} corrupted eBPF walks, ${withErrors} reported view errors; slowest ${worstMs.toFixed(2)} ms (${worstWhat})`);
+  t.ok(worstMs < SCAN_BOUND_MS, 'every walk within the scan bound');
+  if (bpfTargets.length > 0) t.ok(withErrors > 0, 'corruption shows up as view errors');
+  ctxBpf.space.clearCache();
+  t.same(readBpf(ctxBpf).errors, [], 'the restored image reads clean again');
 });
 
 t.test('discovery over corrupted kallsyms, BTF and page tables ends with a kernel or a clean error', async (t) => {

@@ -1,5 +1,8 @@
 // Technique batteries the kernel matrix runs on each lab kernel, after its own attacks.
 // One file per technique; add it here.
 import type { TechniqueBattery } from './context.js';
+import { ebpfBattery } from './ebpf.js';
 
-export const TECHNIQUES: readonly TechniqueBattery[] = [];
+export const TECHNIQUES: readonly TechniqueBattery[] = [
+  ebpfBattery,
+];

@@ -9,6 +9,8 @@ import { detectMissingCritical, type CriticalProcessSpec } from './critical-proc
 import { detectSyscallChanges } from './syscall-integrity.js';
 import { detectDispatchChanges } from './dispatch-integrity.js';
 import { detectHiddenModules, detectKernelChanges } from './kernel-integrity.js';
+import { detectFtraceHooks } from './ftrace-hooks.js';
+import { detectKprobeHooks } from './kprobe-hooks.js';
 import { detectRefusedWrites, type RefusedWriteTally } from './write-trap.js';
 import { boundGuestReport } from './guest-report.js';
 import type { DetectorResult, GuestReport, Observation } from './types.js';
@@ -101,6 +103,8 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   const kern = detectKernelChanges(snap, baseline);
   const mods = detectHiddenModules(snap);
   for (const r of [hidden, sys, kern, mods, detectDispatchChanges(snap)]) take(r);
+  take(detectFtraceHooks(snap));
+  take(detectKprobeHooks(snap));
 
   // Only a scan with no kernel-side fault and readable views may become the baseline, and only once
   // the guest answers its agent: a kernel still booting patches its own text (alternatives, static

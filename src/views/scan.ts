@@ -12,6 +12,8 @@ import { readModuleList } from './modules.js';
 import { readSyscallTables } from './syscall-tables.js';
 import { readIntegrity } from './integrity.js';
 import { readDispatch } from './dispatch.js';
+import { readFtrace } from './ftrace.js';
+import { readKprobes } from './kprobes.js';
 import type { KernelSnapshot } from './types.js';
 import type { SymbolTable } from '../profile/symbols.js';
 import type { StructLayouts } from '../profile/layouts.js';
@@ -27,6 +29,8 @@ export interface ScanOptions {
   readonly fullImage?: boolean;
   /** The clock for imageCoverageMs (tests). */
   readonly nowMs?: number;
+  /** Walk ftrace's per-function records for the enabled call sites (default true); the ops are read either way. */
+  readonly ftraceRecords?: boolean;
 }
 
 /** Something that can answer HMP commands (QmpClient does). */
@@ -88,6 +92,8 @@ export class Introspector {
         hashImage: opts.hashImage ?? true,
         ...(opts.imageCoverageMs !== undefined ? { imageCoverageMs: opts.imageCoverageMs, fullImage: opts.fullImage === true, ...(opts.nowMs !== undefined ? { nowMs: opts.nowMs } : {}) } : {}),
       }),
+      ftrace: readFtrace(ctx, owners, { records: opts.ftraceRecords !== false }),
+      kprobes: readKprobes(ctx, owners),
     };
   }
 

@@ -1,5 +1,6 @@
 // Technique batteries the kernel matrix runs on each lab kernel, after its own attacks.
 // One file per technique; add it here.
 import type { TechniqueBattery } from './context.js';
+import { ftraceKprobe } from './ftrace-kprobe.js';
 
-export const TECHNIQUES: readonly TechniqueBattery[] = [];
+export const TECHNIQUES: readonly TechniqueBattery[] = [ftraceKprobe];

@@ -2,7 +2,8 @@
 // (src/views/scan.ts). Discovery is redone whenever the guest's kernel may
 // have changed under us (reboot, reset, image restore: a new boot generation).
 import { Introspector, type HmpSource } from '../views/scan.js';
-import type { KernelSnapshot } from '../views/types.js';
+import type { FtraceView, KernelSnapshot } from '../views/types.js';
+import { withRecordsOf } from '../views/ftrace.js';
 
 export interface KernelScanOptions {
   /** Rehash all of kernel text and rodata this scan (a baseline may be taken from it), not only the rotating share. */
@@ -11,6 +12,8 @@ export interface KernelScanOptions {
 
 /** Every page of kernel text and rodata is rehashed at least once per this interval (plus one scan). */
 export const DEFAULT_IMAGE_COVERAGE_MS = 30_000;
+/** ftrace's per-function records (~40k, ~0.4-0.8 ms) are walked every this many scans; the scans between reuse them. */
+export const FTRACE_RECORDS_EVERY = 10;
 
 export interface KernelScanner {
   /** A snapshot of the running kernel; throws when the kernel cannot be found (e.g. mid-boot). */
@@ -23,6 +26,8 @@ export interface KernelScanner {
 export class IntrospectorScanner implements KernelScanner {
   private intro: Introspector | undefined;
   private generation = -1;
+  private scans = 0;
+  private lastFtrace: FtraceView | undefined;
 
   constructor(
     private readonly ramPath: string,
@@ -42,7 +47,10 @@ export class IntrospectorScanner implements KernelScanner {
       // The switches are not decoded live yet: inside the nested test guest the decoder's process died
       // (SIGSEGV/SIGTRAP) in 4 of 7 runs after an image restore, 0 of 2 without it. A patched switch is
       // still seen live through its body hash (kernel-integrity-changed); inspect and dumps decode it.
-      const snap = this.intro.scan({ hashImage: this.hashImage, dispatchSwitches: false, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true });
+      const records = this.lastFtrace === undefined || this.scans++ % FTRACE_RECORDS_EVERY === 0;
+      const raw = this.intro.scan({ hashImage: this.hashImage, dispatchSwitches: false, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true, ftraceRecords: records });
+      const snap = records || !raw.ftrace || !this.lastFtrace ? raw : { ...raw, ftrace: withRecordsOf(raw.ftrace, this.lastFtrace) };
+      if (records) this.lastFtrace = raw.ftrace;
       // No task list at all: the kernel we discovered is not the one running (it rebooted by itself).
       if (snap.tasks.tasks.length === 0) this.close();
       return snap;
@@ -60,5 +68,6 @@ export class IntrospectorScanner implements KernelScanner {
   close(): void {
     this.intro?.close();
     this.intro = undefined;
+    this.lastFtrace = undefined;
   }
 }

@@ -266,3 +266,12 @@ export function readFtrace(ctx: KernelContext, modules: readonly ModuleInfo[], o
   const unclaimed = claimed.complete && errors.length === 0 ? sites.sites.filter((ip) => !claimed.ips.has(ip)).map((ip) => siteName(ctx, ip, modules)) : null;
   return { ops, enabledSites: sites.sites, enabledCount: sites.count, records: sites.records, ...(unclaimed !== null ? { unclaimedSites: unclaimed } : {}), errors };
 }
+
+/** This scan's ops with the live call sites of an earlier scan that walked the records (a scanner walking them on its own cadence). */
+export function withRecordsOf(now: FtraceView, last: FtraceView): FtraceView {
+  const { unclaimedSites, enabledCount, records } = last;
+  return {
+    ...now, enabledSites: last.enabledSites,
+    ...(enabledCount !== undefined ? { enabledCount } : {}), ...(records !== undefined ? { records } : {}), ...(unclaimedSites !== undefined ? { unclaimedSites } : {}),
+  };
+}

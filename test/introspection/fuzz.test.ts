@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { startLabGuest } from '../../lab/lab-guest.js';
 import { Introspector } from '../../src/views/scan.js';
 import { dumpRam } from './ground-truth.js';
+import { analyzeScan } from '../../src/detectors/index.js';
 
 t.setTimeout(900_000);
 const seconds = Number(process.env.IV_FUZZ_SECONDS ?? '40');
@@ -25,7 +26,15 @@ const dir = mkdtempSync(join(tmpdir(), 'iv-fuzz-'));
 const image = join(dir, 'guest.ram');
 {
   const vm = await startLabGuest('iv-fuzz', { kaslr: true });
-  try { await dumpRam(vm, image); } finally { await vm.stop(); }
+  try {
+    // Something for the ftrace and kprobe walks to read: a filtered function tracer (an ops with a
+    // filter hash), two kprobe events on one function (an aggregate kprobe) and a kretprobe event.
+    const T = '/sys/kernel/tracing';
+    await (await vm.agent()).shell(`[ -e ${T}/current_tracer ] || mount -t tracefs nodev ${T}; echo schedule > ${T}/set_ftrace_filter && ` +
+      `echo function > ${T}/current_tracer && printf 'p:iva do_sys_openat2\\np:ivb do_sys_openat2\\nr:ivc do_sys_openat2\\n' >> ${T}/kprobe_events && ` +
+      `for e in iva ivb ivc; do echo 1 > ${T}/events/kprobes/$e/enable; done`);
+    await dumpRam(vm, image);
+  } finally { await vm.stop(); }
 }
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -61,10 +70,33 @@ const head = ctx.space.readU64(ns + off('idr', 'idr_rt') + off('xarray', 'xa_hea
 if ((head & 3n) === 2n) add('idr root xa_node', head - 2n, 64 * 8 + 64);
 for (const c of snap.runQueues.cpus) add(`rq ${c.cpu}`, p.symbol('runqueues') + ctx.space.readU64(p.symbol('__per_cpu_offset') + BigInt(8 * c.cpu)), 4096);
 add('sys_call_table', p.symbol('sys_call_table'), 451 * 8);
+// ftrace: the list head, each ops (func, next, func_hash), its filter hash and buckets; the record pages.
+add('ftrace_ops_list', p.symbol('ftrace_ops_list'), 8);
+for (const o of snap.ftrace?.ops ?? []) {
+  add(`ftrace_ops ${o.funcOwner.kind === 'kernel' ? o.funcOwner.symbol : 'x'}`, o.address, p.sizeof('ftrace_ops'));
+  const fh = ctx.space.readU64(o.address + off('ftrace_ops', 'func_hash'));
+  const hash = fh === 0n ? 0n : ctx.space.readU64(fh + off('ftrace_ops_hash', 'filter_hash'));
+  if (hash === 0n) continue;
+  add('ftrace_hash', hash, p.sizeof('ftrace_hash'));
+  const buckets = ctx.space.readU64(hash + off('ftrace_hash', 'buckets'));
+  add('ftrace_hash buckets', buckets, 8 << Number(ctx.space.readU64(hash + off('ftrace_hash', 'size_bits'))));
+}
+add('ftrace_pages_start', p.symbol('ftrace_pages_start'), 8);
+for (let pg = ctx.space.readU64(p.symbol('ftrace_pages_start')), i = 0; pg !== 0n && i < 8; pg = ctx.space.readU64(pg + off('ftrace_page', 'next')), i++) {
+  add(`ftrace_page ${i}`, pg, p.sizeof('ftrace_page'));
+  add(`ftrace records ${i}`, ctx.space.readU64(pg + off('ftrace_page', 'records')), 4096);
+}
+// kprobes: the table, each probe (hlist, aggregate list, handlers).
+add('kprobe_table', p.symbol('kprobe_table'), 64 * 8);
+for (const k of snap.kprobes?.probes ?? []) {
+  add(`kprobe ${k.symbol ?? ''}`, k.address, p.sizeof('kprobe'));
+  if (k.aggregate !== undefined) add('aggregate kprobe', k.aggregate, p.sizeof('kprobe'));
+}
 add('module_kset ptr', p.symbol('module_kset'), 8);
 add('nr_cpu_ids', p.symbol('nr_cpu_ids'), 4);
 add('idt_table', p.symbol('idt_table'), 4096);
 t.ok(targets.length > 100, `${targets.length} structure targets`);
+t.ok((snap.ftrace?.ops.length ?? 0) > 0 && (snap.kprobes?.probes.length ?? 0) >= 3, `ftrace ops ${snap.ftrace?.ops.length ?? 0}, kprobes ${snap.kprobes?.probes.length ?? 0} to corrupt`);
 const structureTargets = [...targets];
 const btfStart = pa(p.symbol('__start_BTF'));
 const tokenTable = clean.kernel.tokenTablePhys;
@@ -127,7 +159,9 @@ t.test('scans of corrupted kernel structures end with views and errors, within b
     }
     const ms = performance.now() - t0;
     if (ms > worstMs) { worstMs = ms; worstWhat = chosen.map((c) => c.what).join(', '); }
-    const errs = s.tasks.errors.length + s.pidIdr.errors.length + s.runQueues.errors.length + s.modules.errors.length + s.integrity.errors.length;
+    const errs = s.tasks.errors.length + s.pidIdr.errors.length + s.runQueues.errors.length + s.modules.errors.length + s.integrity.errors.length +
+      (s.ftrace?.errors.length ?? 0) + (s.kprobes?.errors.length ?? 0);
+    analyzeScan({ nowMs: 0, snapshot: s, snapshotError: null, report: { takenAtMs: 0, agent: 'down', error: 'fuzz' }, reportFresh: false, critical: [], baseline: null });
     if (errs > 0) withErrors++;
     undo.reverse().forEach((u) => u());
     runs++;
@@ -139,7 +173,9 @@ t.test('scans of corrupted kernel structures end with views and errors, within b
   t.comment(`${runs} corrupted scans, ${withErrors} reported view errors; slowest ${worstMs.toFixed(1)} ms (${worstWhat})`);
   t.ok(runs > 50, `${runs} scans ran`);
   t.ok(withErrors > 0, 'corruption shows up as view errors');
-  t.same(clean.scan({ hashImage: false }).tasks.errors, [], 'the restored image scans clean again');
+  const again = clean.scan({ hashImage: false });
+  t.same(again.tasks.errors, [], 'the restored image scans clean again');
+  t.same([...again.ftrace?.errors ?? [], ...again.kprobes?.errors ?? []], [], 'its ftrace and kprobe views too');
 });
 
 t.test('discovery over corrupted kallsyms, BTF and page tables ends with a kernel or a clean error', async (t) => {

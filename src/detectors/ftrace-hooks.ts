@@ -3,8 +3,9 @@
 // is a module's and whose filter selects functions rootkits hook (hook-targets.ts);
 // and function entry sites ftrace still calls out of for an ops that is no longer
 // registered. The kernel's own ops (function tracer, kprobes on ftrace, perf,
-// fprobe, BPF trampolines' direct ops, livepatch) have their handler in kernel
-// text and are not judged by what they trace.
+// BPF trampolines' direct ops) have their handler in kernel text and are not
+// judged by what they trace; fprobe and livepatch ops are judged by the user
+// code their kernel handler runs (entry/exit handlers, replacement functions).
 import type { FtraceOps, HandlerOwner, KernelSnapshot } from '../views/types.js';
 import { hookTargetCategory } from './hook-targets.js';
 import { hex, type DetectorResult, type JsonValue, type Observation } from './types.js';
@@ -52,18 +53,25 @@ export function detectFtraceHooks(snap: KernelSnapshot): DetectorResult {
   if (v.ops.length === 0 && v.errors.some((e) => !/^ftrace: (records|ftrace_page)/.test(e.where))) return { observations: [], undetermined: ['ftrace-hook'] };
   const observations: Observation[] = [];
   for (const ops of v.ops) {
-    const o = ops.funcOwner;
+    // The ops' own handler, and the user code a kernel handler runs for it (fprobe, livepatch).
+    const code = [{ role: 'func', address: ops.func, owner: ops.funcOwner }, ...(ops.handlers ?? [])];
+    const unknown = code.find((c) => c.owner.kind === 'unknown');
+    const mod = code.find((c) => c.owner.kind === 'module');
+    const culprit = unknown ?? mod;
+    if (!culprit) continue;
+    const o = culprit.owner;
     const module = o.kind === 'module' ? o.module : null;
+    const via = culprit.role === 'func' ? '' : ` (its ${culprit.role} handler, run by kernel ${ops.funcOwner.kind === 'kernel' ? ops.funcOwner.symbol : 'code'})`;
     const base = {
-      ops: hex(ops.address), handler: hex(ops.func), owner: ownerJson(o), module, flags: ops.flags,
+      ops: hex(ops.address), handler: hex(culprit.address), role: culprit.role, owner: ownerJson(o), module, flags: ops.flags,
       trampoline: ops.trampoline === 0n ? null : hex(ops.trampoline), tracesAll: ops.tracesAll,
       filterCount: ops.filterCount ?? ops.filter.length, hooked: ops.filter.slice(0, MAX_EVIDENCE_NAMES),
     };
+    const key = `ops@${hex(ops.address)}:${hex(culprit.address)}`;
     if (o.kind === 'unknown') {
       observations.push({
-        kind: 'ftrace-hook',
-        key: `ops@${hex(ops.address)}:${hex(ops.func)}`,
-        summary: `ftrace ops at ${hex(ops.address)} runs ${ownerText(o, ops.func)} in front of ${hooked(ops)}`,
+        kind: 'ftrace-hook', key,
+        summary: `ftrace ops at ${hex(ops.address)} runs ${ownerText(o, culprit.address)}${via} in front of ${hooked(ops)}`,
         target: null,
         evidence: { ...base, reason: 'handler owned by no known code' },
       });
@@ -74,9 +82,8 @@ export function detectFtraceHooks(snap: KernelSnapshot): DetectorResult {
     const hits = ops.tracesAll ? [{ name: 'every function', category: 'all' }] : sensitiveTargets(ops.filter);
     if (hits.length === 0) continue;
     observations.push({
-      kind: 'ftrace-hook',
-      key: `ops@${hex(ops.address)}:${hex(ops.func)}`,
-      summary: `module ${o.module} hooks ${hits.slice(0, 4).map((h) => h.name).join(', ')}${hits.length > 4 ? ` and ${hits.length - 4} more` : ''} through ftrace (handler ${hex(ops.func)})`,
+      kind: 'ftrace-hook', key,
+      summary: `module ${o.module} hooks ${hits.slice(0, 4).map((h) => h.name).join(', ')}${hits.length > 4 ? ` and ${hits.length - 4} more` : ''} through ftrace (handler ${hex(culprit.address)}${via})`,
       target: o.module,
       evidence: { ...base, reason: 'module handler on functions rootkits hook', targets: hits.slice(0, MAX_EVIDENCE_NAMES).map((h) => ({ name: h.name, category: h.category })) },
     });

@@ -4,7 +4,7 @@
 // currently calls out of (the dyn_ftrace records of ftrace_pages_start whose
 // ENABLED bit is set). A rootkit that hooks through ftrace registers an ops
 // whose func is its own code and whose filter names the functions it hooks.
-import type { FtraceOps, FtraceView, ModuleInfo, ViewError } from './types.js';
+import type { FtraceHandler, FtraceOps, FtraceView, ModuleInfo, ViewError } from './types.js';
 import { hex, viewError, type KernelContext } from './kernel-context.js';
 import { ownerOf } from './syscall-tables.js';
 
@@ -20,6 +20,8 @@ const MAX_PAGES = 1 << 15;
 const MAX_RECORDS = 1 << 21;
 /** One page block holds PAGE_SIZE << order bytes of records; the kernel caps order well below this. */
 const MAX_BLOCK_BYTES = 8 << 20;
+/** Most replacement functions read from one livepatch ops' func_stack. */
+const MAX_LIVEPATCH_FUNCS = 64;
 /** Enabled sites listed (the function tracer enables every site; enabledCount says how many). */
 export const MAX_ENABLED_SITES = 4096;
 /** dyn_ftrace.flags: FTRACE_FL_ENABLED, bit 31 on every kernel with dynamic ftrace (3.x .. 6.12). */
@@ -143,6 +145,39 @@ function readFilterHash(ctx: KernelContext, L: Layout, hash: bigint, modules: re
   return { names: names.sort(), ips, count: entries, tracesAll: false, complete, direct };
 }
 
+/**
+ * The user's code behind a kernel handler: fprobe (struct fprobe { ops; ...; entry_handler; exit_handler })
+ * and livepatch (struct klp_ops { node; func_stack; fops }, klp_func.new_func on func_stack).
+ */
+function userHandlers(ctx: KernelContext, ops: bigint, func: bigint, modules: readonly ModuleInfo[], errors: ViewError[]): FtraceHandler[] | null {
+  const p = ctx.profile;
+  const out: FtraceHandler[] = [];
+  const add = (role: FtraceHandler['role'], address: bigint): void => { if (address !== 0n) out.push({ role, address, owner: ownerOf(ctx, address, modules) }); };
+  const where = `ftrace: ops ${hex(ops)}`;
+  if (func === p.optionalSymbol('fprobe_handler') || func === p.optionalSymbol('fprobe_kprobe_handler')) {
+    if (!p.layouts.has('fprobe', 'entry_handler')) return null;
+    const base = ops - BigInt(p.offsetof('fprobe', 'ops'));
+    const eo = p.offsetof('fprobe', 'entry_handler');
+    const xo = p.offsetof('fprobe', 'exit_handler');
+    const b = ctx.space.tryRead(base, Math.max(eo, xo) + 8);
+    if (!b) { errors.push({ where: `${where}: fprobe ${hex(base)}`, message: 'not mapped' }); return out; }
+    add('fprobe-entry', b.readBigUInt64LE(eo));
+    add('fprobe-exit', b.readBigUInt64LE(xo));
+    return out;
+  }
+  if (func === p.optionalSymbol('klp_ftrace_handler')) {
+    if (!p.layouts.has('klp_ops', 'func_stack') || !p.layouts.has('klp_func', 'stack_node')) return null;
+    const base = ops - BigInt(p.offsetof('klp_ops', 'fops'));
+    const link = p.offsetof('klp_func', 'stack_node');
+    const nf = p.offsetof('klp_func', 'new_func');
+    const w = ctx.space.walkList(base + BigInt(p.offsetof('klp_ops', 'func_stack')), link, MAX_LIVEPATCH_FUNCS, nf, 8);
+    if (w.error) errors.push({ where: `${where}: livepatch func_stack`, message: w.error });
+    for (let i = 0; i < w.nodes.length; i++) add('livepatch', w.data.readBigUInt64LE(i * 8));
+    return out;
+  }
+  return null;
+}
+
 /** Every ops on ftrace_ops_list, bounded and cycle-checked. */
 function readOps(ctx: KernelContext, L: Layout, modules: readonly ModuleInfo[], errors: ViewError[], claimed: { ips: Set<bigint>; complete: boolean }): FtraceOps[] {
   const head = ctx.profile.symbol('ftrace_ops_list');
@@ -168,6 +203,7 @@ function readOps(ctx: KernelContext, L: Layout, modules: readonly ModuleInfo[], 
       if (!fp) errors.push({ where: `${where}: func_hash ${hex(fh)}`, message: 'not mapped' });
       else filter = readFilterHash(ctx, L, fp.readBigUInt64LE(0), modules, errors, where);
     }
+    const users = userHandlers(ctx, p, func, modules, errors);
     const ops: FtraceOps = {
       address: p,
       func,
@@ -179,7 +215,9 @@ function readOps(ctx: KernelContext, L: Layout, modules: readonly ModuleInfo[], 
       tracesAll: filter.tracesAll,
       filterCount: filter.count,
       direct: filter.direct.map((d) => ({ site: d.site, target: d.target, owner: ownerOf(ctx, d.target, modules) })),
+      ...(users ? { handlers: users } : {}),
     };
+
     out.push(ops);
     if (filter.tracesAll || !filter.complete) claimed.complete = false;
     for (const ip of filter.ips) if (claimed.ips.size < MAX_HASH_ENTRIES * 4) claimed.ips.add(ip); else claimed.complete = false;

@@ -171,6 +171,17 @@ export interface FtraceOps {
   readonly filterCount?: number;
   /** Direct calls (register_ftrace_direct: BPF trampolines and the like): traced site -> target and its owner. */
   readonly direct?: readonly FtraceDirect[];
+  /**
+   * The code a kernel handler runs on its user's behalf: an fprobe's entry/exit handlers (func is fprobe_handler),
+   * a livepatch's replacement functions (func is klp_ftrace_handler), each with its owner.
+   */
+  readonly handlers?: readonly FtraceHandler[];
+}
+
+export interface FtraceHandler {
+  readonly role: 'fprobe-entry' | 'fprobe-exit' | 'livepatch';
+  readonly address: bigint;
+  readonly owner: HandlerOwner;
 }
 
 /** A direct call ftrace makes from a traced site (ftrace_func_entry.direct). */

@@ -4,6 +4,7 @@ import { detectFtraceHooks } from '../../src/detectors/ftrace-hooks.js';
 import { detectKprobeHooks } from '../../src/detectors/kprobe-hooks.js';
 import { baseSymbol, hookTargetCategory } from '../../src/detectors/hook-targets.js';
 import { analyzeScan } from '../../src/detectors/index.js';
+import { withRecordsOf } from '../../src/views/ftrace.js';
 import type { FtraceOps, HandlerOwner, KernelSnapshot, KprobeInfo } from '../../src/views/types.js';
 import { report, snapshot } from './synthetic.js';
 
@@ -51,6 +52,15 @@ t.test('ftrace: a handler no known code owns, whatever it traces', async (t) => 
   t.match(r.observations[0]?.summary, /code no kernel symbol or module owns in front of ext4_readdir/);
 });
 
+t.test('ftrace: fprobe and livepatch ops are judged by the user code their kernel handler runs', async (t) => {
+  const fp = (owner: HandlerOwner, filter: string[]): FtraceOps => ops(kernel('fprobe_handler'), filter, { handlers: [{ role: 'fprobe-entry', address: 0xffffffffc0000300n, owner }] });
+  const r = detectFtraceHooks(withViews([fp(module('rk'), ['filldir64']), fp(module('monitor'), ['ext4_readdir']), fp(kernel('x'), ['filldir64'])]));
+  t.same(r.observations.map((o) => [o.target, o.evidence.role, o.evidence.handler]), [['rk', 'fprobe-entry', '0xffffffffc0000300']]);
+  t.match(r.observations[0]?.summary, /module rk hooks filldir64 through ftrace \(handler 0xffffffffc0000300 \(its fprobe-entry handler, run by kernel fprobe_handler\)\)/);
+  const lp = detectFtraceHooks(withViews([ops(kernel('klp_ftrace_handler'), ['__x64_sys_getdents64'], { handlers: [{ role: 'livepatch', address: 0xffffffffc0000400n, owner: unknown }] })]));
+  t.same(lp.observations.map((o) => [o.evidence.role, o.evidence.reason]), [['livepatch', 'handler owned by no known code']]);
+});
+
 t.test('ftrace: a live call site no registered ops claims', async (t) => {
   const r = detectFtraceHooks(withViews([], [], { unclaimedSites: ['filldir64'] }));
   t.same(r.observations.map((o) => [o.kind, o.evidence.site, o.evidence.category]), [['ftrace-hook', 'filldir64', 'directory listing']]);
@@ -82,4 +92,11 @@ t.test('analyzeScan runs both', async (t) => {
   const s = withViews([ops(module('rk'), ['filldir64'])], [probe('__x64_sys_kill', module('rk'))]);
   const a = analyzeScan({ nowMs: 1, snapshot: s, snapshotError: null, report: report(s), critical: [], baseline: null });
   t.same(a.observations.map((o) => o.kind).sort(), ['ftrace-hook', 'kprobe-hook']);
+});
+
+t.test('a scan that skipped the ftrace records carries over the last walk\'s', async (t) => {
+  const last = { ops: [], enabledSites: [0xffffffff81000000n], enabledCount: 1, records: 40_000, unclaimedSites: ['filldir64'], errors: [] };
+  const now = { ops: [ops(module('rk'), ['filldir64'])], enabledSites: [], errors: [] };
+  const m = withRecordsOf(now, last);
+  t.same([m.ops.length, m.enabledSites, m.enabledCount, m.records, m.unclaimedSites], [1, [0xffffffff81000000n], 1, 40_000, ['filldir64']]);
 });

@@ -11,7 +11,9 @@ import type { KernelSnapshot } from '../../../src/views/types.js';
 import { paused } from '../ground-truth.js';
 import type { TechniqueBattery, TechniqueContext } from './context.js';
 
-const MINE = new Set(['ftrace-hook', 'kprobe-hook']);
+const MINE = new Set<string>(['ftrace-hook', 'kprobe-hook']);
+/** The issue's false-alarm bar: legitimate instrumentation over this many scans. */
+const LEGIT_SCANS = 1000;
 const mine = (os: readonly Observation[]): Observation[] => os.filter((o) => MINE.has(o.kind));
 const line = (o: Observation): string => `${o.kind} ${String(o.evidence.module)}`;
 
@@ -66,6 +68,25 @@ export const ftraceKprobe: TechniqueBattery = {
         t.comment(`kprobe event on, other kinds with the image hashed: ${await otherKinds(ctx)}`);
       } finally {
         await ctx.shell(`echo 0 > ${T}/events/kprobes/ivprobe/enable; echo '-:ivprobe' >> ${T}/kprobe_events`);
+      }
+    });
+
+    await t.test(`legitimate: function tracer and kprobe event at once, ${LEGIT_SCANS} scans`, async (t) => {
+      await ctx.shell(`echo 'p:ivprobe do_sys_openat2' >> ${T}/kprobe_events && echo 1 > ${T}/events/kprobes/ivprobe/enable && echo function > ${T}/current_tracer`);
+      try {
+        const seen = new Map<string, number>();
+        let kinds = 0;
+        for (let i = 0; i < LEGIT_SCANS; i++) {
+          const s = await scan();
+          if ((s.ftrace?.ops.length ?? 0) >= 2 && (s.kprobes?.probes.length ?? 0) >= 1) kinds++;
+          const a = analyzeScan({ nowMs: Date.now(), snapshot: s, snapshotError: null, report: { takenAtMs: Date.now(), agent: 'down', error: 'not asked' }, reportFresh: false, critical: [], baseline: ctx.baseline });
+          for (const o of mine(a.observations)) seen.set(o.summary, (seen.get(o.summary) ?? 0) + 1);
+          for (const k of a.undetermined) if (MINE.has(k)) seen.set(`undetermined ${k}`, (seen.get(`undetermined ${k}`) ?? 0) + 1);
+        }
+        t.equal(kinds, LEGIT_SCANS, 'every scan saw the tracer\'s and the kprobe\'s ops and the probe');
+        t.same([...seen], [], 'no ftrace-hook or kprobe-hook observation in any scan');
+      } finally {
+        await ctx.shell(`echo nop > ${T}/current_tracer; echo 0 > ${T}/events/kprobes/ivprobe/enable; echo '-:ivprobe' >> ${T}/kprobe_events`);
       }
     });
 

@@ -89,13 +89,17 @@ export function detectFtraceHooks(snap: KernelSnapshot): DetectorResult {
     });
   }
   // Direct calls to code no known code owns are left to the module-area view (a BPF trampoline is no module's).
-  for (const site of v.unclaimedSites ?? []) {
+  const unclaimed = v.unclaimedSites ?? [];
+  if (unclaimed.length > 0) {
     observations.push({
       kind: 'ftrace-hook',
-      key: `unclaimed:${site}`,
-      summary: `ftrace calls out of ${site} for no registered ftrace ops (an ops taken off ftrace_ops_list after it was installed)`,
+      key: `unclaimed:${[...unclaimed].sort().slice(0, 16).join(',')}`,
+      summary: `ftrace calls out of ${unclaimed.slice(0, 4).join(', ')}${unclaimed.length > 4 ? ` and ${unclaimed.length - 4} more` : ''} for no registered ftrace ops (an ops taken off ftrace_ops_list after it was installed)`,
       target: null,
-      evidence: { site, reason: 'enabled ftrace site no registered ops selects', category: hookTargetCategory(site) },
+      evidence: {
+        reason: 'enabled ftrace sites no registered ops selects', count: unclaimed.length,
+        sites: unclaimed.slice(0, MAX_EVIDENCE_NAMES).map((site) => ({ site, category: hookTargetCategory(site) })),
+      },
     });
   }
   return { observations, undetermined: [] };

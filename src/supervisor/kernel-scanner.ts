@@ -3,7 +3,7 @@
 // have changed under us (reboot, reset, image restore: a new boot generation).
 import { Introspector, type HmpSource } from '../views/scan.js';
 import type { FtraceView, KernelSnapshot } from '../views/types.js';
-import { withRecordsOf } from '../views/ftrace.js';
+import { confirmUnclaimed, withRecordsOf } from '../views/ftrace.js';
 
 export interface KernelScanOptions {
   /** Rehash all of kernel text and rodata this scan (a baseline may be taken from it), not only the rotating share. */
@@ -49,7 +49,8 @@ export class IntrospectorScanner implements KernelScanner {
       // still seen live through its body hash (kernel-integrity-changed); inspect and dumps decode it.
       const records = this.lastFtrace === undefined || this.scans++ % FTRACE_RECORDS_EVERY === 0;
       const raw = this.intro.scan({ hashImage: this.hashImage, dispatchSwitches: false, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true, ftraceRecords: records });
-      const snap = records || !raw.ftrace || !this.lastFtrace ? raw : { ...raw, ftrace: withRecordsOf(raw.ftrace, this.lastFtrace) };
+      const walked = records && raw.ftrace ? { ...raw, ftrace: confirmUnclaimed(raw.ftrace, this.lastFtrace) } : raw;
+      const snap = records || !raw.ftrace || !this.lastFtrace ? walked : { ...raw, ftrace: withRecordsOf(raw.ftrace, this.lastFtrace) };
       if (records) this.lastFtrace = raw.ftrace;
       // No task list at all: the kernel we discovered is not the one running (it rebooted by itself).
       if (snap.tasks.tasks.length === 0) this.close();

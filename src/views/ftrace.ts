@@ -194,6 +194,8 @@ function readOps(ctx: KernelContext, L: Layout, modules: readonly ModuleInfo[], 
     const b = ctx.space.tryRead(p, L.opsSize);
     if (!b) { errors.push({ where, message: 'not mapped' }); break; }
     const func = b.readBigUInt64LE(L.func);
+    // Every registered ops has a handler in the kernel half; anything else is not an ops (freed, torn or forged).
+    if (!ctx.isKernelPointer(func, 1n)) { errors.push({ where, message: `func ${hex(func)} is not a kernel address` }); break; }
     const fh = b.readBigUInt64LE(L.funcHash);
     let filter: HashRead = EMPTY(false, false);
     if (fh === 0n) filter = EMPTY(true, true);
@@ -312,4 +314,15 @@ export function withRecordsOf(now: FtraceView, last: FtraceView): FtraceView {
     ...now, enabledSites: last.enabledSites,
     ...(enabledCount !== undefined ? { enabledCount } : {}), ...(records !== undefined ? { records } : {}), ...(unclaimedSites !== undefined ? { unclaimedSites } : {}),
   };
+}
+
+/**
+ * Unclaimed sites seen by two record walks in a row, on the newer walk's view. Unregistering an ops takes
+ * it off the list before its sites are switched back to nops: a walk that lands in that window (a running
+ * guest, not paused) sees them unclaimed once. A hook whose ops was unlinked stays unclaimed walk after walk.
+ */
+export function confirmUnclaimed(now: FtraceView, previous: FtraceView | undefined): FtraceView {
+  if (now.unclaimedSites === undefined) return now;
+  const before = new Set(previous?.unclaimedSites ?? []);
+  return { ...now, unclaimedSites: now.unclaimedSites.filter((x) => before.has(x)) };
 }

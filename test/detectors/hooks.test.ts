@@ -4,7 +4,7 @@ import { detectFtraceHooks } from '../../src/detectors/ftrace-hooks.js';
 import { detectKprobeHooks } from '../../src/detectors/kprobe-hooks.js';
 import { baseSymbol, hookTargetCategory } from '../../src/detectors/hook-targets.js';
 import { analyzeScan } from '../../src/detectors/index.js';
-import { withRecordsOf } from '../../src/views/ftrace.js';
+import { confirmUnclaimed, withRecordsOf } from '../../src/views/ftrace.js';
 import type { FtraceOps, HandlerOwner, KernelSnapshot, KprobeInfo } from '../../src/views/types.js';
 import { report, snapshot } from './synthetic.js';
 
@@ -62,8 +62,12 @@ t.test('ftrace: fprobe and livepatch ops are judged by the user code their kerne
 });
 
 t.test('ftrace: a live call site no registered ops claims', async (t) => {
-  const r = detectFtraceHooks(withViews([], [], { unclaimedSites: ['filldir64'] }));
-  t.same(r.observations.map((o) => [o.kind, o.evidence.site, o.evidence.category]), [['ftrace-hook', 'filldir64', 'directory listing']]);
+  const r = detectFtraceHooks(withViews([], [], { unclaimedSites: ['filldir64', 'schedule'] }));
+  t.same(r.observations.map((o) => [o.kind, o.evidence.count, o.evidence.sites]), [['ftrace-hook', 2, [{ site: 'filldir64', category: 'directory listing' }, { site: 'schedule', category: null }]]], 'one observation for all of them');
+  // The supervisor keeps only what two record walks in a row saw (an ops being unregistered leaves the list first).
+  const v = (u: string[]): NonNullable<KernelSnapshot['ftrace']> => ({ ops: [], enabledSites: [], unclaimedSites: u, errors: [] });
+  t.same(confirmUnclaimed(v(['filldir64', 'schedule']), v(['filldir64'])).unclaimedSites, ['filldir64']);
+  t.same(confirmUnclaimed(v(['filldir64']), undefined).unclaimedSites, []);
 });
 
 t.test('ftrace: an unreadable ops list is undetermined; record errors alone are not', async (t) => {

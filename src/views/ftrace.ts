@@ -194,6 +194,8 @@ function readOps(ctx: KernelContext, L: Layout, modules: readonly ModuleInfo[], 
     const b = ctx.space.tryRead(p, L.opsSize);
     if (!b) { errors.push({ where, message: 'not mapped' }); break; }
     const func = b.readBigUInt64LE(L.func);
+    // A direct-call ops gets its func cleared once unregistered: one caught in between calls nobody; skip it.
+    if (func === 0n) { p = b.readBigUInt64LE(L.next); continue; }
     // Every registered ops has a handler in the kernel half; anything else is not an ops (freed, torn or forged).
     if (!ctx.isKernelPointer(func, 1n)) { errors.push({ where, message: `func ${hex(func)} is not a kernel address` }); break; }
     const fh = b.readBigUInt64LE(L.funcHash);

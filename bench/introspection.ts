@@ -13,6 +13,8 @@ import { readRunQueues } from '../src/views/run-queues.js';
 import { readModuleList } from '../src/views/modules.js';
 import { readSyscallTables } from '../src/views/syscall-tables.js';
 import { readIntegrity } from '../src/views/integrity.js';
+import { readFtrace } from '../src/views/ftrace.js';
+import { readKprobes } from '../src/views/kprobes.js';
 import { median } from './stats.js';
 
 function timeIt(iterations: number, fn: () => unknown): number {
@@ -37,6 +39,9 @@ function measureViews(ins: Introspector, label: string, iterations: number): voi
     ['syscall tables', timeIt(iterations, () => { ctx.space.clearCache(); readSyscallTables(ctx, mods); })],
     ['dispatch switches (decoded once per body)', timeIt(iterations, () => { ctx.space.clearCache(); readDispatch(ctx, mods, readSyscallTables(ctx, mods)); })],
     ['integrity (dispatchers, IDT)', timeIt(iterations, () => { ctx.space.clearCache(); readIntegrity(ctx, { hashImage: false }); })],
+    ['ftrace ops', timeIt(iterations, () => { ctx.space.clearCache(); readFtrace(ctx, mods, { records: false }); })],
+    ['ftrace ops + records (live call sites)', timeIt(iterations, () => { ctx.space.clearCache(); readFtrace(ctx, mods); })],
+    ['kprobes', timeIt(iterations, () => { ctx.space.clearCache(); readKprobes(ctx, mods); })],
     ['FULL CHECK (all views, no image hash)', timeIt(iterations, () => ins.scan({ hashImage: false }))],
     ['full scan with text+rodata sha256', timeIt(Math.max(5, iterations / 20), () => ins.scan({ hashImage: true }))],
   ];

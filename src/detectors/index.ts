@@ -10,6 +10,8 @@ import { detectSyscallChanges } from './syscall-integrity.js';
 import { detectDispatchChanges } from './dispatch-integrity.js';
 import { detectBpfHooks } from './bpf-hooks.js';
 import { detectHiddenModules, detectKernelChanges } from './kernel-integrity.js';
+import { detectFtraceHooks } from './ftrace-hooks.js';
+import { detectKprobeHooks } from './kprobe-hooks.js';
 import { detectRefusedWrites, type RefusedWriteTally } from './write-trap.js';
 import { boundGuestReport } from './guest-report.js';
 import type { DetectorResult, GuestReport, Observation } from './types.js';
@@ -110,7 +112,7 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   const sys = detectSyscallChanges(snap, baseline);
   const kern = detectKernelChanges(snap, baseline);
   const mods = detectHiddenModules(snap);
-  for (const r of [hidden, sys, kern, mods, detectDispatchChanges(snap), detectBpfHooks(snap)]) take(r);
+  for (const r of [hidden, sys, kern, mods, detectDispatchChanges(snap), detectBpfHooks(snap), detectFtraceHooks(snap), detectKprobeHooks(snap)]) take(r);
 
   // Only a scan with no kernel-side fault and readable views may become the baseline, and only once
   // the guest answers its agent: a kernel still booting patches its own text (alternatives, static

@@ -2,7 +2,8 @@
 // (src/views/scan.ts). Discovery is redone whenever the guest's kernel may
 // have changed under us (reboot, reset, image restore: a new boot generation).
 import { Introspector, type HmpSource } from '../views/scan.js';
-import type { BpfView, KernelSnapshot } from '../views/types.js';
+import type { BpfView, FtraceView, KernelSnapshot } from '../views/types.js';
+import { confirmUnclaimed, withRecordsOf } from '../views/ftrace.js';
 
 export interface KernelScanOptions {
   /** Rehash all of kernel text and rodata this scan (a baseline may be taken from it), not only the rotating share. */
@@ -11,6 +12,8 @@ export interface KernelScanOptions {
 
 /** Every page of kernel text and rodata is rehashed at least once per this interval (plus one scan). */
 export const DEFAULT_IMAGE_COVERAGE_MS = 30_000;
+/** ftrace's per-function records (~40k, ~0.4-0.8 ms) are walked every this many scans; the scans between reuse them. */
+export const FTRACE_RECORDS_EVERY = 10;
 
 /** Loaded eBPF programs are reread at most this often (≈16 µs per program); scans in between reuse the last view. */
 export const DEFAULT_BPF_EVERY_MS = 1_000;
@@ -27,6 +30,8 @@ export class IntrospectorScanner implements KernelScanner {
   private intro: Introspector | undefined;
   private generation = -1;
   private bpf: { view: BpfView; atMs: number } | undefined;
+  private scans = 0;
+  private lastFtrace: FtraceView | undefined;
 
   constructor(
     private readonly ramPath: string,
@@ -42,6 +47,7 @@ export class IntrospectorScanner implements KernelScanner {
       this.intro = await Introspector.attach(this.ramPath, { qmp: this.hmp });
       this.generation = bootGeneration;
       this.bpf = undefined;
+      this.lastFtrace = undefined;
     }
     try {
       // Text and rodata incrementally: per-page hashes, a rotating share per scan (src/views/integrity.ts).
@@ -50,9 +56,16 @@ export class IntrospectorScanner implements KernelScanner {
       // still seen live through its body hash (kernel-integrity-changed); inspect and dumps decode it.
       const now = Date.now();
       const bpfDue = !this.bpf || now - this.bpf.atMs >= this.bpfEveryMs || opts.fullImage === true;
-      const fresh = this.intro.scan({ hashImage: this.hashImage, dispatchSwitches: false, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true, bpf: bpfDue });
-      if (bpfDue && fresh.bpf) this.bpf = { view: fresh.bpf, atMs: now };
-      const snap = !bpfDue && this.bpf ? { ...fresh, bpf: this.bpf.view } : fresh;
+      const records = this.lastFtrace === undefined || this.scans++ % FTRACE_RECORDS_EVERY === 0;
+      const raw = this.intro.scan({
+        hashImage: this.hashImage, dispatchSwitches: false, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true,
+        bpf: bpfDue, ftraceRecords: records,
+      });
+      if (bpfDue && raw.bpf) this.bpf = { view: raw.bpf, atMs: now };
+      const withBpf = !bpfDue && this.bpf ? { ...raw, bpf: this.bpf.view } : raw;
+      const walked = records && withBpf.ftrace ? { ...withBpf, ftrace: confirmUnclaimed(withBpf.ftrace, this.lastFtrace) } : withBpf;
+      const snap = records || !withBpf.ftrace || !this.lastFtrace ? walked : { ...withBpf, ftrace: withRecordsOf(withBpf.ftrace, this.lastFtrace) };
+      if (records) this.lastFtrace = raw.ftrace;
       // No task list at all: the kernel we discovered is not the one running (it rebooted by itself).
       if (snap.tasks.tasks.length === 0) this.close();
       return snap;
@@ -70,5 +83,6 @@ export class IntrospectorScanner implements KernelScanner {
   close(): void {
     this.intro?.close();
     this.intro = undefined;
+    this.lastFtrace = undefined;
   }
 }

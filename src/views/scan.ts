@@ -13,6 +13,8 @@ import { readSyscallTables } from './syscall-tables.js';
 import { readIntegrity } from './integrity.js';
 import { readDispatch } from './dispatch.js';
 import { readBpf } from './bpf.js';
+import { readFtrace } from './ftrace.js';
+import { readKprobes } from './kprobes.js';
 import type { KernelSnapshot } from './types.js';
 import type { SymbolTable } from '../profile/symbols.js';
 import type { StructLayouts } from '../profile/layouts.js';
@@ -30,6 +32,8 @@ export interface ScanOptions {
   readonly nowMs?: number;
   /** Read the loaded eBPF programs (default true). */
   readonly bpf?: boolean;
+  /** Walk ftrace's per-function records for the enabled call sites (default true); the ops are read either way. */
+  readonly ftraceRecords?: boolean;
 }
 
 /** Something that can answer HMP commands (QmpClient does). */
@@ -92,6 +96,8 @@ export class Introspector {
         ...(opts.imageCoverageMs !== undefined ? { imageCoverageMs: opts.imageCoverageMs, fullImage: opts.fullImage === true, ...(opts.nowMs !== undefined ? { nowMs: opts.nowMs } : {}) } : {}),
       }),
       ...(opts.bpf === false ? {} : { bpf: readBpf(ctx) }),
+      ftrace: readFtrace(ctx, owners, { records: opts.ftraceRecords !== false }),
+      kprobes: readKprobes(ctx, owners),
     };
   }
 

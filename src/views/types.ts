@@ -167,12 +167,44 @@ export interface FtraceOps {
   readonly filter: readonly string[];
   /** True when the filter hash is empty: the ops traces every function (a global tracer). */
   readonly tracesAll: boolean;
+  /** Entries in the filter hash (filter keeps at most a bounded number of names). */
+  readonly filterCount?: number;
+  /** Direct calls (register_ftrace_direct: BPF trampolines and the like): traced site -> target and its owner. */
+  readonly direct?: readonly FtraceDirect[];
+  /**
+   * The code a kernel handler runs on its user's behalf: an fprobe's entry/exit handlers (func is fprobe_handler),
+   * a livepatch's replacement functions (func is klp_ftrace_handler), each with its owner.
+   */
+  readonly handlers?: readonly FtraceHandler[];
+}
+
+export interface FtraceHandler {
+  readonly role: 'fprobe-entry' | 'fprobe-exit' | 'livepatch';
+  readonly address: bigint;
+  readonly owner: HandlerOwner;
+}
+
+/** A direct call ftrace makes from a traced site (ftrace_func_entry.direct). */
+export interface FtraceDirect {
+  readonly site: string;
+  readonly target: bigint;
+  readonly owner: HandlerOwner;
 }
 
 export interface FtraceView {
   readonly ops: readonly FtraceOps[];
   /** Function entry sites ftrace currently calls out of (dyn_ftrace records with a live call), bounded. */
   readonly enabledSites: readonly bigint[];
+  /** How many sites are enabled in all (enabledSites lists a bounded number); absent when the records were not walked. */
+  readonly enabledCount?: number;
+  /** dyn_ftrace records walked (every traceable function entry); absent when not walked. */
+  readonly records?: number;
+  /**
+   * Enabled sites (of enabledSites) that no registered ops' filter selects: ftrace calls out of them for an
+   * ops that is no longer on the list. Absent when it cannot be judged (an ops traces every function, a filter
+   * was not read whole, or the records were not walked).
+   */
+  readonly unclaimedSites?: readonly string[];
   readonly errors: readonly ViewError[];
 }
 
@@ -186,6 +218,18 @@ export interface KprobeInfo {
   readonly postHandler: bigint;
   readonly handlerOwner: HandlerOwner;
   readonly flags: number;
+  /** kprobe.symbol_name: what the registrant asked for, when it gave a name. */
+  readonly symbolName?: string | null;
+  /** Every handler that runs for this probe (pre, post, and a kretprobe's return/entry handlers), each with its owner. */
+  readonly handlers?: readonly KprobeHandler[];
+  /** The aggregate kprobe this one hangs under (several probes on one address), when it does. */
+  readonly aggregate?: bigint;
+}
+
+export interface KprobeHandler {
+  readonly role: 'pre' | 'post' | 'return' | 'entry';
+  readonly address: bigint;
+  readonly owner: HandlerOwner;
 }
 
 export interface KprobeView {

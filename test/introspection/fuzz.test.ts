@@ -14,6 +14,8 @@ import { Introspector } from '../../src/views/scan.js';
 import { readBpf, MAX_BPF_PROGRAMS } from '../../src/views/bpf.js';
 import { detectBpfHooks } from '../../src/detectors/bpf-hooks.js';
 import { dumpRam } from './ground-truth.js';
+import { analyzeScan } from '../../src/detectors/index.js';
+import { snapshotErrors } from '../../src/views/snapshot-errors.js';
 
 t.setTimeout(900_000);
 const seconds = Number(process.env.IV_FUZZ_SECONDS ?? '40');
@@ -37,6 +39,12 @@ const bpfLoader = loadLabImages().bpfLoader;
       await (await vm.agent()).shell(`for m in trace writeuser; do ${bpfLoader} $m do_sys_openat2 >/dev/null 2>&1 & done; ` +
         `${bpfLoader} tptrace syscalls/sys_enter_openat >/dev/null 2>&1 & sleep 2`);
     }
+    // Something for the ftrace and kprobe walks to read: a filtered function tracer (an ops with a
+    // filter hash), two kprobe events on one function (an aggregate kprobe) and a kretprobe event.
+    const T = '/sys/kernel/tracing';
+    await (await vm.agent()).shell(`[ -e ${T}/current_tracer ] || mount -t tracefs nodev ${T}; echo schedule > ${T}/set_ftrace_filter && ` +
+      `echo function > ${T}/current_tracer && printf 'p:iva do_sys_openat2\\np:ivb do_sys_openat2\\nr:ivc do_sys_openat2\\n' >> ${T}/kprobe_events && ` +
+      `for e in iva ivb ivc; do echo 1 > ${T}/events/kprobes/$e/enable; done`);
     await dumpRam(vm, image);
   } finally { await vm.stop(); }
 }
@@ -74,6 +82,28 @@ const head = ctx.space.readU64(ns + off('idr', 'idr_rt') + off('xarray', 'xa_hea
 if ((head & 3n) === 2n) add('idr root xa_node', head - 2n, 64 * 8 + 64);
 for (const c of snap.runQueues.cpus) add(`rq ${c.cpu}`, p.symbol('runqueues') + ctx.space.readU64(p.symbol('__per_cpu_offset') + BigInt(8 * c.cpu)), 4096);
 add('sys_call_table', p.symbol('sys_call_table'), 451 * 8);
+// ftrace: the list head, each ops (func, next, func_hash), its filter hash and buckets; the record pages.
+add('ftrace_ops_list', p.symbol('ftrace_ops_list'), 8);
+for (const o of snap.ftrace?.ops ?? []) {
+  add(`ftrace_ops ${o.funcOwner.kind === 'kernel' ? o.funcOwner.symbol : 'x'}`, o.address, p.sizeof('ftrace_ops'));
+  const fh = ctx.space.readU64(o.address + off('ftrace_ops', 'func_hash'));
+  const hash = fh === 0n ? 0n : ctx.space.readU64(fh + off('ftrace_ops_hash', 'filter_hash'));
+  if (hash === 0n) continue;
+  add('ftrace_hash', hash, p.sizeof('ftrace_hash'));
+  const buckets = ctx.space.readU64(hash + off('ftrace_hash', 'buckets'));
+  add('ftrace_hash buckets', buckets, 8 << Number(ctx.space.readU64(hash + off('ftrace_hash', 'size_bits'))));
+}
+add('ftrace_pages_start', p.symbol('ftrace_pages_start'), 8);
+for (let pg = ctx.space.readU64(p.symbol('ftrace_pages_start')), i = 0; pg !== 0n && i < 8; pg = ctx.space.readU64(pg + off('ftrace_page', 'next')), i++) {
+  add(`ftrace_page ${i}`, pg, p.sizeof('ftrace_page'));
+  add(`ftrace records ${i}`, ctx.space.readU64(pg + off('ftrace_page', 'records')), 4096);
+}
+// kprobes: the table, each probe (hlist, aggregate list, handlers).
+add('kprobe_table', p.symbol('kprobe_table'), 64 * 8);
+for (const k of snap.kprobes?.probes ?? []) {
+  add(`kprobe ${k.symbol ?? ''}`, k.address, p.sizeof('kprobe'));
+  if (k.aggregate !== undefined) add('aggregate kprobe', k.aggregate, p.sizeof('kprobe'));
+}
 add('module_kset ptr', p.symbol('module_kset'), 8);
 add('nr_cpu_ids', p.symbol('nr_cpu_ids'), 4);
 add('idt_table', p.symbol('idt_table'), 4096);
@@ -95,6 +125,7 @@ t.ok(targets.length > 100, `${targets.length} structure targets`);
 if (bpfLoader) t.same(snap.bpf?.programs.map((b) => `${b.name} ${b.attachTo} ${b.helpers.join(',')}`).sort(),
   ['iv_trace kprobe:do_sys_openat2 bpf_get_current_pid_tgid,bpf_ktime_get_ns', 'iv_trace tracepoint:syscalls/sys_enter_openat bpf_get_current_pid_tgid,bpf_ktime_get_ns',
     'iv_writeuser kprobe:do_sys_openat2 bpf_probe_write_user'], 'the dump holds the three eBPF programs');
+t.ok((snap.ftrace?.ops.length ?? 0) > 0 && (snap.kprobes?.probes.length ?? 0) >= 3, `ftrace ops ${snap.ftrace?.ops.length ?? 0}, kprobes ${snap.kprobes?.probes.length ?? 0} to corrupt`);
 const structureTargets = [...targets];
 const btfStart = pa(p.symbol('__start_BTF'));
 const tokenTable = clean.kernel.tokenTablePhys;
@@ -141,6 +172,7 @@ t.test('scans of corrupted kernel structures end with views and errors, within b
   const deadline = Date.now() + seconds * 1000 * 0.6;
   let runs = 0;
   let withErrors = 0;
+  let hookViewErrors = 0;
   let worstMs = 0;
   let worstWhat = '';
   while (Date.now() < deadline) {
@@ -157,8 +189,10 @@ t.test('scans of corrupted kernel structures end with views and errors, within b
     }
     const ms = performance.now() - t0;
     if (ms > worstMs) { worstMs = ms; worstWhat = chosen.map((c) => c.what).join(', '); }
-    const errs = s.tasks.errors.length + s.pidIdr.errors.length + s.runQueues.errors.length + s.modules.errors.length + s.integrity.errors.length + (s.bpf?.errors.length ?? 0);
+    const errs = snapshotErrors(s).length;
+    analyzeScan({ nowMs: 0, snapshot: s, snapshotError: null, report: { takenAtMs: 0, agent: 'down', error: 'fuzz' }, reportFresh: false, critical: [], baseline: null });
     if (errs > 0) withErrors++;
+    if ((s.ftrace?.errors.length ?? 0) + (s.kprobes?.errors.length ?? 0) > 0) hookViewErrors++;
     undo.reverse().forEach((u) => u());
     runs++;
     if (ms > SCAN_BOUND_MS || process.memoryUsage().rss > RSS_BOUND) {
@@ -166,10 +200,12 @@ t.test('scans of corrupted kernel structures end with views and errors, within b
       break;
     }
   }
-  t.comment(`${runs} corrupted scans, ${withErrors} reported view errors; slowest ${worstMs.toFixed(1)} ms (${worstWhat})`);
+  t.comment(`${runs} corrupted scans, ${withErrors} reported view errors (${hookViewErrors} in the ftrace/kprobe views); slowest ${worstMs.toFixed(1)} ms (${worstWhat})`);
   t.ok(runs > 50, `${runs} scans ran`);
   t.ok(withErrors > 0, 'corruption shows up as view errors');
-  t.same(clean.scan({ hashImage: false }).tasks.errors, [], 'the restored image scans clean again');
+  const again = clean.scan({ hashImage: false });
+  t.same(again.tasks.errors, [], 'the restored image scans clean again');
+  t.same([...again.ftrace?.errors ?? [], ...again.kprobes?.errors ?? []], [], 'its ftrace and kprobe views too');
 });
 
 t.test('the eBPF walk over a corrupted BPF IDR, programs and kprobe table ends with programs and errors, within bounds', async (t) => {

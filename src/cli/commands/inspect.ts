@@ -8,6 +8,7 @@ import { snapshotErrors } from '../../views/snapshot-errors.js';
 import { errorMessage } from '../../util/errors.js';
 import { taskStateLetter } from '../../views/task-state.js';
 import { controlRequest } from '../../control/client.js';
+import { instrumentationNote } from '../../detectors/ftrace-hooks.js';
 import { printProcesses, printSummary, socketOf } from './guest.js';
 
 export const usage = `inspect <guest | dump-file> [--json] [--no-hash] [--from-ram] [--socket PATH] ${TARGET_USAGE}   print the kernel views rebuilt from guest memory (a supervised guest: the supervisor's latest scan)`;
@@ -128,6 +129,7 @@ function printSnapshot(s: KernelSnapshot, header: string): void {
     out.push('', `${d.name} at ${hex(d.address)} (dispatch switch): ${d.slots.length} slots, ${odd.length} not reaching their own handler`);
     for (const e of odd) out.push(slotLine(e));
   }
+  out.push(...instrumentationLines(s));
   const i = s.integrity;
   out.push('', `kernel text sha256   ${i.textHash ?? '(not hashed)'}`, `kernel rodata sha256 ${i.rodataHash ?? '(not hashed)'}`);
   for (const d of i.dispatchers) out.push(`${d.name.padEnd(20)} ${d.hash}`);
@@ -138,4 +140,30 @@ function printSnapshot(s: KernelSnapshot, header: string): void {
     for (const e of errors.slice(0, 50)) out.push(`  ${e.where}: ${e.message}`);
   }
   console.log(out.join('\n'));
+}
+
+/** ftrace ops and kprobes, each with the owner of its handler; and the one-line "kernel instrumented" note. */
+function instrumentationLines(s: KernelSnapshot): string[] {
+  const own = (o: HandlerOwner, at: bigint): string => (o.kind === 'kernel' ? o.symbol : o.kind === 'module' ? `module ${o.module} (${hex(at)})` : `${hex(at)} NO KERNEL SYMBOL OR MODULE`);
+  const out: string[] = [''];
+  out.push(instrumentationNote(s) ?? 'kernel instrumented: no (no ftrace ops, no kprobe)');
+  const f = s.ftrace;
+  if (f) {
+    out.push(`ftrace: ${f.ops.length} ops${f.enabledCount !== undefined ? `, ${f.enabledCount} of ${f.records ?? 0} function entries calling out` : ''}`);
+    for (const o of f.ops) {
+      const n = o.filterCount ?? o.filter.length;
+      out.push(`  ops ${hex(o.address)} handler ${own(o.funcOwner, o.func)} flags 0x${o.flags.toString(16)}${o.trampoline !== 0n ? ` trampoline ${hex(o.trampoline)}+${o.trampolineSize}` : ''}: ` +
+        `${o.tracesAll ? 'every function' : `${o.filter.slice(0, 8).join(', ')}${n > 8 ? ` and ${n - 8} more` : ''}` || 'nothing'}`);
+    }
+    if (f.unclaimedSites && f.unclaimedSites.length > 0) out.push(`  CALLING OUT FOR NO REGISTERED OPS: ${f.unclaimedSites.slice(0, 16).join(', ')}`);
+  }
+  const k = s.kprobes;
+  if (k) {
+    out.push(`kprobes: ${k.probes.length}`);
+    for (const p of k.probes) {
+      const hs = (p.handlers ?? []).map((h) => `${h.role} ${own(h.owner, h.address)}`).join(', ') || 'no handler';
+      out.push(`  ${p.symbol ?? hex(p.addr)} (${hex(p.addr)}) flags 0x${p.flags.toString(16)}: ${hs}`);
+    }
+  }
+  return out;
 }

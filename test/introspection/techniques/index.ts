@@ -2,7 +2,9 @@
 // One file per technique; add it here.
 import type { TechniqueBattery } from './context.js';
 import { ebpfBattery } from './ebpf.js';
+import { ftraceKprobe } from './ftrace-kprobe.js';
 
 export const TECHNIQUES: readonly TechniqueBattery[] = [
   ebpfBattery,
+  ftraceKprobe,
 ];

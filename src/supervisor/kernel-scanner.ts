@@ -12,6 +12,12 @@ export interface KernelScanOptions {
 /** Every page of kernel text and rodata is rehashed at least once per this interval (plus one scan). */
 export const DEFAULT_IMAGE_COVERAGE_MS = 30_000;
 
+/**
+ * The module area (page-table walk + carving, src/views/module-area.ts) is walked at most this often;
+ * scans in between carry no moduleArea, so its detectors are undetermined there and confirm over walks.
+ */
+export const DEFAULT_MODULE_AREA_INTERVAL_MS = 500;
+
 export interface KernelScanner {
   /** A snapshot of the running kernel; throws when the kernel cannot be found (e.g. mid-boot). */
   scan(bootGeneration: number, opts?: KernelScanOptions): Promise<KernelSnapshot>;
@@ -29,20 +35,27 @@ export class IntrospectorScanner implements KernelScanner {
     private readonly hmp: HmpSource,
     private readonly hashImage = true,
     private readonly imageCoverageMs = DEFAULT_IMAGE_COVERAGE_MS,
+    private readonly moduleAreaIntervalMs = DEFAULT_MODULE_AREA_INTERVAL_MS,
   ) {}
+
+  private lastAreaMs = -Infinity;
 
   async scan(bootGeneration: number, opts: KernelScanOptions = {}): Promise<KernelSnapshot> {
     if (!this.intro || bootGeneration !== this.generation) {
       this.close();
       this.intro = await Introspector.attach(this.ramPath, { qmp: this.hmp });
       this.generation = bootGeneration;
+      this.lastAreaMs = -Infinity;
     }
+    const now = Date.now();
+    const area = opts.fullImage === true || now - this.lastAreaMs >= this.moduleAreaIntervalMs;
+    if (area) this.lastAreaMs = now;
     try {
       // Text and rodata incrementally: per-page hashes, a rotating share per scan (src/views/integrity.ts).
       // The switches are not decoded live yet: inside the nested test guest the decoder's process died
       // (SIGSEGV/SIGTRAP) in 4 of 7 runs after an image restore, 0 of 2 without it. A patched switch is
       // still seen live through its body hash (kernel-integrity-changed); inspect and dumps decode it.
-      const snap = this.intro.scan({ hashImage: this.hashImage, dispatchSwitches: false, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true });
+      const snap = this.intro.scan({ hashImage: this.hashImage, dispatchSwitches: false, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true, moduleArea: area });
       // No task list at all: the kernel we discovered is not the one running (it rebooted by itself).
       if (snap.tasks.tasks.length === 0) this.close();
       return snap;

@@ -12,6 +12,7 @@ import { readModuleList } from './modules.js';
 import { readSyscallTables } from './syscall-tables.js';
 import { readIntegrity } from './integrity.js';
 import { readDispatch } from './dispatch.js';
+import { readModuleArea } from './module-area.js';
 import type { KernelSnapshot } from './types.js';
 import type { SymbolTable } from '../profile/symbols.js';
 import type { StructLayouts } from '../profile/layouts.js';
@@ -27,6 +28,8 @@ export interface ScanOptions {
   readonly fullImage?: boolean;
   /** The clock for imageCoverageMs (tests). */
   readonly nowMs?: number;
+  /** Walk the module area's page tables for unowned code and carved modules (default true; see readModuleArea). */
+  readonly moduleArea?: boolean;
 }
 
 /** Something that can answer HMP commands (QmpClient does). */
@@ -84,6 +87,7 @@ export class Introspector {
       modules,
       syscallTables,
       ...(opts.dispatchSwitches === false ? {} : { dispatch: readDispatch(ctx, owners, syscallTables) }),
+      ...(opts.moduleArea === false ? {} : { moduleArea: readModuleArea(ctx, modules) }),
       integrity: readIntegrity(ctx, {
         hashImage: opts.hashImage ?? true,
         ...(opts.imageCoverageMs !== undefined ? { imageCoverageMs: opts.imageCoverageMs, fullImage: opts.fullImage === true, ...(opts.nowMs !== undefined ? { nowMs: opts.nowMs } : {}) } : {}),

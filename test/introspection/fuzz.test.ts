@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { startLabGuest } from '../../lab/lab-guest.js';
 import { Introspector } from '../../src/views/scan.js';
 import { dumpRam } from './ground-truth.js';
+import { readModuleArea } from '../../src/views/module-area.js';
 
 t.setTimeout(900_000);
 const seconds = Number(process.env.IV_FUZZ_SECONDS ?? '40');
@@ -64,6 +65,31 @@ add('sys_call_table', p.symbol('sys_call_table'), 451 * 8);
 add('module_kset ptr', p.symbol('module_kset'), 8);
 add('nr_cpu_ids', p.symbol('nr_cpu_ids'), 4);
 add('idt_table', p.symbol('idt_table'), 4096);
+// The module-area walk: the page-table pages over module text (directory and leaf), each listed
+// module's memory descriptors (mem[] or core_layout/init_layout) and whole struct module (the
+// carver's input), and the heads of the owner lists it follows.
+function tablesFor(va: bigint): { level: number; pa: bigint }[] {
+  const out: { level: number; pa: bigint }[] = [];
+  const shifts = ctx.space.levels === 5 ? [48n, 39n, 30n, 21n, 12n] : [39n, 30n, 21n, 12n];
+  let table = ctx.space.root;
+  for (const [level, shift] of shifts.entries()) {
+    out.push({ level, pa: table });
+    const e = ctx.space.readPhys(table + 8n * ((va >> shift) & 511n), 8).readBigUInt64LE(0);
+    if ((e & 1n) === 0n || (e & 0x80n) !== 0n) break;
+    table = e & 0x000f_ffff_ffff_f000n;
+  }
+  return out;
+}
+const memField = p.layouts.has('module', 'mem') ? 'mem' : 'core_layout';
+for (const m of snap.modules.modules) {
+  for (const x of tablesFor(m.coreBase).slice(-2)) targets.push({ what: `page table (level ${x.level}) over ${m.name}`, pa: x.pa + BigInt(8 * (rnd() % 512)), len: 8 * (1 + (rnd() % 64)) });
+  add(`module ${m.name} ${memField}`, m.address + off('module', memField), 64);
+  add(`module ${m.name} struct`, m.address, 1024);
+}
+for (const sym of ['ftrace_ops_list', 'kprobe_insn_slots', 'kprobe_optinsn_slots', 'bpf_kallsyms', 'pack_list', 'prog_idr']) {
+  const a = p.optionalSymbol(sym);
+  if (a !== undefined) add(`${sym} head`, a, 64);
+}
 t.ok(targets.length > 100, `${targets.length} structure targets`);
 const structureTargets = [...targets];
 const btfStart = pa(p.symbol('__start_BTF'));
@@ -127,7 +153,7 @@ t.test('scans of corrupted kernel structures end with views and errors, within b
     }
     const ms = performance.now() - t0;
     if (ms > worstMs) { worstMs = ms; worstWhat = chosen.map((c) => c.what).join(', '); }
-    const errs = s.tasks.errors.length + s.pidIdr.errors.length + s.runQueues.errors.length + s.modules.errors.length + s.integrity.errors.length;
+    const errs = s.tasks.errors.length + s.pidIdr.errors.length + s.runQueues.errors.length + s.modules.errors.length + s.integrity.errors.length + (s.moduleArea?.errors.length ?? 0);
     if (errs > 0) withErrors++;
     undo.reverse().forEach((u) => u());
     runs++;
@@ -139,7 +165,43 @@ t.test('scans of corrupted kernel structures end with views and errors, within b
   t.comment(`${runs} corrupted scans, ${withErrors} reported view errors; slowest ${worstMs.toFixed(1)} ms (${worstWhat})`);
   t.ok(runs > 50, `${runs} scans ran`);
   t.ok(withErrors > 0, 'corruption shows up as view errors');
-  t.same(clean.scan({ hashImage: false }).tasks.errors, [], 'the restored image scans clean again');
+  const after = clean.scan({ hashImage: false });
+  t.same(after.tasks.errors, [], 'the restored image scans clean again');
+  t.same(after.moduleArea?.hiddenModules ?? [], [], 'and carves no module off the lists');
+});
+
+t.test('fake struct modules in unowned memory: carved only when self-consistent, never a throw', (t) => {
+  // Take one listed module, make its memory unowned by pointing its list entry's descriptors away
+  // (copy of the snapshot's module list without it), and forge candidates in its data.
+  const m = snap.modules.modules[0];
+  if (!m) { t.comment('no module loaded in the fuzz guest'); t.end(); return; }
+  const others = { ...snap.modules, modules: snap.modules.modules.filter((x) => x !== m), kobjects: snap.modules.kobjects.filter((x) => x.address !== m.address) };
+  const real = readModuleArea(ctx, others);
+  t.same(real.hiddenModules.map((x) => x.name), [m.name], `with ${m.name} off both lists, carving finds it by name`);
+  t.ok(real.regions.some((r) => r.owner === 'module' && r.name === m.name), 'and gives it its text');
+  const structPa = pa(m.address);
+  let runs = 0;
+  let carved = 0;
+  if (structPa !== null) {
+    for (let i = 0; i < 300; i++) {
+      const target = { pa: structPa + BigInt(8 * (rnd() % 64)), len: 8 * (1 + (rnd() % 32)) };
+      const undo = mutate(target);
+      try {
+        const v = readModuleArea(ctx, others);
+        carved += v.hiddenModules.length;
+        for (const h of v.hiddenModules) if (!/^[A-Za-z0-9_-]{1,55}$/.test(h.name)) t.fail(`carved a module with name ${JSON.stringify(h.name)}`);
+      } catch (e) {
+        t.fail(`module area threw: ${e instanceof Error ? e.stack : String(e)}`);
+        undo();
+        break;
+      }
+      undo();
+      runs++;
+    }
+  }
+  t.comment(`${runs} forged struct modules, ${carved} carved (only self-consistent ones)`);
+  t.equal(runs, structPa === null ? 0 : 300);
+  t.end();
 });
 
 t.test('discovery over corrupted kallsyms, BTF and page tables ends with a kernel or a clean error', async (t) => {

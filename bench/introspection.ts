@@ -13,6 +13,7 @@ import { readRunQueues } from '../src/views/run-queues.js';
 import { readModuleList } from '../src/views/modules.js';
 import { readSyscallTables } from '../src/views/syscall-tables.js';
 import { readIntegrity } from '../src/views/integrity.js';
+import { readModuleArea } from '../src/views/module-area.js';
 import { median } from './stats.js';
 
 function timeIt(iterations: number, fn: () => unknown): number {
@@ -29,6 +30,7 @@ function timeIt(iterations: number, fn: () => unknown): number {
 function measureViews(ins: Introspector, label: string, iterations: number): void {
   const ctx = ins.context;
   const mods = readModuleList(ctx).modules;
+  const modView = readModuleList(ctx);
   const rows: [string, number][] = [
     ['task list', timeIt(iterations, () => { ctx.space.clearCache(); readTaskList(ctx); })],
     ['pid IDR', timeIt(iterations, () => { ctx.space.clearCache(); readPidIdr(ctx); })],
@@ -37,6 +39,8 @@ function measureViews(ins: Introspector, label: string, iterations: number): voi
     ['syscall tables', timeIt(iterations, () => { ctx.space.clearCache(); readSyscallTables(ctx, mods); })],
     ['dispatch switches (decoded once per body)', timeIt(iterations, () => { ctx.space.clearCache(); readDispatch(ctx, mods, readSyscallTables(ctx, mods)); })],
     ['integrity (dispatchers, IDT)', timeIt(iterations, () => { ctx.space.clearCache(); readIntegrity(ctx, { hashImage: false }); })],
+    ['module area (page walk, owners, carving)', timeIt(iterations, () => { ctx.space.clearCache(); readModuleArea(ctx, modView); })],
+    ['FULL CHECK without the module area', timeIt(iterations, () => ins.scan({ hashImage: false, moduleArea: false }))],
     ['FULL CHECK (all views, no image hash)', timeIt(iterations, () => ins.scan({ hashImage: false }))],
     ['full scan with text+rodata sha256', timeIt(Math.max(5, iterations / 20), () => ins.scan({ hashImage: true }))],
   ];
@@ -66,9 +70,10 @@ async function perKernel(): Promise<void> {
       try {
         const full = timeIt(200, () => ins.scan({ hashImage: false }));
         const snap = ins.scan({ hashImage: false });
+        const area = timeIt(200, () => { ins.context.space.clearCache(); readModuleArea(ins.context, snap.modules); });
         const slots = [...snap.syscallTables.map((t) => `${t.table} ${t.entries.length}`), ...(snap.dispatch ?? []).map((d) => `${d.name} ${d.slots.length}`)];
         console.log(`  ${images.kernelAbi}: cold start median ${median(colds).toFixed(0)} ms [${colds.map((c) => c.toFixed(0)).join(', ')}] (${first}); ` +
-          `full check median ${full.toFixed(3)} ms; ${snap.tasks.tasks.length} processes; ${slots.join(', ')}`);
+          `full check median ${full.toFixed(3)} ms (module area ${area.toFixed(3)} ms: ${snap.moduleArea?.regions.length ?? 0} executable runs); ${snap.tasks.tasks.length} processes; ${slots.join(', ')}`);
       } finally {
         ins.close();
       }

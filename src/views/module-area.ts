@@ -358,6 +358,35 @@ function orphanTrampolines(ctx: KernelContext, parts: readonly { start: bigint; 
   return out;
 }
 
+/**
+ * Classic BPF filters (socket filters, seccomp) JIT-compiled on kernels without program packs
+ * (< 5.19): the image is in no registry these views read (no id in prog_idr, kept out of
+ * bpf_kallsyms). Their allocation has a shape: struct bpf_binary_header's page count at the first
+ * page, int3 filling the random hole, the JIT prologue (a 5-byte nop, push rbp, mov rbp,rsp) and
+ * int3 again to the end. Only such exact frames are attributed (a weaker owner than a record:
+ * code wrapped in the same frame would pass).
+ */
+function classicBpfFrames(ctx: KernelContext, parts: readonly { start: bigint; end: bigint }[]): Owned[] {
+  if (ctx.profile.optionalSymbol('pack_list') !== undefined) return [];
+  const out: Owned[] = [];
+  for (const part of parts.slice(0, 256)) {
+    const head = ctx.space.tryRead(part.start, 4);
+    if (!head || (part.start & (PAGE - 1n)) !== 0n) continue;
+    const pages = head.readUInt32LE(0);
+    if (pages < 1 || pages > 64 || part.start + BigInt(pages) * PAGE > part.end) continue;
+    const buf = ctx.space.tryRead(part.start, pages * 4096);
+    if (!buf) continue;
+    let i = 4;
+    while (i < buf.length && buf[i] === 0xcc) i++;
+    let j = buf.length - 1;
+    while (j > i && buf[j] === 0xcc) j--;
+    const nop5 = buf.subarray(i, i + 5).toString('hex');
+    if (i - 4 < 16 || i + 9 > j || (nop5 !== '0f1f440000' && nop5 !== '6666666690') || buf.subarray(i + 5, i + 9).toString('hex') !== '554889e5') continue;
+    out.push({ start: part.start, end: part.start + BigInt(pages) * PAGE, owner: 'bpf-jit', name: 'classic BPF filter' });
+  }
+  return out;
+}
+
 /** Splits [s, e) by the owners overlapping it (sorted by start); the gaps are 'unknown'. */
 function attribute(s: bigint, e: bigint, owners: readonly Owned[], out: CodeRegion[]): void {
   let at = s;
@@ -471,8 +500,9 @@ export function readModuleArea(ctx: KernelContext, modules: ModuleListView, opts
   const hiddenModules = carved.found.filter((m) => !known.has(m.address));
   const byStart = (a: Owned, b: Owned): number => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0);
   let all = [...owners, ...carved.regions].sort(byStart);
-  const orphans = orphanTrampolines(ctx, uncovered(runs.filter((r) => r.exec), all), all, errors);
-  if (orphans.length > 0) all = [...all, ...orphans].sort(byStart);
+  const unownedCode = uncovered(runs.filter((r) => r.exec), all);
+  const later = unownedCode.length === 0 ? [] : [...orphanTrampolines(ctx, unownedCode, all, errors), ...classicBpfFrames(ctx, unownedCode)];
+  if (later.length > 0) all = [...all, ...later].sort(byStart);
   const regions: CodeRegion[] = [];
   for (const r of runs) if (r.exec) attribute(r.start, r.end, all, regions);
   return {

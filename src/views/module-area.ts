@@ -37,7 +37,7 @@ export interface ModuleAreaLimits {
   readonly maxOwners: number;
 }
 
-export const DEFAULT_MODULE_AREA_LIMITS: ModuleAreaLimits = { maxRuns: 1 << 16, maxCarveBytes: 64 << 20, maxOwners: 1 << 14 };
+export const DEFAULT_MODULE_AREA_LIMITS: ModuleAreaLimits = { maxRuns: 1 << 16, maxCarveBytes: 16 << 20, maxOwners: 1 << 14 };
 
 /** A mapped stretch of the range: contiguous pages with the same executability. */
 export interface MappedRun {

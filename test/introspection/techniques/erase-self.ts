@@ -23,7 +23,15 @@ export const eraseSelf: TechniqueBattery = {
 
     const ko = ctx.images.attackModules.eraseSelf;
     if (!ko) { t.fail('the lab image has no iv_erase_self.ko (rebuild with lab/build-images.sh)'); return; }
-    await ctx.shell(`mkdir -p /tmp; rm -f ${RESTORE}; insmod ${ko}`);
+    await ctx.shell(`mkdir -p /tmp; rm -f ${RESTORE}`);
+    const t0 = performance.now();
+    await ctx.shell(`insmod ${ko}`);
+    // Attack to first observation: one walk per try, as the supervisor's next module-area walk would.
+    let firstMs = -1;
+    for (let i = 0; i < 20 && firstMs < 0; i++) {
+      if ((ctx.live.scan({ hashImage: false }).moduleArea?.hiddenModules ?? []).some((m) => m.name === 'iv_erase_self')) firstMs = performance.now() - t0;
+    }
+    t.ok(firstMs >= 0, `carved within 20 walks of insmod returning (${firstMs.toFixed(0)} ms from insmod; the supervisor adds up to 500 ms cadence and 2 more walks to confirm)`);
     const guestSees = await ctx.shell('grep -c "^iv_erase_self " /proc/modules; ls /sys/module | grep -c "^iv_erase_self$"; true');
     t.same(guestSees.trim().split('\n'), ['0', '0'], 'the guest itself no longer sees it: not in /proc/modules, not in /sys/module');
 

@@ -6,5 +6,6 @@ export function snapshotErrors(s: KernelSnapshot): ViewError[] {
   return [
     ...s.tasks.errors, ...s.pidIdr.errors, ...s.runQueues.errors, ...s.modules.errors,
     ...s.syscallTables.flatMap((t) => t.errors), ...(s.dispatch ?? []).flatMap((d) => d.errors), ...s.integrity.errors,
+    ...(s.moduleArea?.errors ?? []),
   ];
 }

@@ -21,6 +21,21 @@ export const eraseSelf: TechniqueBattery = {
     t.same(clean.modules.modules.filter((m) => !owned.has(m.name)).map((m) => m.name), [], `every listed module's text is an owned run (${owned.size} modules)`);
     t.comment(`module area: ${(area?.regions ?? []).map((r) => `${r.owner}${r.name ? `:${r.name}` : ''}`).join(' ')}`);
 
+    // Legitimate instrumentation allocates executable memory there too (ftrace trampolines, kprobe
+    // slots): each must have its owner. Function tracer and function graph through tracefs, and a
+    // user's kprobe event at a function entry and inside a function, all on at once.
+    const T = '/sys/kernel/tracing';
+    const on = await ctx.shell(`mountpoint -q ${T} || mount -t tracefs nodev ${T}; ` +
+      `echo 'p:ivcarve_entry vfs_read' >> ${T}/kprobe_events; echo 'p:ivcarve_body schedule+4' >> ${T}/kprobe_events 2>/dev/null; ` +
+      `echo 1 > ${T}/events/kprobes/enable; echo function > ${T}/current_tracer; sleep 0.3; cat ${T}/current_tracer; ` +
+      `echo function_graph > ${T}/current_tracer; sleep 0.3; cat ${T}/current_tracer; grep -c ivcarve ${T}/kprobe_events; true`);
+    t.match(on, /^function\nfunction_graph\n[12]\n/, `tracers and kprobe events on (${on.trim().split('\n').join(', ')})`);
+    const traced = ctx.live.scan({ hashImage: false }).moduleArea;
+    t.same((traced?.regions ?? []).filter((r) => r.owner === 'unknown').map((r) => `0x${r.start.toString(16)}+${r.size}`), [], 'instrumented: every executable run still has an owner');
+    t.comment(`instrumented: ${(traced?.regions ?? []).filter((r) => r.owner !== 'module').map((r) => `${r.owner}${r.name ? `:${r.name}` : ''}`).join(' ')}`);
+    await ctx.shell(`echo nop > ${T}/current_tracer; echo 0 > ${T}/events/kprobes/enable; echo > ${T}/kprobe_events; true`);
+    t.same(await ctx.persistent(), [], 'instrumentation off again: nothing persists');
+
     const ko = ctx.images.attackModules.eraseSelf;
     if (!ko) { t.fail('the lab image has no iv_erase_self.ko (rebuild with lab/build-images.sh)'); return; }
     await ctx.shell(`mkdir -p /tmp; rm -f ${RESTORE}`);

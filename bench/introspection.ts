@@ -15,6 +15,7 @@ import { readSyscallTables } from '../src/views/syscall-tables.js';
 import { readIntegrity } from '../src/views/integrity.js';
 import { readFtrace } from '../src/views/ftrace.js';
 import { readKprobes } from '../src/views/kprobes.js';
+import { readModuleArea } from '../src/views/module-area.js';
 import { median } from './stats.js';
 
 function timeIt(iterations: number, fn: () => unknown): number {
@@ -31,6 +32,7 @@ function timeIt(iterations: number, fn: () => unknown): number {
 function measureViews(ins: Introspector, label: string, iterations: number): void {
   const ctx = ins.context;
   const mods = readModuleList(ctx).modules;
+  const modView = readModuleList(ctx);
   const rows: [string, number][] = [
     ['task list', timeIt(iterations, () => { ctx.space.clearCache(); readTaskList(ctx); })],
     ['pid IDR', timeIt(iterations, () => { ctx.space.clearCache(); readPidIdr(ctx); })],
@@ -42,6 +44,8 @@ function measureViews(ins: Introspector, label: string, iterations: number): voi
     ['ftrace ops', timeIt(iterations, () => { ctx.space.clearCache(); readFtrace(ctx, mods, { records: false }); })],
     ['ftrace ops + records (live call sites)', timeIt(iterations, () => { ctx.space.clearCache(); readFtrace(ctx, mods); })],
     ['kprobes', timeIt(iterations, () => { ctx.space.clearCache(); readKprobes(ctx, mods); })],
+    ['module area (page walk, owners, carving)', timeIt(iterations, () => { ctx.space.clearCache(); readModuleArea(ctx, modView); })],
+    ['FULL CHECK without the module area', timeIt(iterations, () => ins.scan({ hashImage: false, moduleArea: false }))],
     ['FULL CHECK (all views, no image hash)', timeIt(iterations, () => ins.scan({ hashImage: false }))],
     ['full scan with text+rodata sha256', timeIt(Math.max(5, iterations / 20), () => ins.scan({ hashImage: true }))],
   ];
@@ -71,9 +75,10 @@ async function perKernel(): Promise<void> {
       try {
         const full = timeIt(200, () => ins.scan({ hashImage: false }));
         const snap = ins.scan({ hashImage: false });
+        const area = timeIt(200, () => { ins.context.space.clearCache(); readModuleArea(ins.context, snap.modules); });
         const slots = [...snap.syscallTables.map((t) => `${t.table} ${t.entries.length}`), ...(snap.dispatch ?? []).map((d) => `${d.name} ${d.slots.length}`)];
         console.log(`  ${images.kernelAbi}: cold start median ${median(colds).toFixed(0)} ms [${colds.map((c) => c.toFixed(0)).join(', ')}] (${first}); ` +
-          `full check median ${full.toFixed(3)} ms; ${snap.tasks.tasks.length} processes; ${slots.join(', ')}`);
+          `full check median ${full.toFixed(3)} ms (module area ${area.toFixed(3)} ms: ${snap.moduleArea?.regions.length ?? 0} executable runs); ${snap.tasks.tasks.length} processes; ${slots.join(', ')}`);
       } finally {
         ins.close();
       }

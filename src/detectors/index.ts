@@ -12,6 +12,7 @@ import { detectBpfHooks } from './bpf-hooks.js';
 import { detectHiddenModules, detectKernelChanges } from './kernel-integrity.js';
 import { detectFtraceHooks } from './ftrace-hooks.js';
 import { detectKprobeHooks } from './kprobe-hooks.js';
+import { detectUnownedCode } from './unowned-code.js';
 import { detectRefusedWrites, type RefusedWriteTally } from './write-trap.js';
 import { boundGuestReport } from './guest-report.js';
 import type { DetectorResult, GuestReport, Observation } from './types.js';
@@ -112,7 +113,9 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   const sys = detectSyscallChanges(snap, baseline);
   const kern = detectKernelChanges(snap, baseline);
   const mods = detectHiddenModules(snap);
-  for (const r of [hidden, sys, kern, mods, detectDispatchChanges(snap), detectBpfHooks(snap), detectFtraceHooks(snap), detectKprobeHooks(snap)]) take(r);
+  // Today's hook surfaces: code nobody owns, ftrace ops, kprobes, eBPF programs.
+  const hooks = [detectUnownedCode(snap), detectBpfHooks(snap), detectFtraceHooks(snap), detectKprobeHooks(snap)];
+  for (const r of [hidden, sys, kern, mods, detectDispatchChanges(snap), ...hooks]) take(r);
 
   // Only a scan with no kernel-side fault and readable views may become the baseline, and only once
   // the guest answers its agent: a kernel still booting patches its own text (alternatives, static
@@ -121,6 +124,7 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   let baselineToRecord: KernelBaseline | null = null;
   const clean = (report.agent === 'ok' || memoryOnly) &&
     sys.observations.length === 0 && kern.observations.length === 0 && mods.observations.length === 0 &&
+    hooks.every((h) => h.observations.length === 0) &&
     sys.undetermined.length === 0 && mods.undetermined.length === 0 && snap.integrity.errors.length === 0;
   if (clean) {
     // The whole baseline is built only when it is kept (not at every clean scan).

@@ -18,6 +18,12 @@ export const FTRACE_RECORDS_EVERY = 10;
 /** Loaded eBPF programs are reread at most this often (≈16 µs per program); scans in between reuse the last view. */
 export const DEFAULT_BPF_EVERY_MS = 1_000;
 
+/**
+ * The module area (page-table walk + carving, src/views/module-area.ts) is walked at most this often;
+ * scans in between carry no moduleArea, so its detectors are undetermined there and confirm over walks.
+ */
+export const DEFAULT_MODULE_AREA_INTERVAL_MS = 500;
+
 export interface KernelScanner {
   /** A snapshot of the running kernel; throws when the kernel cannot be found (e.g. mid-boot). */
   scan(bootGeneration: number, opts?: KernelScanOptions): Promise<KernelSnapshot>;
@@ -39,7 +45,10 @@ export class IntrospectorScanner implements KernelScanner {
     private readonly hashImage = true,
     private readonly imageCoverageMs = DEFAULT_IMAGE_COVERAGE_MS,
     private readonly bpfEveryMs = DEFAULT_BPF_EVERY_MS,
+    private readonly moduleAreaIntervalMs = DEFAULT_MODULE_AREA_INTERVAL_MS,
   ) {}
+
+  private lastAreaMs = -Infinity;
 
   async scan(bootGeneration: number, opts: KernelScanOptions = {}): Promise<KernelSnapshot> {
     if (!this.intro || bootGeneration !== this.generation) {
@@ -48,18 +57,21 @@ export class IntrospectorScanner implements KernelScanner {
       this.generation = bootGeneration;
       this.bpf = undefined;
       this.lastFtrace = undefined;
+      this.lastAreaMs = -Infinity;
     }
+    const now = Date.now();
+    const area = opts.fullImage === true || now - this.lastAreaMs >= this.moduleAreaIntervalMs;
+    if (area) this.lastAreaMs = now;
     try {
       // Text and rodata incrementally: per-page hashes, a rotating share per scan (src/views/integrity.ts).
       // The switches are not decoded live yet: inside the nested test guest the decoder's process died
       // (SIGSEGV/SIGTRAP) in 4 of 7 runs after an image restore, 0 of 2 without it. A patched switch is
       // still seen live through its body hash (kernel-integrity-changed); inspect and dumps decode it.
-      const now = Date.now();
       const bpfDue = !this.bpf || now - this.bpf.atMs >= this.bpfEveryMs || opts.fullImage === true;
       const records = this.lastFtrace === undefined || this.scans++ % FTRACE_RECORDS_EVERY === 0;
       const raw = this.intro.scan({
         hashImage: this.hashImage, dispatchSwitches: false, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true,
-        bpf: bpfDue, ftraceRecords: records,
+        bpf: bpfDue, ftraceRecords: records, moduleArea: area,
       });
       if (bpfDue && raw.bpf) this.bpf = { view: raw.bpf, atMs: now };
       const withBpf = !bpfDue && this.bpf ? { ...raw, bpf: this.bpf.view } : raw;

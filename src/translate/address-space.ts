@@ -28,7 +28,8 @@ export function pageTableRootFromCr3(cr3: bigint): bigint {
 export class AddressSpace {
   private readonly native: NativeAddressSpace;
 
-  constructor(memory: GuestMemory, root: bigint, readonly levels: PagingLevels) {
+  /** The page-table root (guest-physical) the walker translates through. */
+  constructor(memory: GuestMemory, readonly root: bigint, readonly levels: PagingLevels) {
     const { AddressSpace: Native } = loadNative();
     this.native = new Native(memory.native, memory.layoutArray(), root, levels);
   }

@@ -15,6 +15,7 @@ import { readDispatch } from './dispatch.js';
 import { readBpf } from './bpf.js';
 import { readFtrace } from './ftrace.js';
 import { readKprobes } from './kprobes.js';
+import { readModuleArea } from './module-area.js';
 import type { KernelSnapshot } from './types.js';
 import type { SymbolTable } from '../profile/symbols.js';
 import type { StructLayouts } from '../profile/layouts.js';
@@ -34,6 +35,8 @@ export interface ScanOptions {
   readonly bpf?: boolean;
   /** Walk ftrace's per-function records for the enabled call sites (default true); the ops are read either way. */
   readonly ftraceRecords?: boolean;
+  /** Walk the module area's page tables for unowned code and carved modules (default true; see readModuleArea). */
+  readonly moduleArea?: boolean;
 }
 
 /** Something that can answer HMP commands (QmpClient does). */
@@ -91,6 +94,7 @@ export class Introspector {
       modules,
       syscallTables,
       ...(opts.dispatchSwitches === false ? {} : { dispatch: readDispatch(ctx, owners, syscallTables) }),
+      ...(opts.moduleArea === false ? {} : { moduleArea: readModuleArea(ctx, modules) }),
       integrity: readIntegrity(ctx, {
         hashImage: opts.hashImage ?? true,
         ...(opts.imageCoverageMs !== undefined ? { imageCoverageMs: opts.imageCoverageMs, fullImage: opts.fullImage === true, ...(opts.nowMs !== undefined ? { nowMs: opts.nowMs } : {}) } : {}),

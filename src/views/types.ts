@@ -62,6 +62,8 @@ export interface ModuleInfo {
   readonly address: bigint;
   readonly coreBase: bigint;
   readonly coreSize: number;
+  /** enum module_state (0 live, 1 coming, 2 going, 3 unformed), where the view read it (carved modules). */
+  readonly state?: number;
 }
 
 export interface ModuleListView {
@@ -151,6 +153,10 @@ export interface ModuleAreaView {
   /** struct module candidates found by carving that are neither on the list nor kobjects. */
   readonly hiddenModules: readonly ModuleInfo[];
   readonly errors: readonly ViewError[];
+  /** The virtual range walked. */
+  readonly range?: { readonly start: bigint; readonly end: bigint };
+  /** Code pointers the walk met on its way (ftrace ops handlers), for telling what points into a region. */
+  readonly references?: readonly { readonly from: string; readonly target: bigint }[];
 }
 
 /** One registered ftrace ops (ftrace_ops_list). */

@@ -43,6 +43,7 @@ export function snapshot(opts: { tasks?: TaskInfo[]; slide?: bigint; entries?: S
       dispatchers: [{ name: 'x64_sys_call', hash: 'd1' }, { name: 'ia32_sys_call', hash: 'd2' }],
       idt: [0xffffffff81a00000n + slide, 0xffffffff81a00100n + slide], lstar: 0xffffffff81c00000n + slide, errors: [],
     },
+    moduleArea: { regions: [{ start: 0xffffffffc0000000n, size: 0x2000, owner: 'module', name: 'virtio_blk' }], hiddenModules: [], errors: [] },
   };
 }
 

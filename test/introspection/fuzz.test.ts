@@ -16,6 +16,7 @@ import { detectBpfHooks } from '../../src/detectors/bpf-hooks.js';
 import { dumpRam } from './ground-truth.js';
 import { analyzeScan } from '../../src/detectors/index.js';
 import { snapshotErrors } from '../../src/views/snapshot-errors.js';
+import { readModuleArea } from '../../src/views/module-area.js';
 
 t.setTimeout(900_000);
 const seconds = Number(process.env.IV_FUZZ_SECONDS ?? '40');
@@ -121,6 +122,31 @@ for (const b of snap.bpf?.programs ?? []) {
 add('kprobe_table', p.symbol('kprobe_table'), 64 * 8);
 add('ftrace_events head', p.symbol('ftrace_events'), 16);
 const bpfTargets = targets.slice(bpfFirst);
+// The module-area walk: the page-table pages over module text (directory and leaf), each listed
+// module's memory descriptors (mem[] or core_layout/init_layout) and whole struct module (the
+// carver's input), and the heads of the owner lists it follows.
+function tablesFor(va: bigint): { level: number; pa: bigint }[] {
+  const out: { level: number; pa: bigint }[] = [];
+  const shifts = ctx.space.levels === 5 ? [48n, 39n, 30n, 21n, 12n] : [39n, 30n, 21n, 12n];
+  let table = ctx.space.root;
+  for (const [level, shift] of shifts.entries()) {
+    out.push({ level, pa: table });
+    const e = ctx.space.readPhys(table + 8n * ((va >> shift) & 511n), 8).readBigUInt64LE(0);
+    if ((e & 1n) === 0n || (e & 0x80n) !== 0n) break;
+    table = e & 0x000f_ffff_ffff_f000n;
+  }
+  return out;
+}
+const memField = p.layouts.has('module', 'mem') ? 'mem' : 'core_layout';
+for (const m of snap.modules.modules) {
+  for (const x of tablesFor(m.coreBase).slice(-2)) targets.push({ what: `page table (level ${x.level}) over ${m.name}`, pa: x.pa + BigInt(8 * (rnd() % 512)), len: 8 * (1 + (rnd() % 64)) });
+  add(`module ${m.name} ${memField}`, m.address + off('module', memField), 64);
+  add(`module ${m.name} struct`, m.address, 1024);
+}
+for (const sym of ['ftrace_ops_list', 'kprobe_insn_slots', 'kprobe_optinsn_slots', 'bpf_kallsyms', 'pack_list', 'prog_idr']) {
+  const a = p.optionalSymbol(sym);
+  if (a !== undefined) add(`${sym} head`, a, 64);
+}
 t.ok(targets.length > 100, `${targets.length} structure targets`);
 if (bpfLoader) t.same(snap.bpf?.programs.map((b) => `${b.name} ${b.attachTo} ${b.helpers.join(',')}`).sort(),
   ['iv_trace kprobe:do_sys_openat2 bpf_get_current_pid_tgid,bpf_ktime_get_ns', 'iv_trace tracepoint:syscalls/sys_enter_openat bpf_get_current_pid_tgid,bpf_ktime_get_ns',
@@ -206,6 +232,7 @@ t.test('scans of corrupted kernel structures end with views and errors, within b
   const again = clean.scan({ hashImage: false });
   t.same(again.tasks.errors, [], 'the restored image scans clean again');
   t.same([...again.ftrace?.errors ?? [], ...again.kprobes?.errors ?? []], [], 'its ftrace and kprobe views too');
+  t.same(again.moduleArea?.hiddenModules ?? [], [], 'and carves no module off the lists');
 });
 
 t.test('the eBPF walk over a corrupted BPF IDR, programs and kprobe table ends with programs and errors, within bounds', async (t) => {
@@ -243,6 +270,40 @@ t.test('the eBPF walk over a corrupted BPF IDR, programs and kprobe table ends w
   if (bpfTargets.length > 0) t.ok(withErrors > 0, 'corruption shows up as view errors');
   ctxBpf.space.clearCache();
   t.same(readBpf(ctxBpf).errors, [], 'the restored image reads clean again');
+});
+
+t.test('fake struct modules in unowned memory: carved only when self-consistent, never a throw', (t) => {
+  // Take one listed module, make its memory unowned by pointing its list entry's descriptors away
+  // (copy of the snapshot's module list without it), and forge candidates in its data.
+  const m = snap.modules.modules[0];
+  if (!m) { t.comment('no module loaded in the fuzz guest'); t.end(); return; }
+  const others = { ...snap.modules, modules: snap.modules.modules.filter((x) => x !== m), kobjects: snap.modules.kobjects.filter((x) => x.address !== m.address) };
+  const real = readModuleArea(ctx, others);
+  t.same(real.hiddenModules.map((x) => x.name), [m.name], `with ${m.name} off both lists, carving finds it by name`);
+  t.ok(real.regions.some((r) => r.owner === 'module' && r.name === m.name), 'and gives it its text');
+  const structPa = pa(m.address);
+  let runs = 0;
+  let carved = 0;
+  if (structPa !== null) {
+    for (let i = 0; i < 300; i++) {
+      const target = { pa: structPa + BigInt(8 * (rnd() % 64)), len: 8 * (1 + (rnd() % 32)) };
+      const undo = mutate(target);
+      try {
+        const v = readModuleArea(ctx, others);
+        carved += v.hiddenModules.length;
+        for (const h of v.hiddenModules) if (!/^[A-Za-z0-9_-]{1,55}$/.test(h.name)) t.fail(`carved a module with name ${JSON.stringify(h.name)}`);
+      } catch (e) {
+        t.fail(`module area threw: ${e instanceof Error ? e.stack : String(e)}`);
+        undo();
+        break;
+      }
+      undo();
+      runs++;
+    }
+  }
+  t.comment(`${runs} forged struct modules, ${carved} carved (only self-consistent ones)`);
+  t.equal(runs, structPa === null ? 0 : 300);
+  t.end();
 });
 
 t.test('discovery over corrupted kallsyms, BTF and page tables ends with a kernel or a clean error', async (t) => {

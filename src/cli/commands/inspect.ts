@@ -115,6 +115,12 @@ function printSnapshot(s: KernelSnapshot, header: string): void {
   for (const m of s.modules.modules) out.push(`  ${m.name.padEnd(28)} ${hex(m.coreBase)} ${String(m.coreSize).padStart(9)}`);
   const onList = new Set(s.modules.modules.map((m) => m.address));
   for (const m of s.modules.kobjects.filter((k) => !onList.has(k.address))) out.push(`  ${m.name.padEnd(28)} ${hex(m.coreBase)} ${String(m.coreSize).padStart(9)}  NOT ON THE MODULE LIST`);
+  for (const m of s.moduleArea?.hiddenModules ?? []) out.push(`  ${m.name.padEnd(28)} ${hex(m.coreBase)} ${String(m.coreSize).padStart(9)}  CARVED: ON NEITHER THE LIST NOR /sys/module (struct module ${hex(m.address)})`);
+  if (s.moduleArea) {
+    const a = s.moduleArea;
+    out.push('', `module area: ${a.regions.length} executable runs, ${a.regions.filter((r) => r.owner === 'unknown').length} owned by nobody`);
+    for (const r of a.regions) out.push(`  ${hex(r.start)} ${String(r.size).padStart(9)}  ${r.owner === 'unknown' ? 'OWNED BY NOBODY' : `${r.owner}${r.name ? ` ${r.name}` : ''}`}`);
+  }
   const foreign = <E extends { owner: HandlerOwner; expected: string | null }>(es: readonly E[]): E[] =>
     es.filter((e) => e.owner.kind !== 'kernel' || (e.expected !== null && e.owner.symbol !== e.expected));
   const slotLine = (e: { nr: number; target: bigint; owner: HandlerOwner; expected: string | null }): string =>

@@ -3,8 +3,10 @@
 import type { TechniqueBattery } from './context.js';
 import { ebpfBattery } from './ebpf.js';
 import { ftraceKprobe } from './ftrace-kprobe.js';
+import { eraseSelf } from './erase-self.js';
 
 export const TECHNIQUES: readonly TechniqueBattery[] = [
   ebpfBattery,
   ftraceKprobe,
+  eraseSelf,
 ];

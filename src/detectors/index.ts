@@ -9,6 +9,7 @@ import { detectMissingCritical, type CriticalProcessSpec } from './critical-proc
 import { detectSyscallChanges } from './syscall-integrity.js';
 import { detectDispatchChanges } from './dispatch-integrity.js';
 import { detectHiddenModules, detectKernelChanges } from './kernel-integrity.js';
+import { detectTextChanges } from './text-integrity.js';
 import { detectRefusedWrites, type RefusedWriteTally } from './write-trap.js';
 import { boundGuestReport } from './guest-report.js';
 import type { DetectorResult, GuestReport, Observation } from './types.js';
@@ -100,7 +101,8 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   const sys = detectSyscallChanges(snap, baseline);
   const kern = detectKernelChanges(snap, baseline);
   const mods = detectHiddenModules(snap);
-  for (const r of [hidden, sys, kern, mods, detectDispatchChanges(snap)]) take(r);
+  const textDiff = detectTextChanges(snap, baseline);
+  for (const r of [hidden, sys, kern, mods, detectDispatchChanges(snap), textDiff]) take(r);
 
   // Only a scan with no kernel-side fault and readable views may become the baseline, and only once
   // the guest answers its agent: a kernel still booting patches its own text (alternatives, static
@@ -108,7 +110,7 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   // later one look tampered with.
   let baselineToRecord: KernelBaseline | null = null;
   const clean = report.agent === 'ok' &&
-    sys.observations.length === 0 && kern.observations.length === 0 && mods.observations.length === 0 &&
+    sys.observations.length === 0 && kern.observations.length === 0 && mods.observations.length === 0 && textDiff.observations.length === 0 &&
     sys.undetermined.length === 0 && mods.undetermined.length === 0 && snap.integrity.errors.length === 0;
   if (clean) {
     // The whole baseline is built only when it is kept (not at every clean scan).

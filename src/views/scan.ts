@@ -12,6 +12,7 @@ import { readModuleList } from './modules.js';
 import { readSyscallTables } from './syscall-tables.js';
 import { readIntegrity } from './integrity.js';
 import { readDispatch } from './dispatch.js';
+import { readTextDiff } from './text-diff.js';
 import type { KernelSnapshot } from './types.js';
 import type { SymbolTable } from '../profile/symbols.js';
 import type { StructLayouts } from '../profile/layouts.js';
@@ -75,6 +76,11 @@ export class Introspector {
     const modules = readModuleList(ctx);
     const owners = [...modules.modules, ...modules.kobjects];
     const syscallTables = readSyscallTables(ctx, owners);
+    const integrity = readIntegrity(ctx, {
+      hashImage: opts.hashImage ?? true,
+      ...(opts.imageCoverageMs !== undefined ? { imageCoverageMs: opts.imageCoverageMs, fullImage: opts.fullImage === true, ...(opts.nowMs !== undefined ? { nowMs: opts.nowMs } : {}) } : {}),
+    });
+    const textDiff = readTextDiff(ctx, this.kernel.identity, owners, integrity, { hashImage: opts.hashImage ?? true, incremental: opts.imageCoverageMs !== undefined });
     return {
       takenAtMs: Date.now(),
       kernel: this.kernel.identity,
@@ -84,10 +90,8 @@ export class Introspector {
       modules,
       syscallTables,
       ...(opts.dispatchSwitches === false ? {} : { dispatch: readDispatch(ctx, owners, syscallTables) }),
-      integrity: readIntegrity(ctx, {
-        hashImage: opts.hashImage ?? true,
-        ...(opts.imageCoverageMs !== undefined ? { imageCoverageMs: opts.imageCoverageMs, fullImage: opts.fullImage === true, ...(opts.nowMs !== undefined ? { nowMs: opts.nowMs } : {}) } : {}),
-      }),
+      integrity,
+      ...(textDiff ? { textDiff } : {}),
     };
   }
 

@@ -13,6 +13,7 @@ import { readRunQueues } from '../src/views/run-queues.js';
 import { readModuleList } from '../src/views/modules.js';
 import { readSyscallTables } from '../src/views/syscall-tables.js';
 import { readIntegrity } from '../src/views/integrity.js';
+import { readTextDiff } from '../src/views/text-diff.js';
 import { median } from './stats.js';
 
 function timeIt(iterations: number, fn: () => unknown): number {
@@ -37,6 +38,11 @@ function measureViews(ins: Introspector, label: string, iterations: number): voi
     ['syscall tables', timeIt(iterations, () => { ctx.space.clearCache(); readSyscallTables(ctx, mods); })],
     ['dispatch switches (decoded once per body)', timeIt(iterations, () => { ctx.space.clearCache(); readDispatch(ctx, mods, readSyscallTables(ctx, mods)); })],
     ['integrity (dispatchers, IDT)', timeIt(iterations, () => { ctx.space.clearCache(); readIntegrity(ctx, { hashImage: false }); })],
+    ['text diff vs clean copy (text unchanged)', ((): number => {
+      // Steady state of the supervisor's scans: incremental page hashes equal to the copy's, switches compared, kprobe_table read.
+      const integ = readIntegrity(ctx, { hashImage: true, imageCoverageMs: 30_000 });
+      return timeIt(iterations, () => { ctx.space.clearCache(); readTextDiff(ctx, ins.kernel.identity, mods, integ, { hashImage: true, incremental: true }); });
+    })()],
     ['FULL CHECK (all views, no image hash)', timeIt(iterations, () => ins.scan({ hashImage: false }))],
     ['full scan with text+rodata sha256', timeIt(Math.max(5, iterations / 20), () => ins.scan({ hashImage: true }))],
   ];

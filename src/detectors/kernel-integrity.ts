@@ -26,6 +26,7 @@ export function detectKernelChanges(snap: KernelSnapshot, baseline: KernelBaseli
     if (was === undefined || was === d.hash) continue;
     // Explained instruction by instruction when the text-diff view holds the baseline's body.
     const sites = dispatcherSites(snap, d.name, was);
+    if (sites !== null && sites.length === 0) continue; // only instrumentation (e.g. the function tracer's call at its entry)
     add(`${d.name} body`, was, d.hash, sites ? { text: sites.map(siteText).join('; '), sites: sites.map(siteEvidence) } : undefined);
   }
   // Text and rodata hashes include relocated addresses: comparable only within one boot (same slide).

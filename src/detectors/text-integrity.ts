@@ -13,6 +13,7 @@
 // its destination and the destination's owner. Legitimate changes raise nothing; they are listed
 // as "instrumented" in the evidence of whatever else is raised.
 import type { KernelSnapshot, TextBranch, TextSite } from '../views/types.js';
+import { FTRACE_SELF } from '../views/ftrace-labels.js';
 import type { KernelBaseline } from './baseline.js';
 import { hex, type DetectorResult, type JsonValue, type Observation } from './types.js';
 
@@ -77,6 +78,11 @@ function legitimate(snap: KernelSnapshot, s: TextSite, kprobes: ReadonlySet<bigi
     const o = ftraceOwner(snap, b);
     if (o) return `${o} called at ${at(s)}`;
   }
+  // ftrace repoints its own caller's call (to the ops list function or a single ops' function) and graph jmp.
+  if (b && s.function !== null && FTRACE_SELF.has(s.function) && s.offset === 0) {
+    if (b.owner.kind === 'kernel') return `ftrace's ${s.function} now reaches ${b.owner.symbol}`;
+    if (snap.ftrace?.ops.some((o) => o.func === b.target)) return `ftrace's ${s.function} now reaches a registered ops' function`;
+  }
   if (b?.kind === 'jmp' && s.function !== null && /^bpf_dispatcher_\w+_func$/.test(s.function) && b.owner.kind !== 'module') return `BPF dispatcher ${s.function}`;
   // SMP alternatives: a lock prefix (f0) switched to ds (3e) or back as CPUs come and go.
   if (s.old.length === s.new.length) {
@@ -99,13 +105,18 @@ export function siteEvidence(s: TextSite): { [k: string]: JsonValue } {
 
 export function siteText(s: TextSite): string {
   const dest = s.branch ? ` (${s.branch.kind} to ${hex(s.branch.target)}, ${ownerText(s.branch)})` : '';
-  return `${at(s)}: ${s.instruction}${dest}, was ${s.oldInstruction}`;
+  return `${at(s)}: ${s.instruction}${dest}, was ${s.oldInstruction}${s.oldTarget ? ` (${s.oldTarget})` : ''}`;
 }
 
-/** The explained changes of a dispatch switch's body, when the view's clean copy is the baseline's body. */
+/**
+ * The changes of a dispatch switch's body that are no instrumentation (none: the body is only
+ * traced), when the view's clean copy is the baseline's body; null when they cannot be explained.
+ */
 export function dispatcherSites(snap: KernelSnapshot, name: string, baselineHash: string): readonly TextSite[] | null {
   const d = snap.textDiff?.dispatchers.find((x) => x.name === name && x.referenceHash === baselineHash);
-  return d && d.sites.length > 0 ? d.sites : null;
+  if (!d || d.sites.length === 0) return null;
+  const kprobes = new Set(snap.textDiff?.kprobeAddresses ?? []);
+  return d.sites.filter((s) => legitimate(snap, s, kprobes) === null);
 }
 
 export function detectTextChanges(snap: KernelSnapshot, baseline: KernelBaseline | null): DetectorResult {
@@ -134,6 +145,7 @@ export function detectTextChanges(snap: KernelSnapshot, baseline: KernelBaseline
     const why = legitimate(snap, s, kprobes);
     if (why !== null) instrumented.push(why); else patched.push(s);
   }
+  for (const d2 of d.dispatchers) for (const s of d2.sites) { const why = legitimate(snap, s, kprobes); if (why !== null) instrumented.push(why); }
   for (const s of patched) {
     observations.push({
       kind: 'kernel-integrity-changed',
@@ -165,6 +177,6 @@ export function textInstrumentation(snap: KernelSnapshot, baseline: KernelBaseli
     const why = g.state === 'nop' ? 'NOP' : g.branch ? ftraceOwner(snap, g.branch) : null;
     if (why !== null) out.push(`${g.count} fentry sites: ${why}`);
   }
-  for (const s of d.sites) { const why = legitimate(snap, s, kprobes); if (why !== null) out.push(why); }
+  for (const s of [...d.sites, ...d.dispatchers.flatMap((x) => x.sites)]) { const why = legitimate(snap, s, kprobes); if (why !== null) out.push(why); }
   return out;
 }

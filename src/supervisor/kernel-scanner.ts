@@ -3,10 +3,13 @@
 // have changed under us (reboot, reset, image restore: a new boot generation).
 import { Introspector, type HmpSource } from '../views/scan.js';
 import type { KernelSnapshot } from '../views/types.js';
+import type { CleanHashes } from '../views/text-diff.js';
 
 export interface KernelScanOptions {
   /** Rehash all of kernel text and rodata this scan (a baseline may be taken from it), not only the rotating share. */
   readonly fullImage?: boolean;
+  /** The baseline's hashes, for the text-diff view's clean copy. */
+  readonly clean?: CleanHashes;
 }
 
 /** Every page of kernel text and rodata is rehashed at least once per this interval (plus one scan). */
@@ -42,7 +45,7 @@ export class IntrospectorScanner implements KernelScanner {
       // The switches are not decoded live yet: inside the nested test guest the decoder's process died
       // (SIGSEGV/SIGTRAP) in 4 of 7 runs after an image restore, 0 of 2 without it. A patched switch is
       // still seen live through its body hash (kernel-integrity-changed); inspect and dumps decode it.
-      const snap = this.intro.scan({ hashImage: this.hashImage, dispatchSwitches: false, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true });
+      const snap = this.intro.scan({ hashImage: this.hashImage, dispatchSwitches: false, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true, ...(opts.clean ? { clean: opts.clean } : {}) });
       // No task list at all: the kernel we discovered is not the one running (it rebooted by itself).
       if (snap.tasks.tasks.length === 0) this.close();
       return snap;

@@ -12,7 +12,7 @@ import { readModuleList } from './modules.js';
 import { readSyscallTables } from './syscall-tables.js';
 import { readIntegrity } from './integrity.js';
 import { readDispatch } from './dispatch.js';
-import { readTextDiff } from './text-diff.js';
+import { readTextDiff, type CleanHashes } from './text-diff.js';
 import type { KernelSnapshot } from './types.js';
 import type { SymbolTable } from '../profile/symbols.js';
 import type { StructLayouts } from '../profile/layouts.js';
@@ -28,6 +28,8 @@ export interface ScanOptions {
   readonly fullImage?: boolean;
   /** The clock for imageCoverageMs (tests). */
   readonly nowMs?: number;
+  /** The baseline's hashes: the text-diff view's clean copy is retaken when the kernel is back to them. */
+  readonly clean?: CleanHashes;
 }
 
 /** Something that can answer HMP commands (QmpClient does). */
@@ -80,7 +82,7 @@ export class Introspector {
       hashImage: opts.hashImage ?? true,
       ...(opts.imageCoverageMs !== undefined ? { imageCoverageMs: opts.imageCoverageMs, fullImage: opts.fullImage === true, ...(opts.nowMs !== undefined ? { nowMs: opts.nowMs } : {}) } : {}),
     });
-    const textDiff = readTextDiff(ctx, this.kernel.identity, owners, integrity, { hashImage: opts.hashImage ?? true, incremental: opts.imageCoverageMs !== undefined });
+    const textDiff = readTextDiff(ctx, this.kernel.identity, owners, integrity, { hashImage: opts.hashImage ?? true, incremental: opts.imageCoverageMs !== undefined, ...(opts.clean ? { clean: opts.clean } : {}) });
     return {
       takenAtMs: Date.now(),
       kernel: this.kernel.identity,

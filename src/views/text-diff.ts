@@ -14,6 +14,7 @@ import type { HandlerOwner, KernelIdentity, KernelIntegrityView, ModuleInfo, Tex
 import { hex, viewError, type KernelContext } from './kernel-context.js';
 import { maskPatchSites, pagedTextHashes, patchSites, PAGED_HASH_PREFIX, type PatchSite } from './integrity.js';
 import { ownerOf } from './syscall-tables.js';
+import { FTRACE_SELF } from './ftrace-labels.js';
 
 const PAGE = 4096;
 const HASH_LEN = 32;
@@ -33,6 +34,7 @@ const DISPATCHERS = ['x64_sys_call', 'ia32_sys_call', 'x32_sys_call'];
 const MAX_FUNCTION = 1 << 20;
 const ENDBR64 = Buffer.from([0xf3, 0x0f, 0x1e, 0xfa]);
 
+
 /** A changed instruction before owners are resolved (owners depend on the module list of each scan). */
 interface RawSite {
   readonly address: bigint;
@@ -44,6 +46,7 @@ interface RawSite {
   readonly instruction: string;
   readonly atEntry: boolean;
   readonly branch: { readonly kind: 'call' | 'jmp'; readonly target: bigint } | null;
+  readonly oldBranch: { readonly kind: 'call' | 'jmp'; readonly target: bigint } | null;
   readonly int3: boolean;
   /** A 5-byte call or NOP at the fentry site: what ftrace writes there. */
   readonly fentry: 'call' | 'nop' | null;
@@ -75,6 +78,12 @@ interface DispatcherReference {
   readonly bytes: Buffer;
   readonly hash: string;
   last: { bytes: Buffer; sites: readonly RawSite[] } | null;
+}
+
+/** Hashes of the known-clean kernel (the stored baseline's): a copy with other hashes is taken again when the kernel has them. */
+export interface CleanHashes {
+  readonly textHash: string | null;
+  readonly dispatchers: { readonly [name: string]: string };
 }
 
 const references = new Map<string, Reference>();
@@ -128,25 +137,33 @@ function captureText(ctx: KernelContext, errors: ViewError[]): Reference | null 
 /** Kernel text and the dispatch switches against their clean copies; the first call per build and slide takes the copies. */
 export function readTextDiff(
   ctx: KernelContext, identity: KernelIdentity, modules: readonly ModuleInfo[], integrity: KernelIntegrityView,
-  opts: { readonly hashImage: boolean; readonly incremental: boolean },
+  opts: { readonly hashImage: boolean; readonly incremental: boolean; readonly clean?: CleanHashes },
 ): TextDiffView | undefined {
   const errors: ViewError[] = [];
   const key = keyOf(identity);
+  const clean = opts.clean;
   // The dispatchers' bodies are hashed at every scan: their copies need no image hash.
   let dref = dispatcherRefs.get(key);
-  if (!dref && integrity.errors.length === 0 && integrity.dispatchers.length > 0) {
-    dref = new Map();
+  if (integrity.errors.length === 0 && integrity.dispatchers.length > 0) {
     for (const name of DISPATCHERS) {
+      const now = integrity.dispatchers.find((x) => x.name === name)?.hash;
+      const want = clean?.dispatchers[name];
+      const have = dref?.get(name);
+      // Taken once, or again when the body is back to the known-clean one the copy is not.
+      if (now === undefined || (dref && !(have && want !== undefined && have.hash !== want && now === want))) continue;
       const a = ctx.profile.symbols.address(name);
       const len = ctx.profile.symbols.extent(name);
       if (a === undefined || len === undefined || len <= 0 || len > MAX_FUNCTION) continue;
       const bytes = ctx.space.tryRead(a, len);
-      if (bytes) dref.set(name, { address: a, bytes: Buffer.from(bytes), hash: createHash('sha256').update(bytes).digest('hex'), last: null });
+      if (!bytes) continue;
+      if (!dref) { dref = new Map(); remember(dispatcherRefs, key, dref); }
+      dref.set(name, { address: a, bytes: Buffer.from(bytes), hash: createHash('sha256').update(bytes).digest('hex'), last: null });
     }
-    remember(dispatcherRefs, key, dref);
   }
   let ref = references.get(key);
-  if (!ref && opts.hashImage && integrity.textHash !== null && integrity.errors.length === 0) {
+  // A copy taken while the kernel still patched itself (booting) is replaced once the text is the known-clean one.
+  const stale = ref !== undefined && clean?.textHash != null && ref.textHash !== clean.textHash && ref.pagedHash !== clean.textHash && integrity.textHash === clean.textHash;
+  if ((!ref || stale) && opts.hashImage && integrity.textHash !== null && integrity.errors.length === 0) {
     const r = captureText(ctx, errors);
     if (r) { ref = r; remember(references, key, r); }
   }
@@ -158,7 +175,8 @@ export function readTextDiff(
     if (!now || now.equals(d.bytes)) continue;
     if (!d.last || !d.last.bytes.equals(now)) {
       const cur = Buffer.from(now);
-      const sites = explainRuns(ctx, runsOf(d.bytes, cur, d.address), (at, len) => slice(d.bytes, d.address, at, len), (at, len) => slice(cur, d.address, at, len), d.address);
+      const sites = explainRuns(ctx, runsOf(d.bytes, cur, d.address), (at, len) => slice(d.bytes, d.address, at, len), (at, len) => slice(cur, d.address, at, len), d.address,
+        (at) => { const i = Number(at - d.address); return d.bytes[i] !== cur[i]; });
       d.last = { bytes: cur, sites };
     }
     dispatchers.push({ name, referenceHash: d.hash, sites: d.last.sites.map(resolve) });
@@ -167,7 +185,9 @@ export function readTextDiff(
   if (!ref || !opts.hashImage) {
     return { reference: null, pagesChanged: 0, sites: [], fentryGroups: [], truncated: false, kprobeAddresses, dispatchers, errors };
   }
-  const { changed, truncated: cut } = changedPages(ctx, ref, opts.incremental, errors);
+  // The integrity view's hash equal to the copy's: nothing changed, nothing to compare.
+  const same = integrity.textHash === (opts.incremental ? ref.pagedHash : ref.textHash);
+  const { changed, truncated: cut } = same ? { changed: [], truncated: false } : changedPages(ctx, ref, opts.incremental, errors);
   const sites: TextSite[] = [];
   const groups = new Map<string, { state: 'call' | 'nop'; branch: TextBranch | null; count: number; examples: string[] }>();
   const seen = new Set<bigint>();
@@ -260,8 +280,9 @@ function explainPage(ctx: KernelContext, ref: Reference, i: number, key: Buffer,
   const truncated = runs.length > MAX_PAGE_SITES;
   const sites = explainRuns(ctx, runs.slice(0, MAX_PAGE_SITES),
     (at, n) => slice(ref.raw, ref.start, at, n),
-    (at, n) => ctx.space.tryRead(at, n), ref.textStart);
-  const r: PageResult = { key, sites, truncated };
+    (at, n) => ctx.space.tryRead(at, n), ref.textStart,
+    (at) => { const i = Number(at - from); return i < 0 || i >= len || oldM[i] !== nowM[i]; });
+  const r: PageResult = { key, sites, truncated: truncated || sites.length >= MAX_PAGE_SITES };
   ref.pages.set(i, r);
   return r;
 }
@@ -284,7 +305,7 @@ function runsOf(a: Buffer, b: Buffer, base: bigint): [bigint, bigint][] {
 
 let formatter: Formatter | null = null;
 function fmt(): Formatter {
-  if (!formatter) formatter = new Formatter(FormatterSyntax.Gas);
+  if (!formatter) { formatter = new Formatter(FormatterSyntax.Gas); formatter.uppercaseHex = false; }
   return formatter;
 }
 
@@ -338,29 +359,37 @@ function instructionStart(ctx: KernelContext, refBytes: (at: bigint, len: number
   return { start: ip, fn: hit.name, fnAt: hit.address };
 }
 
-/** Each run of changed bytes as the instruction(s) it changed, by the clean copy's instruction boundaries. */
+/**
+ * Each run of changed bytes as the instructions it changed, one site per changed instruction (by
+ * the clean copy's boundaries), so a patch next to a legitimate change is judged on its own.
+ * `differs(at)` says whether the byte at `at` differs (patch sites masked).
+ */
 function explainRuns(ctx: KernelContext, runs: readonly [bigint, bigint][], refBytes: (at: bigint, len: number) => Buffer | null,
-  nowBytes: (at: bigint, len: number) => Buffer | null, floor: bigint): RawSite[] {
+  nowBytes: (at: bigint, len: number) => Buffer | null, floor: bigint, differs: (at: bigint) => boolean): RawSite[] {
   const out: RawSite[] = [];
   for (const [a, b] of runs) {
-    const { start, fn, fnAt } = instructionStart(ctx, refBytes, a, floor);
-    const span = Number(b - start) + 15;
-    const oldB = refBytes(start, span);
-    const nowB = nowBytes(start, span);
-    if (!oldB || !nowB) continue;
-    const o = decodeSpan(oldB, start, b);
-    const n = decodeSpan(nowB, start, b);
-    const len = Math.min(MAX_SHOWN, Math.max(o.reduce((x, y) => x + y.len, 0), n.reduce((x, y) => x + y.len, 0)));
-    const first = n[0];
-    const entry = fnAt !== null && (start === fnAt || (start === fnAt + 4n && (refBytes(fnAt, 4)?.equals(ENDBR64) ?? false)));
-    const fentry = entry && first && first.len === 5 && n.length === 1
-      ? (first.branch?.kind === 'call' ? 'call' as const : first.nop ? 'nop' as const : null) : null;
-    out.push({
-      address: start, function: fn, offset: fnAt === null ? 0 : Number(start - fnAt),
-      old: oldB.subarray(0, len).toString('hex'), new: nowB.subarray(0, len).toString('hex'),
-      oldInstruction: o.map((x) => x.text).join('; '), instruction: n.map((x) => x.text).join('; '),
-      atEntry: entry, branch: first?.branch ?? null, int3: first?.int3 ?? false, fentry,
-    });
+    let pos = a;
+    while (pos < b && out.length < MAX_PAGE_SITES) {
+      const { start, fn, fnAt } = instructionStart(ctx, refBytes, pos, floor);
+      const oldB = refBytes(start, 16);
+      const nowB = nowBytes(start, 16);
+      if (!oldB || !nowB) break;
+      const o = decodeSpan(oldB, start, start + 1n)[0];
+      const n = decodeSpan(nowB, start, start + 1n)[0];
+      if (!o || !n) break;
+      const len = Math.min(MAX_SHOWN, Math.max(o.len, n.len, Number(pos - start) + 1));
+      const entry = fnAt !== null && (start === fnAt || (start === fnAt + 4n && (refBytes(fnAt, 4)?.equals(ENDBR64) ?? false)));
+      // ftrace's own patchable calls (ftrace_call in its caller, ...) are no fentry sites.
+      const fentry = entry && n.len === 5 && o.len === 5 && !FTRACE_SELF.has(fn ?? '') ? (n.branch?.kind === 'call' ? 'call' as const : n.nop ? 'nop' as const : null) : null;
+      out.push({
+        address: start, function: fn, offset: fnAt === null ? 0 : Number(start - fnAt),
+        old: oldB.subarray(0, len).toString('hex'), new: nowB.subarray(0, len).toString('hex'),
+        oldInstruction: o.text, instruction: n.text, atEntry: entry, branch: n.branch, oldBranch: o.branch, int3: n.int3, fentry,
+      });
+      // The next changed byte past this instruction, within the run.
+      pos = start + BigInt(len);
+      while (pos < b && !differs(pos)) pos++;
+    }
   }
   return out;
 }
@@ -379,9 +408,11 @@ function ownerResolver(ctx: KernelContext, modules: readonly ModuleInfo[]): (r: 
       }
       if (branch.kind !== r.branch.kind) branch = { ...branch, kind: r.branch.kind };
     }
+    const was = r.oldBranch ? ownerOf(ctx, r.oldBranch.target, modules) : null;
     return {
       address: r.address, function: r.function, offset: r.offset, old: r.old, new: r.new,
       oldInstruction: r.oldInstruction, instruction: r.instruction, atEntry: r.atEntry, branch, int3: r.int3,
+      oldTarget: was === null ? null : was.kind === 'kernel' ? was.symbol : was.kind === 'module' ? `module ${was.module}` : null,
     };
   };
 }

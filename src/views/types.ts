@@ -241,6 +241,8 @@ export interface TextSite {
   /** At the function's fentry site: its first instruction, or the one after endbr64. */
   readonly atEntry: boolean;
   readonly branch: TextBranch | null;
+  /** Where the clean instruction jumped or called, by symbol (kernel) or module, when it was a branch. */
+  readonly oldTarget?: string | null;
   /** The new instruction is int3 (a kprobe's breakpoint, or a debugger's). */
   readonly int3: boolean;
 }

@@ -101,14 +101,29 @@ t.test('a clean copy that is not the baseline explains nothing: the plain hash c
 
 t.test('a dispatch switch body change is explained by its changed call', async (t) => {
   const was = baseline.dispatchers.x64_sys_call as string;
-  const call = site({ function: 'x64_sys_call', offset: 0x1a3, atEntry: false, old: 'e8aabbccdd', new: 'e811223344', oldInstruction: 'call 0xffffffff81234560', instruction: 'call 0xffffffffc0001000', branch: branch('call', MOD, { kind: 'module', module: 'iv_dispatch_hook', symbol: null }) });
+  const call = site({ function: 'x64_sys_call', offset: 0x1a3, atEntry: false, old: 'e8aabbccdd', new: 'e811223344', oldInstruction: 'call 0xffffffff81234560', instruction: 'call 0xffffffffc0001000', branch: branch('call', MOD, { kind: 'module', module: 'iv_dispatch_hook', symbol: null }), oldTarget: '__x64_sys_getpid' });
   const snap: KernelSnapshot = {
     ...withDiff({ sites: [call], dispatchers: [{ name: 'x64_sys_call', referenceHash: was, sites: [call] }] }),
     integrity: { ...clean.integrity, textHash: 'changed', dispatchers: [{ name: 'x64_sys_call', hash: 'd1-patched' }, { name: 'ia32_sys_call', hash: 'd2' }] },
   };
   const a = analyzeScan({ nowMs: 2, snapshot: snap, snapshotError: null, report: report(snap), critical: [], baseline });
   t.same(a.observations.map((o) => o.evidence.what), ['x64_sys_call body'], 'one observation: the body (its text site not twice)');
-  t.match(a.observations[0]?.summary ?? '', /x64_sys_call body changed: x64_sys_call\+0x1a3: call 0xffffffffc0001000 \(call to 0xffffffffc0001000, module iv_dispatch_hook\)/);
+  t.match(a.observations[0]?.summary ?? '', /x64_sys_call body changed: x64_sys_call\+0x1a3: call 0xffffffffc0001000 \(call to 0xffffffffc0001000, module iv_dispatch_hook\), was call 0xffffffff81234560 \(__x64_sys_getpid\)/);
   t.match(a.observations[0]?.evidence.sites, [{ function: 'x64_sys_call', offset: 0x1a3, module: 'iv_dispatch_hook' }]);
   t.equal(a.observations[0]?.key, 'x64_sys_call body:d1-patched', 'keyed as before');
+});
+
+t.test('a dispatch switch only traced (its fentry call to ftrace) raises nothing; ftrace repointing its own caller neither', async (t) => {
+  const was = baseline.dispatchers.x64_sys_call as string;
+  const traced = site({ function: 'x64_sys_call', offset: 0, new: 'e8aabbccdd', instruction: 'call 0xffffffffc0200000', branch: branch('call', TRAMP, { kind: 'unknown' }, 'ftrace-trampoline') });
+  const self = site({ function: 'ftrace_regs_call', offset: 0, atEntry: true, old: 'e811111111', new: 'e822222222', oldInstruction: 'call ftrace_stub', instruction: 'call ftrace_ops_list_func', branch: branch('call', FTRACE + 0x100n, { kind: 'kernel', symbol: 'ftrace_ops_list_func' }) });
+  const snap: KernelSnapshot = {
+    ...withDiff({ sites: [self], dispatchers: [{ name: 'x64_sys_call', referenceHash: was, sites: [traced] }] }),
+    integrity: { ...clean.integrity, textHash: 'changed', dispatchers: [{ name: 'x64_sys_call', hash: 'd1-traced' }, { name: 'ia32_sys_call', hash: 'd2' }] },
+  };
+  const a = analyzeScan({ nowMs: 2, snapshot: snap, snapshotError: null, report: report(snap), critical: [], baseline });
+  t.same(a.observations, []);
+  t.same(textInstrumentation(snap, baseline), ["ftrace's ftrace_regs_call now reaches ftrace_ops_list_func", 'ftrace trampoline (a copy of ftrace_regs_caller) called at x64_sys_call+0x0']);
+  const rootkit = withDiff({ sites: [{ ...self, branch: branch('call', MOD, { kind: 'module', module: 'rootkit', symbol: null }) }] });
+  t.same(detectTextChanges(rootkit, baseline).observations.map((o) => o.evidence.module), ['rootkit'], 'ftrace_regs_call into a module no ftrace ops names is a patch');
 });

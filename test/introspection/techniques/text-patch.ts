@@ -71,7 +71,7 @@ export const textPatch: TechniqueBattery = {
     t.equal(site.function, 'x64_sys_call', `explained at x64_sys_call+${str(site.offset)}`);
     t.match(str(site.instruction), /^(call|jmp) /, `the new instruction: ${str(site.instruction)}`);
     t.equal(site.module, 'iv_dispatch_hook', 'its new target owned by the module');
-    t.match(patched[0]?.summary ?? '', /x64_sys_call\+0x[0-9a-f]+: (call|jmp) .*module iv_dispatch_hook, was (call|jmp) .*__x64_sys_getpid/, `summary: ${patched[0]?.summary ?? ''}`);
+    t.match(patched[0]?.summary ?? '', /x64_sys_call\+0x[0-9a-f]+: (call|jmp) .*module iv_dispatch_hook\), was (call|jmp) 0x[0-9a-f]+ \(__x64_sys_getpid\)/, `summary: ${patched[0]?.summary ?? ''}`);
     const fromDump = await ctx.checkDump();
     t.same(fromDump.map((o) => `${o.kind} ${str(o.evidence.what ?? o.evidence.dispatcher)} ${str(o.evidence.module ?? '')}`).sort(),
       ['kernel-integrity-changed x64_sys_call body ', 'syscall-table-changed x64_sys_call iv_dispatch_hook'], 'from a dump: the slot (decoded) and the explained body');

@@ -33,6 +33,8 @@ const MAX_REFERENCES = 4;
 const DISPATCHERS = ['x64_sys_call', 'ia32_sys_call', 'x32_sys_call'];
 const MAX_FUNCTION = 1 << 20;
 const ENDBR64 = Buffer.from([0xf3, 0x0f, 0x1e, 0xfa]);
+/** What the kernel seals an endbr64 into at boot when the function is never called indirectly (`osp nopl (%rax)`). */
+const ENDBR_POISON = Buffer.from([0x66, 0x0f, 0x1f, 0x00]);
 
 
 /** A changed instruction before owners are resolved (owners depend on the module list of each scan). */
@@ -52,10 +54,16 @@ interface RawSite {
   readonly fentry: 'call' | 'nop' | null;
 }
 
+/** Fentry sites of one page counted per state and destination. */
+interface PageGroup { readonly key: string; readonly state: 'call' | 'nop'; readonly site: RawSite; count: number; readonly examples: string[] }
+
 interface PageResult {
-  /** The page's masked hash (incremental scans) or raw bytes (whole scans) this result is for. */
-  readonly key: Buffer;
+  /** The page's raw bytes and masked hash this result is for (whole scans compare the first, incremental ones the second). */
+  readonly raw: Buffer;
+  readonly hash: Buffer;
+  /** Changed instructions other than fentry sites. */
   readonly sites: readonly RawSite[];
+  readonly groups: readonly PageGroup[];
   readonly truncated: boolean;
 }
 
@@ -150,7 +158,8 @@ export function readTextDiff(
       const want = clean?.dispatchers[name];
       const have = dref?.get(name);
       // Taken once, or again when the body is back to the known-clean one the copy is not.
-      if (now === undefined || (dref && !(have && want !== undefined && have.hash !== want && now === want))) continue;
+      const retake = have !== undefined && want !== undefined && have.hash !== want && now === want;
+      if (now === undefined || (have !== undefined && !retake)) continue;
       const a = ctx.profile.symbols.address(name);
       const len = ctx.profile.symbols.extent(name);
       if (a === undefined || len === undefined || len <= 0 || len > MAX_FUNCTION) continue;
@@ -190,29 +199,25 @@ export function readTextDiff(
   const { changed, truncated: cut } = same ? { changed: [], truncated: false } : changedPages(ctx, ref, opts.incremental, errors);
   const sites: TextSite[] = [];
   const groups = new Map<string, { state: 'call' | 'nop'; branch: TextBranch | null; count: number; examples: string[] }>();
-  const seen = new Set<bigint>();
   let truncated = cut;
+  // Per page, not per site: a tracer on every function changes tens of thousands of fentry sites.
   for (const p of changed) {
     if (p.truncated) truncated = true;
+    for (const pg of p.groups) {
+      let g = groups.get(pg.key);
+      if (!g) { g = { state: pg.state, branch: pg.state === 'call' ? resolve(pg.site).branch : null, count: 0, examples: [] }; groups.set(pg.key, g); }
+      g.count += pg.count;
+      for (const e of pg.examples) if (g.examples.length < MAX_GROUP_EXAMPLES) g.examples.push(e);
+    }
     for (const r of p.sites) {
-      if (seen.has(r.address)) continue; // a run across a page boundary is explained from both pages
-      seen.add(r.address);
-      if (r.fentry !== null) {
-        const gk = r.fentry === 'nop' ? 'nop' : `call ${hex(r.branch?.target ?? 0n)}`;
-        let g = groups.get(gk);
-        if (!g) { g = { state: r.fentry, branch: r.fentry === 'call' ? resolve(r).branch : null, count: 0, examples: [] }; groups.set(gk, g); }
-        g.count++;
-        if (g.examples.length < MAX_GROUP_EXAMPLES && r.function !== null) g.examples.push(r.function);
-        continue;
-      }
-      if (sites.length >= MAX_SITES) { truncated = true; continue; }
+      if (sites.length >= MAX_SITES) { truncated = true; break; }
       sites.push(resolve(r));
     }
   }
   const fentryGroups: TextSiteGroup[] = [...groups.values()];
   return {
     reference: { textHash: ref.textHash, pagedHash: ref.pagedHash },
-    pagesChanged: changed.filter((p) => p.sites.length > 0).length,
+    pagesChanged: changed.filter((p) => p.sites.length > 0 || p.groups.length > 0).length,
     sites, fentryGroups, truncated, kprobeAddresses, dispatchers, errors,
   };
 }
@@ -235,8 +240,8 @@ function changedPages(ctx: KernelContext, ref: Reference, incremental: boolean, 
       if (paged.hashes.compare(ref.pageHashes, at, at + HASH_LEN, at, at + HASH_LEN) === 0) continue;
       const k = paged.hashes.subarray(at, at + HASH_LEN);
       const hit = ref.pages.get(i);
-      if (hit && hit.key.equals(k)) { out.push(hit); continue; }
-      const r = explainPage(ctx, ref, i, Buffer.from(k), errors);
+      if (hit && hit.hash.equals(k)) { out.push(hit); continue; }
+      const r = explainPage(ctx, ref, i, errors);
       if (r) out.push(r);
     }
     return { changed: out, truncated: false };
@@ -251,8 +256,8 @@ function changedPages(ctx: KernelContext, ref: Reference, incremental: boolean, 
       if (cur.compare(ref.raw, o, o + PAGE, k * PAGE, (k + 1) * PAGE) === 0) { ref.pages.delete(i + k); continue; }
       const bytes = cur.subarray(k * PAGE, (k + 1) * PAGE);
       const hit = ref.pages.get(i + k);
-      if (hit && hit.key.equals(bytes)) { out.push(hit); continue; }
-      const r = explainPage(ctx, ref, i + k, Buffer.from(bytes), errors);
+      if (hit && hit.raw.equals(bytes)) { out.push(hit); continue; }
+      const r = explainPage(ctx, ref, i + k, errors);
       if (r) out.push(r);
     }
   }
@@ -260,29 +265,45 @@ function changedPages(ctx: KernelContext, ref: Reference, incremental: boolean, 
 }
 
 /** Masks the run-time patch sites in a window around page `i` of both copies and explains what still differs. */
-function explainPage(ctx: KernelContext, ref: Reference, i: number, key: Buffer, errors: ViewError[]): PageResult | null {
+function explainPage(ctx: KernelContext, ref: Reference, i: number, errors: ViewError[]): PageResult | null {
   const pageAt = ref.start + BigInt(i * PAGE);
   // 16 bytes either side: a patch site across the page's edge is judged on its own bytes in both copies.
   const from = pageAt - 16n < ref.start ? ref.start : pageAt - 16n;
   const to = pageAt + BigInt(PAGE + 16) > ref.start + BigInt(ref.raw.length) ? ref.start + BigInt(ref.raw.length) : pageAt + BigInt(PAGE + 16);
   const len = Number(to - from);
-  const old = Buffer.from(ref.raw.subarray(Number(from - ref.start), Number(to - ref.start)));
   const nowRaw = ctx.space.tryRead(from, len);
   if (!nowRaw) { errors.push({ where: `text-diff: page ${hex(pageAt)}`, message: 'not mapped' }); return null; }
   const now = Buffer.from(nowRaw);
-  const oldM = Buffer.from(old);
+  const oldM = Buffer.from(ref.raw.subarray(Number(from - ref.start), Number(to - ref.start)));
   const nowM = Buffer.from(now);
   maskPatchSites(ctx, oldM, from, ref.sites);
   maskPatchSites(ctx, nowM, from, ref.sites);
   // Runs inside this page only (the window's edges belong to the neighbours).
   const lo = Number(pageAt - from);
+  const differs = (at: bigint): boolean => { const k = Number(at - from); return k < 0 || k >= len || oldM[k] !== nowM[k]; };
   const runs = runsOf(oldM.subarray(lo, lo + PAGE), nowM.subarray(lo, lo + PAGE), pageAt);
-  const truncated = runs.length > MAX_PAGE_SITES;
-  const sites = explainRuns(ctx, runs.slice(0, MAX_PAGE_SITES),
-    (at, n) => slice(ref.raw, ref.start, at, n),
-    (at, n) => ctx.space.tryRead(at, n), ref.textStart,
-    (at) => { const i = Number(at - from); return i < 0 || i >= len || oldM[i] !== nowM[i]; });
-  const r: PageResult = { key, sites, truncated: truncated || sites.length >= MAX_PAGE_SITES };
+  const all = explainRuns(ctx, runs.slice(0, MAX_PAGE_SITES), (at, n) => slice(ref.raw, ref.start, at, n), (at, n) => slice(now, from, at, n), ref.textStart, differs);
+  const sites: RawSite[] = [];
+  const groups = new Map<string, PageGroup>();
+  for (const r of all) {
+    // An instruction across the page's start that also changed before it is the previous page's.
+    if (r.address < pageAt) {
+      let before = false;
+      for (let a = r.address; a < pageAt && !before; a++) before = differs(a);
+      if (before) continue;
+    }
+    if (r.fentry === null) { sites.push(r); continue; }
+    const key = r.fentry === 'nop' ? 'nop' : `call ${hex(r.branch?.target ?? 0n)}`;
+    let g = groups.get(key);
+    if (!g) { g = { key, state: r.fentry, site: r, count: 0, examples: [] }; groups.set(key, g); }
+    g.count++;
+    if (g.examples.length < MAX_GROUP_EXAMPLES && r.function !== null) g.examples.push(r.function);
+  }
+  const r: PageResult = {
+    raw: Buffer.from(now.subarray(lo, lo + PAGE)),
+    hash: createHash('sha256').update(nowM.subarray(lo, lo + PAGE)).digest(),
+    sites, groups: [...groups.values()], truncated: runs.length > MAX_PAGE_SITES || all.length >= MAX_PAGE_SITES,
+  };
   ref.pages.set(i, r);
   return r;
 }
@@ -336,6 +357,14 @@ function decodeSpan(bytes: Buffer, at: bigint, until: bigint): Decoded[] {
   return out;
 }
 
+/** The bytes from `at` are NOP instructions ending exactly `len` bytes on. */
+function nopsOver(bytes: Buffer, at: bigint, len: number): boolean {
+  const d = decodeSpan(bytes, at, at + BigInt(len));
+  let n = 0;
+  for (const x of d) { if (!x.nop) return false; n += x.len; if (n >= len) break; }
+  return n === len;
+}
+
 /** Where, by the clean bytes, the instruction holding `at` starts: a linear sweep from its function's start (bounded). */
 function instructionStart(ctx: KernelContext, refBytes: (at: bigint, len: number) => Buffer | null, at: bigint, floor: bigint): { start: bigint; fn: string | null; fnAt: bigint | null } {
   const hit = ctx.profile.symbols.lookup(at);
@@ -378,9 +407,13 @@ function explainRuns(ctx: KernelContext, runs: readonly [bigint, bigint][], refB
       const n = decodeSpan(nowB, start, start + 1n)[0];
       if (!o || !n) break;
       const len = Math.min(MAX_SHOWN, Math.max(o.len, n.len, Number(pos - start) + 1));
-      const entry = fnAt !== null && (start === fnAt || (start === fnAt + 4n && (refBytes(fnAt, 4)?.equals(ENDBR64) ?? false)));
+      const head = fnAt === null ? null : refBytes(fnAt, 4);
+      const entry = fnAt !== null && (start === fnAt || (start === fnAt + 4n && head !== null && (head.equals(ENDBR64) || head.equals(ENDBR_POISON))));
+      // A site ftrace switches: a 5-byte call or NOP over the function's entry NOP (or over 5 bytes of NOPs:
+      // 5.10 keeps ftrace records of overridden weak functions, whose code has no kallsyms name).
       // ftrace's own patchable calls (ftrace_call in its caller, ...) are no fentry sites.
-      const fentry = entry && n.len === 5 && o.len === 5 && !FTRACE_SELF.has(fn ?? '') ? (n.branch?.kind === 'call' ? 'call' as const : n.nop ? 'nop' as const : null) : null;
+      const over = (entry && o.len === 5) || nopsOver(oldB, start, 5);
+      const fentry = over && n.len === 5 && !FTRACE_SELF.has(fn ?? '') ? (n.branch?.kind === 'call' ? 'call' as const : n.nop ? 'nop' as const : null) : null;
       out.push({
         address: start, function: fn, offset: fnAt === null ? 0 : Number(start - fnAt),
         old: oldB.subarray(0, len).toString('hex'), new: nowB.subarray(0, len).toString('hex'),

@@ -25,13 +25,16 @@ static int pid = -1;
 module_param(pid, int, 0444);
 MODULE_PARM_DESC(pid, "kill() of this pid fails with ESRCH");
 
+/* The 5-byte NOPs ftrace leaves at an fentry site: P6's, and the prefixed one 5.10 picks on some CPUs. */
 static const u8 nop5[5] = { 0x0f, 0x1f, 0x44, 0x00, 0x00 };
+static const u8 nop5_prefixed[5] = { 0x66, 0x66, 0x66, 0x66, 0x90 };
 static const u8 endbr64[4] = { 0xf3, 0x0f, 0x1e, 0xfa };
 
 typedef long (*syscall_fn)(const struct pt_regs *);
 static syscall_fn body;	/* the function past the patched site */
 static u8 *site;
 static u8 patch[5];
+static u8 saved[5];
 
 static long iv_hook(const struct pt_regs *regs)
 {
@@ -69,10 +72,11 @@ static int __init iv_init(void)
 		return -ENOENT;
 	}
 	site = memcmp(fn, endbr64, 4) == 0 ? fn + 4 : fn;
-	if (memcmp(site, nop5, 5) != 0) {
-		pr_err("iv_inline_hook: %s does not start with a 5-byte NOP (traced, or hooked already)\n", target);
+	if (memcmp(site, nop5, 5) != 0 && memcmp(site, nop5_prefixed, 5) != 0) {
+		pr_err("iv_inline_hook: %s does not start with a 5-byte NOP (%5ph: traced, or hooked already)\n", target, site);
 		return -EBUSY;
 	}
+	memcpy(saved, site, 5);
 	rel = (long)iv_hook - (long)(site + 5);
 	if (rel != (s32)rel)
 		return -ERANGE;
@@ -86,7 +90,7 @@ static int __init iv_init(void)
 
 static void __exit iv_exit(void)
 {
-	stop_machine(iv_store, (void *)nop5, NULL);
+	stop_machine(iv_store, saved, NULL);
 	pr_info("iv_inline_hook: %s restored\n", target);
 }
 

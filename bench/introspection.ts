@@ -16,6 +16,7 @@ import { readIntegrity } from '../src/views/integrity.js';
 import { readFtrace } from '../src/views/ftrace.js';
 import { readKprobes } from '../src/views/kprobes.js';
 import { readModuleArea } from '../src/views/module-area.js';
+import { readTextDiff } from '../src/views/text-diff.js';
 import { median } from './stats.js';
 
 function timeIt(iterations: number, fn: () => unknown): number {
@@ -46,6 +47,11 @@ function measureViews(ins: Introspector, label: string, iterations: number): voi
     ['kprobes', timeIt(iterations, () => { ctx.space.clearCache(); readKprobes(ctx, mods); })],
     ['module area (page walk, owners, carving)', timeIt(iterations, () => { ctx.space.clearCache(); readModuleArea(ctx, modView); })],
     ['FULL CHECK without the module area', timeIt(iterations, () => ins.scan({ hashImage: false, moduleArea: false }))],
+    ['text diff vs clean copy (text unchanged)', ((): number => {
+      // Steady state of the supervisor's scans: incremental page hashes equal to the copy's, switches compared, kprobe_table read.
+      const integ = readIntegrity(ctx, { hashImage: true, imageCoverageMs: 30_000 });
+      return timeIt(iterations, () => { ctx.space.clearCache(); readTextDiff(ctx, ins.kernel.identity, mods, integ, { hashImage: true, incremental: true }); });
+    })()],
     ['FULL CHECK (all views, no image hash)', timeIt(iterations, () => ins.scan({ hashImage: false }))],
     ['full scan with text+rodata sha256', timeIt(Math.max(5, iterations / 20), () => ins.scan({ hashImage: true }))],
   ];

@@ -13,6 +13,7 @@ import { detectHiddenModules, detectKernelChanges } from './kernel-integrity.js'
 import { detectFtraceHooks } from './ftrace-hooks.js';
 import { detectKprobeHooks } from './kprobe-hooks.js';
 import { detectUnownedCode } from './unowned-code.js';
+import { detectTextChanges } from './text-integrity.js';
 import { detectRefusedWrites, type RefusedWriteTally } from './write-trap.js';
 import { boundGuestReport } from './guest-report.js';
 import type { DetectorResult, GuestReport, Observation } from './types.js';
@@ -113,8 +114,8 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   const sys = detectSyscallChanges(snap, baseline);
   const kern = detectKernelChanges(snap, baseline);
   const mods = detectHiddenModules(snap);
-  // Today's hook surfaces: code nobody owns, ftrace ops, kprobes, eBPF programs.
-  const hooks = [detectUnownedCode(snap), detectBpfHooks(snap), detectFtraceHooks(snap), detectKprobeHooks(snap)];
+  // Today's hook surfaces: code nobody owns, ftrace ops, kprobes, eBPF programs; text patches explained.
+  const hooks = [detectUnownedCode(snap), detectBpfHooks(snap), detectFtraceHooks(snap), detectKprobeHooks(snap), detectTextChanges(snap, baseline)];
   for (const r of [hidden, sys, kern, mods, detectDispatchChanges(snap), ...hooks]) take(r);
 
   // Only a scan with no kernel-side fault and readable views may become the baseline, and only once

@@ -4,31 +4,37 @@
 // /sys/module's kobjects but not on the module list, or the reverse).
 import type { KernelSnapshot } from '../views/types.js';
 import { sameHashKind, unrel, type KernelBaseline } from './baseline.js';
-import { hex, type DetectorResult, type Observation } from './types.js';
+import { hex, type DetectorResult, type JsonValue, type Observation } from './types.js';
+import { dispatcherSites, siteEvidence, siteText, textDiffTrusted } from './text-integrity.js';
 
 export function detectKernelChanges(snap: KernelSnapshot, baseline: KernelBaseline | null): DetectorResult {
   const integ = snap.integrity;
   if (!baseline) return { observations: [], undetermined: [] };
   const slide = snap.kernel.kaslrSlide;
   const observations: Observation[] = [];
-  const add = (what: string, was: string | null, now: string | null): void => {
+  const add = (what: string, was: string | null, now: string | null, explained?: { text: string; sites: JsonValue[] }): void => {
     observations.push({
       kind: 'kernel-integrity-changed',
       key: `${what}:${now ?? 'none'}`,
-      summary: `${what} changed: ${was ?? 'none'} -> ${now ?? 'none'}`,
+      summary: explained ? `${what} changed: ${explained.text}` : `${what} changed: ${was ?? 'none'} -> ${now ?? 'none'}`,
       target: null,
-      evidence: { what, baseline: was, now },
+      evidence: explained ? { what, baseline: was, now, sites: explained.sites } : { what, baseline: was, now },
     });
   };
   for (const d of integ.dispatchers) {
     const was = baseline.dispatchers[d.name];
-    if (was !== undefined && was !== d.hash) add(`${d.name} body`, was, d.hash);
+    if (was === undefined || was === d.hash) continue;
+    // Explained instruction by instruction when the text-diff view holds the baseline's body.
+    const sites = dispatcherSites(snap, d.name, was);
+    if (sites !== null && sites.length === 0) continue; // only instrumentation (e.g. the function tracer's call at its entry)
+    add(`${d.name} body`, was, d.hash, sites ? { text: sites.map(siteText).join('; '), sites: sites.map(siteEvidence) } : undefined);
   }
   // Text and rodata hashes include relocated addresses: comparable only within one boot (same slide).
   // A whole-region hash and a hash over page hashes (PAGED_HASH_PREFIX) are different measures of the same bytes.
   if (baseline.boot.slide === `0x${slide.toString(16)}`) {
     const differs = (was: string | null, now: string | null): boolean => was !== null && now !== null && sameHashKind(was, now) && was !== now;
-    if (differs(baseline.boot.textHash, integ.textHash)) add('kernel text hash', baseline.boot.textHash, integ.textHash);
+    // With a trusted clean copy the changed instructions are judged one by one instead (text-integrity.ts).
+    if (differs(baseline.boot.textHash, integ.textHash) && !textDiffTrusted(snap, baseline)) add('kernel text hash', baseline.boot.textHash, integ.textHash);
     if (differs(baseline.boot.rodataHash, integ.rodataHash)) add('kernel rodata hash', baseline.boot.rodataHash, integ.rodataHash);
   }
   if (baseline.idt.length > 0 && integ.idt.length === baseline.idt.length) {

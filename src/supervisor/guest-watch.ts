@@ -327,7 +327,10 @@ export class GuestWatch implements ConsoleGuest {
     const takeSnapshot = async (): Promise<{ snapshot: KernelSnapshot | null; snapshotError: string | null }> => {
       if (!this.o.scanner) return { snapshot: null, snapshotError: 'kernel introspection is off for this guest' };
       try {
-        return { snapshot: await this.o.scanner.scan(ctl.bootGeneration, { fullImage: !this.imageSettled }), snapshotError: null };
+        // The baseline's hashes tell the text-diff view which clean copy of the text to keep.
+        const b = this.latest?.snapshot ? this.baselineFor(kernelKey(this.latest.snapshot)) : null;
+        const clean = b ? { clean: { textHash: b.boot.textHash, dispatchers: b.dispatchers } } : {};
+        return { snapshot: await this.o.scanner.scan(ctl.bootGeneration, { fullImage: !this.imageSettled, ...clean }), snapshotError: null };
       } catch (e) {
         return { snapshot: null, snapshotError: errorMessage(e) };
       }

@@ -4,10 +4,13 @@
 import { Introspector, type HmpSource } from '../views/scan.js';
 import type { BpfView, FtraceView, KernelSnapshot } from '../views/types.js';
 import { confirmUnclaimed, withRecordsOf } from '../views/ftrace.js';
+import type { CleanHashes } from '../views/text-diff.js';
 
 export interface KernelScanOptions {
   /** Rehash all of kernel text and rodata this scan (a baseline may be taken from it), not only the rotating share. */
   readonly fullImage?: boolean;
+  /** The baseline's hashes, for the text-diff view's clean copy. */
+  readonly clean?: CleanHashes;
 }
 
 /** Every page of kernel text and rodata is rehashed at least once per this interval (plus one scan). */
@@ -71,7 +74,7 @@ export class IntrospectorScanner implements KernelScanner {
       const records = this.lastFtrace === undefined || this.scans++ % FTRACE_RECORDS_EVERY === 0;
       const raw = this.intro.scan({
         hashImage: this.hashImage, dispatchSwitches: false, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true,
-        bpf: bpfDue, ftraceRecords: records, moduleArea: area,
+        bpf: bpfDue, ftraceRecords: records, moduleArea: area, ...(opts.clean ? { clean: opts.clean } : {}),
       });
       if (bpfDue && raw.bpf) this.bpf = { view: raw.bpf, atMs: now };
       const withBpf = !bpfDue && this.bpf ? { ...raw, bpf: this.bpf.view } : raw;

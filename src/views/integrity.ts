@@ -47,7 +47,7 @@ const NOP2 = Buffer.from([0x66, 0x90]);
 const XOR5RAX = Buffer.from([0x2e, 0x2e, 0x2e, 0x31, 0xc0]);
 
 /** A run of text bytes the kernel itself rewrites at run time, in the state it may legitimately hold. */
-interface PatchSite { readonly at: bigint; readonly len: number; readonly ok: (b: Buffer) => boolean }
+export interface PatchSite { readonly at: bigint; readonly len: number; readonly ok: (b: Buffer) => boolean }
 
 const rel32 = (b: Buffer, at: bigint, len: number): bigint => at + BigInt(len) + BigInt(b.readInt32LE(1));
 
@@ -58,7 +58,7 @@ const rel32 = (b: Buffer, at: bigint, len: number): bigint => at + BigInt(len) +
  * to where the entry says), and as its raw bytes otherwise, so a foreign patch on a site still
  * changes the hash. Kernels without the tables (or with implausible ones) get no sites.
  */
-function patchSites(ctx: KernelContext, errors: ViewError[]): PatchSite[] {
+export function patchSites(ctx: KernelContext, errors: ViewError[]): PatchSite[] {
   const s = ctx.profile.symbols;
   const sites: PatchSite[] = [];
   const table = (start: string, stop: string, size: number): { base: bigint; buf: Buffer } | null => {
@@ -112,7 +112,7 @@ function patchSites(ctx: KernelContext, errors: ViewError[]): PatchSite[] {
  * Zeroes, in `piece` (the bytes at guest address `at`), each patch site (sorted by address) that holds
  * a state the kernel itself writes there; a site in any other state is left to change the hash.
  */
-function maskPatchSites(ctx: KernelContext, piece: Buffer, at: bigint, sites: readonly PatchSite[]): void {
+export function maskPatchSites(ctx: KernelContext, piece: Buffer, at: bigint, sites: readonly PatchSite[]): void {
   if (sites.length === 0) return;
   const len = piece.length;
   const end = at + BigInt(len);
@@ -179,6 +179,11 @@ interface PagedRegion {
 }
 
 const pagedRegions = new WeakMap<object, Map<string, PagedRegion>>();
+
+/** The text's current per-page hashes (sha256 of each 4 KiB page, patch sites masked) when this context hashes incrementally. */
+export function pagedTextHashes(ctx: KernelContext): { readonly start: bigint; readonly pages: number; readonly hashes: Buffer } | null {
+  return pagedRegions.get(ctx)?.get('_stext.._etext') ?? null;
+}
 
 const HOT_SYMBOLS = ['sys_call_table', 'ia32_sys_call_table', 'x32_sys_call_table'];
 

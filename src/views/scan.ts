@@ -16,6 +16,7 @@ import { readBpf } from './bpf.js';
 import { readFtrace } from './ftrace.js';
 import { readKprobes } from './kprobes.js';
 import { readModuleArea } from './module-area.js';
+import { readTextDiff, type CleanHashes } from './text-diff.js';
 import type { KernelSnapshot } from './types.js';
 import type { SymbolTable } from '../profile/symbols.js';
 import type { StructLayouts } from '../profile/layouts.js';
@@ -37,6 +38,8 @@ export interface ScanOptions {
   readonly ftraceRecords?: boolean;
   /** Walk the module area's page tables for unowned code and carved modules (default true; see readModuleArea). */
   readonly moduleArea?: boolean;
+  /** The baseline's hashes: the text-diff view's clean copy is retaken when the kernel is back to them. */
+  readonly clean?: CleanHashes;
 }
 
 /** Something that can answer HMP commands (QmpClient does). */
@@ -85,6 +88,11 @@ export class Introspector {
     const modules = readModuleList(ctx);
     const owners = [...modules.modules, ...modules.kobjects];
     const syscallTables = readSyscallTables(ctx, owners);
+    const integrity = readIntegrity(ctx, {
+      hashImage: opts.hashImage ?? true,
+      ...(opts.imageCoverageMs !== undefined ? { imageCoverageMs: opts.imageCoverageMs, fullImage: opts.fullImage === true, ...(opts.nowMs !== undefined ? { nowMs: opts.nowMs } : {}) } : {}),
+    });
+    const textDiff = readTextDiff(ctx, this.kernel.identity, owners, integrity, { hashImage: opts.hashImage ?? true, incremental: opts.imageCoverageMs !== undefined, ...(opts.clean ? { clean: opts.clean } : {}) });
     return {
       takenAtMs: Date.now(),
       kernel: this.kernel.identity,
@@ -95,10 +103,8 @@ export class Introspector {
       syscallTables,
       ...(opts.dispatchSwitches === false ? {} : { dispatch: readDispatch(ctx, owners, syscallTables) }),
       ...(opts.moduleArea === false ? {} : { moduleArea: readModuleArea(ctx, modules) }),
-      integrity: readIntegrity(ctx, {
-        hashImage: opts.hashImage ?? true,
-        ...(opts.imageCoverageMs !== undefined ? { imageCoverageMs: opts.imageCoverageMs, fullImage: opts.fullImage === true, ...(opts.nowMs !== undefined ? { nowMs: opts.nowMs } : {}) } : {}),
-      }),
+      integrity,
+      ...(textDiff ? { textDiff } : {}),
       ...(opts.bpf === false ? {} : { bpf: readBpf(ctx) }),
       ftrace: readFtrace(ctx, owners, { records: opts.ftraceRecords !== false }),
       kprobes: readKprobes(ctx, owners),

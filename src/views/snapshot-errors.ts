@@ -7,6 +7,6 @@ export function snapshotErrors(s: KernelSnapshot): ViewError[] {
     ...s.tasks.errors, ...s.pidIdr.errors, ...s.runQueues.errors, ...s.modules.errors,
     ...s.syscallTables.flatMap((t) => t.errors), ...(s.dispatch ?? []).flatMap((d) => d.errors), ...s.integrity.errors,
     ...(s.ftrace?.errors ?? []), ...(s.kprobes?.errors ?? []), ...(s.bpf?.errors ?? []),
-    ...(s.moduleArea?.errors ?? []),
+    ...(s.moduleArea?.errors ?? []), ...(s.textDiff?.errors ?? []),
   ];
 }

@@ -268,6 +268,64 @@ export interface BpfView {
   readonly errors: readonly ViewError[];
 }
 
+/** Where a rewritten jmp/call in kernel text now goes, and who owns that memory as far as the text-diff view can tell. */
+export interface TextBranch {
+  readonly kind: 'call' | 'jmp';
+  readonly target: bigint;
+  readonly owner: HandlerOwner;
+  /** Outside kernel text and modules, but its first bytes are a copy of ftrace_caller/ftrace_regs_caller (an ftrace ops' trampoline). */
+  readonly looksLike: 'ftrace-trampoline' | null;
+}
+
+/** One changed instruction of kernel text, against the clean copy of the text. */
+export interface TextSite {
+  /** The first byte of the instruction that covers the change (as the clean copy decodes). */
+  readonly address: bigint;
+  /** The kallsyms symbol holding it and the offset into it. */
+  readonly function: string | null;
+  readonly offset: number;
+  /** Hex bytes over the changed instruction(s), clean copy then now, bounded. */
+  readonly old: string;
+  readonly new: string;
+  /** Decoded (GNU syntax); "(bad)" when the bytes do not decode. */
+  readonly oldInstruction: string;
+  readonly instruction: string;
+  /** At the function's fentry site: its first instruction, or the one after endbr64. */
+  readonly atEntry: boolean;
+  readonly branch: TextBranch | null;
+  /** Where the clean instruction jumped or called, by symbol (kernel) or module, when it was a branch. */
+  readonly oldTarget?: string | null;
+  /** The new instruction is int3 (a kprobe's breakpoint, or a debugger's). */
+  readonly int3: boolean;
+}
+
+/** Fentry sites ftrace switches (a 5-byte call to one target, or back to a NOP): counted, not listed one by one. */
+export interface TextSiteGroup {
+  readonly state: 'call' | 'nop';
+  /** The call's target (null for NOPs). */
+  readonly branch: TextBranch | null;
+  readonly count: number;
+  /** A few of the functions, by name. */
+  readonly examples: readonly string[];
+}
+
+/** Kernel text compared with a clean copy of the same build and slide, changed bytes explained. */
+export interface TextDiffView {
+  /** The clean copy's hashes (as readIntegrity computes them: a whole-region sha256 and a page-hash digest), or null without a copy. */
+  readonly reference: { readonly textHash: string; readonly pagedHash: string } | null;
+  /** Pages whose bytes (run-time patch sites masked) differ from the clean copy. */
+  readonly pagesChanged: number;
+  /** Changed instructions, except the fentry sites counted in fentryGroups; bounded (truncated says so). */
+  readonly sites: readonly TextSite[];
+  readonly fentryGroups: readonly TextSiteGroup[];
+  readonly truncated: boolean;
+  /** Addresses of the registered kprobes (kprobe_table), for telling a kprobe's int3/jmp from a patch. */
+  readonly kprobeAddresses: readonly bigint[];
+  /** The dispatch switches whose bodies differ from their clean copies, changed instructions explained. */
+  readonly dispatchers: readonly { readonly name: string; readonly referenceHash: string; readonly sites: readonly TextSite[] }[];
+  readonly errors: readonly ViewError[];
+}
+
 /** One full scan of one guest. */
 export interface KernelSnapshot {
   readonly takenAtMs: number;
@@ -285,4 +343,6 @@ export interface KernelSnapshot {
   readonly ftrace?: FtraceView;
   readonly kprobes?: KprobeView;
   readonly bpf?: BpfView;
+  /** Kernel text against its clean copy (scans that hash the image, once a clean copy exists). */
+  readonly textDiff?: TextDiffView;
 }

@@ -334,3 +334,47 @@ t.test('discovery over corrupted kallsyms, BTF and page tables ends with a kerne
   t.comment(`${runs} corrupted discoveries, ${failures} ended in a clean error, e.g.:\n${[...messages].join('\n')}`);
   t.ok(runs >= 3);
 });
+
+t.test('text diffs over corrupted kernel text and kprobe_table end with explanations or errors, within bounds', async (t) => {
+  // The clean copy is taken by this first image-hashing scan; the corruptions below are judged against it.
+  t.ok(clean.scan({ hashImage: true }).textDiff?.reference, 'a clean copy of the text');
+  const s = p.symbols;
+  const text = s.require('_stext');
+  const pages = Number((s.require('_etext') - text) / 4096n);
+  const kp = s.address('kprobe_table');
+  const textTargets = (): { what: string; pa: bigint; len: number }[] => {
+    const out: { what: string; pa: bigint; len: number }[] = [];
+    const page = text + BigInt((rnd() % pages) * 4096);
+    const at = (what: string, va: bigint | undefined, len: number): void => { const a = va === undefined ? null : pa(va); if (a !== null) out.push({ what, pa: a, len }); };
+    at(`text page ${page.toString(16)}`, page + BigInt(rnd() % 4000), 1 + (rnd() % 96));
+    at('vfs_read entry', s.address('vfs_read'), 16);
+    at('x64_sys_call body', s.address('x64_sys_call'), 64);
+    at('kprobe_table', kp, 64 * 8);
+    return out;
+  };
+  const deadline = Date.now() + seconds * 1000 * 0.25;
+  let runs = 0;
+  let explained = 0;
+  while (Date.now() < deadline || runs < 10) {
+    const chosen = textTargets().filter(() => rnd() % 2 === 0);
+    const undo = chosen.map(mutate);
+    const t0 = performance.now();
+    try {
+      const d = clean.scan({ hashImage: true }).textDiff;
+      if ((d?.sites.length ?? 0) + (d?.fentryGroups.length ?? 0) + (d?.dispatchers.length ?? 0) > 0 || d?.truncated) explained++;
+    } catch (e) {
+      t.fail(`scan threw after corrupting ${chosen.map((c) => c.what).join(', ')}: ${e instanceof Error ? e.stack : String(e)}`);
+      undo.reverse().forEach((u) => u());
+      break;
+    }
+    undo.reverse().forEach((u) => u());
+    const ms = performance.now() - t0;
+    runs++;
+    if (ms > SCAN_BOUND_MS || process.memoryUsage().rss > RSS_BOUND) { t.fail(`text scan took ${ms.toFixed(0)} ms / rss ${process.memoryUsage().rss} after corrupting ${chosen.map((c) => c.what).join(', ')}`); break; }
+    if (runs > 400) break;
+  }
+  t.comment(`${runs} scans of corrupted text, ${explained} with changes explained`);
+  t.ok(explained > 0, 'corrupted text shows up as explained changes');
+  const after = clean.scan({ hashImage: true }).textDiff;
+  t.same([after?.sites.length, after?.fentryGroups.length, after?.dispatchers.length, after?.errors], [0, 0, 0, []], 'the restored image diffs clean again');
+});

@@ -4,9 +4,13 @@ import type { TechniqueBattery } from './context.js';
 import { ebpfBattery } from './ebpf.js';
 import { ftraceKprobe } from './ftrace-kprobe.js';
 import { eraseSelf } from './erase-self.js';
+import { textPatch } from './text-patch.js';
+import { instrumentation } from './instrumentation.js';
 
 export const TECHNIQUES: readonly TechniqueBattery[] = [
   ebpfBattery,
   ftraceKprobe,
   eraseSelf,
+  textPatch,
+  instrumentation,
 ];

@@ -13,9 +13,13 @@ const restartThenRestore = (): Rung[] => [
   { action: 'restore-image', count: 1, verifyTimeoutSec: 90, backoffSec: 0 },
 ];
 
-/** A kernel-side compromise: nothing short of the known-good image undoes it. */
-const restoreAtOnce = (): Policy['faults'][FaultKind] => ({
-  confirmScans: 1,
+/**
+ * A hook found on a kernel surface (code, ftrace, kprobes, BPF): nothing short of the known-good
+ * image undoes it. Confirmed over two scans: these views follow pointers a running guest may be
+ * changing under the read, and one torn read must not cost the guest a restore.
+ */
+const restoreAfterTwoScans = (): Policy['faults'][FaultKind] => ({
+  confirmScans: 2,
   resetWindowSec: 300,
   ladder: [{ action: 'restore-image', count: 1, verifyTimeoutSec: 60, backoffSec: 0 }],
 });
@@ -59,10 +63,10 @@ export const DEFAULT_POLICY: Policy = {
       resetWindowSec: 300,
       ladder: [{ action: 'restore-image', count: 1, verifyTimeoutSec: 60, backoffSec: 0 }],
     },
-    'unowned-kernel-code': restoreAtOnce(),
-    'ftrace-hook': restoreAtOnce(),
-    'kprobe-hook': restoreAtOnce(),
-    'bpf-hook': restoreAtOnce(),
+    'unowned-kernel-code': restoreAfterTwoScans(),
+    'ftrace-hook': restoreAfterTwoScans(),
+    'kprobe-hook': restoreAfterTwoScans(),
+    'bpf-hook': restoreAfterTwoScans(),
     'syscall-write-refused': {
       confirmScans: 1,
       resetWindowSec: 300,

@@ -31,8 +31,12 @@ const bpfLoader = loadLabImages().bpfLoader;
 {
   const vm = await startLabGuest('iv-fuzz', { kaslr: true });
   try {
-    // Two eBPF programs on a kprobe, so the BPF IDR, the programs and the kprobe table have something to corrupt.
-    if (bpfLoader) await (await vm.agent()).shell(`for m in trace writeuser; do ${bpfLoader} $m do_sys_openat2 >/dev/null 2>&1 & done; sleep 2`);
+    // Two eBPF programs on a kprobe and one on a trace event, so the BPF IDR, the programs, the
+    // kprobe table and the trace event list have something to corrupt.
+    if (bpfLoader) {
+      await (await vm.agent()).shell(`for m in trace writeuser; do ${bpfLoader} $m do_sys_openat2 >/dev/null 2>&1 & done; ` +
+        `${bpfLoader} tptrace syscalls/sys_enter_openat >/dev/null 2>&1 & sleep 2`);
+    }
     await dumpRam(vm, image);
   } finally { await vm.stop(); }
 }
@@ -85,10 +89,12 @@ for (const b of snap.bpf?.programs ?? []) {
   add(`bpf prog ${b.id} instructions`, b.address + off('bpf_prog', 'insnsi'), 64);
 }
 add('kprobe_table', p.symbol('kprobe_table'), 64 * 8);
+add('ftrace_events head', p.symbol('ftrace_events'), 16);
 const bpfTargets = targets.slice(bpfFirst);
 t.ok(targets.length > 100, `${targets.length} structure targets`);
 if (bpfLoader) t.same(snap.bpf?.programs.map((b) => `${b.name} ${b.attachTo} ${b.helpers.join(',')}`).sort(),
-  ['iv_trace kprobe:do_sys_openat2 bpf_get_current_pid_tgid,bpf_ktime_get_ns', 'iv_writeuser kprobe:do_sys_openat2 bpf_probe_write_user'], 'the dump holds the two eBPF programs');
+  ['iv_trace kprobe:do_sys_openat2 bpf_get_current_pid_tgid,bpf_ktime_get_ns', 'iv_trace tracepoint:syscalls/sys_enter_openat bpf_get_current_pid_tgid,bpf_ktime_get_ns',
+    'iv_writeuser kprobe:do_sys_openat2 bpf_probe_write_user'], 'the dump holds the three eBPF programs');
 const structureTargets = [...targets];
 const btfStart = pa(p.symbol('__start_BTF'));
 const tokenTable = clean.kernel.tokenTablePhys;
@@ -173,6 +179,7 @@ t.test('the eBPF walk over a corrupted BPF IDR, programs and kprobe table ends w
   let withErrors = 0;
   let worstMs = 0;
   let worstWhat = '';
+  const unbounded: string[] = [];
   while (Date.now() < deadline || runs < 20) {
     const chosen = Array.from({ length: 1 + (rnd() % 3) }, () => pick(bpfTargets));
     const undo = chosen.map(mutate);
@@ -181,7 +188,7 @@ t.test('the eBPF walk over a corrupted BPF IDR, programs and kprobe table ends w
     try {
       const v = readBpf(ctxBpf);
       if (v.errors.length > 0) withErrors++;
-      t.ok(v.programs.length <= MAX_BPF_PROGRAMS && v.programs.every((b) => b.helpers.length <= 64), 'bounded') || t.comment(chosen.map((c) => c.what).join(', '));
+      if (v.programs.length > MAX_BPF_PROGRAMS || v.programs.some((b) => b.helpers.length > 64)) unbounded.push(chosen.map((c) => c.what).join(', '));
       detectBpfHooks({ ...snap, bpf: v });
     } catch (e) {
       t.fail(`eBPF walk threw after corrupting ${chosen.map((c) => c.what).join(', ')}: ${e instanceof Error ? e.stack : String(e)}`);
@@ -196,6 +203,7 @@ t.test('the eBPF walk over a corrupted BPF IDR, programs and kprobe table ends w
   }
   t.comment(`${runs} corrupted eBPF walks, ${withErrors} reported view errors; slowest ${worstMs.toFixed(2)} ms (${worstWhat})`);
   t.ok(worstMs < SCAN_BOUND_MS, 'every walk within the scan bound');
+  t.same(unbounded.slice(0, 5), [], 'every walk within its program and helper bounds');
   if (bpfTargets.length > 0) t.ok(withErrors > 0, 'corruption shows up as view errors');
   ctxBpf.space.clearCache();
   t.same(readBpf(ctxBpf).errors, [], 'the restored image reads clean again');

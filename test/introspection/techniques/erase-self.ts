@@ -22,18 +22,22 @@ export const eraseSelf: TechniqueBattery = {
     t.comment(`module area: ${(area?.regions ?? []).map((r) => `${r.owner}${r.name ? `:${r.name}` : ''}`).join(' ')}`);
 
     // Legitimate instrumentation allocates executable memory there too (ftrace trampolines, kprobe
-    // slots): each must have its owner. Function tracer and function graph through tracefs, and a
+    // slots): each must have its owner. Function tracer and function graph through tracefs (filtered), and a
     // user's kprobe event at a function entry and inside a function, all on at once.
     const T = '/sys/kernel/tracing';
     const on = await ctx.shell(`mountpoint -q ${T} || mount -t tracefs nodev ${T}; ` +
-      `echo 'p:ivcarve_entry vfs_read' >> ${T}/kprobe_events; echo 'p:ivcarve_body schedule+4' >> ${T}/kprobe_events 2>/dev/null; ` +
-      `echo 1 > ${T}/events/kprobes/enable; echo function > ${T}/current_tracer; sleep 0.3; cat ${T}/current_tracer; ` +
+      `echo 'p:ivcarve_entry vfs_read' >> ${T}/kprobe_events; ` +
+      // Past the fentry nop (endbr64 + nop5 with IBT, nop5 without): a probe there takes an instruction slot.
+      `for o in 9 5; do echo "p:ivcarve_body schedule+$o" >> ${T}/kprobe_events 2>/dev/null && break; done; ` +
+      // Tracers filtered to a few functions: tracing every function stalls a TCG guest.
+      `echo 1 > ${T}/events/kprobes/enable; echo 'vfs_read vfs_write' > ${T}/set_ftrace_filter; ` +
+      `echo function > ${T}/current_tracer; sleep 0.3; cat ${T}/current_tracer; ` +
       `echo function_graph > ${T}/current_tracer; sleep 0.3; cat ${T}/current_tracer; grep -c ivcarve ${T}/kprobe_events; true`);
     t.match(on, /^function\nfunction_graph\n[12]\n/, `tracers and kprobe events on (${on.trim().split('\n').join(', ')})`);
     const traced = ctx.live.scan({ hashImage: false }).moduleArea;
     t.same((traced?.regions ?? []).filter((r) => r.owner === 'unknown').map((r) => `0x${r.start.toString(16)}+${r.size}`), [], 'instrumented: every executable run still has an owner');
-    t.comment(`instrumented: ${(traced?.regions ?? []).filter((r) => r.owner !== 'module').map((r) => `${r.owner}${r.name ? `:${r.name}` : ''}`).join(' ')}`);
-    await ctx.shell(`echo nop > ${T}/current_tracer; echo 0 > ${T}/events/kprobes/enable; echo > ${T}/kprobe_events; true`);
+    t.comment(`instrumented (${on.trim().split('\n')[2] ?? '0'} kprobe events): ${(traced?.regions ?? []).filter((r) => r.owner !== 'module').map((r) => `${r.owner}${r.name ? `:${r.name}` : ''}`).join(' ')}`);
+    await ctx.shell(`echo nop > ${T}/current_tracer; echo > ${T}/set_ftrace_filter; echo 0 > ${T}/events/kprobes/enable; echo > ${T}/kprobe_events; true`);
     t.same(await ctx.persistent(), [], 'instrumentation off again: nothing persists');
 
     const ko = ctx.images.attackModules.eraseSelf;

@@ -7,6 +7,8 @@ interface Command { usage: string; run(argv: string[]): Promise<number> }
 
 const commands: Record<string, () => Promise<Command>> = {
   inspect: () => import('./commands/inspect.js'),
+  check: () => import('./commands/check.js'),
+  baseline: () => import('./commands/baseline.js'),
   run: () => import('./commands/run.js'),
   status: () => import('./commands/status.js'),
   log: () => import('./commands/log.js'),

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import type { FaultKind } from '../policy/types.js';
 import type { DetectorResult, Finding, Observation } from './types.js';
 
-const SEVERITY: Record<FaultKind, Finding['severity']> = {
+export const SEVERITY: Readonly<Record<FaultKind, Finding['severity']>> = {
   'critical-process-missing': 'critical',
   'hidden-process': 'critical',
   'syscall-table-changed': 'critical',

@@ -28,6 +28,11 @@ export interface ScanInput {
    * missing from the guest's own list, a critical process without a snapshot) is undetermined.
    */
   readonly reportFresh?: boolean;
+  /**
+   * There is no guest view at all (a dump, or a check from outside only): the memory views alone
+   * decide, and nothing waits for an agent (no agent-down, no hidden-process held undetermined).
+   */
+  readonly memoryOnly?: boolean;
   readonly critical: readonly CriticalProcessSpec[];
   /** The stored baseline for this snapshot's kernel, if any. */
   readonly baseline: KernelBaseline | null;
@@ -57,9 +62,13 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
     for (const k of r.undetermined) undetermined.push(k);
   };
   const report = boundGuestReport(input.report);
-  const fresh = input.reportFresh !== false;
-  if (!fresh) undetermined.push('agent-down');
-  else if (report.agent === 'down') {
+  const memoryOnly = input.memoryOnly === true;
+  const fresh = !memoryOnly && input.reportFresh !== false;
+  if (memoryOnly) {
+    // no agent to judge
+  } else if (!fresh) {
+    undetermined.push('agent-down');
+  } else if (report.agent === 'down') {
     observations.push({
       kind: 'agent-down',
       key: 'agent-down',
@@ -84,7 +93,7 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   take(detectRefusedWrites(input.refusedWrites ?? null));
   if (!snap) {
     // Fail closed: a guest whose agent answers but whose kernel cannot be read is a fault, not a clean scan.
-    if (!input.introspectionOff && input.report.agent === 'ok') {
+    if (!input.introspectionOff && (input.report.agent === 'ok' || memoryOnly)) {
       observations.push({
         kind: 'introspection-failed',
         key: 'introspection-failed',
@@ -97,7 +106,7 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
     return { observations, undetermined, baselineToRecord: null };
   }
   const baseline = input.baseline && input.baseline.kernelKey === kernelKey(snap) ? input.baseline : null;
-  const hidden = fresh ? detectHiddenProcesses(snap, psView) : memoryOnlyHidden(snap);
+  const hidden = fresh ? detectHiddenProcesses(snap, psView) : memoryOnly ? detectHiddenProcesses(snap, null) : memoryOnlyHidden(snap);
   const sys = detectSyscallChanges(snap, baseline);
   const kern = detectKernelChanges(snap, baseline);
   const mods = detectHiddenModules(snap);
@@ -109,7 +118,7 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   // keys such as sched_clock's) for seconds after it can be read, so an earlier scan would make every
   // later one look tampered with.
   let baselineToRecord: KernelBaseline | null = null;
-  const clean = report.agent === 'ok' &&
+  const clean = (report.agent === 'ok' || memoryOnly) &&
     sys.observations.length === 0 && kern.observations.length === 0 && mods.observations.length === 0 && textDiff.observations.length === 0 &&
     sys.undetermined.length === 0 && mods.undetermined.length === 0 && snap.integrity.errors.length === 0;
   if (clean) {

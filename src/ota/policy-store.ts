@@ -3,7 +3,8 @@
 // after saving the running one as previous.json), then the watchdog's
 // listeners load it; if one of them refuses it, the previous policy is put
 // back on disk and handed to the listeners again (rollback).
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync, existsSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, existsSync } from 'node:fs';
+import { fsyncDir, writeFileDurably } from '../util/fs.js';
 import { join } from 'node:path';
 import type { ActivePolicy, PolicyListener, PolicySource, PolicyValidator } from '../events/sink.js';
 import { errorMessage } from '../util/errors.js';
@@ -30,23 +31,6 @@ export interface PolicyCandidate {
 export type ApplyResult =
   | { readonly ok: true; readonly version: number; readonly previousVersion: number | null }
   | { readonly ok: false; readonly rolledBack: boolean; readonly reason: string; readonly activeVersion: number | null };
-
-function writeFileDurably(path: string, data: string): void {
-  const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, 'w', 0o600);
-  try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-}
-
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try { fsyncSync(fd); } finally { closeSync(fd); }
-}
 
 export class FilePolicyStore<P> implements PolicySource<P> {
   private active: (ActivePolicy<P> & { stored: StoredPolicy }) | null = null;

@@ -38,6 +38,11 @@ export interface GuestController {
   resume?(timeoutMs: number): Promise<string>;
   /** Runs a program in the guest through its agent, for an operator. */
   exec?(argv: readonly string[], timeoutMs: number): Promise<GuestExecResult>;
+  /**
+   * Waits until the guest agent answers (any boot): a guest adopted while an action that restarts
+   * its kernel was under way is still booting, and is not down.
+   */
+  waitForAgent?(timeoutMs: number): Promise<string>;
   /** Releases connections; leaves the VM as it is unless stopGuest. */
   close(opts: { stopGuest: boolean }): Promise<void>;
 }

@@ -138,6 +138,10 @@ export class QemuGuestController implements GuestController {
     return `rebooted via ${via}; boot id ${before ?? '?'} -> ${after}`;
   }
 
+  async waitForAgent(timeoutMs: number): Promise<string> {
+    return `guest agent answers; boot id ${await this.waitForBoot(null, Date.now() + timeoutMs, 'boot after an interrupted action')}`;
+  }
+
   async restartVm(timeoutMs: number): Promise<string> {
     const deadline = Date.now() + timeoutMs;
     if (!this.up) {

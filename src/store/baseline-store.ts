@@ -26,6 +26,12 @@ const schema = {
 } as const;
 const validate = new Ajv({ allErrors: true, allowUnionTypes: true }).compile<KernelBaseline>(schema);
 
+/** A baseline read from anywhere (the store, a file); the error says where and every bad field. */
+export function parseBaseline(raw: unknown, where: string): KernelBaseline {
+  if (!validate(raw)) throw new Error(`${where}: not a kernel baseline: ${describeAjvErrors(validate.errors).join('; ')}`);
+  return raw;
+}
+
 export class SqliteBaselineStore implements BaselineStore {
   private readonly get: Statement<[string, string], { baseline: string }>;
   private readonly put: Statement<[string, string, string, number]>;
@@ -40,9 +46,7 @@ export class SqliteBaselineStore implements BaselineStore {
   load(guest: string, kernelKey: string): KernelBaseline | null {
     const row = this.get.get(guest, kernelKey);
     if (!row) return null;
-    const raw: unknown = JSON.parse(row.baseline);
-    if (!validate(raw)) throw new Error(`baseline store: guest ${guest}: ${describeAjvErrors(validate.errors).join('; ')}`);
-    return raw;
+    return parseBaseline(JSON.parse(row.baseline), `baseline store: guest ${guest}`);
   }
 
   save(guest: string, b: KernelBaseline): void {

@@ -241,6 +241,15 @@ export class GuestWatch implements ConsoleGuest {
       const r = resumeAfterRestart(this.state, Date.now(), this.policy().policy);
       this.adopt(r.state, (s) => this.o.ladders.finishAction(s, p.actionId, 'interrupted', 'supervisor restarted during the action', Date.now()));
       this.record(ladderEvents(this.name, r.events, (l) => this.log(l)));
+      // The interrupted action may still be restarting the guest's kernel: watching a guest mid-boot
+      // would take it for one whose agent is down and climb another ladder.
+      if ((p.action === 'reboot-os' || p.action === 'restart-vm' || p.action === 'restore-image') && this.o.controller.waitForAgent) {
+        try {
+          this.log(await this.o.controller.waitForAgent(this.o.bootTimeoutMs ?? 180_000));
+        } catch (e) {
+          this.log(`after the interrupted ${p.action}: ${errorMessage(e)}; watching it as it is`);
+        }
+      }
     }
   }
 

@@ -1,5 +1,5 @@
 // File-system helpers the standard library gets wrong for our cases.
-import { mkdirSync, statSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, statSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 /**
@@ -26,4 +26,23 @@ export function makeDirs(path: string): void {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
   }
+}
+
+/** Writes a file so that after a crash it is either the old one or the whole new one (temp, fsync, rename). */
+export function writeFileDurably(path: string, data: string): void {
+  const tmp = `${path}.tmp`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+}
+
+/** Makes a rename in `dir` durable. */
+export function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try { fsyncSync(fd); } finally { closeSync(fd); }
 }

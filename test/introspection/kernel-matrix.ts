@@ -5,8 +5,8 @@
 // through the detectors with no false alarm, a clean guest over many scans, and a dump.
 // Each line has its own test file (kernel-matrix-<line>.test.ts) so tap runs two at a time.
 import type { Test } from 'tap';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +29,17 @@ function foreignSlots(snap: KernelSnapshot): string[] {
   return snap.syscallTables.flatMap((tb) => tb.entries
     .filter((e) => e.owner.kind !== 'kernel' || (e.expected !== null && e.owner.symbol !== e.expected))
     .map((e) => `${tb.table}[${e.nr}]: ${JSON.stringify(e.owner)} expected ${String(e.expected)}`));
+}
+
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'introvisor.js');
+
+/** `introvisor check --json` on a dump: its findings as observations (exit 0 clean, 3 findings; anything else fails). */
+function checkCli(dump: string, baselineFile: string | null): Observation[] {
+  const r = spawnSync(process.execPath, [CLI, 'check', '--json', ...(baselineFile ? ['--baseline', baselineFile] : []), dump], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0 && r.status !== 3) throw new Error(`introvisor check ${dump}: exit ${String(r.status)}: ${r.stderr}${r.stdout.slice(0, 4000)}`);
+  const out = JSON.parse(r.stdout) as { findings: { kind: Observation['kind']; summary: string; target: string | null; evidence: Observation['evidence'] }[] };
+  if ((out.findings.length > 0) !== (r.status === 3)) throw new Error(`introvisor check ${dump}: exit ${String(r.status)} with ${out.findings.length} findings`);
+  return out.findings.map((f) => ({ kind: f.kind, key: f.summary, summary: f.summary, target: f.target, evidence: f.evidence }));
 }
 
 /** A hidden-process observation still stands with the guest's own list left out of both sides. */
@@ -148,6 +159,12 @@ export async function kernelMatrix(t: Test, line: LabKernelLine): Promise<void> 
     t.same(hooked.map((o) => `${o.kind} ${String(o.evidence.table)}[${String(o.evidence.nr)}] ${String(o.evidence.module)}`).sort(),
       ['syscall-table-changed sys_call_table[39] iv_syscall_hook', 'syscall-table-changed sys_call_table[62] iv_syscall_hook'],
       'syscall hook: exactly slots 39 and 62, owned by the module');
+    const hookDump = join(dir, 'hooked.ram');
+    await dumpRam(vm, hookDump);
+    t.same(checkCli(hookDump, null).map((o) => `${o.kind} ${String(o.evidence.table)}[${String(o.evidence.nr)}] ${String(o.evidence.module)}`).sort(),
+      ['syscall-table-changed sys_call_table[39] iv_syscall_hook', 'syscall-table-changed sys_call_table[62] iv_syscall_hook'],
+      'check on a dump (exit 3): the same slots and module');
+    rmSync(hookDump, { force: true });
     await agent.shell('rmmod iv_syscall_hook');
     t.same(await persistent(vm, live, baseline), [], 'rmmod: nothing left');
 
@@ -181,7 +198,10 @@ export async function kernelMatrix(t: Test, line: LabKernelLine): Promise<void> 
       t.comment(`no dispatch switch on ${images.kernelAbi}: dispatch goes through sys_call_table, attack 4 does not apply`);
     }
 
-    // Today's techniques, one battery each (test/introspection/techniques/).
+    // Today's techniques, one battery each (test/introspection/techniques/), judged live and by
+    // `introvisor check --baseline` on dumps.
+    const baselineFile = join(dir, 'baseline.json');
+    writeFileSync(baselineFile, JSON.stringify(baseline));
     let dumps = 0;
     const ctx: TechniqueContext = {
       line, images, vm, live, baseline: baseline ?? null, dir,
@@ -190,12 +210,9 @@ export async function kernelMatrix(t: Test, line: LabKernelLine): Promise<void> 
       checkDump: async () => {
         const file = join(dir, `technique-${++dumps}.ram`);
         await dumpRam(vm, file);
-        const off = await Introspector.attach(file);
         try {
-          const a = analyzeScan({ nowMs: Date.now(), snapshot: off.scan(), snapshotError: null, report: { takenAtMs: Date.now(), agent: 'down', error: 'a dump has no agent' }, reportFresh: false, critical: [], baseline: baseline ?? null });
-          return [...a.observations];
+          return checkCli(file, baselineFile);
         } finally {
-          off.close();
           rmSync(file, { force: true });
         }
       },
@@ -220,13 +237,31 @@ export async function kernelMatrix(t: Test, line: LabKernelLine): Promise<void> 
     t.same([...d.pidIdr.errors, ...d.runQueues.errors, ...d.tasks.errors], [], 'dump: views without errors');
 
     // What a person reads: `introvisor inspect <dump>`.
-    const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'introvisor.js');
-    const text = execFileSync(process.execPath, [cli, 'inspect', '--no-hash', dump], { encoding: 'utf8', maxBuffer: 16 << 20 });
+    const text = execFileSync(process.execPath, [CLI, 'inspect', '--no-hash', dump], { encoding: 'utf8', maxBuffer: 16 << 20 });
     t.notMatch(text, /FAILED/, 'inspect: no view failed');
     t.match(text, /in the pid IDR, not on the task list: none\n/, 'inspect: pid IDR cross view, one way');
     t.match(text, /on the task list, not in the pid IDR: none\n/, 'inspect: and the other');
     const csd = text.split('\n').find((l) => / csdtest /.test(l)) ?? '';
     t.match(csd, /^ +\d+ +\d+ +\d+ +\d+ +[SRDI]  csdtest /, `inspect: ps-style state letter (${csd.trim().slice(0, 60)})`);
     t.match(text, new RegExp(`sys_call_table at 0x[0-9a-f]+: ${String(d.syscallTables[0]?.entries.length)} entries, 0 not holding`), 'inspect: every slot holds its handler');
+
+    // `introvisor check` on the clean dump: with the live baseline, and with one saved from the dump itself.
+    t.same(checkCli(dump, baselineFile).map((o) => o.summary), [], 'check --baseline (the live one): the clean dump has no finding');
+    t.same(checkCli(dump, null).map((o) => o.summary), [], 'check without a baseline: none either');
+    const saved = join(dir, 'saved-baseline.json');
+    const save = spawnSync(process.execPath, [CLI, 'baseline', 'save', dump, saved], { encoding: 'utf8' });
+    t.equal(save.status, 0, `baseline save: ${save.stdout.trim()}${save.stderr.trim()}`);
+    t.same(checkCli(dump, saved).map((o) => o.summary), [], 'check --baseline (saved from the dump): no finding');
+    const again = spawnSync(process.execPath, [CLI, 'baseline', 'save', dump, saved], { encoding: 'utf8' });
+    t.equal(again.status, 2, 'baseline save does not overwrite a file without --force');
+    const other = join(dir, 'other-kernel.json');
+    writeFileSync(other, JSON.stringify({ ...baseline, kernelKey: '4.19.0-0-amd64 some other build' }));
+    const mismatch = spawnSync(process.execPath, [CLI, 'check', '--baseline', other, dump], { encoding: 'utf8' });
+    t.equal(mismatch.status, 1, 'check with a baseline of another kernel: an error');
+    t.match(mismatch.stderr, /is of another kernel \("4\.19\.0-0-amd64 some other build"\), not of this one/, 'naming both kernels');
+    writeFileSync(other, '{"version": 1, "kernelKey": 7}');
+    const malformed = spawnSync(process.execPath, [CLI, 'check', '--baseline', other, dump], { encoding: 'utf8' });
+    t.equal(malformed.status, 1, 'a malformed baseline file: an error');
+    t.match(malformed.stderr, /--baseline .*other-kernel\.json: not a kernel baseline: .*kernelKey/, 'naming the file and the field');
   });
 }

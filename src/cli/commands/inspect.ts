@@ -1,13 +1,8 @@
 // `introvisor inspect <guest | dump-file>`: rebuilds the guest kernel's views
 // from its RAM alone and prints them (like vmi-process-list / vol linux.pslist).
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { parseArgs, UsageError } from '../args.js';
-import { Introspector, type AttachOptions } from '../../views/scan.js';
-import { QmpClient } from '../../qemu/qmp-client.js';
-import { defaultSupervisorRunRoot, guestLayout, labRunRoot } from '../../vm/guest-layout.js';
-import { parseSystemMap, type SymbolTable } from '../../profile/symbols.js';
-import { IsfLayouts, isfSymbols, parseIsf } from '../../profile/layouts.js';
-import type { MachineLayout } from '../../memory/guest-memory.js';
+import { isGuestName, openTarget, TARGET_FLAGS, TARGET_USAGE } from './target.js';
 import type { HandlerOwner, KernelSnapshot, TaskInfo, ViewError } from '../../views/types.js';
 import { snapshotErrors } from '../../views/snapshot-errors.js';
 import { errorMessage } from '../../util/errors.js';
@@ -15,77 +10,35 @@ import { taskStateLetter } from '../../views/task-state.js';
 import { controlRequest } from '../../control/client.js';
 import { printProcesses, printSummary, socketOf } from './guest.js';
 
-export const usage = 'inspect <guest | dump-file> [--json] [--no-hash] [--from-ram] [--socket PATH] [--system-map FILE] [--isf FILE] [--machine q35|pc|flat]   print the kernel views rebuilt from guest memory (a supervised guest: the supervisor\'s latest scan)';
+export const usage = `inspect <guest | dump-file> [--json] [--no-hash] [--from-ram] [--socket PATH] ${TARGET_USAGE}   print the kernel views rebuilt from guest memory (a supervised guest: the supervisor's latest scan)`;
 
 const hex = (v: bigint): string => '0x' + v.toString(16);
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { boolean: ['json', 'no-hash', 'from-ram'], valued: ['system-map', 'isf', 'machine', 'socket'] });
+  const args = parseArgs(argv, { boolean: ['json', 'no-hash', 'from-ram', ...TARGET_FLAGS.boolean], valued: ['socket', ...TARGET_FLAGS.valued] });
   const target = args.positional[0];
   if (target === undefined || args.positional.length > 1) throw new UsageError(`usage: introvisor ${usage}`);
-  const machine = (args.flags.get('machine') as string | undefined) ?? 'q35';
-  if (!['q35', 'pc', 'flat'].includes(machine)) throw new UsageError(`--machine must be q35, pc or flat, not "${machine}"`);
-
-  const opts: { -readonly [K in keyof AttachOptions]: AttachOptions[K] } = { machine: machine as MachineLayout };
-  const mapFile = args.flags.get('system-map');
-  const isfFile = args.flags.get('isf');
-  let symbols: SymbolTable | undefined;
-  if (typeof mapFile === 'string') symbols = parseSystemMap(readFileSync(mapFile, 'utf8'), mapFile);
-  if (typeof isfFile === 'string') {
-    const doc = parseIsf(readFileSync(isfFile, 'utf8'), isfFile);
-    opts.layouts = new IsfLayouts(doc, isfFile);
-    symbols ??= isfSymbols(doc, isfFile);
-  }
-  if (symbols) opts.symbols = symbols;
-
-  let ramPath: string;
-  let qmp: QmpClient | undefined;
-  let mode: string;
-  if (existsSync(target) && statSync(target).isFile()) {
-    ramPath = target;
-    mode = 'dump';
-  } else {
-    if (!/^[a-z0-9][a-z0-9-]{0,31}$/.test(target)) throw new UsageError(`"${target}" is neither a file nor a guest name`);
+  if (!args.flags.has('from-ram') && isGuestName(target) && !(existsSync(target) && statSync(target).isFile())) {
     // A supervised guest: the supervisor's latest scan, over its control socket (it holds the guest's QMP).
-    if (!args.flags.has('from-ram')) {
-      const fromSupervisor = await supervisorViews(socketOf(args.flags.get('socket')), target, args.flags.has('json'));
-      if (fromSupervisor !== null) return fromSupervisor;
-    }
-    // A guest of the supervisor (its default run root), else a lab guest.
-    const layouts = [guestLayout(defaultSupervisorRunRoot(), target), guestLayout(labRunRoot(), target)];
-    const layout = layouts.find((l) => existsSync(l.ramPath));
-    if (!layout) throw new Error(`guest "${target}": no RAM file at ${layouts.map((l) => l.ramPath).join(' or ')} (is it running?)`);
-    ramPath = layout.ramPath;
-    const qmpPath = layout.qmpSocket;
-    try {
-      qmp = await QmpClient.connect(qmpPath, 2_000);
-      mode = 'live (CR3 from QMP)';
-    } catch (e) {
-      // QEMU serves one QMP client at a time; the supervisor may hold it. The RAM alone still works.
-      mode = `live RAM without CR3 (QMP ${qmpPath}: ${errorMessage(e)})`;
-    }
+    const fromSupervisor = await supervisorViews(socketOf(args.flags.get('socket')), target, args.flags.has('json'));
+    if (fromSupervisor !== null) return fromSupervisor;
   }
+  const opened = await openTarget(target, args.flags);
   try {
-    const t0 = performance.now();
-    const ins = await Introspector.attach(ramPath, { ...opts, ...(qmp ? { qmp } : {}) });
-    const attachMs = performance.now() - t0;
-    try {
-      const t1 = performance.now();
-      const snap = ins.scan({ hashImage: !args.flags.has('no-hash') });
-      const scanMs = performance.now() - t1;
-      if (args.flags.has('json')) {
-        console.log(JSON.stringify({ source: ramPath, mode, discovery: { ...ins.kernel.timings, candidates: ins.kernel.candidates, profile: ins.kernel.profile.origin }, scanMs, snapshot: snap },
-          (_k, v: unknown) => (typeof v === 'bigint' ? hex(v) : v), 2));
-      } else {
-        printSnapshot(snap, `${ramPath} (${mode}); discovery ${attachMs.toFixed(0)} ms, scan ${scanMs.toFixed(1)} ms; profile: symbols ${ins.kernel.profile.origin.symbols}, layouts ${ins.kernel.profile.origin.layouts}`);
-      }
-      const errors = snapshotErrors(snap);
-      return errors.length > 0 ? 1 : 0;
-    } finally {
-      ins.close();
+    const t1 = performance.now();
+    const snap = await opened.scan({ hashImage: !args.flags.has('no-hash') });
+    const scanMs = performance.now() - t1;
+    const ins = opened.ins;
+    if (args.flags.has('json')) {
+      console.log(JSON.stringify({ source: opened.source, mode: opened.mode, discovery: { ...ins.kernel.timings, candidates: ins.kernel.candidates, profile: ins.kernel.profile.origin }, scanMs, snapshot: snap },
+        (_k, v: unknown) => (typeof v === 'bigint' ? hex(v) : v), 2));
+    } else {
+      printSnapshot(snap, `${opened.source} (${opened.mode}); discovery ${opened.attachMs.toFixed(0)} ms, scan ${scanMs.toFixed(1)} ms; profile: symbols ${ins.kernel.profile.origin.symbols}, layouts ${ins.kernel.profile.origin.layouts}`);
     }
+    const errors = snapshotErrors(snap);
+    return errors.length > 0 ? 1 : 0;
   } finally {
-    qmp?.close();
+    opened.close();
   }
 }
 

@@ -12,9 +12,9 @@
 // other bytes) is kernel-integrity-changed with the function, offset, bytes, the new instruction,
 // its destination and the destination's owner. Legitimate changes raise nothing; they are listed
 // as "instrumented" in the evidence of whatever else is raised.
-import type { KernelSnapshot, TextBranch, TextSite } from '../views/types.js';
+import type { KernelSnapshot, TextBranch, TextSite, TextSiteGroup } from '../views/types.js';
 import { FTRACE_SELF } from '../views/ftrace-labels.js';
-import type { KernelBaseline } from './baseline.js';
+import { sameHashKind, type KernelBaseline } from './baseline.js';
 import { hex, type DetectorResult, type JsonValue, type Observation } from './types.js';
 
 const FTRACE_CALLERS = new Set(['ftrace_caller', 'ftrace_regs_caller']);
@@ -121,11 +121,21 @@ export function dispatcherSites(snap: KernelSnapshot, name: string, baselineHash
 
 export function detectTextChanges(snap: KernelSnapshot, baseline: KernelBaseline | null): DetectorResult {
   const d = snap.textDiff;
-  if (!d || !textDiffTrusted(snap, baseline)) return { observations: [], undetermined: [] };
-  const kprobes = new Set(d.kprobeAddresses);
+  if (!d || !baseline) return { observations: [], undetermined: [] };
+  if (textDiffTrusted(snap, baseline)) return judge(snap, d.sites, d.fentryGroups, d.dispatchers, d.truncated ? d.pagesChanged : null, new Set(d.kprobeAddresses));
+  // No clean copy (a dump judged elsewhere): the text hash observation stands (kernel-integrity.ts);
+  // beside it, what the function entries show without old bytes.
+  const was = baseline.boot.textHash;
+  const now = snap.integrity.textHash;
+  if (!d.entries || was === null || now === null || baseline.boot.slide !== hex(snap.kernel.kaslrSlide) || !sameHashKind(was, now) || was === now) return { observations: [], undetermined: [] };
+  return judge(snap, d.entries.sites, d.entries.fentryGroups, [], null, new Set(d.kprobeAddresses));
+}
+
+function judge(snap: KernelSnapshot, sites: readonly TextSite[], groups: readonly TextSiteGroup[], dispatchers: NonNullable<KernelSnapshot['textDiff']>['dispatchers'],
+  truncatedPages: number | null, kprobes: ReadonlySet<bigint>): DetectorResult {
   const instrumented: string[] = [];
   const observations: Observation[] = [];
-  for (const g of d.fentryGroups) {
+  for (const g of groups) {
     const why = g.state === 'nop' ? `${g.count} fentry sites back to their NOP` : g.branch ? ftraceOwner(snap, g.branch) : null;
     if (why !== null) { instrumented.push(g.state === 'nop' ? why : `${g.count} function entries call ${why}`); continue; }
     const b = g.branch as TextBranch;
@@ -138,14 +148,14 @@ export function detectTextChanges(snap: KernelSnapshot, baseline: KernelBaseline
     });
   }
   const patched: TextSite[] = [];
-  const changedDispatchers = new Set(d.dispatchers.map((x) => x.name));
-  for (const s of d.sites) {
+  const changedDispatchers = new Set(dispatchers.map((x) => x.name));
+  for (const s of sites) {
     // A dispatch switch's own changes are explained with its body hash (kernel-integrity.ts).
     if (s.function !== null && DISPATCHERS.has(s.function) && changedDispatchers.has(s.function)) continue;
     const why = legitimate(snap, s, kprobes);
     if (why !== null) instrumented.push(why); else patched.push(s);
   }
-  for (const d2 of d.dispatchers) for (const s of d2.sites) { const why = legitimate(snap, s, kprobes); if (why !== null) instrumented.push(why); }
+  for (const d2 of dispatchers) for (const s of d2.sites) { const why = legitimate(snap, s, kprobes); if (why !== null) instrumented.push(why); }
   for (const s of patched) {
     observations.push({
       kind: 'kernel-integrity-changed',
@@ -155,13 +165,13 @@ export function detectTextChanges(snap: KernelSnapshot, baseline: KernelBaseline
       evidence: { what: 'kernel text', ...siteEvidence(s), instrumented: instrumented.slice(0, 20) },
     });
   }
-  if (d.truncated) {
+  if (truncatedPages !== null) {
     observations.push({
       kind: 'kernel-integrity-changed',
       key: 'text:more-sites',
-      summary: `kernel text changed at more places than explained (${d.pagesChanged} pages differ from the clean copy)`,
+      summary: `kernel text changed at more places than explained (${truncatedPages} pages differ from the clean copy)`,
       target: null,
-      evidence: { what: 'kernel text', pages: d.pagesChanged, listed: d.sites.length, instrumented: instrumented.slice(0, 20) },
+      evidence: { what: 'kernel text', pages: truncatedPages, listed: sites.length, instrumented: instrumented.slice(0, 20) },
     });
   }
   return { observations, undetermined: [] };

@@ -42,6 +42,8 @@ export interface IntegrityOptions {
 
 const MAX_PATCH_SITES = 1 << 20;
 const NOP5 = Buffer.from([0x0f, 0x1f, 0x44, 0x00, 0x00]);
+/** The 5-byte NOP older kernels (5.10) pick for some CPUs (TCG's EPYC model among them). */
+const NOP5_PREFIXED = Buffer.from([0x66, 0x66, 0x66, 0x66, 0x90]);
 const NOP2 = Buffer.from([0x66, 0x90]);
 /** What a static call site to a function that returns 0 holds: `xor %eax,%eax` padded with CS prefixes. */
 const XOR5RAX = Buffer.from([0x2e, 0x2e, 0x2e, 0x31, 0xc0]);
@@ -85,7 +87,7 @@ export function patchSites(ctx: KernelContext, errors: ViewError[]): PatchSite[]
       const target = e + 4n + BigInt(jt.buf.readInt32LE(o + 4));
       sites.push({
         at: code, len: 5,
-        ok: (b) => b.equals(NOP5) || (b[0] === 0xe9 && rel32(b, code, 5) === target)
+        ok: (b) => b.equals(NOP5) || b.equals(NOP5_PREFIXED) || (b[0] === 0xe9 && rel32(b, code, 5) === target)
           || b.subarray(0, 2).equals(NOP2) || (b[0] === 0xeb && code + 2n + BigInt(b.readInt8(1)) === target),
       });
     }
@@ -96,7 +98,7 @@ export function patchSites(ctx: KernelContext, errors: ViewError[]): PatchSite[]
   if (sc) {
     for (let o = 0; o < sc.buf.length; o += 8) {
       const at = sc.base + BigInt(o) + BigInt(sc.buf.readInt32LE(o));
-      sites.push({ at, len: 5, ok: (b) => b.equals(NOP5) || b.equals(XOR5RAX) || b[0] === 0xe8 || b[0] === 0xe9 || b[0] === 0xc3 });
+      sites.push({ at, len: 5, ok: (b) => b.equals(NOP5) || b.equals(NOP5_PREFIXED) || b.equals(XOR5RAX) || b[0] === 0xe8 || b[0] === 0xe9 || b[0] === 0xc3 });
     }
   }
   // The static call trampolines: a jump to the current function, or a return.

@@ -170,11 +170,12 @@ export function readTextDiff(
     }
   }
   let ref = references.get(key);
+  let captured = false;
   // A copy taken while the kernel still patched itself (booting) is replaced once the text is the known-clean one.
   const stale = ref !== undefined && clean?.textHash != null && ref.textHash !== clean.textHash && ref.pagedHash !== clean.textHash && integrity.textHash === clean.textHash;
   if ((!ref || stale) && opts.hashImage && integrity.textHash !== null && integrity.errors.length === 0) {
     const r = captureText(ctx, errors);
-    if (r) { ref = r; remember(references, key, r); }
+    if (r) { ref = r; remember(references, key, r); captured = true; }
   }
   if (!ref && !dref) return undefined;
   const resolve = ownerResolver(ctx, modules);
@@ -219,6 +220,7 @@ export function readTextDiff(
     reference: { textHash: ref.textHash, pagedHash: ref.pagedHash },
     pagesChanged: changed.filter((p) => p.sites.length > 0 || p.groups.length > 0).length,
     sites, fentryGroups, truncated, kprobeAddresses, dispatchers, errors,
+    ...(captured ? { entries: entryBranches(ctx, ref, resolve) } : {}),
   };
 }
 
@@ -491,4 +493,48 @@ function readKprobeAddresses(ctx: KernelContext, errors: ViewError[]): bigint[] 
     }
   }
   return out;
+}
+
+/**
+ * Without a clean copy to compare with (a dump judged in another process: the copy was just taken
+ * from the dump itself), the one change that needs no old bytes: every kallsyms text function's
+ * fentry site holding a jmp/call out of kernel text, or int3. Taken with the copy, once.
+ */
+function entryBranches(ctx: KernelContext, ref: Reference, resolve: (r: RawSite) => TextSite): { sites: TextSite[]; fentryGroups: TextSiteGroup[]; truncated: boolean } {
+  const s = ctx.profile.symbols;
+  const sites: TextSite[] = [];
+  const groups = new Map<bigint, { branch: TextBranch | null; count: number; examples: string[] }>();
+  let truncated = false;
+  const seen = new Set<bigint>();
+  for (let i = 0; i < s.size; i++) {
+    const t = s.types[i];
+    if (t !== 't' && t !== 'T') continue;
+    const fn = s.addresses[i] as bigint;
+    if (fn < ref.textStart || fn >= ref.textEnd || seen.has(fn)) continue;
+    seen.add(fn);
+    const head = slice(ref.raw, ref.start, fn, 9);
+    if (!head || head.length < 9) continue;
+    const off = head.subarray(0, 4).equals(ENDBR64) || head.subarray(0, 4).equals(ENDBR_POISON) ? 4 : 0;
+    const op = head[off];
+    if (op !== 0xe8 && op !== 0xe9 && op !== 0xcc) continue;
+    const at = fn + BigInt(off);
+    const target = op === 0xcc ? 0n : at + 5n + BigInt(head.readInt32LE(off + 1));
+    if (op !== 0xcc && target >= ref.textStart && target < ref.textEnd) continue;
+    const name = s.names[i] ?? null;
+    const raw: RawSite = {
+      address: at, function: name, offset: off, old: '', new: head.subarray(off, off + (op === 0xcc ? 1 : 5)).toString('hex'),
+      oldInstruction: '(no clean copy)', instruction: op === 0xcc ? 'int3' : `${op === 0xe8 ? 'call' : 'jmp'} 0x${target.toString(16)}`,
+      atEntry: true, branch: op === 0xcc ? null : { kind: op === 0xe8 ? 'call' : 'jmp', target }, oldBranch: null, int3: op === 0xcc, fentry: op === 0xe8 ? 'call' : null,
+    };
+    if (op === 0xe8) {
+      let g = groups.get(target);
+      if (!g) { g = { branch: resolve(raw).branch, count: 0, examples: [] }; groups.set(target, g); }
+      g.count++;
+      if (g.examples.length < MAX_GROUP_EXAMPLES && name !== null) g.examples.push(name);
+      continue;
+    }
+    if (sites.length >= MAX_SITES) { truncated = true; continue; }
+    sites.push(resolve(raw));
+  }
+  return { sites, fentryGroups: [...groups.values()].map((g) => ({ state: 'call' as const, branch: g.branch, count: g.count, examples: g.examples })), truncated };
 }

@@ -321,6 +321,11 @@ export interface TextDiffView {
   readonly truncated: boolean;
   /** Addresses of the registered kprobes (kprobe_table), for telling a kprobe's int3/jmp from a patch. */
   readonly kprobeAddresses: readonly bigint[];
+  /**
+   * Only in the scan that took the copy (so, a dump judged in a process with no earlier copy): the
+   * fentry sites of kallsyms functions that jmp/call out of kernel text, or hold int3. Old bytes unknown.
+   */
+  readonly entries?: { readonly sites: readonly TextSite[]; readonly fentryGroups: readonly TextSiteGroup[]; readonly truncated: boolean };
   /** The dispatch switches whose bodies differ from their clean copies, changed instructions explained. */
   readonly dispatchers: readonly { readonly name: string; readonly referenceHash: string; readonly sites: readonly TextSite[] }[];
   readonly errors: readonly ViewError[];

@@ -127,3 +127,13 @@ t.test('a dispatch switch only traced (its fentry call to ftrace) raises nothing
   const rootkit = withDiff({ sites: [{ ...self, branch: branch('call', MOD, { kind: 'module', module: 'rootkit', symbol: null }) }] });
   t.same(detectTextChanges(rootkit, baseline).observations.map((o) => o.evidence.module), ['rootkit'], 'ftrace_regs_call into a module no ftrace ops names is a patch');
 });
+
+t.test('without a trusted copy (a dump judged elsewhere): the hash stands, and the function entries are judged beside it', async (t) => {
+  const hook = site({ function: '__x64_sys_kill', old: '', oldInstruction: '(no clean copy)', new: 'e9fbffffff', instruction: 'jmp 0xffffffffc0001000', branch: branch('jmp', MOD, { kind: 'module', module: 'rootkit', symbol: null }) });
+  const traced = { state: 'call' as const, branch: branch('call', TRAMP, { kind: 'unknown' as const }, 'ftrace-trampoline'), count: 30000, examples: ['vfs_read'] };
+  const snap: KernelSnapshot = { ...withDiff({}), textDiff: { ...(withDiff({}).textDiff as TextDiffView), reference: { textHash: 'changed', pagedHash: 'pages4k:z' }, entries: { sites: [hook], fentryGroups: [traced], truncated: false } } };
+  const a = analyzeScan({ nowMs: 2, snapshot: snap, snapshotError: null, report: report(snap), critical: [], baseline });
+  t.same(a.observations.map((o) => `${String(o.evidence.what)} ${String(o.evidence.function ?? '')} ${String(o.evidence.module ?? '')}`).sort(), ['kernel text __x64_sys_kill rootkit', 'kernel text hash  '], 'the hook named beside the plain hash');
+  const same = { ...snap, integrity: { ...snap.integrity, textHash: clean.integrity.textHash } };
+  t.same(detectTextChanges(same, baseline).observations, [], 'nothing when the text hashes as the baseline');
+});

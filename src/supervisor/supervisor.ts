@@ -54,6 +54,19 @@ export function policyGate(guests: () => readonly GuestCapabilities[]): PolicyLi
   };
 }
 
+/**
+ * A policy listener that checks again what every rung of every guest's ladder needs when a new
+ * policy is taken (it may reach rungs no fault has climbed yet: a golden image gone since the
+ * start, a libvirt domain redefined) and says each problem as an alert. It never refuses the
+ * policy: the problem is the guest's, not the policy's.
+ */
+export function preflightOnPolicyChange(check: () => Promise<string[]>, log: (line: string) => void): PolicyListener<Policy> {
+  return async (next) => {
+    const problems = await check().catch((e: unknown) => [errorMessage(e)]);
+    for (const p of problems) log(`ALERT preflight at policy version ${next.version}: ${p}`);
+  };
+}
+
 /** A policy source that becomes the services' policy store once they start. */
 class SwitchablePolicySource implements PolicySource<Policy> {
   constructor(private source: PolicySource<Policy>) {}
@@ -168,11 +181,7 @@ export class Supervisor {
       this.policy.use(this.services.policy);
       // A new policy whose ladders these guests cannot carry out is refused, and the store rolls back to the previous one.
       this.policy.subscribe(policyGate(() => this.capabilities));
-      // A new policy may reach rungs no fault has climbed yet: what they need is checked again now
-      // (a golden image gone since the start, a libvirt domain redefined), and said as an alert.
-      this.policy.subscribe(async (next) => {
-        for (const p of await this.guestPreflight().catch((e: unknown) => [errorMessage(e)])) this.log(`ALERT preflight at policy version ${next.version}: ${p}`);
-      });
+      this.policy.subscribe(preflightOnPolicyChange(() => this.guestPreflight(), this.log));
     }
     this.preflight();
     // The operator's console is not the guard: without it, guarding goes on.

@@ -8,6 +8,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, wr
 import { join } from 'node:path';
 import { Virsh } from '../../src/libvirt/virsh.js';
 import { findOnPath } from '../../src/util/exec.js';
+import { cacheDir } from '../../src/util/paths.js';
 import { processAlive, readPid } from '../../src/util/pid.js';
 import { sleep } from '../../src/util/deadline.js';
 
@@ -29,6 +30,10 @@ export class PrivateLibvirtd {
       if (!findOnPath(p)) throw new Error(`${p} not found (scripts/setup.sh installs libvirt-daemon, libvirt-clients)`);
     }
     for (const d of BOUND) mkdirSync(join(root, d), { recursive: true });
+    // QEMU's capabilities, which libvirtd probes at its first define (minutes on a loaded TCG
+    // host), are kept across runs; libvirt re-probes when the QEMU or libvirt binaries change.
+    const caps = join(cacheDir(), 'libvirt-test-cache');
+    mkdirSync(caps, { recursive: true });
     mkdirSync(memoryBackingDir, { recursive: true });
     chmodSync(root, 0o755);
     writeFileSync(join(root, 'etc', 'libvirtd.conf'), [
@@ -40,7 +45,7 @@ export class PrivateLibvirtd {
       `memory_backing_dir = "${memoryBackingDir}"`, 'stdio_handler = "file"', 'cgroup_controllers = [ ]',
       'namespaces = [ ]', 'security_driver = "none"', '',
     ].join('\n'));
-    const binds = BOUND.map((d) => `mkdir -p ${TARGET[d]} && mount --bind ${join(root, d)} ${TARGET[d]}`).join(' && ');
+    const binds = BOUND.map((d) => `mkdir -p ${TARGET[d]} && mount --bind ${d === 'cache' ? caps : join(root, d)} ${TARGET[d]}`).join(' && ');
     const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `${binds} && exec libvirtd --config ${join(root, 'etc', 'libvirtd.conf')}`], {
       stdio: ['ignore', 'ignore', 'ignore'], detached: false,
     });
@@ -73,9 +78,13 @@ export class PrivateLibvirtd {
 
   /** Destroys its running domains, stops libvirtd by its pid and any QEMU it left, removes the RAM folder. */
   async stop(): Promise<void> {
-    const qemuPids = existsSync(this.stateDir)
-      ? readdirSync(this.stateDir).filter((f) => f.endsWith('.pid')).map((f) => readPid(join(this.stateDir, f))).filter((p): p is number => p !== undefined)
-      : [];
+    // Domains' QEMUs (<stateDir>/<dom>.pid) and the QEMU libvirtd runs to probe capabilities
+    // (<lib>/qemu/qmp-*/qmp.pid), which outlives a daemon stopped while probing.
+    const pidFiles = [
+      ...(existsSync(this.stateDir) ? readdirSync(this.stateDir).filter((f) => f.endsWith('.pid')).map((f) => join(this.stateDir, f)) : []),
+      ...(existsSync(join(this.root, 'lib', 'qemu')) ? readdirSync(join(this.root, 'lib', 'qemu')).filter((f) => f.startsWith('qmp-')).map((f) => join(this.root, 'lib', 'qemu', f, 'qmp.pid')) : []),
+    ];
+    const qemuPids = pidFiles.map((f) => readPid(f)).filter((p): p is number => p !== undefined);
     try {
       const names = (await this.virsh.run(['list', '--name'], 10_000)).split('\n').map((s) => s.trim()).filter(Boolean);
       for (const n of names) await this.virsh.run(['destroy', n], 30_000).catch(() => undefined);
@@ -83,7 +92,9 @@ export class PrivateLibvirtd {
     for (const pid of [this.pid, ...qemuPids]) {
       if (!processAlive(pid)) continue;
       // Only a QEMU of this daemon: the pid file's process must still be a QEMU.
-      if (pid !== this.pid && !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('qemu-system')) continue;
+      let cmdline = '';
+      try { cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { continue; }
+      if (pid !== this.pid && !cmdline.includes('qemu-system')) continue;
       try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ }
       const until = Date.now() + 10_000;
       while (processAlive(pid) && Date.now() < until) await sleep(100);

@@ -53,7 +53,7 @@ function domainXml(o: DomainOpts): string {
 `;
 }
 
-// critical-process-missing climbs restart-process -> restart-vm -> restore-image.
+// critical-process-missing climbs restart-process -> reboot-os -> restart-vm -> restore-image.
 const POLICY = {
   ...FAST_POLICY,
   faults: {
@@ -62,6 +62,7 @@ const POLICY = {
       confirmScans: 1, resetWindowSec: 30,
       ladder: [
         { action: 'restart-process', count: 1, verifyTimeoutSec: 10, backoffSec: 0 },
+        { action: 'reboot-os', count: 1, verifyTimeoutSec: 20, backoffSec: 0 },
         { action: 'restart-vm', count: 1, verifyTimeoutSec: 20, backoffSec: 0 },
         { action: 'restore-image', count: 1, verifyTimeoutSec: 60, backoffSec: 0 },
       ],
@@ -136,7 +137,7 @@ t.test('a libvirt domain guarded through a private libvirtd', async (t) => {
   const h = makeHarness(DOMAIN, {
     policy: POLICY,
     config: { libvirt },
-    actionTimeoutsSec: { 'restart-vm': 300, 'restore-image': 300, 'restart-process': 30 },
+    actionTimeoutsSec: { 'reboot-os': 300, 'restart-vm': 300, 'restore-image': 300, 'restart-process': 30 },
     guest: () => ({
       image: { libvirt: DOMAIN },
       critical: [{ name: 'csdtest', start: ['/data/bin/csdtest', '-d'] }],
@@ -181,7 +182,7 @@ t.test('a libvirt domain guarded through a private libvirtd', async (t) => {
     t.not(pidAfter, pidBefore, 'a new csdtest runs');
   });
 
-  await t.test('service cannot start -> VM restart -> image restore, guest back clean', async (t) => {
+  await t.test('service cannot start -> OS reboot -> VM restart -> image restore, guest back clean', async (t) => {
     // Past the ladder's reset window, so it starts from its first rung again.
     await new Promise((r) => setTimeout(r, 31_000));
     const from = sup.lines.length;
@@ -189,14 +190,19 @@ t.test('a libvirt domain guarded through a private libvirtd', async (t) => {
     const brokeAt = Date.now();
     // The binary moved away on the overlay: a restart cannot start it, a reboot neither; the golden image has it.
     await ctl.exec(['/bin/sh', '-c', 'mv /data/bin/csdtest /data/csdtest.off && sync && kill $(cat /run/csdtest.pid)'], 30_000);
-    const vm = await sup.waitFor(/action restart-vm done/, 400_000, from);
+    let resets = 0;
+    ctl.onGuestReset(() => { resets++; });
+    const reboot = await sup.waitFor(/action reboot-os done/, 400_000, from);
+    t.match(reboot.line, /rebooted via virsh reboot --mode agent; boot id [0-9a-f-]{36} -> [0-9a-f-]{36}/, `OS rebooted through the agent ${reboot.atMs - brokeAt} ms after the break`);
+    t.ok(resets >= 1, `libvirt's event stream reported the guest's reset (${resets} reboot events)`);
+    const vm = await sup.waitFor(/action restart-vm done/, 400_000, reboot.index);
     t.pass(`VM restarted through libvirt ${vm.atMs - brokeAt} ms after the break: ${vm.line.slice(0, 200)}`);
     const restored = await sup.waitFor(/action restore-image done/, 500_000, vm.index);
     t.pass(`image restored ${restored.atMs - brokeAt} ms after the break: ${restored.line.slice(0, 300)}`);
     const verified = await sup.waitFor(/ladder critical-process-missing: verified/, 300_000, restored.index);
     t.pass(`clean again ${verified.atMs - brokeAt} ms after the break`);
     const acts = sup.actions().slice(n0).map((a) => [a.action, a.outcome]);
-    t.same(acts, [['restart-process', 'failed'], ['restart-vm', 'ok'], ['restore-image', 'ok']], 'the ladder climbed restart-process -> restart-vm -> restore-image');
+    t.same(acts, [['restart-process', 'failed'], ['reboot-os', 'ok'], ['restart-vm', 'ok'], ['restore-image', 'ok']], 'the ladder climbed restart-process -> reboot-os -> restart-vm -> restore-image');
     const ls = await ctl.exec(['/bin/sh', '-c', 'test -x /data/bin/csdtest'], 30_000);
     t.equal(ls.exitCode, 0, 'the golden image\'s csdtest is back');
     t.not((await ctl.exec(['/bin/sh', '-c', 'test -e /data/csdtest.off'], 30_000)).exitCode, 0, 'the overlay\'s change is gone');

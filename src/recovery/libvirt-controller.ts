@@ -113,9 +113,15 @@ export class LibvirtGuestController implements GuestController {
       say(`domain "${this.domain}"'s boot disk ${disk.file} is ${disk.format}: an image restore needs a qcow2 overlay whose backing file is the golden image`);
     } else if (findOnPath('qemu-img')) {
       try {
-        this.restore = await this.restoreSource(disk.file);
-        accessSync(this.restore.golden, constants.R_OK);
-        accessSync(dirname(disk.file), constants.W_OK);
+        const src = await this.restoreSource(disk.file);
+        const problem = (f: string, mode: number): string | null => {
+          try { accessSync(f, mode); return null; } catch (e) { const c = (e as NodeJS.ErrnoException).code; return c === 'ENOENT' ? 'does not exist' : c === 'EACCES' ? 'permission denied' : errorMessage(e); }
+        };
+        const g = problem(src.golden, constants.R_OK);
+        if (g) say(`golden image ${src.golden} (the backing file of ${disk.file}) ${g}`);
+        const d = problem(dirname(disk.file), constants.W_OK);
+        if (d) say(`the folder of the boot disk's overlay ${dirname(disk.file)} is not writable (${d}): an image restore recreates ${disk.file}`);
+        if (!g && !d) this.restore = src;
       } catch (e) {
         say(errorMessage(e));
       }

@@ -96,6 +96,10 @@ t.test('a libvirt domain guarded through a private libvirtd', async (t) => {
   await lv.define('ivlv-nomem', domainXml({ ...base, name: 'ivlv-nomem', disk: overlay, memory: false }));
   await lv.define('ivlv-noagent', domainXml({ ...base, name: 'ivlv-noagent', disk: overlay, agent: false }));
   await lv.define('ivlv-raw', domainXml({ ...base, name: 'ivlv-raw', disk: raw, diskFormat: 'raw' }));
+  // An overlay whose golden image has gone (-u: qemu-img does not open the backing file).
+  const orphan = join(img, 'orphan.qcow2');
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', join(img, 'gone.qcow2'), '-F', 'qcow2', orphan, '64M']);
+  await lv.define('ivlv-nogolden', domainXml({ ...base, name: 'ivlv-nogolden', disk: orphan }));
   const libvirt = { uri: lv.uri, stateDir: lv.stateDir };
 
   await t.test('bad definitions: a clear error naming guest and field, and nothing starts', async (t) => {
@@ -107,6 +111,7 @@ t.test('a libvirt domain guarded through a private libvirtd', async (t) => {
     // The harness names its one guest `bad`; the others are added here as a user would.
     const cfg = JSON.parse(readFileSync(bad.configPath, 'utf8')) as { guests: object[] };
     cfg.guests.push({ name: 'noagent', image: { libvirt: 'ivlv-noagent' } }, { name: 'rawdisk', image: { libvirt: 'ivlv-raw' } },
+      { name: 'nogolden', image: { libvirt: 'ivlv-nogolden' } },
       { name: 'unknown', image: { libvirt: 'no-such-domain' } });
     writeFileSync(bad.configPath, JSON.stringify(cfg));
     const sup = new Supervisor(loadSupervisorConfig(bad.configPath), { log: () => undefined });
@@ -119,6 +124,7 @@ t.test('a libvirt domain guarded through a private libvirtd', async (t) => {
     t.match(msg, /guest noagent: \/image\/libvirt: domain "ivlv-noagent" has no guest agent channel/);
     t.match(msg, /guest rawdisk: \/image\/libvirt: domain "ivlv-raw"'s boot disk .*raw\.img is raw: an image restore needs a qcow2 overlay/);
     t.match(msg, /guest unknown: \/image\/libvirt: domain "no-such-domain" is not defined in libvirt/);
+    t.match(msg, /guest nogolden: \/image\/libvirt: golden image .*gone\.qcow2 \(the backing file of .*orphan\.qcow2\) does not exist/);
     t.equal((await lv.virsh.run(['list', '--name'], 10_000)).trim(), '', 'no domain was started');
 
     // libvirtd not reachable: a socket no daemon listens on.

@@ -206,6 +206,11 @@ export class LibvirtGuestController implements GuestController {
     return `rebooted via ${via}; boot id ${before ?? '?'} -> ${after}`;
   }
 
+  /** Waits until the agent answers from any boot (a guest adopted mid-reboot is booting, not down). */
+  async waitForAgent(timeoutMs: number): Promise<string> {
+    return `guest agent answers; boot id ${await this.waitForBoot(null, Date.now() + timeoutMs, 'boot after an interrupted action')}`;
+  }
+
   async restartVm(timeoutMs: number): Promise<string> {
     const deadline = Date.now() + timeoutMs;
     const state = await this.virsh.state(this.domain, QUICK_MS).catch(() => 'unknown');

@@ -46,7 +46,16 @@ export class PrivateLibvirtd {
       'namespaces = [ ]', 'security_driver = "none"', '',
     ].join('\n'));
     const binds = BOUND.map((d) => `mkdir -p ${TARGET[d]} && mount --bind ${d === 'cache' ? caps : join(root, d)} ${TARGET[d]}`).join(' && ');
-    const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `${binds} && exec libvirtd --config ${join(root, 'etc', 'libvirtd.conf')}`], {
+    // No /dev/kvm for this daemon (a file libvirt-qemu cannot open in its place): here it is a
+    // restricted nested KVM that QEMU cannot use, and libvirt, finding /dev/kvm usable while its
+    // probe found KVM missing, would throw its capabilities away and probe QEMU again (a minute
+    // under load) at every define. Domains here are TCG (type='qemu').
+    const noKvm = join(root, 'no-kvm');
+    writeFileSync(noKvm, '');
+    chmodSync(noKvm, 0o000);
+    const hideKvm = `if [ -e /dev/kvm ]; then mount --bind ${noKvm} /dev/kvm; fi`;
+    const daemon = `exec libvirtd --config ${join(root, 'etc', 'libvirtd.conf')} --pid-file ${join(root, 'run', 'libvirtd.pid')}`;
+    const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `${binds} && ${hideKvm} && ${daemon}`], {
       stdio: ['ignore', 'ignore', 'ignore'], detached: false,
     });
     if (child.pid === undefined) throw new Error('libvirtd: not started');

@@ -142,7 +142,8 @@ t.test('a libvirt domain guarded through a private libvirtd', async (t) => {
 
   const h = makeHarness(DOMAIN, {
     policy: POLICY,
-    config: { libvirt },
+    // The domain outlives this supervisor: the next one adopts it (the daemon's stop destroys it at the end).
+    config: { libvirt, onExit: 'leave-running' },
     actionTimeoutsSec: { 'reboot-os': 300, 'restart-vm': 300, 'restore-image': 300, 'restart-process': 30 },
     guest: () => ({
       image: { libvirt: DOMAIN },
@@ -215,5 +216,25 @@ t.test('a libvirt domain guarded through a private libvirtd', async (t) => {
     t.equal(await lv.virsh.state(DOMAIN, 10_000), 'running');
     await new Promise((r) => setTimeout(r, 5_000));
     t.same(sup.sup.watches[0]?.lastScan?.findings, [], 'scans clean after the restore');
+  });
+
+  await t.test('a new supervisor adopts the running domain: RAM file found again, scans clean, no boot', async (t) => {
+    const pidBefore = ctl.qemuPid;
+    await sup.stop();
+    t.equal(await lv.virsh.state(DOMAIN, 10_000), 'running', 'leave-running: the domain still runs');
+    const next = new LiveSupervisor(h);
+    s = next;
+    await next.start();
+    await next.waitFor(/\[ivlv\] guest adopted/, 120_000);
+    const c2 = next.sup.controllers[0];
+    if (!(c2 instanceof LibvirtGuestController)) throw new Error('not a libvirt controller');
+    t.equal(c2.qemuPid, pidBefore, 'the same QEMU');
+    t.ok((await c2.ramPath()).startsWith(`${ramDir}/`), 'its RAM file asked of QEMU again');
+    const until = Date.now() + 120_000;
+    const scanned = (): boolean => { const l = next.sup.watches[0]?.lastScan; return !!l && l.snapshotError === null && l.agent === 'ok'; };
+    while (!scanned() && Date.now() < until) await new Promise((r) => setTimeout(r, 1_000));
+    t.ok(scanned(), 'a kernel scan and an agent report of the adopted guest');
+    t.same(next.sup.watches[0]?.lastScan?.findings, [], 'scans clean after adoption');
+    t.same(next.actions().slice(-1).map((a) => a.action), ['restore-image'], 'no action since: the last one is the restore');
   });
 });

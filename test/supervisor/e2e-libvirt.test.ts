@@ -3,8 +3,9 @@
 // on a tmpfs; the supervisor guards it through libvirt only (monitor and agent
 // passthrough, events, pid file). One domain boot, then a battery: clean scans,
 // the critical service killed and restarted, then made unstartable so the
-// ladder restarts the VM and restores the image. Bad definitions are refused
-// before anything starts.
+// ladder reboots the OS, restarts the VM and restores the image; a new
+// supervisor adopts the running domain. Bad definitions are refused before
+// anything starts.
 import t from 'tap';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -76,7 +77,7 @@ t.test('a libvirt domain guarded through a private libvirtd', async (t) => {
   chmodSync(root, 0o755);
   const ramDir = join('/dev/shm', `iv-libvirt-${randomBytes(4).toString('hex')}`);
   const lv = await PrivateLibvirtd.start(join(root, 'libvirt'), ramDir);
-  // The supervisor stops first (it destroys its domain), then the daemon.
+  // The supervisor stops first, then the daemon (which destroys its domains).
   let s: LiveSupervisor | undefined;
   t.teardown(async () => { await s?.stop(); await lv.stop(); rmSync(root, { recursive: true, force: true }); });
 

@@ -20,6 +20,7 @@ import { Introspector } from '../src/views/scan.js';
 import { sleep } from '../src/util/deadline.js';
 import { percentile } from './stats.js';
 import { Session } from 'node:inspector/promises';
+import { QemuGuestController } from '../src/recovery/qemu-controller.js';
 
 
 export interface ScalePoint {
@@ -61,7 +62,7 @@ function procCpuMs(pid: number | undefined): number {
 /** One synthetic hook: sys_call_table[nr] := the handler of slot nr+1, until the finding is raised. */
 async function hookOnce(r: Run, guest: number, nr: number): Promise<number> {
   const ctl = r.sup.controllers[guest];
-  if (!ctl) throw new Error('no controller');
+  if (!(ctl instanceof QemuGuestController)) throw new Error('no QEMU controller');
   const intro = await Introspector.attach(ctl.vm.ramPath, { qmp: { hmp: (c) => ctl.hmp(c) } });
   try {
     const table = intro.context.profile.symbols.address('sys_call_table');

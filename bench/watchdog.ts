@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { startBenchSupervisor, waitLine as waitFor, type Run } from './supervisor-run.js';
 import { loadLabImages } from '../lab/lab-images.js';
 import { sleep } from '../src/util/deadline.js';
+import { QemuGuestController } from '../src/recovery/qemu-controller.js';
 import { median, percentile } from './stats.js';
 
 
@@ -52,7 +53,9 @@ export async function bench(): Promise<void> {
     const w = r.sup.watches[0];
     if (!w) throw new Error('no watch');
     await waitLine(r, /kernel baseline recorded/, 0, 180_000);
-    const agent = await (r.sup.controllers[0] as NonNullable<(typeof r.sup.controllers)[0]>).vm.agent();
+    const ctl = r.sup.controllers[0];
+    if (!(ctl instanceof QemuGuestController)) throw new Error('no QEMU controller');
+    const agent = await ctl.vm.agent();
     const kills: number[] = [];
     for (let i = 0; i < 5; i++) {
       await sleep(Math.random() * intervalSec * 1000);

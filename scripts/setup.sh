@@ -15,7 +15,8 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 # --- apt ---------------------------------------------------------------------
 packages=(qemu-system-x86 qemu-utils qemu-guest-agent busybox-static cpio kmod e2fsprogs
           build-essential mosquitto mosquitto-clients openssl chromium util-linux
-          bc flex bison libelf-dev libssl-dev dwarves rsync patch xz-utils ovmf)
+          bc flex bison libelf-dev libssl-dev dwarves rsync patch xz-utils ovmf
+          libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

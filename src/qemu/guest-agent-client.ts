@@ -88,41 +88,13 @@ export class GuestAgentClient {
   }
 
   /** Runs a program in the guest and waits for it (unless detached), with its output. */
-  async exec(path: string, args: string[] = [], opts: ExecOptions = {}): Promise<ExecResult> {
-    const timeoutMs = opts.timeoutMs ?? 30_000;
-    const started = Date.now();
-    const execArgs: Record<string, unknown> = { path, arg: args, 'capture-output': !opts.detach };
-    if (opts.env) execArgs.env = opts.env;
-    if (opts.input !== undefined) execArgs['input-data'] = Buffer.from(opts.input).toString('base64');
-    const r = await this.execute('guest-exec', execArgs, timeoutMs);
-    if (!isRecord(r) || typeof r.pid !== 'number') throw new Error(`guest agent guest-exec ${path}: unexpected reply`);
-    const pid = r.pid;
-    if (opts.detach) return { exitCode: undefined, signal: undefined, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0), truncated: false };
-    for (let delay = 20; ; delay = Math.min(delay * 2, 250)) {
-      const left = timeoutMs - (Date.now() - started);
-      if (left <= 0) throw new TimeoutError(`guest agent exec ${path} (guest pid ${pid})`, timeoutMs);
-      const s = await this.execute('guest-exec-status', { pid }, Math.max(left, 1));
-      if (!isRecord(s) || typeof s.exited !== 'boolean') throw new Error('guest agent guest-exec-status: unexpected reply');
-      if (s.exited) {
-        return {
-          exitCode: typeof s.exitcode === 'number' ? s.exitcode : undefined,
-          signal: typeof s.signal === 'number' ? s.signal : undefined,
-          stdout: typeof s['out-data'] === 'string' ? Buffer.from(s['out-data'], 'base64') : Buffer.alloc(0),
-          stderr: typeof s['err-data'] === 'string' ? Buffer.from(s['err-data'], 'base64') : Buffer.alloc(0),
-          truncated: s['out-truncated'] === true || s['err-truncated'] === true,
-        };
-      }
-      await sleep(Math.min(delay, left));
-    }
+  exec(path: string, args: string[] = [], opts: ExecOptions = {}): Promise<ExecResult> {
+    return agentExec((c, a, t) => this.execute(c, a, t), path, args, opts);
   }
 
   /** Runs a shell command line through the guest's /bin/sh; rejects on a non-zero exit. */
-  async shell(commandLine: string, opts: ExecOptions = {}): Promise<string> {
-    const r = await this.exec('/bin/sh', ['-c', commandLine], opts);
-    if (r.exitCode !== 0) {
-      throw new Error(`guest command "${commandLine}" exited ${r.exitCode ?? `by signal ${r.signal}`}: ${r.stderr.toString().trim().slice(0, 500)}`);
-    }
-    return r.stdout.toString('utf8');
+  shell(commandLine: string, opts: ExecOptions = {}): Promise<string> {
+    return agentShell((c, a, t) => this.execute(c, a, t), commandLine, opts);
   }
 
   /**
@@ -215,4 +187,45 @@ export class GuestAgentClient {
     this.waiter?.reject(new NotReachableError(`guest agent at ${this.path}: connection closed`));
     this.waiter = undefined;
   }
+}
+
+/** One agent command and its reply's `return`: over the agent's socket, or through libvirt's agent passthrough. */
+export type AgentExecute = (command: string, args: Record<string, unknown> | undefined, timeoutMs: number) => Promise<unknown>;
+
+/** Runs a program in the guest through `execute` (guest-exec, then guest-exec-status until it exits), with its output. */
+export async function agentExec(execute: AgentExecute, path: string, args: string[] = [], opts: ExecOptions = {}): Promise<ExecResult> {
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const started = Date.now();
+  const execArgs: Record<string, unknown> = { path, arg: args, 'capture-output': !opts.detach };
+  if (opts.env) execArgs.env = opts.env;
+  if (opts.input !== undefined) execArgs['input-data'] = Buffer.from(opts.input).toString('base64');
+  const r = await execute('guest-exec', execArgs, timeoutMs);
+  if (!isRecord(r) || typeof r.pid !== 'number') throw new Error(`guest agent guest-exec ${path}: unexpected reply`);
+  const pid = r.pid;
+  if (opts.detach) return { exitCode: undefined, signal: undefined, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0), truncated: false };
+  for (let delay = 20; ; delay = Math.min(delay * 2, 250)) {
+    const left = timeoutMs - (Date.now() - started);
+    if (left <= 0) throw new TimeoutError(`guest agent exec ${path} (guest pid ${pid})`, timeoutMs);
+    const s = await execute('guest-exec-status', { pid }, Math.max(left, 1));
+    if (!isRecord(s) || typeof s.exited !== 'boolean') throw new Error('guest agent guest-exec-status: unexpected reply');
+    if (s.exited) {
+      return {
+        exitCode: typeof s.exitcode === 'number' ? s.exitcode : undefined,
+        signal: typeof s.signal === 'number' ? s.signal : undefined,
+        stdout: typeof s['out-data'] === 'string' ? Buffer.from(s['out-data'], 'base64') : Buffer.alloc(0),
+        stderr: typeof s['err-data'] === 'string' ? Buffer.from(s['err-data'], 'base64') : Buffer.alloc(0),
+        truncated: s['out-truncated'] === true || s['err-truncated'] === true,
+      };
+    }
+    await sleep(Math.min(delay, left));
+  }
+}
+
+/** Runs a shell command line through the guest's /bin/sh; rejects on a non-zero exit. */
+export async function agentShell(execute: AgentExecute, commandLine: string, opts: ExecOptions = {}): Promise<string> {
+  const r = await agentExec(execute, '/bin/sh', ['-c', commandLine], opts);
+  if (r.exitCode !== 0) {
+    throw new Error(`guest command "${commandLine}" exited ${r.exitCode ?? `by signal ${r.signal}`}: ${r.stderr.toString().trim().slice(0, 500)}`);
+  }
+  return r.stdout.toString('utf8');
 }

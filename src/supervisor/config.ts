@@ -15,6 +15,7 @@ import { defaultSupervisorRunRoot } from '../vm/guest-layout.js';
 import { errorMessage } from '../util/errors.js';
 import { DEFAULT_MAX_BUNDLE_BYTES } from '../ota/bundle.js';
 import { extraQemuArgErrors } from '../vm/qemu-args.js';
+import { DEFAULT_LIBVIRT_STATE_DIR, DEFAULT_LIBVIRT_URI, type LibvirtConnection } from '../libvirt/virsh.js';
 
 export type DiskFormat = 'qcow2' | 'raw';
 
@@ -29,6 +30,8 @@ export interface GuestImageConfig {
   readonly disk?: { readonly golden: string; readonly format?: DiskFormat };
   /** Firmware of a disk-booting guest: SeaBIOS (default) or UEFI (Debian's ovmf). */
   readonly firmware?: 'bios' | 'uefi';
+  /** A domain libvirt defines and runs, by name: its XML says the machine, libvirt runs it. */
+  readonly libvirt?: string;
 }
 
 /** A further disk the guest writes directly: persistent, an image restore keeps it. */
@@ -121,6 +124,8 @@ export interface SupervisorConfigFile {
   readonly writeTrap?: 'gp' | 'drop' | 'off';
   /** Where sockets and overlays live; default $INTROVISOR_RUN/supervisor. */
   readonly runDir?: string;
+  /** The libvirtd that runs the libvirt guests: its URI (default qemu:///system) and its QEMU driver's run folder (default /run/libvirt/qemu, where <domain>.pid is). */
+  readonly libvirt?: { readonly uri?: string; readonly stateDir?: string };
   /** On SIGTERM: stop the guests (default) or leave them running for the next supervisor to adopt. */
   readonly onExit?: 'stop-guests' | 'leave-running';
   readonly actionTimeoutsSec?: Partial<Record<'restart-process' | 'kill-process' | 'reboot-os' | 'restart-vm' | 'restore-image', number>>;
@@ -174,6 +179,8 @@ export interface SupervisorConfig {
   readonly onExit: 'stop-guests' | 'leave-running';
   readonly actionTimeoutsMs: Readonly<Partial<Record<ActionKind, number>>>;
   readonly guests: readonly GuestConfig[];
+  /** The libvirtd of the libvirt guests. */
+  readonly libvirt: LibvirtConnection;
   /** null: no policy store, telemetry, OTA or web page. */
   readonly report: ReportConfig | null;
 }
@@ -224,6 +231,10 @@ const schema = {
     scanIntervalSec: { type: 'number', minimum: 0.1, maximum: 3600 },
     agentIntervalSec: { type: 'number', minimum: 0.1, maximum: 3600 },
     runDir: path,
+    libvirt: {
+      type: 'object', additionalProperties: false,
+      properties: { uri: { type: 'string', pattern: '^[a-z][a-z0-9+]*://[^\\s]*$', maxLength: 4096 }, stateDir: path },
+    },
     onExit: { type: 'string', enum: ['stop-guests', 'leave-running'] },
     actionTimeoutsSec: {
       type: 'object',
@@ -254,6 +265,7 @@ const schema = {
                 properties: { golden: path, format: { type: 'string', enum: ['qcow2', 'raw'] } },
               },
               firmware: { type: 'string', enum: ['bios', 'uefi'] },
+              libvirt: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.+:-]{0,99}$' },
             },
           },
           disks: {
@@ -378,11 +390,17 @@ export function parseSupervisorConfig(raw: unknown, where: string, baseDir = pro
 function guestDefinitionErrors(g: GuestConfigFile, at: string): string[] {
   const errors: string[] = [];
   const img = g.image;
-  const kinds = [img.lab ? 'lab' : null, img.kernel || img.initrd || img.baseImage ? 'kernel' : null, img.disk ? 'disk' : null].filter(Boolean);
+  const kinds = [img.lab ? 'lab' : null, img.kernel || img.initrd || img.baseImage ? 'kernel' : null, img.disk ? 'disk' : null, img.libvirt ? 'libvirt' : null].filter(Boolean);
   if (kinds.length !== 1) {
-    errors.push(`${at}/image needs exactly one of "lab": true, kernel + initrd + baseImage, or "disk" (found ${kinds.length ? kinds.join(' and ') : 'none'})`);
+    errors.push(`${at}/image needs exactly one of "lab": true, kernel + initrd + baseImage, "disk", or "libvirt" (found ${kinds.length ? kinds.join(' and ') : 'none'})`);
   } else if (kinds[0] === 'kernel' && !(img.kernel && img.initrd && img.baseImage)) {
     errors.push(`${at}/image needs kernel, initrd and baseImage together`);
+  }
+  if (img.libvirt) {
+    // The domain's XML defines the machine; libvirt runs it.
+    for (const f of ['disks', 'network', 'consoleLog', 'extraQemuArgs', 'overlay', 'memoryMiB', 'cpus', 'accel', 'cpuModel', 'kaslr', 'kernelArgs'] as const) {
+      if (g[f] !== undefined) errors.push(`${at}/${f} cannot be set for a libvirt guest (the domain's XML defines its machine)`);
+    }
   }
   if (img.firmware && !img.disk) errors.push(`${at}/image/firmware applies only to a guest that boots from its "disk"`);
   if (img.disk) {
@@ -436,6 +454,7 @@ function resolveConfig(c: SupervisorConfigFile, baseDir: string): SupervisorConf
           ...(g.image.baseImage ? { baseImage: abs(g.image.baseImage) } : {}),
           ...(g.image.disk ? { disk: { ...g.image.disk, golden: abs(g.image.disk.golden) } } : {}),
           ...(g.image.firmware ? { firmware: g.image.firmware } : {}),
+          ...(g.image.libvirt ? { libvirt: g.image.libvirt } : {}),
         },
         ...(g.disks ? { disks: g.disks.map((d) => ({ ...d, path: abs(d.path) })) } : {}),
         ...(g.network ? { network: g.network } : {}),
@@ -460,6 +479,7 @@ function resolveConfig(c: SupervisorConfigFile, baseDir: string): SupervisorConf
         writeTrap: introspection ? g.writeTrap ?? c.writeTrap ?? 'gp' : 'off',
       };
     }),
+    libvirt: { uri: c.libvirt?.uri ?? DEFAULT_LIBVIRT_URI, stateDir: c.libvirt?.stateDir ? abs(c.libvirt.stateDir) : DEFAULT_LIBVIRT_STATE_DIR },
     report: c.report ? resolveReport(c.report, deviceId, policyFile, abs) : null,
   };
 }

@@ -42,8 +42,9 @@ export class IntrospectorScanner implements KernelScanner {
   private scans = 0;
   private lastFtrace: FtraceView | undefined;
 
+  /** ramPath: the RAM file, or how to find it now (a libvirt domain's changes with every start). */
   constructor(
-    private readonly ramPath: string,
+    private readonly ramPath: string | (() => Promise<string>),
     private readonly hmp: HmpSource,
     private readonly hashImage = true,
     private readonly imageCoverageMs = DEFAULT_IMAGE_COVERAGE_MS,
@@ -56,7 +57,8 @@ export class IntrospectorScanner implements KernelScanner {
   async scan(bootGeneration: number, opts: KernelScanOptions = {}): Promise<KernelSnapshot> {
     if (!this.intro || bootGeneration !== this.generation) {
       this.close();
-      this.intro = await Introspector.attach(this.ramPath, { qmp: this.hmp });
+      const ram = typeof this.ramPath === 'string' ? this.ramPath : await this.ramPath();
+      this.intro = await Introspector.attach(ram, { qmp: this.hmp });
       this.generation = bootGeneration;
       this.bpf = undefined;
       this.lastFtrace = undefined;

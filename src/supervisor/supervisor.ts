@@ -15,8 +15,10 @@ import type { Policy } from '../policy/types.js';
 import { policyProblems, type GuestCapabilities } from '../policy/preflight.js';
 import type { PolicyListener, PolicySource } from '../events/sink.js';
 import { QemuVm } from '../vm/qemu-vm.js';
-import { guestVmSpec, preflightVmSpec } from '../vm/guest-vm-spec.js';
+import { guestKind, guestVmSpec, preflightVmSpec } from '../vm/guest-vm-spec.js';
 import { QemuGuestController } from '../recovery/qemu-controller.js';
+import { LibvirtGuestController } from '../recovery/libvirt-controller.js';
+import { Virsh } from '../libvirt/virsh.js';
 import { errorMessage } from '../util/errors.js';
 import { makeDirs } from '../util/fs.js';
 import { acquireStateLock, type HeldLock } from '../util/lock.js';
@@ -29,6 +31,9 @@ import { ControlOperations } from '../control/operations.js';
 import { startControlServer, type ControlServer } from '../control/server.js';
 import { controlSocketPath } from '../control/protocol.js';
 import type { GuestConfig, SupervisorConfig } from './config.js';
+
+/** A guest's controller: QEMU run by introvisor, or a domain libvirt runs. */
+export type SupervisedGuest = QemuGuestController | LibvirtGuestController;
 
 export function vmForGuest(g: GuestConfig, runRoot: string): QemuVm {
   // Guests outlive a crashed supervisor: the next one adopts them.
@@ -49,6 +54,19 @@ export function policyGate(guests: () => readonly GuestCapabilities[]): PolicyLi
   };
 }
 
+/**
+ * A policy listener that checks again what every rung of every guest's ladder needs when a new
+ * policy is taken (it may reach rungs no fault has climbed yet: a golden image gone since the
+ * start, a libvirt domain redefined) and says each problem as an alert. It never refuses the
+ * policy: the problem is the guest's, not the policy's.
+ */
+export function preflightOnPolicyChange(check: () => Promise<string[]>, log: (line: string) => void): PolicyListener<Policy> {
+  return async (next) => {
+    const problems = await check().catch((e: unknown) => [errorMessage(e)]);
+    for (const p of problems) log(`ALERT preflight at policy version ${next.version}: ${p}`);
+  };
+}
+
 /** A policy source that becomes the services' policy store once they start. */
 class SwitchablePolicySource implements PolicySource<Policy> {
   constructor(private source: PolicySource<Policy>) {}
@@ -62,7 +80,7 @@ export class Supervisor {
   private readonly stateLock: HeldLock;
   readonly recorder: EventRecorder;
   readonly watches: GuestWatch[] = [];
-  readonly controllers: QemuGuestController[] = [];
+  readonly controllers: SupervisedGuest[] = [];
   private readonly policy: SwitchablePolicySource;
   private services: Services | null = null;
   private control: ControlServer | null = null;
@@ -90,12 +108,18 @@ export class Supervisor {
     this.recorder.onHealthChange((h) => this.storeHealthChanged(h));
     const ladders = new SqliteLadderStateStore(this.store.db, config.database);
     const baselines = new SqliteBaselineStore(this.store.db);
+    const virsh = new Virsh(config.libvirt);
     for (const g of config.guests) {
-      const ctl = new QemuGuestController(vmForGuest(g, config.runDir), (l) => this.log(`[${g.name}] ${l}`));
+      const log = (l: string): void => this.log(`[${g.name}] ${l}`);
+      const ctl: SupervisedGuest = guestKind(g) === 'libvirt'
+        ? new LibvirtGuestController(g.name, g.image.libvirt as string, virsh, log)
+        : new QemuGuestController(vmForGuest(g, config.runDir), log);
       this.controllers.push(ctl);
       this.watches.push(new GuestWatch({
         controller: ctl,
-        scanner: g.introspection ? new IntrospectorScanner(ctl.vm.ramPath, { hmp: (c) => ctl.hmp(c) }) : null,
+        scanner: g.introspection
+          ? new IntrospectorScanner(ctl instanceof QemuGuestController ? ctl.vm.ramPath : () => ctl.ramPath(), { hmp: (c) => ctl.hmp(c) })
+          : null,
         critical: g.critical,
         scanIntervalMs: g.scanIntervalMs,
         ...(g.bootTimeoutMs ? { bootTimeoutMs: g.bootTimeoutMs } : {}),
@@ -133,6 +157,13 @@ export class Supervisor {
     for (const p of policyProblems(active.policy, this.capabilities)) this.log(`ALERT policy version ${active.version}: ${p}`);
   }
 
+  /** What every rung of every guest's ladder needs (files, firmware, the libvirt domain's definition), one line per problem. */
+  private async guestPreflight(): Promise<string[]> {
+    const problems: string[] = [];
+    for (const c of this.controllers) problems.push(...(c instanceof QemuGuestController ? preflightVmSpec(c.vm.spec) : await c.preflight()));
+    return problems;
+  }
+
   /** The store refusing writes (or taking them again): said on every channel that still works. */
   private storeHealthChanged(h: StoreHealth): void {
     if (h.ok) this.log('store: writes are taken again; the events kept in memory are recorded');
@@ -143,13 +174,14 @@ export class Supervisor {
   /** Boots or adopts every guest (concurrently; one that fails to start is retried by its loop) and starts watching. */
   async start(): Promise<void> {
     // What every rung of every guest's ladder needs, checked before anything starts.
-    const problems = this.controllers.flatMap((c) => preflightVmSpec(c.vm.spec));
+    const problems = await this.guestPreflight();
     if (problems.length) throw new Error(`preflight: ${problems.join('; ')}`);
     if (this.config.report) {
       this.services = await startServices(this.store, this.config.report, { softwareVersion: SOFTWARE_VERSION, log: this.log, storeHealth: () => this.recorder.health, operations: this.operations });
       this.policy.use(this.services.policy);
       // A new policy whose ladders these guests cannot carry out is refused, and the store rolls back to the previous one.
       this.policy.subscribe(policyGate(() => this.capabilities));
+      this.policy.subscribe(preflightOnPolicyChange(() => this.guestPreflight(), this.log));
     }
     this.preflight();
     // The operator's console is not the guard: without it, guarding goes on.

@@ -55,6 +55,7 @@ export interface GuestMachineDefinition {
     readonly lab?: boolean; readonly kernel?: string; readonly initrd?: string; readonly baseImage?: string;
     readonly disk?: { readonly golden: string; readonly format?: DiskFormat };
     readonly firmware?: 'bios' | 'uefi';
+    readonly libvirt?: string;
   };
   readonly disks?: readonly { readonly path: string; readonly format?: DiskFormat; readonly readOnly?: boolean }[];
   readonly network?: VmNetwork;
@@ -75,8 +76,17 @@ export const labKernelArgs = (name: string): string[] => ['console=ttyS0', `intr
 /** Debian's ovmf: the firmware code (read-only) and the template of the variable store each guest copies. */
 export const OVMF_FILES = { code: '/usr/share/OVMF/OVMF_CODE_4M.fd', varsTemplate: '/usr/share/OVMF/OVMF_VARS_4M.fd' } as const;
 
+export type GuestKind = 'lab' | 'kernel' | 'disk' | 'libvirt';
+
+/** The kind of a (schema-checked) guest definition. */
+export function guestKind(g: GuestMachineDefinition): GuestKind {
+  return g.image.libvirt !== undefined ? 'libvirt' : g.image.lab ? 'lab' : g.image.disk ? 'disk' : 'kernel';
+}
+
+/** The QEMU machine of a guest introvisor runs itself (every kind but libvirt's). */
 export function guestVmSpec(g: GuestMachineDefinition, runRoot: string, opts: { dieWithParent: boolean; images?: KernelBootImages; ovmf?: { code: string; varsTemplate: string } }): VmSpec {
   const layout = guestLayout(runRoot, g.name);
+  if (g.image.libvirt !== undefined) throw new Error(`guest ${g.name}: libvirt runs domain "${g.image.libvirt}": there is no QEMU command line of introvisor's for it`);
   const accel = g.accel ?? defaultAccel();
   let boot: VmBoot, baseImage: string, baseFormat: DiskFormat = 'qcow2';
   if (g.image.lab) {

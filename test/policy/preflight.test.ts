@@ -10,7 +10,7 @@ import { validatePolicy } from '../../src/policy/schema.js';
 import { DEFAULT_POLICY } from '../../src/policy/defaults.js';
 import type { Policy } from '../../src/policy/types.js';
 import { FilePolicyStore } from '../../src/ota/policy-store.js';
-import { policyGate } from '../../src/supervisor/supervisor.js';
+import { policyGate, preflightOnPolicyChange } from '../../src/supervisor/supervisor.js';
 
 const guests = [
   { name: 'web', introspection: true, critical: [{ name: 'nginx', canStart: true }] },
@@ -38,4 +38,19 @@ t.test('the gate makes the policy store roll back a policy the guests cannot car
   t.equal(store.current()?.version, 0, 'the previous policy runs');
   const good = await store.apply({ version: 3, source: 'ota:test', keyId: null, digest: null, document: { version: 1, maxActionsPerHour: 20, faults: { 'critical-process-missing': { ladder: [{ action: 'restart-vm', count: 1, verifyTimeoutSec: 10, backoffSec: 0 }] } } } });
   t.match(good, { ok: true, version: 3 });
+});
+
+t.test('a policy taken has the guests\' rungs checked again, each problem an alert, the policy kept', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'iv-gate-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const store = FilePolicyStore.open<Policy>(dir, validatePolicy, { document: { version: 1 }, source: 'test' });
+  const lines: string[] = [];
+  let problems: string[] = [];
+  store.subscribe(preflightOnPolicyChange(async () => problems, (l) => lines.push(l)));
+  t.match(await store.apply({ version: 2, source: 'ota:test', keyId: null, digest: null, document: { version: 1, maxActionsPerHour: 20 } }), { ok: true, version: 2 });
+  t.same(lines, [], 'nothing to say while every rung can run');
+  problems = ['guest web: /image/libvirt: /srv/golden.qcow2 does not exist'];
+  t.match(await store.apply({ version: 3, source: 'ota:test', keyId: null, digest: null, document: { version: 1, maxActionsPerHour: 21 } }), { ok: true, version: 3 });
+  t.same(lines, ['ALERT preflight at policy version 3: guest web: /image/libvirt: /srv/golden.qcow2 does not exist']);
+  t.equal(store.current()?.version, 3, 'the policy runs: the problem is the guest\'s');
 });

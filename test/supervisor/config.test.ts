@@ -23,7 +23,7 @@ t.test('errors name each field', async (t) => {
   t.match(msg, /\/guests\/0\/cpus must be >= 1/);
   t.match(msg, /\/guests\/0\/extra is not a known field/);
   t.throws(() => parseSupervisorConfig({ version: 1, database: 'x.db', guests: [{ name: 'a', image: {} }, { name: 'a', image: { lab: true } }] }, 'c.json'),
-    /\/guests\/0\/image needs exactly one of "lab": true, kernel \+ initrd \+ baseImage, or "disk" \(found none\); \/guests\/1\/name "a" is used by another guest/);
+    /\/guests\/0\/image needs exactly one of "lab": true, kernel \+ initrd \+ baseImage, "disk", or "libvirt" \(found none\); \/guests\/1\/name "a" is used by another guest/);
   t.throws(() => parseSupervisorConfig({ version: 1, database: 'x.db', guests: [{ name: 'a', image: { lab: true }, critical: [{ name: 'averyveryverylongname', start: ['rel/path'] }] }] }, 'c.json'),
     /\/guests\/0\/critical\/0\/comm is required .*; \/guests\/0\/critical\/0\/start\/0 must be an absolute path/);
   t.throws(() => parseSupervisorConfig({ version: 1, guests: [] }, 'c.json'), /\/database is required; \/guests must NOT have fewer than 1 items/);

@@ -13,6 +13,7 @@ import { get } from 'node:http';
 import { LiveSupervisor, makeHarness, FAST_POLICY } from './harness.js';
 import { loadDistroGuest } from '../../lab/distro-guest.js';
 import { run } from '../../src/util/exec.js';
+import { QemuGuestController } from '../../src/recovery/qemu-controller.js';
 import { Introspector } from '../../src/views/scan.js';
 import { compareProcesses, guestKallsyms, kallsymsLines, type PsRow } from '../introspection/ground-truth.js';
 import type { GuestAgentClient } from '../../src/qemu/guest-agent-client.js';
@@ -114,7 +115,7 @@ t.test('Debian 12 from its own disk: clean, views equal the guest\'s, nginx rest
   await s.start();
   await s.waitFor(/kernel baseline recorded at the first clean scan/, 900_000);
   const ctl = s.sup.controllers[0];
-  if (!ctl) throw new Error('no controller');
+  if (!(ctl instanceof QemuGuestController)) throw new Error('no QEMU controller');
   t.pass(`booted (firmware -> GRUB -> systemd -> agent) in ${ctl.vm.lastBootMs} ms; first clean scan ${Date.now() - t0} ms after start`);
   let agent = await s.agent();
   t.equal((await agent.shell('uname -r')).trim(), image.kernelAbi, 'the distro\'s own kernel, from its own disk');

@@ -11,6 +11,7 @@ import { SqliteLadderStateStore } from '../../src/store/ladder-state-store.js';
 import type { ActionJournalRow } from '../../src/policy/ladder-store.js';
 import type { GuestAgentClient } from '../../src/qemu/guest-agent-client.js';
 import { sleep } from '../../src/util/deadline.js';
+import { QemuGuestController } from '../../src/recovery/qemu-controller.js';
 
 export const FAST_POLICY = {
   version: 1,
@@ -56,6 +57,8 @@ export interface Harness {
 export function makeHarness(name: string, opts: {
   critical?: { name: string; start?: string[] }[]; scanIntervalSec?: number;
   guest?: (dir: string) => Record<string, unknown>; policy?: object; actionTimeoutsSec?: Record<string, number>;
+  /** Further top-level fields of the config (e.g. `libvirt`). */
+  config?: Record<string, unknown>;
 } = {}): Harness {
   const guest = name;
   const dir = mkdtempSync(join(tmpdir(), `iv-sup-${guest}-`));
@@ -70,6 +73,7 @@ export function makeHarness(name: string, opts: {
     runDir: 'run',
     onExit: 'stop-guests',
     ...(opts.actionTimeoutsSec ? { actionTimeoutsSec: opts.actionTimeoutsSec } : {}),
+    ...(opts.config ?? {}),
     guests: [opts.guest ? { ...opts.guest(dir), name: guest } : {
       name: guest, image: { lab: true }, memoryMiB: 256, cpus: 1,
       critical: opts.critical ?? [{ name: 'csdtest', start: ['/data/bin/csdtest', '-d'] }],
@@ -96,7 +100,11 @@ export class LiveSupervisor {
   }
   async start(): Promise<void> { await this.sup.start(); }
   async stop(): Promise<void> { await this.sup.stop(); }
-  agent(): Promise<GuestAgentClient> { return (this.sup.controllers[0] as NonNullable<(typeof this.sup.controllers)[0]>).vm.agent(); }
+  agent(): Promise<GuestAgentClient> {
+    const ctl = this.sup.controllers[0];
+    if (!(ctl instanceof QemuGuestController)) throw new Error('the harness\'s agent() is for a guest introvisor runs with QEMU');
+    return ctl.vm.agent();
+  }
   actions(): ActionJournalRow[] { return new SqliteLadderStateStore(this.sup.store.db).actions(this.h.guest); }
 
   /** Resolves with the first log line (from index `from`) matching re; rejects after timeoutMs naming what it waited for. */

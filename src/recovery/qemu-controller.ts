@@ -207,6 +207,24 @@ export class QemuGuestController implements GuestController {
     this.vm.release();
   }
 
+  /**
+   * Kills this guest's QEMU (launched or adopted) with SIGKILL at once, for a supervisor told to stop
+   * now; then waits (at most waitMs) for it to go and removes the files it leaves.
+   */
+  async killNow(waitMs = 2_000): Promise<void> {
+    const adopted = this.vm.running ? undefined : this.adoptedPid;
+    this.vm.retire();
+    if (adopted !== undefined && processAlive(adopted)) {
+      try { process.kill(adopted, 'SIGKILL'); } catch { /* gone */ }
+    }
+    const until = Date.now() + waitMs;
+    while (adopted !== undefined && processAlive(adopted) && Date.now() < until) await sleep(20);
+    this.dropAdopted();
+    // QEMU never removes its RAM file, and one killed leaves its sockets too.
+    this.vm.removeLeftovers();
+    this.vm.release();
+  }
+
   private qmp(): QmpClient {
     if (this.vm.running) return this.watchResets(this.vm.qmp);
     if (this.adoptedQmp && !this.adoptedQmp.isClosed) return this.adoptedQmp;

@@ -184,6 +184,12 @@ export class QemuVm {
       throw e;
     }
 
+    // Checked after the last await before the launch: a start under way when the VM was retired
+    // (a supervisor stopping now) launches nothing.
+    if (this.retired) {
+      if (claimedHere) this.release();
+      throw new Error(`guest ${this.name}: not started: the VM was retired (its supervisor is stopping)`);
+    }
     const t0 = Date.now();
     const args = this.qemuArgs();
     const argv = s.dieWithParent && findOnPath('setpriv') ? ['setpriv', '--pdeathsig', 'KILL', qemu, ...args] : [qemu, ...args];
@@ -286,6 +292,18 @@ export class QemuVm {
       return readFileSync(this.consolePath, 'utf8').split('\n').slice(-lines).join('\n');
     } catch {
       return '(no console log)';
+    }
+  }
+
+  private retired = false;
+
+  /** Kills a QEMU launched here now (SIGKILL) and refuses every later start: for a process about to exit. */
+  retire(): void {
+    this.retired = true;
+    const pid = this.child?.pid;
+    if (pid !== undefined && this.running) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      this.cleanupFiles();
     }
   }
 

@@ -4,7 +4,7 @@
 import { operatorActionEvent } from '../events/builders.js';
 import type { EventInput, OperatorPeer } from '../events/types.js';
 import { errorMessage } from '../util/errors.js';
-import { MAX_EXEC_OUTPUT_BYTES, type ControlRequest } from './protocol.js';
+import { MAX_EXEC_OUTPUT_BYTES, type ActionProgress, type ControlRequest } from './protocol.js';
 import { attackCommand } from './demo.js';
 import type { ConsoleGuest } from './types.js';
 import { findingView, moduleView, processView, syscallView } from './views.js';
@@ -56,7 +56,7 @@ export class ControlOperations {
    * Runs one request for `who` (in words), whose `peer` the kernel verified (the control socket;
    * null on the page); throws with what went wrong (the server turns that into an error reply).
    */
-  async handle(req: ControlRequest, who: string, peer: OperatorPeer | null = null): Promise<unknown> {
+  async handle(req: ControlRequest, who: string, peer: OperatorPeer | null = null, onProgress?: (p: ActionProgress) => void): Promise<unknown> {
     const op = { who, peer };
     switch (req.op) {
       case 'guests': return this.o.guests.map((g) => this.summary(g));
@@ -74,7 +74,7 @@ export class ControlOperations {
         break;
       }
       case 'action': return this.operator(req.guest, op, 'action', `${req.action}${req.target ? ` ${req.target}` : ''}`, async (g) => {
-        const r = await g.runAction(req.action, req.target ?? null);
+        const r = await g.runAction(req.action, req.target ?? null, req.progress ? onProgress : undefined);
         if (!r.ok) throw new Error(r.error ?? `${req.action} failed`);
         return { action: req.action, detail: r.detail, durationMs: r.durationMs };
       });

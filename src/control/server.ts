@@ -6,7 +6,7 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { errorMessage } from '../util/errors.js';
-import { MAX_REQUEST_BYTES, parseRequest, type ControlReply } from './protocol.js';
+import { MAX_REQUEST_BYTES, parseRequest, type ActionProgress, type ControlReply } from './protocol.js';
 import type { ControlOperations } from './operations.js';
 import { loadNative } from '../native/binding.js';
 
@@ -111,7 +111,9 @@ function serve(sock: Socket, ops: ControlOperations): void {
         let r: ControlReply;
         try {
           const req = parseRequest(line);
-          r = { ok: true, result: await ops.handle(req, who(peer, req.client), peer) };
+          // Progress lines go out while this request runs: replies are in order, so they are its own.
+          const progress = (p: ActionProgress): void => { if (!sock.destroyed) sock.write(`${JSON.stringify({ progress: p })}\n`); };
+          r = { ok: true, result: await ops.handle(req, who(peer, req.client), peer, progress) };
         } catch (e) {
           r = { ok: false, error: errorMessage(e) };
         }

@@ -38,6 +38,8 @@ export interface GuestController {
   resume?(timeoutMs: number): Promise<string>;
   /** Runs a program in the guest through its agent, for an operator. */
   exec?(argv: readonly string[], timeoutMs: number): Promise<GuestExecResult>;
+  /** The last lines of the guest's serial console as written (hostile text: shown, never parsed). */
+  consoleTail?(lines: number): string;
   /** Releases connections; leaves the VM as it is unless stopGuest. */
   close(opts: { stopGuest: boolean }): Promise<void>;
 }

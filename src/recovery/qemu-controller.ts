@@ -201,6 +201,10 @@ export class QemuGuestController implements GuestController {
     return 'VM stopped';
   }
 
+  consoleTail(lines: number): string {
+    return this.vm.consoleTail(lines);
+  }
+
   async close(opts: { stopGuest: boolean }): Promise<void> {
     if (opts.stopGuest) await this.stopQemu(10_000).catch(() => undefined);
     this.dropAdopted();

@@ -2,7 +2,7 @@
 // memory-backend-file the host can map, a QMP socket, a guest-agent socket and a
 // qcow2 overlay on a golden base image (restore = discard the overlay).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, unlinkSync, openSync, closeSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, unlinkSync, openSync, closeSync, fstatSync, readSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { QmpClient } from '../qemu/qmp-client.js';
@@ -287,11 +287,20 @@ export class QemuVm {
     await this.start({ freshDisk: true, ...(readyTimeoutMs ? { readyTimeoutMs } : {}) });
   }
 
+  /** The console log's last lines, from its last 16 KiB at most (the log grows with the guest's output). */
   consoleTail(lines: number): string {
+    let fd: number | undefined;
     try {
-      return readFileSync(this.consolePath, 'utf8').split('\n').slice(-lines).join('\n');
+      fd = openSync(this.consolePath, 'r');
+      const size = fstatSync(fd).size;
+      const len = Math.min(size, 16 * 1024);
+      const buf = Buffer.alloc(len);
+      const got = readSync(fd, buf, 0, len, size - len);
+      return buf.subarray(0, got).toString('utf8').split('\n').slice(-lines).join('\n');
     } catch {
       return '(no console log)';
+    } finally {
+      if (fd !== undefined) closeSync(fd);
     }
   }
 

@@ -82,7 +82,7 @@ t.test('the socket: mode 0600, bounded lines, every operator action recorded', a
   const guest: ConsoleGuest = {
     name: 'g1', scans: 3, get watching() { return watching; }, ladderState: initialLadderState('g1'), criticalNames: ['csdtest'],
     latestObservation: observation, trapState: () => ({ status: 'unavailable', detail: 'no write trap in this host kernel' }),
-    runAction: async (kind) => ({ ok: kind !== 'restore-image', detail: 'done', error: kind === 'restore-image' ? 'no golden image' : null, durationMs: 5 }),
+    runAction: async (kind, _target, onProgress) => { onProgress?.({ action: kind, elapsedMs: 1000, expectedMs: 2000, note: 'booting' }); return { ok: kind !== 'restore-image', detail: 'done', error: kind === 'restore-image' ? 'no golden image' : null, durationMs: 5 }; },
     releaseHold: async () => { released++; if (released > 1) throw new Error('guest g1 is not held'); return 'hold released'; },
     acceptBaseline: async () => 'baseline recorded',
     pauseWatching: () => { watching = false; }, resumeWatching: () => { watching = true; },
@@ -155,6 +155,13 @@ t.test('the socket: mode 0600, bounded lines, every operator action recorded', a
   t.same((events[9]?.payload as { peer: unknown }).peer, { uid, pid: child.pid }, 'the child\'s pid, from the kernel');
   t.equal((events[9]?.payload as { who: string }).who, `local cli uid ${uid} pid ${child.pid} (claims pid 4242)`);
   for (const e of events) t.equal(payloadProblem(e.kind, e.payload), null, 'schema-valid event');
+
+  // Progress lines before the reply, only when asked for.
+  const seen: unknown[] = [];
+  t.match(await controlRequest(path, { op: 'action', guest: 'g1', action: 'reboot-os', progress: true }, 5_000, (p) => seen.push(p)), { action: 'reboot-os' });
+  t.same(seen, [{ action: 'reboot-os', elapsedMs: 1000, expectedMs: 2000, note: 'booting' }], 'the progress line, then the reply');
+  await controlRequest(path, { op: 'action', guest: 'g1', action: 'reboot-os' }, 5_000, (p) => seen.push(p));
+  t.equal(seen.length, 1, 'none unasked');
 });
 
 t.test('peerCredentials: bounds-checked, unix sockets only', async (t) => {

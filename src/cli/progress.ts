@@ -33,7 +33,7 @@ export class ProgressPrinter {
 
   update(p: ActionProgress): void {
     if (this.out.isTTY) {
-      const width = Math.max(20, (this.out.columns ?? 80) - 1);
+      const width = Math.max(20, (this.out.columns || 80) - 1); // 0: a terminal that does not say
       this.out.write(`\r\x1b[K${progressLine(p, true).slice(0, width)}`);
       this.drawn = true;
     } else if (this.now() - this.lastPlainMs >= PLAIN_EVERY_MS) {

@@ -250,6 +250,13 @@ t.test('introvisor guest / inspect / demo against a running supervisor', async (
   let open = await json<{ findings: { kind: string }[] }>('findings');
   while (open.findings.some((f) => f.kind !== 'critical-process-missing') && Date.now() < healthy) { await sleep(1_000); open = await json('findings'); }
   t.same(open.findings.filter((f) => f.kind !== 'critical-process-missing').map((f) => f.kind), [], 'healthy again: no kernel finding open after the restores');
+  // The page after the attacks and their recoveries: the findings and the restores on the timeline.
+  await page.reload();
+  await page.waitForSelector('body[data-loaded]', { timeout: 20_000 });
+  await page.waitForFunction(() => (document.querySelector('#timeline')?.textContent ?? '').includes('restore-image'), undefined, { timeout: 20_000 });
+  t.match(await text('#timeline'), /syscall-table-changed[\s\S]*restore-image/, 'the timeline shows the hooked syscalls and their restore');
+  await page.screenshot({ path: join(shots, 'after-restores.png'), fullPage: true });
+  t.comment(`screenshot: ${join(shots, 'after-restores.png')}`);
   const mods2 = await json<{ rows: { mismatch: boolean; name: string }[] }>('modules');
   t.notOk(mods2.rows.some((r) => r.name === 'iv_hide_module'), 'the hidden module is gone');
 

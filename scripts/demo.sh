@@ -22,8 +22,21 @@ if [ ! -s "$state/web.token" ]; then
 fi
 
 broker_pid=""
-cleanup() { [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null || true; }
+sup=""
+# The end, however it comes (Ctrl-C, SIGTERM, an error): the supervisor stops its guest; a guest
+# it could not stop (it was killed) is stopped here; then the broker this script started.
+cleanup() {
+  if [ -n "$sup" ]; then
+    kill -TERM "$sup" 2>/dev/null || true
+    while kill -0 "$sup" 2>/dev/null; do wait "$sup" 2>/dev/null || true; done
+    node scripts/stop-left-guests.mjs examples/demo.json || true
+  fi
+  if [ -n "$broker_pid" ]; then kill "$broker_pid" 2>/dev/null || true; fi
+}
 trap cleanup EXIT
+# Background jobs in their own process groups: Ctrl-C reaches this script only, which hands the
+# supervisor ONE SIGTERM (a second signal tells it to stop at once, killing what it is booting).
+set -m
 if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
   conf=$(mktemp --suffix=.conf)
   printf 'listener 1883 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n' > "$conf"
@@ -37,6 +50,6 @@ echo "        node bin/introvisor.js demo attack kill-critical   # or hook-sysca
 echo "        node bin/introvisor.js guest demo ps               # findings, syscalls, modules, release, action ..."
 node dist/src/cli/main.js run --config examples/demo.json "$@" &
 sup=$!
-trap 'kill -TERM "$sup" 2>/dev/null || true' INT TERM
-wait "$sup" || true
-wait "$sup" 2>/dev/null || true
+# INT/TERM/HUP to this script: one SIGTERM to the supervisor per signal (again: it stops at once).
+trap 'kill -TERM "$sup" 2>/dev/null || true' INT TERM HUP
+while kill -0 "$sup" 2>/dev/null; do wait "$sup" 2>/dev/null || true; done

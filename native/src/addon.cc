@@ -5,6 +5,7 @@
 
 #include "address_space.h"
 #include "file_extents.h"
+#include "peer_cred.h"
 #include "physical_memory.h"
 #include "write_trap.h"
 
@@ -13,6 +14,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("AddressSpace", AddressSpace::Init(env));
   exports.Set("WriteTrap", WriteTrap::Init(env));
   exports.Set("fileDataExtents", Napi::Function::New(env, FileDataExtents, "fileDataExtents"));
+  exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
   return exports;
 }
 

@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { Ajv } from 'ajv';
 import { formatAjvErrors } from '../events/schemas.js';
 import { NotReachableError, TimeoutError } from '../util/errors.js';
-import { MAX_REPLY_BYTES, type ControlRequest } from './protocol.js';
+import { MAX_REPLY_BYTES, progressSchema, type ActionProgress, type ControlRequest } from './protocol.js';
 
 const validateReply = new Ajv({ strict: true }).compile({
   oneOf: [
@@ -13,8 +13,13 @@ const validateReply = new Ajv({ strict: true }).compile({
   ],
 });
 
-/** Sends a request and returns the result; throws the supervisor's error, or why it could not be asked. */
-export function controlRequest(path: string, req: ControlRequest, timeoutMs = 30_000): Promise<unknown> {
+const validateProgress = new Ajv({ strict: true }).compile(progressSchema);
+
+/**
+ * Sends a request and returns the result; throws the supervisor's error, or why it could not be asked.
+ * Progress lines before the reply (an action asked with progress: true) go to onProgress.
+ */
+export function controlRequest(path: string, req: ControlRequest, timeoutMs = 30_000, onProgress?: (p: ActionProgress) => void): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const sock = connect(path);
     let buf = Buffer.alloc(0);
@@ -32,17 +37,23 @@ export function controlRequest(path: string, req: ControlRequest, timeoutMs = 30
     sock.on('close', () => finish(new Error(`control socket ${path}: closed without a reply`)));
     sock.on('data', (d: Buffer) => {
       buf = Buffer.concat([buf, d]);
-      const nl = buf.indexOf(0x0a);
-      if (nl < 0) {
-        if (buf.length > MAX_REPLY_BYTES) finish(new Error(`control socket ${path}: reply longer than ${MAX_REPLY_BYTES} bytes`));
+      for (let nl = buf.indexOf(0x0a); nl >= 0 && !settled; nl = buf.indexOf(0x0a)) {
+        const line = buf.subarray(0, nl).toString('utf8');
+        buf = buf.subarray(nl + 1);
+        let data: unknown;
+        try { data = JSON.parse(line); } catch (e) { finish(new Error(`control socket ${path}: reply is not JSON: ${(e as Error).message}`)); return; }
+        if (typeof data === 'object' && data !== null && 'progress' in data) {
+          if (!validateProgress(data)) { finish(new Error(`control socket ${path}: not a progress line: ${formatAjvErrors(validateProgress.errors)}`)); return; }
+          onProgress?.((data as unknown as { progress: ActionProgress }).progress);
+          continue;
+        }
+        if (!validateReply(data)) { finish(new Error(`control socket ${path}: not a reply: ${formatAjvErrors(validateReply.errors)}`)); return; }
+        const r = data as { ok: boolean; result?: unknown; error?: string };
+        if (r.ok) finish(null, r.result);
+        else finish(new Error(r.error ?? 'failed'));
         return;
       }
-      let data: unknown;
-      try { data = JSON.parse(buf.subarray(0, nl).toString('utf8')); } catch (e) { finish(new Error(`control socket ${path}: reply is not JSON: ${(e as Error).message}`)); return; }
-      if (!validateReply(data)) { finish(new Error(`control socket ${path}: not a reply: ${formatAjvErrors(validateReply.errors)}`)); return; }
-      const r = data as { ok: boolean; result?: unknown; error?: string };
-      if (r.ok) finish(null, r.result);
-      else finish(new Error(r.error ?? 'failed'));
+      if (buf.length > MAX_REPLY_BYTES) finish(new Error(`control socket ${path}: reply longer than ${MAX_REPLY_BYTES} bytes`));
     });
   });
 }

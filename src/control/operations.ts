@@ -2,9 +2,9 @@
 // supervised guests. Every operator action is recorded as an operator-action
 // event (who, what, when, outcome), whatever its outcome.
 import { operatorActionEvent } from '../events/builders.js';
-import type { EventInput } from '../events/types.js';
+import type { EventInput, OperatorPeer } from '../events/types.js';
 import { errorMessage } from '../util/errors.js';
-import { MAX_EXEC_OUTPUT_BYTES, type ControlRequest } from './protocol.js';
+import { MAX_EXEC_OUTPUT_BYTES, type ActionProgress, type ControlRequest } from './protocol.js';
 import { attackCommand } from './demo.js';
 import type { ConsoleGuest } from './types.js';
 import { findingView, moduleView, processView, syscallView } from './views.js';
@@ -52,8 +52,12 @@ export class ControlOperations {
     };
   }
 
-  /** Runs one request for `who`; throws with what went wrong (the server turns that into an error reply). */
-  async handle(req: ControlRequest, who: string): Promise<unknown> {
+  /**
+   * Runs one request for `who` (in words), whose `peer` the kernel verified (the control socket;
+   * null on the page); throws with what went wrong (the server turns that into an error reply).
+   */
+  async handle(req: ControlRequest, who: string, peer: OperatorPeer | null = null, onProgress?: (p: ActionProgress) => void): Promise<unknown> {
+    const op = { who, peer };
     switch (req.op) {
       case 'guests': return this.o.guests.map((g) => this.summary(g));
       case 'view': {
@@ -69,22 +73,22 @@ export class ControlOperations {
         }
         break;
       }
-      case 'action': return this.operator(req.guest, who, 'action', `${req.action}${req.target ? ` ${req.target}` : ''}`, async (g) => {
-        const r = await g.runAction(req.action, req.target ?? null);
+      case 'action': return this.operator(req.guest, op, 'action', `${req.action}${req.target ? ` ${req.target}` : ''}`, async (g) => {
+        const r = await g.runAction(req.action, req.target ?? null, req.progress ? onProgress : undefined);
         if (!r.ok) throw new Error(r.error ?? `${req.action} failed`);
         return { action: req.action, detail: r.detail, durationMs: r.durationMs };
       });
-      case 'release': return this.operator(req.guest, who, 'release', null, async (g) => ({ detail: await g.releaseHold() }));
-      case 'baseline-accept': return this.operator(req.guest, who, 'baseline-accept', null, async (g) => ({ detail: await g.acceptBaseline() }));
-      case 'pause': return this.operator(req.guest, who, 'pause', null, async (g) => { g.pauseWatching(); return { watching: false }; });
-      case 'resume': return this.operator(req.guest, who, 'resume', null, async (g) => { g.resumeWatching(); return { watching: true }; });
-      case 'exec': return this.operator(req.guest, who, 'exec', req.argv.join(' '), async (g) => {
+      case 'release': return this.operator(req.guest, op, 'release', null, async (g) => ({ detail: await g.releaseHold() }));
+      case 'baseline-accept': return this.operator(req.guest, op, 'baseline-accept', null, async (g) => ({ detail: await g.acceptBaseline() }));
+      case 'pause': return this.operator(req.guest, op, 'pause', null, async (g) => { g.pauseWatching(); return { watching: false }; });
+      case 'resume': return this.operator(req.guest, op, 'resume', null, async (g) => { g.resumeWatching(); return { watching: true }; });
+      case 'exec': return this.operator(req.guest, op, 'exec', req.argv.join(' '), async (g) => {
         const r = await g.exec(req.argv, (req.timeoutSec ?? 30) * 1000);
         const out = cutText(r.stdout);
         const err = cutText(r.stderr);
         return { exitCode: r.exitCode, signal: r.signal, stdout: out.text, stderr: err.text, truncated: r.truncated || out.truncated || err.truncated };
       });
-      case 'demo-attack': return this.operator(req.guest, who, 'demo-attack', req.attack, async (g) => {
+      case 'demo-attack': return this.operator(req.guest, op, 'demo-attack', req.attack, async (g) => {
         if (!(this.o.demoGuests ?? []).includes(g.name)) throw new Error(`guest ${g.name} does not run the lab's images: no demo attacks there`);
         const line = attackCommand(req.attack, g.criticalNames);
         const r = await g.exec(['/bin/sh', '-c', line], 30_000);
@@ -96,12 +100,12 @@ export class ControlOperations {
   }
 
   /** Runs an operator action and records what came of it. */
-  private async operator<T>(guestName: string, who: string, operation: string, detail: string | null, fn: (g: ConsoleGuest) => Promise<T>): Promise<T> {
+  private async operator<T>(guestName: string, { who, peer }: { who: string; peer: OperatorPeer | null }, operation: string, detail: string | null, fn: (g: ConsoleGuest) => Promise<T>): Promise<T> {
     const startedAtMs = Date.now();
     const g = this.o.guests.find((x) => x.name === guestName);
     const done = (outcome: 'ok' | 'failed' | 'refused', error: string | null): void => {
       this.o.log?.(`operator ${who}: ${operation}${detail ? ` ${detail}` : ''} on ${guestName}: ${outcome}${error ? ` (${error})` : ''}`);
-      this.o.record([operatorActionEvent({ guest: g ? g.name : null, who, operation, detail, outcome, error, startedAtMs, durationMs: Date.now() - startedAtMs })]);
+      this.o.record([operatorActionEvent({ guest: g ? g.name : null, who, peer, operation, detail, outcome, error, startedAtMs, durationMs: Date.now() - startedAtMs })]);
     };
     if (!g) {
       const e = `no supervised guest "${guestName}"`;

@@ -26,13 +26,40 @@ export interface ClientInfo { readonly name: string; readonly pid?: number }
 export type ControlRequest =
   | { readonly op: 'guests'; readonly client?: ClientInfo }
   | { readonly op: 'view'; readonly guest: string; readonly view: ViewName; readonly client?: ClientInfo }
-  | { readonly op: 'action'; readonly guest: string; readonly action: ActionKind; readonly target?: string; readonly client?: ClientInfo }
+  /** progress: the server sends progress lines (ControlProgress) while the action runs, before the reply. */
+  | { readonly op: 'action'; readonly guest: string; readonly action: ActionKind; readonly target?: string; readonly progress?: boolean; readonly client?: ClientInfo }
   | { readonly op: 'release' | 'baseline-accept' | 'pause' | 'resume'; readonly guest: string; readonly client?: ClientInfo }
   | { readonly op: 'exec'; readonly guest: string; readonly argv: readonly string[]; readonly timeoutSec?: number; readonly client?: ClientInfo }
   /** The demo's attacks, on lab guests only. */
   | { readonly op: 'demo-attack'; readonly guest: string; readonly attack: Attack; readonly client?: ClientInfo };
 
 export type ControlReply = { readonly ok: true; readonly result: unknown } | { readonly ok: false; readonly error: string };
+
+/** How far a long operation is, sent about once a second while it runs (a line of its own before the reply). */
+export interface ActionProgress {
+  readonly action: string;
+  readonly elapsedMs: number;
+  /** How long the same action took last time on this guest (null: never ran); percentages are estimates against it. */
+  readonly expectedMs: number | null;
+  /** What the guest shows now: the last line of its serial console (printable ASCII, cut), or null. */
+  readonly note: string | null;
+}
+export interface ControlProgress { readonly progress: ActionProgress }
+
+export const progressSchema: Schema = {
+  type: 'object', additionalProperties: false, required: ['progress'],
+  properties: {
+    progress: {
+      type: 'object', additionalProperties: false, required: ['action', 'elapsedMs', 'expectedMs', 'note'],
+      properties: {
+        action: { type: 'string', maxLength: 64 },
+        elapsedMs: { type: 'number', minimum: 0 },
+        expectedMs: { anyOf: [{ type: 'number', minimum: 0 }, { type: 'null' }] },
+        note: { anyOf: [{ type: 'string', maxLength: 200 }, { type: 'null' }] },
+      },
+    },
+  },
+};
 
 type Schema = Record<string, unknown>;
 const guest: Schema = { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' };
@@ -50,7 +77,7 @@ export const requestSchema: Schema = {
   oneOf: [
     req({ const: 'guests' }, {}),
     req({ const: 'view' }, { guest, view: { enum: [...VIEW_NAMES] } }),
-    req({ const: 'action' }, { guest, action: { enum: [...ACTION_KINDS] }, target: { type: 'string', minLength: 1, maxLength: 256 } }, ['target']),
+    req({ const: 'action' }, { guest, action: { enum: [...ACTION_KINDS] }, target: { type: 'string', minLength: 1, maxLength: 256 }, progress: { type: 'boolean' } }, ['target', 'progress']),
     req({ enum: ['release', 'baseline-accept', 'pause', 'resume'] }, { guest }),
     req({ const: 'exec' }, {
       guest,

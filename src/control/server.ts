@@ -6,8 +6,9 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { errorMessage } from '../util/errors.js';
-import { MAX_REQUEST_BYTES, parseRequest, type ControlReply } from './protocol.js';
+import { MAX_REQUEST_BYTES, parseRequest, type ActionProgress, type ControlReply } from './protocol.js';
 import type { ControlOperations } from './operations.js';
+import { loadNative } from '../native/binding.js';
 
 /** Connections served at once; more are closed at once. */
 export const MAX_CONNECTIONS = 16;
@@ -26,13 +27,33 @@ function answers(path: string): Promise<boolean> {
   });
 }
 
+/** The peer as the kernel recorded it when it connected (SO_PEERCRED), or null when it cannot be read. */
+export interface Peer { readonly uid: number; readonly pid: number }
+
 /**
- * Who is at the other end. Node does not expose SO_PEERCRED; the socket's mode
- * already limits peers to the supervisor's own user, so the peer is "local",
- * with what the client says of itself (its channel and pid, as claimed).
+ * SO_PEERCRED through the native addon on the connection's fd (Node exposes neither; the fd is
+ * read from the socket's handle, which every unix socket of Node's has on Linux). null, and the
+ * claim stays unverified, when either is missing; the socket's 0600 mode is the access control.
  */
-function who(claim: { name: string; pid?: number } | undefined): string {
-  return claim ? `local ${claim.name}${claim.pid !== undefined ? ` pid ${claim.pid} (claimed)` : ''}` : 'local';
+export function peerOf(sock: Socket): Peer | null {
+  const fd = (sock as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) return null;
+  try {
+    const c = loadNative().peerCredentials(fd);
+    return Number.isInteger(c.uid) && Number.isInteger(c.pid) && c.pid > 0 ? { uid: c.uid, pid: c.pid } : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Who is at the other end, in words: the verified uid and pid when the kernel told them, with the
+ * channel the client names (cli, web); a pid the client claims that differs is shown as a claim.
+ */
+export function who(peer: Peer | null, claim: { name: string; pid?: number } | undefined): string {
+  const channel = claim ? ` ${claim.name}` : '';
+  if (peer) return `local${channel} uid ${peer.uid} pid ${peer.pid}${claim?.pid !== undefined && claim.pid !== peer.pid ? ` (claims pid ${claim.pid})` : ''}`;
+  return `local${channel}${claim?.pid !== undefined ? ` pid ${claim.pid} (claimed)` : ''}`;
 }
 
 export async function startControlServer(path: string, ops: ControlOperations, log: (line: string) => void = () => undefined): Promise<ControlServer> {
@@ -73,6 +94,8 @@ export async function startControlServer(path: string, ops: ControlOperations, l
 }
 
 function serve(sock: Socket, ops: ControlOperations): void {
+  // Fixed by the kernel at connect: read once.
+  const peer = peerOf(sock);
   let buf = Buffer.alloc(0);
   let chain: Promise<void> = Promise.resolve();
   const reply = (r: ControlReply): void => { if (!sock.destroyed) sock.write(`${JSON.stringify(r)}\n`); };
@@ -88,7 +111,9 @@ function serve(sock: Socket, ops: ControlOperations): void {
         let r: ControlReply;
         try {
           const req = parseRequest(line);
-          r = { ok: true, result: await ops.handle(req, who(req.client)) };
+          // Progress lines go out while this request runs: replies are in order, so they are its own.
+          const progress = (p: ActionProgress): void => { if (!sock.destroyed) sock.write(`${JSON.stringify({ progress: p })}\n`); };
+          r = { ok: true, result: await ops.handle(req, who(peer, req.client), peer, progress) };
         } catch (e) {
           r = { ok: false, error: errorMessage(e) };
         }

@@ -7,6 +7,7 @@ import type { ActionResult } from '../recovery/actions.js';
 import type { GuestExecResult } from '../recovery/guest-controller.js';
 import type { TrapStatus } from '../trap/syscall-table-trap.js';
 import type { KernelSnapshot } from '../views/types.js';
+import type { ActionProgress } from './protocol.js';
 
 /** The latest cycle's view of a guest: what it said of itself, what its memory showed, what was judged. */
 export interface GuestObservation {
@@ -29,8 +30,8 @@ export interface ConsoleGuest {
   latestObservation(): GuestObservation | null;
   /** The write trap's state, with the reason when it is not armed; status 'off' when it is configured off. */
   trapState(): { readonly status: TrapStatus; readonly detail: string | null };
-  /** Runs a recovery action now (between watch cycles), recorded like the ladder's. */
-  runAction(kind: ActionKind, target: string | null): Promise<ActionResult>;
+  /** Runs a recovery action now (between watch cycles), recorded like the ladder's; onProgress about once a second while it runs. */
+  runAction(kind: ActionKind, target: string | null, onProgress?: (p: ActionProgress) => void): Promise<ActionResult>;
   /** Ends a hold: exhausted ladders start over and a paused or stopped VM runs again. Says what it did. */
   releaseHold(): Promise<string>;
   /** Takes the latest scan's kernel as the known-good baseline. Says what it recorded. */

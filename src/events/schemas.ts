@@ -69,7 +69,7 @@ export const payloadSchemas: { readonly [K in EventKind]: Schema } = {
   }),
   'outbox-dropped': obj({ dropped: int(1), firstSeq: int(1), lastSeq: int(1), limit: int(1) }),
   'operator-action': obj({
-    guest: nullable(guest), who: str(128), operation: name, detail: nullable(str(1000)),
+    guest: nullable(guest), who: str(128), peer: nullable(obj({ uid: int(), pid: int(1) })), operation: name, detail: nullable(str(1000)),
     outcome: { enum: ['ok', 'failed', 'refused'] }, error: nullable(str(2000)), startedAtMs: ms, durationMs: num(0),
   }),
 };

@@ -176,12 +176,20 @@ export interface OutboxDroppedPayload {
   readonly limit: number;
 }
 
+/** The requesting process as the kernel recorded it on the control socket (SO_PEERCRED). */
+export interface OperatorPeer {
+  readonly uid: number;
+  readonly pid: number;
+}
+
 /** Something an operator asked of the supervisor (control socket, CLI, web page), with its outcome. */
 export interface OperatorActionPayload {
   /** The guest it was aimed at; null for device-wide requests. */
   readonly guest: string | null;
-  /** Who asked: the socket peer ("uid=0 pid=1234") or "local", and the channel ("cli", "web"). */
+  /** Who asked, in words: "local cli uid 0 pid 1234" (control socket), "web token from <address>" (page). */
   readonly who: string;
+  /** The control socket's peer as the kernel verified it; null on the page, or where it could not be read. */
+  readonly peer: OperatorPeer | null;
   /** The operation, e.g. "action", "release", "baseline-accept", "pause", "resume", "exec". */
   readonly operation: string;
   /** Its argument in words, e.g. the action kind or the command line; null when none. */

@@ -51,6 +51,8 @@ export interface NativeBinding {
   AddressSpace: new (memory: NativePhysicalMemory, layout: BigUint64Array, root: bigint, levels: 4 | 5) => NativeAddressSpace;
   /** [start, end)* byte ranges of a sparse file that hold data (native/src/file_extents.cc). */
   fileDataExtents(path: string): BigUint64Array;
+  /** The peer of a connected unix socket fd as the kernel recorded it at connect (SO_PEERCRED; native/src/peer_cred.cc). */
+  peerCredentials(fd: number): { pid: number; uid: number; gid: number };
   /** Attaches the write trap to QEMU `qemuPid`'s VM; throws an Error with .code (errno name or ENOVMFD) and .step. */
   WriteTrap: new (qemuPid: number, ringRecords?: number) => NativeWriteTrap;
 }

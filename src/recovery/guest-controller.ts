@@ -43,6 +43,8 @@ export interface GuestController {
    * its kernel was under way is still booting, and is not down.
    */
   waitForAgent?(timeoutMs: number): Promise<string>;
+  /** The last lines of the guest's serial console as written (hostile text: shown, never parsed). */
+  consoleTail?(lines: number): string;
   /** Releases connections; leaves the VM as it is unless stopGuest. */
   close(opts: { stopGuest: boolean }): Promise<void>;
 }

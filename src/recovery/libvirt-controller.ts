@@ -274,6 +274,14 @@ export class LibvirtGuestController implements GuestController {
     return 'domain destroyed (virsh destroy)';
   }
 
+  /** Stop at once (a second signal to the supervisor): libvirt destroys the domain; its own start or restore in progress fails. */
+  async killNow(): Promise<void> {
+    this.closed = true;
+    await this.destroy().catch(() => undefined);
+    this.events?.close();
+    this.events = undefined;
+  }
+
   async close(opts: { stopGuest: boolean }): Promise<void> {
     this.closed = true;
     if (opts.stopGuest) await this.destroy().catch(() => undefined);

@@ -205,9 +205,31 @@ export class QemuGuestController implements GuestController {
     return 'VM stopped';
   }
 
+  consoleTail(lines: number): string {
+    return this.vm.consoleTail(lines);
+  }
+
   async close(opts: { stopGuest: boolean }): Promise<void> {
     if (opts.stopGuest) await this.stopQemu(10_000).catch(() => undefined);
     this.dropAdopted();
+    this.vm.release();
+  }
+
+  /**
+   * Kills this guest's QEMU (launched or adopted) with SIGKILL at once, for a supervisor told to stop
+   * now; then waits (at most waitMs) for it to go and removes the files it leaves.
+   */
+  async killNow(waitMs = 2_000): Promise<void> {
+    const adopted = this.vm.running ? undefined : this.adoptedPid;
+    this.vm.retire();
+    if (adopted !== undefined && processAlive(adopted)) {
+      try { process.kill(adopted, 'SIGKILL'); } catch { /* gone */ }
+    }
+    const until = Date.now() + waitMs;
+    while (adopted !== undefined && processAlive(adopted) && Date.now() < until) await sleep(20);
+    this.dropAdopted();
+    // QEMU never removes its RAM file, and one killed leaves its sockets too.
+    this.vm.removeLeftovers();
     this.vm.release();
   }
 

@@ -19,6 +19,7 @@ import type { ActionKind, Policy } from '../policy/types.js';
 import { DEFAULT_ACTION_TIMEOUT_MS, executeAction, type ActionResult, type CriticalProcessConfig } from '../recovery/actions.js';
 import type { GuestController, GuestExecResult } from '../recovery/guest-controller.js';
 import type { ConsoleGuest, GuestObservation } from '../control/types.js';
+import type { ActionProgress } from '../control/protocol.js';
 import { errorMessage } from '../util/errors.js';
 import type { KernelSnapshot } from '../views/types.js';
 import { PAGED_HASH_PREFIX } from '../views/integrity.js';
@@ -149,7 +150,10 @@ export class GuestWatch implements ConsoleGuest {
   }
 
   /** An operator's recovery action, through the same executor as the ladder's, between cycles. */
-  runAction(kind: ActionKind, target: string | null): Promise<ActionResult> {
+  /** How long each action kind last took here (ladder's and operator's): what progress is measured against. */
+  private readonly lastActionMs = new Map<ActionKind, number>();
+
+  runAction(kind: ActionKind, target: string | null, onProgress?: (p: ActionProgress) => void): Promise<ActionResult> {
     return this.exclusive(async () => {
       if (this.state.pending) throw new Error(`guest ${this.name}: the ladder's ${this.state.pending.action} is in progress`);
       const tgt = target ?? (kind === 'restart-process' ? this.o.critical.map((c) => c.name).join(',') || null : null);
@@ -157,7 +161,17 @@ export class GuestWatch implements ConsoleGuest {
       this.log(`operator action ${kind}${tgt ? ` on ${tgt}` : ''}`);
       if (kind === 'reboot-os' || kind === 'restart-vm' || kind === 'restore-image') this.o.trap?.guard.beforeKernelRestart();
       const timeout = this.o.actionTimeoutsMs?.[kind] ?? DEFAULT_ACTION_TIMEOUT_MS[kind];
-      const res = await executeAction(this.o.controller, { action: kind, target: tgt }, this.o.critical, timeout);
+      const expectedMs = this.lastActionMs.get(kind) ?? null;
+      const tick = onProgress ? setInterval(() => {
+        onProgress({ action: kind, elapsedMs: Date.now() - startedAtMs, expectedMs, note: consoleNote(this.o.controller) });
+      }, 1_000) : undefined;
+      let res: ActionResult;
+      try {
+        res = await executeAction(this.o.controller, { action: kind, target: tgt }, this.o.critical, timeout);
+      } finally {
+        clearInterval(tick);
+      }
+      if (res.ok) this.lastActionMs.set(kind, res.durationMs);
       this.log(`operator action ${kind} ${res.ok ? 'done' : 'FAILED'} in ${res.durationMs} ms: ${res.detail ?? res.error}`);
       this.record([actionEvent({
         guest: this.name, actionId: `${this.name}:operator:${startedAtMs}:${kind}`, action: kind, fault: null, target: tgt,
@@ -402,6 +416,7 @@ export class GuestWatch implements ConsoleGuest {
       // A restarted kernel may put anything on the table's old pages: unprotect them first (re-armed after the next clean scan).
       if (a.action === 'reboot-os' || a.action === 'restart-vm' || a.action === 'restore-image') this.o.trap?.guard.beforeKernelRestart();
       const res: ActionResult = await executeAction(ctl, a, this.o.critical, timeout);
+      if (res.ok) this.lastActionMs.set(a.action, res.durationMs);
       const c = completeAction(this.state, a.actionId, { ok: res.ok, error: res.error }, Date.now(), policy);
       this.adopt(c.state, (s) => this.o.ladders.finishAction(s, a.actionId, res.ok ? 'ok' : 'failed', res.error, Date.now()));
       this.log(`action ${a.action} ${res.ok ? 'done' : 'FAILED'} in ${res.durationMs} ms: ${res.detail ?? res.error}`);
@@ -417,6 +432,14 @@ export class GuestWatch implements ConsoleGuest {
       this.log(`HOLD ${note}`);
     }
   }
+}
+
+/** The guest console's last non-empty line, printable ASCII only and cut: a progress note, never parsed. */
+function consoleNote(ctl: GuestController): string | null {
+  if (!ctl.consoleTail) return null;
+  const lines = ctl.consoleTail(5).split('\n').map((l) => l.replace(/[^\x20-\x7e]+/g, ' ').trim()).filter((l) => l !== '');
+  const last = lines[lines.length - 1];
+  return last === undefined ? null : last.slice(0, 200);
 }
 
 /** The baseline has this boot's image hashes, taken as page hashes (so only the rotating share needs rehashing). */

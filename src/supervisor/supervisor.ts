@@ -171,8 +171,15 @@ export class Supervisor {
     this.services?.storeHealthChanged(h);
   }
 
+  private starting: Promise<void> | null = null;
+
   /** Boots or adopts every guest (concurrently; one that fails to start is retried by its loop) and starts watching. */
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    this.starting ??= this.startOnce();
+    return this.starting;
+  }
+
+  private async startOnce(): Promise<void> {
     // What every rung of every guest's ladder needs, checked before anything starts.
     const problems = await this.guestPreflight();
     if (problems.length) throw new Error(`preflight: ${problems.join('; ')}`);
@@ -217,6 +224,9 @@ export class Supervisor {
   /** Graceful stop: each loop finishes its cycle, then guests stop (or stay, per onExit) and the store closes. */
   async stop(): Promise<void> {
     this.stopping = true;
+    // A stop while start() sets up (services, control socket) waits for it: what it starts after
+    // this point would otherwise never be stopped. Its loops see `stopping` and boot nothing.
+    await this.starting?.catch(() => undefined);
     for (const w of this.wakers) w();
     for (const w of this.watches) w.stop();
     await this.control?.close();
@@ -227,5 +237,18 @@ export class Supervisor {
     this.recorder.flush();
     this.store.close();
     this.stateLock.release();
+  }
+
+  /**
+   * Stop at once, for a process about to exit (a second Ctrl-C): the cycles in progress are not
+   * waited for; with onExit stop-guests the guests' QEMU are killed (a guest booting or being
+   * restored included), else they stay for the next supervisor to adopt. Events waiting in memory
+   * are written; the store is left to SQLite's own recovery.
+   */
+  async stopNow(): Promise<void> {
+    this.stopping = true;
+    for (const w of this.watches) w.stop();
+    if (this.config.onExit === 'stop-guests') await Promise.allSettled(this.controllers.map((c) => c.killNow()));
+    this.recorder.flush();
   }
 }

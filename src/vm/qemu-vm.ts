@@ -2,7 +2,7 @@
 // memory-backend-file the host can map, a QMP socket, a guest-agent socket and a
 // qcow2 overlay on a golden base image (restore = discard the overlay).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, unlinkSync, openSync, closeSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, unlinkSync, openSync, closeSync, fstatSync, readSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { QmpClient } from '../qemu/qmp-client.js';
@@ -184,6 +184,12 @@ export class QemuVm {
       throw e;
     }
 
+    // Checked after the last await before the launch: a start under way when the VM was retired
+    // (a supervisor stopping now) launches nothing.
+    if (this.retired) {
+      if (claimedHere) this.release();
+      throw new Error(`guest ${this.name}: not started: the VM was retired (its supervisor is stopping)`);
+    }
     const t0 = Date.now();
     const args = this.qemuArgs();
     const argv = s.dieWithParent && findOnPath('setpriv') ? ['setpriv', '--pdeathsig', 'KILL', qemu, ...args] : [qemu, ...args];
@@ -281,11 +287,32 @@ export class QemuVm {
     await this.start({ freshDisk: true, ...(readyTimeoutMs ? { readyTimeoutMs } : {}) });
   }
 
+  /** The console log's last lines, from its last 16 KiB at most (the log grows with the guest's output). */
   consoleTail(lines: number): string {
+    let fd: number | undefined;
     try {
-      return readFileSync(this.consolePath, 'utf8').split('\n').slice(-lines).join('\n');
+      fd = openSync(this.consolePath, 'r');
+      const size = fstatSync(fd).size;
+      const len = Math.min(size, 16 * 1024);
+      const buf = Buffer.alloc(len);
+      const got = readSync(fd, buf, 0, len, size - len);
+      return buf.subarray(0, got).toString('utf8').split('\n').slice(-lines).join('\n');
     } catch {
       return '(no console log)';
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+    }
+  }
+
+  private retired = false;
+
+  /** Kills a QEMU launched here now (SIGKILL) and refuses every later start: for a process about to exit. */
+  retire(): void {
+    this.retired = true;
+    const pid = this.child?.pid;
+    if (pid !== undefined && this.running) {
+      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      this.cleanupFiles();
     }
   }
 

@@ -2,7 +2,8 @@
 // in headless Chromium (views, a plot, a hold released, a destructive action
 // through its confirm step, actions without the token or CSRF value refused;
 // screenshots kept), then every `introvisor guest` subcommand, `inspect` and
-// `demo attack` run as the CLI against the supervisor's control socket. The
+// `demo attack` run as the CLI against the supervisor's control socket (all four
+// attacks, each to its recovery: two by restart/reboot, two by an image restore). The
 // guest starts held: its second critical process ("sleep") has no start
 // command, so its one-rung ladder is exhausted at once (and again after each
 // release) until the operator starts a sleeper.
@@ -215,13 +216,64 @@ t.test('introvisor guest / inspect / demo against a running supervisor', async (
   await s.waitFor(/action reboot-os \(attempt 1\/2\) for hidden-process/, 10_000, hidden.index);
   await s.waitFor(/ladder hidden-process: verified/, 120_000, hidden.index);
 
+  // The two attacks whose ladder restores the image: hooked syscalls from the page, a hidden module
+  // from the CLI; each goes finding -> restore-image -> healthy. Before each: the new boot's kernel
+  // baseline, and a sleeper started (a reboot ends it, so the guest is held again, and a held guest
+  // takes no action).
+  const readyAfterBoot = async (from: number): Promise<void> => {
+    await s.waitFor(/kernel baseline: new boot recorded/, 120_000, from);
+    const held = await s.waitFor(/HOLD held: critical-process-missing/, 60_000, from);
+    t.equal((await guest('exec', '--', '/bin/sh', '-c', 'sleep 100000 </dev/null >/dev/null 2>&1 &')).code, 0, 'a sleeper started');
+    await s.waitFor(/finding cleared: critical-process-missing/, 30_000, held.index);
+    await s.waitFor(/hold released: no fault ladder is exhausted/, 10_000, held.index);
+  };
+  await readyAfterBoot(hidden.index);
+  const f4 = s.lines.length;
+  await page.click('button[data-attack="hook-syscall"]');
+  await page.waitForSelector('body[data-op="done"]', { timeout: 30_000 });
+  t.match(await text('#op-result'), /done: demo-attack hook-syscall — played: insmod \/lib\/introvisor\/iv_syscall_hook\.ko/, 'hook-syscall from the page');
+  const hooked = await s.waitFor(/finding raised: syscall-table-changed: .*sys_call_table\[39\] points to .* in module iv_syscall_hook/, 20_000, f4);
+  await s.waitFor(/action restore-image \(attempt 1\/1\) for (syscall-table-changed|kernel-integrity-changed)/, 20_000, hooked.index);
+  await s.waitFor(/finding cleared: syscall-table-changed/, 240_000, hooked.index);
+  const sc2 = await json<{ tables: { table: string; suspicious: number }[] }>('syscalls');
+  t.ok(sc2.tables.some((x) => x.table === 'sys_call_table' && x.suspicious === 0), 'sys_call_table clean again after the restore');
+  await readyAfterBoot(hooked.index);
+  const f5 = s.lines.length;
+  const hm = await cli('demo', 'attack', 'hide-module', h.guest, '--socket', socket);
+  t.equal(hm.code, 0, hm.stderr);
+  t.match(hm.stdout, /played: insmod \/lib\/introvisor\/iv_hide_module\.ko/);
+  const hiddenMod = await s.waitFor(/finding raised: hidden-module/, 20_000, f5);
+  await s.waitFor(/action restore-image \(attempt 1\/1\) for (hidden-module|unowned-kernel-code)/, 20_000, hiddenMod.index);
+  await s.waitFor(/finding cleared: hidden-module/, 240_000, hiddenMod.index);
+  // Healthy: no kernel finding open (the sleeper, again ended by the restore, is the test's own fault).
+  const healthy = Date.now() + 60_000;
+  let open = await json<{ findings: { kind: string }[] }>('findings');
+  while (open.findings.some((f) => f.kind !== 'critical-process-missing') && Date.now() < healthy) { await sleep(1_000); open = await json('findings'); }
+  t.same(open.findings.filter((f) => f.kind !== 'critical-process-missing').map((f) => f.kind), [], 'healthy again: no kernel finding open after the restores');
+  // The page after the attacks and their recoveries: the findings and the restores on the timeline.
+  await page.reload();
+  await page.waitForSelector('body[data-loaded]', { timeout: 20_000 });
+  await page.waitForFunction(() => (document.querySelector('#timeline')?.textContent ?? '').includes('restore-image'), undefined, { timeout: 20_000 });
+  t.match(await text('#timeline'), /syscall-table-changed[\s\S]*restore-image/, 'the timeline shows the hooked syscalls and their restore');
+  await page.screenshot({ path: join(shots, 'after-restores.png'), fullPage: true });
+  t.comment(`screenshot: ${join(shots, 'after-restores.png')}`);
+  const mods2 = await json<{ rows: { mismatch: boolean; name: string }[] }>('modules');
+  t.notOk(mods2.rows.some((r) => r.name === 'iv_hide_module'), 'the hidden module is gone');
+
   const rows = s.sup.store.db.prepare("SELECT payload FROM events WHERE kind = 'operator-action' ORDER BY seq").all() as { payload: string }[];
-  const ops = rows.map((r) => JSON.parse(r.payload) as { operation: string; outcome: string; who: string; detail: string | null });
+  const ops = rows.map((r) => JSON.parse(r.payload) as { operation: string; outcome: string; who: string; peer: { uid: number; pid: number } | null; detail: string | null });
   t.same(ops.map((o) => `${o.operation}:${o.outcome}`),
-    ['release:ok', 'action:ok', 'release:ok', 'exec:ok', 'exec:ok', 'release:failed', 'action:ok', 'baseline-accept:ok', 'pause:ok', 'resume:ok', 'demo-attack:ok', 'demo-attack:ok'],
+    ['release:ok', 'action:ok', 'release:ok', 'exec:ok', 'exec:ok', 'release:failed', 'action:ok', 'baseline-accept:ok', 'pause:ok', 'resume:ok',
+      'demo-attack:ok', 'demo-attack:ok', 'exec:ok', 'demo-attack:ok', 'exec:ok', 'demo-attack:ok'],
     'every operator action recorded with its outcome');
-  t.ok([...ops.slice(0, 2), ops[ops.length - 2]].every((o) => /^web token from 127\.0\.0\.1$/.test(o?.who ?? '')), `who asked from the page: ${ops[0]?.who}`);
-  t.ok([...ops.slice(2, -2), ops[ops.length - 1]].every((o) => /^local cli pid \d+ \(claimed\)$/.test(o?.who ?? '')), 'who asked from the CLI');
+  const fromPage = [0, 1, 10, 13];
+  const web = ops.filter((_, i) => fromPage.includes(i));
+  const local = ops.filter((_, i) => !fromPage.includes(i));
+  t.ok(web.every((o) => /^web token from 127\.0\.0\.1$/.test(o.who)), `who asked from the page: ${ops[0]?.who}`);
+  // The CLI's pid as the kernel tells it (SO_PEERCRED), root's uid: the CLI processes are children of this test.
+  t.ok(local.every((o) => /^local cli uid 0 pid \d+$/.test(o.who) && o.peer?.uid === 0 && o.who.endsWith(` pid ${o.peer.pid}`)),
+    `who asked from the CLI, verified: ${ops[2]?.who}`);
+  t.ok(web.every((o) => o.peer === null), 'no peer credentials from the page');
   const opActions = s.sup.store.db.prepare("SELECT payload FROM events WHERE kind = 'action' AND json_extract(payload, '$.actionId') LIKE '%:operator:%'").all() as { payload: string }[];
   t.equal(opActions.length, 2, 'the operator\'s reboot-os and kill-process are action events too');
 });

@@ -63,7 +63,7 @@ t.test('every event kind arrives over TLS with a payload that validates against 
 
   const recorded: RecordedEvent[] = sampleEvents('lab1').map((e) => store.record(e));
   recorded.push(store.record({ kind: 'host-metrics', payload: await sampleHostMetrics() }));
-  recorded.push(store.record({ kind: 'operator-action', payload: { guest: 'lab1', who: 'local cli pid 4242 (claimed)', operation: 'action', detail: 'reboot-os', outcome: 'ok', error: null, startedAtMs: Date.now() - 30, durationMs: 26_012 } }));
+  recorded.push(store.record({ kind: 'operator-action', payload: { guest: 'lab1', who: 'local cli uid 0 pid 4242', peer: { uid: 0, pid: 4242 }, operation: 'action', detail: 'reboot-os', outcome: 'ok', error: null, startedAtMs: Date.now() - 30, durationMs: 26_012 } }));
   // outbox-dropped only happens on overflow; the outage test and the store test make it happen for real.
   await telemetry.waitDrained(10_000);
   const seen = new Set<string>();

@@ -2,7 +2,9 @@
 // scripted guest: the mode of the socket, requests checked and bounded, every
 // operator action recorded with its outcome, the cross views of processes and modules.
 import t from 'tap';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, statSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { loadNative } from '../../src/native/binding.js';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -80,7 +82,7 @@ t.test('the socket: mode 0600, bounded lines, every operator action recorded', a
   const guest: ConsoleGuest = {
     name: 'g1', scans: 3, get watching() { return watching; }, ladderState: initialLadderState('g1'), criticalNames: ['csdtest'],
     latestObservation: observation, trapState: () => ({ status: 'unavailable', detail: 'no write trap in this host kernel' }),
-    runAction: async (kind) => ({ ok: kind !== 'restore-image', detail: 'done', error: kind === 'restore-image' ? 'no golden image' : null, durationMs: 5 }),
+    runAction: async (kind, _target, onProgress) => { onProgress?.({ action: kind, elapsedMs: 1000, expectedMs: 2000, note: 'booting' }); return { ok: kind !== 'restore-image', detail: 'done', error: kind === 'restore-image' ? 'no golden image' : null, durationMs: 5 }; },
     releaseHold: async () => { released++; if (released > 1) throw new Error('guest g1 is not held'); return 'hold released'; },
     acceptBaseline: async () => 'baseline recorded',
     pauseWatching: () => { watching = false; }, resumeWatching: () => { watching = true; },
@@ -111,7 +113,10 @@ t.test('the socket: mode 0600, bounded lines, every operator action recorded', a
 
   const ops2 = events.map((e) => { t.equal(payloadProblem(e.kind, e.payload), null, 'schema-valid event'); return e.payload as { operation: string; outcome: string; who: string; guest: string | null; detail: string | null }; });
   t.same(ops2.map((p) => `${p.operation}:${p.outcome}`), ['pause:ok', 'resume:ok', 'exec:ok', 'release:ok', 'release:failed', 'action:failed', 'action:ok', 'action:refused']);
-  t.match(ops2[0]?.who, /^local cli pid \d+ \(claimed\)$/);
+  // The peer is what the kernel says (SO_PEERCRED), not what the client claims: here, this process.
+  const uid = process.getuid?.() ?? -1;
+  t.equal(ops2[0]?.who, `local cli uid ${uid} pid ${process.pid}`, 'who: the verified uid and pid');
+  t.same((events[0]?.payload as { peer: unknown }).peer, { uid, pid: process.pid }, 'peer recorded in the event');
   t.equal(ops2[2]?.detail, '/bin/echo hi');
   t.equal(ops2[7]?.guest, null);
 
@@ -128,6 +133,46 @@ t.test('the socket: mode 0600, bounded lines, every operator action recorded', a
   const big = await raw(`{"op":"guests","pad":"${'x'.repeat(MAX_REQUEST_BYTES)}"}\n`);
   t.match(big, new RegExp(`longer than ${MAX_REQUEST_BYTES} bytes`));
   t.equal(events.length, 8, 'refused requests act on nothing');
+
+  // A client that claims another pid: recorded as a claim next to the kernel's pid.
+  t.match(await raw('{"op":"pause","guest":"g1","client":{"name":"cli","pid":1}}\n'), /"ok":true/);
+  t.equal((events[8]?.payload as { who: string }).who, `local cli uid ${uid} pid ${process.pid} (claims pid 1)`);
+  // Another process: its own pid, whatever it says.
+  // (Asynchronously: the server answering it lives in this process.)
+  const child = await new Promise<{ pid: number; stdout: string; stderr: string }>((resolve, reject) => {
+    const c = spawn(process.execPath, ['-e', `
+      const s = require('node:net').connect(${JSON.stringify(path)});
+      s.on('connect', () => s.write(JSON.stringify({ op: 'resume', guest: 'g1', client: { name: 'cli', pid: 4242 } }) + '\\n'));
+      s.on('data', (d) => { process.stdout.write(d); s.end(); });`], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000 });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    c.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    c.once('error', reject);
+    c.once('close', () => resolve({ pid: c.pid ?? -1, stdout, stderr }));
+  });
+  t.match(child.stdout, /"ok":true/, `child: ${child.stderr}`);
+  t.same((events[9]?.payload as { peer: unknown }).peer, { uid, pid: child.pid }, 'the child\'s pid, from the kernel');
+  t.equal((events[9]?.payload as { who: string }).who, `local cli uid ${uid} pid ${child.pid} (claims pid 4242)`);
+  for (const e of events) t.equal(payloadProblem(e.kind, e.payload), null, 'schema-valid event');
+
+  // Progress lines before the reply, only when asked for.
+  const seen: unknown[] = [];
+  t.match(await controlRequest(path, { op: 'action', guest: 'g1', action: 'reboot-os', progress: true }, 5_000, (p) => seen.push(p)), { action: 'reboot-os' });
+  t.same(seen, [{ action: 'reboot-os', elapsedMs: 1000, expectedMs: 2000, note: 'booting' }], 'the progress line, then the reply');
+  await controlRequest(path, { op: 'action', guest: 'g1', action: 'reboot-os' }, 5_000, (p) => seen.push(p));
+  t.equal(seen.length, 1, 'none unasked');
+});
+
+t.test('peerCredentials: bounds-checked, unix sockets only', async (t) => {
+  const native = loadNative();
+  t.throws(() => native.peerCredentials(-1), /whole number/);
+  t.throws(() => native.peerCredentials(1.5), /whole number/);
+  t.throws(() => native.peerCredentials(2 ** 31), /whole number/);
+  t.throws(() => (native.peerCredentials as (x: unknown) => unknown)('3'), /peerCredentials\(fd: number\)/);
+  const fd = openSync(process.execPath, 'r');
+  t.teardown(() => closeSync(fd));
+  t.throws(() => native.peerCredentials(fd), /not a socket|Socket operation on non-socket/, 'a file is refused');
 });
 
 t.test('demo attacks: the command each plays in the guest', async (t) => {

@@ -6,6 +6,7 @@ import type { ModuleRow, ProcessView, SyscallRow } from '../../control/views.js'
 import { ACTION_KINDS, type ActionKind } from '../../policy/types.js';
 import { defaultSupervisorRunRoot } from '../../vm/guest-layout.js';
 import { parseArgs, intFlag, UsageError } from '../args.js';
+import { ProgressPrinter } from '../progress.js';
 
 export const usage = 'guest [<name> [ps|modules|syscalls|findings|trap|exec -- CMD...|baseline accept|release|action <kind> [--target T]|pause|resume]] [--json] [--socket PATH]   a supervised guest, through the supervisor';
 
@@ -108,7 +109,14 @@ export async function run(argv: string[]): Promise<number> {
       const kind = rest[0];
       if (!kind || !(ACTION_KINDS as readonly string[]).includes(kind)) throw new UsageError(`usage: introvisor guest <name> action <${ACTION_KINDS.join('|')}> [--target T]`);
       const target = args.flags.get('target');
-      const r = await ask({ op: 'action', guest: name, action: kind as ActionKind, ...(typeof target === 'string' ? { target } : {}) }, 300_000);
+      // Progress on stderr (stdout keeps the result alone, for --json and pipes).
+      const bar = new ProgressPrinter(process.stderr);
+      let r: unknown;
+      try {
+        r = await controlRequest(socket, { op: 'action', guest: name, action: kind as ActionKind, ...(typeof target === 'string' ? { target } : {}), progress: true }, 300_000, (p) => bar.update(p));
+      } finally {
+        bar.done();
+      }
       show(r, (v: { action: string; detail: string | null; durationMs: number }) => `${v.action} done in ${v.durationMs} ms: ${v.detail ?? ''}`);
       return 0;
     }

@@ -15,16 +15,23 @@ export async function run(argv: string[]): Promise<number> {
   console.log(`introvisor run: ${config.guests.length} guest(s), database ${config.database}, policy ${config.policyFile ?? '(defaults)'}`);
   let stopping: Promise<void> | undefined;
   const stop = (sig: string): void => {
-    if (stopping) return;
-    console.log(`introvisor run: ${sig}: stopping`);
+    if (stopping) {
+      // A second signal (Ctrl-C again) does not wait for the cycles in progress (a boot or a restore
+      // takes minutes under TCG). Dying of the default action here would leave the guests' QEMU
+      // running (they outlive the supervisor by design); onExit still decides.
+      console.log(`introvisor run: ${sig} again: stopping now${config.onExit === 'stop-guests' ? ' (guests killed)' : ''}`);
+      void sup.stopNow().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+      return;
+    }
+    console.log(`introvisor run: ${sig}: stopping (the cycles in progress finish first; signal again to stop at once)`);
     stopping = sup.stop();
   };
   // One stray rejection in an adapter must not end the watch over every guest: say it loudly and go on.
   process.on('unhandledRejection', (e: unknown) => {
     console.error(`introvisor run: unhandled rejection (a bug; watching continues): ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
   });
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
   await sup.start();
   await new Promise<void>((resolve) => {
     const t = setInterval(() => { if (stopping) { clearInterval(t); resolve(); } }, 100);

@@ -3,6 +3,7 @@
 // have changed under us (reboot, reset, image restore: a new boot generation).
 import { Introspector, type HmpSource } from '../views/scan.js';
 import type { KernelSnapshot } from '../views/types.js';
+import { ChildSwitchDecoder } from './switch-decoder.js';
 
 export interface KernelScanOptions {
   /** Rehash all of kernel text and rodata this scan (a baseline may be taken from it), not only the rotating share. */
@@ -23,6 +24,7 @@ export interface KernelScanner {
 export class IntrospectorScanner implements KernelScanner {
   private intro: Introspector | undefined;
   private generation = -1;
+  private readonly switches = new ChildSwitchDecoder();
 
   constructor(
     private readonly ramPath: string,
@@ -33,22 +35,21 @@ export class IntrospectorScanner implements KernelScanner {
 
   async scan(bootGeneration: number, opts: KernelScanOptions = {}): Promise<KernelSnapshot> {
     if (!this.intro || bootGeneration !== this.generation) {
-      this.close();
+      this.drop();
       this.intro = await Introspector.attach(this.ramPath, { qmp: this.hmp });
       this.generation = bootGeneration;
     }
     try {
       // Text and rodata incrementally: per-page hashes, a rotating share per scan (src/views/integrity.ts).
-      // The switches are not decoded live yet: inside the nested test guest the decoder's process died
-      // (SIGSEGV/SIGTRAP) in 4 of 7 runs after an image restore, 0 of 2 without it. A patched switch is
-      // still seen live through its body hash (kernel-integrity-changed); inspect and dumps decode it.
-      const snap = this.intro.scan({ hashImage: this.hashImage, dispatchSwitches: false, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true });
+      // The dispatch switches are decoded in a child process (switch-decoder.ts): a new body is left
+      // out of the scan until the child answers, while its hash is compared every scan.
+      const snap = this.intro.scan({ hashImage: this.hashImage, switchDecoder: this.switches.decode, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true });
       // No task list at all: the kernel we discovered is not the one running (it rebooted by itself).
-      if (snap.tasks.tasks.length === 0) this.close();
+      if (snap.tasks.tasks.length === 0) this.drop();
       return snap;
     } catch (e) {
       // A scan that throws (rather than reporting view errors) means the mapping or kernel changed: rediscover next time.
-      this.close();
+      this.drop();
       throw e;
     }
   }
@@ -57,8 +58,14 @@ export class IntrospectorScanner implements KernelScanner {
     return this.intro ? this.intro.context.space.translate(va) : null;
   }
 
-  close(): void {
+  /** Drops the kernel view (rediscovered on the next scan); decoded switches are kept. */
+  private drop(): void {
     this.intro?.close();
     this.intro = undefined;
+  }
+
+  close(): void {
+    this.drop();
+    this.switches.close();
   }
 }

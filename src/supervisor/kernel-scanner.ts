@@ -24,14 +24,18 @@ export interface KernelScanner {
 export class IntrospectorScanner implements KernelScanner {
   private intro: Introspector | undefined;
   private generation = -1;
-  private readonly switches = new ChildSwitchDecoder();
 
   constructor(
     private readonly ramPath: string,
     private readonly hmp: HmpSource,
     private readonly hashImage = true,
     private readonly imageCoverageMs = DEFAULT_IMAGE_COVERAGE_MS,
-  ) {}
+    log?: (line: string) => void,
+  ) {
+    this.switches = new ChildSwitchDecoder(undefined, undefined, log);
+  }
+
+  private readonly switches: ChildSwitchDecoder;
 
   async scan(bootGeneration: number, opts: KernelScanOptions = {}): Promise<KernelSnapshot> {
     if (!this.intro || bootGeneration !== this.generation) {

@@ -77,7 +77,8 @@ export class ChildSwitchDecoder {
   private child: ChildProcess | undefined;
   private flushScheduled = false;
 
-  constructor(private readonly timeoutMs = CHILD_TIMEOUT_MS, private readonly script = CHILD) {}
+  /** `log`: one line per child's answer (what it decoded, or why it failed). */
+  constructor(private readonly timeoutMs = CHILD_TIMEOUT_MS, private readonly script = CHILD, private readonly log?: (line: string) => void) {}
 
   /** For ScanOptions.switchDecoder. */
   readonly decode: SwitchDecode = (name, code, start) => {
@@ -112,21 +113,26 @@ export class ChildSwitchDecoder {
     const batch = this.queue.splice(0, 16);
     for (const b of batch) this.inFlight.add(b.key);
     const request = JSON.stringify({ requests: batch.map((b) => b.code.toString('base64')) });
+    const t0 = Date.now();
     const child = execFile(process.execPath, [this.script], { maxBuffer: MAX_REPLY_BYTES, timeout: this.timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8' }, (err, stdout, stderr) => {
       if (this.child !== child) return; // cancelled by close()
       this.child = undefined;
       for (const b of batch) this.inFlight.delete(b.key);
       const results = err ? null : parseReply(stdout, batch.length);
+      const said: string[] = [];
       for (const [i, b] of batch.entries()) {
         const e = this.bodies.get(b.key);
         if (!e) continue;
         e.attempts++;
         const r = results && typeof results !== 'string' ? results[i] : undefined;
-        if (r) { e.map = r; continue; }
+        const name = b.key.slice(0, b.key.indexOf(':'));
+        if (r) { e.map = r; said.push(`${name}: ${r.ranges.length} ranges${r.errors.length ? `, ${r.errors.length} errors` : ''}`); continue; }
         const why = err ? childFailure(err, stderr) : typeof results === 'string' ? results : 'no result';
         e.map = { ranges: [], errors: [`decoder process (attempt ${e.attempts} of ${MAX_ATTEMPTS}): ${why}`] };
         e.retryAt = Date.now() + RETRY_AFTER_MS;
+        said.push(`${name}: ${e.map.errors[0] ?? ''}`);
       }
+      this.log?.(`dispatch switches decoded in a child process in ${Date.now() - t0} ms (${said.join('; ')})`);
       this.scheduleFlush();
     });
     this.child = child;

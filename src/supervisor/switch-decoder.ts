@@ -19,6 +19,9 @@ export interface DecodeReply {
   results: { ranges: { lo: number; hi: number; delta: number }[]; errors: string[] }[];
 }
 
+const MAX_RANGES = 65_536;
+const MAX_DELTA = 0x1_0000_0000;
+
 const replySchema: JSONSchemaType<DecodeReply> = {
   type: 'object',
   additionalProperties: false,
@@ -34,7 +37,7 @@ const replySchema: JSONSchemaType<DecodeReply> = {
         properties: {
           ranges: {
             type: 'array',
-            maxItems: 65_536,
+            maxItems: MAX_RANGES,
             items: {
               type: 'object',
               additionalProperties: false,
@@ -43,7 +46,7 @@ const replySchema: JSONSchemaType<DecodeReply> = {
                 lo: { type: 'integer', minimum: 0, maximum: 0xffff_ffff },
                 hi: { type: 'integer', minimum: 0, maximum: 0xffff_ffff },
                 // A rel32 reaches at most 2 GiB either way of the body.
-                delta: { type: 'integer', minimum: -0x1_0000_0000, maximum: 0x1_0000_0000 },
+                delta: { type: 'integer', minimum: -MAX_DELTA, maximum: MAX_DELTA },
               },
             },
           },
@@ -58,7 +61,7 @@ const checkReply = new Ajv({ allErrors: true, strict: true }).compile(replySchem
 const CHILD = fileURLToPath(new URL('./switch-decoder-child.js', import.meta.url));
 const MAX_REPLY_BYTES = 8 << 20;
 /** Node's start and the decoding under TCG take seconds; a child past this is killed (its switches: a view error). */
-const CHILD_TIMEOUT_MS = 120_000;
+const CHILD_TIMEOUT_MS = 300_000;
 const RETRY_AFTER_MS = 30_000;
 const MAX_ATTEMPTS = 3;
 const MAX_BODIES = 16;
@@ -168,5 +171,10 @@ export function parseReply(stdout: string, expected: number): DecodeReply['resul
 
 /** Ranges with absolute targets -> relative (what the child sends). */
 export function relativeMap(map: SwitchMap, start: bigint): DecodeReply['results'][number] {
-  return { ranges: map.ranges.map((r) => ({ lo: r.lo, hi: r.hi, delta: Number(r.target - start) })), errors: map.errors.map((e) => e.slice(0, 400)).slice(0, 1024) };
+  const errors = map.errors.map((e) => e.slice(0, 400)).slice(0, 1023);
+  // What the reply schema refuses would fail every body of the batch: refused here, for this body only.
+  if (map.ranges.length > MAX_RANGES) return { ranges: [], errors: [...errors, `more than ${MAX_RANGES} call targets`] };
+  const ranges = map.ranges.map((r) => ({ lo: r.lo, hi: r.hi, delta: Number(r.target - start) }));
+  if (ranges.some((r) => Math.abs(r.delta) > MAX_DELTA)) return { ranges: [], errors: [...errors, 'a call target more than 4 GiB from the switch'] };
+  return { ranges, errors };
 }

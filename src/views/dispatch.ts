@@ -1,5 +1,5 @@
 // The syscall dispatch switches (x64_sys_call, ia32_sys_call, x32_sys_call: 6.9+ and the
-// stable backports, e.g. Debian's 6.1.85+ and 5.10.215+). These kernels no longer call through
+// stable backports, e.g. Debian's 6.1.85+; not Debian's 5.10). These kernels no longer call through
 // sys_call_table: each is `switch (nr) { case N: return handler_N(regs); ... }`, compiled
 // (no jump tables under retpolines) into a tree of compares and branches ending in a direct
 // call or jump to each handler. We decode it with iced-x86 and follow every path with the

@@ -76,13 +76,23 @@ function expectedHandlers(ctx: KernelContext, table: string, prefix: string, cou
   return out;
 }
 
-/** The name of the ABI handler at `target` (a family symbol at offset 0, or sys_ni_syscall), else null. */
+/**
+ * When `target` is the start of a handler of the ABI (a family symbol or sys_ni_syscall, under any
+ * of its names), the name its owner is reported by (so the two compare equal), else null.
+ */
 function handlerName(ctx: KernelContext, abi: CompatAbi, target: bigint | null): string | null {
   if (target === null) return null;
   const hit = kernelOwner(ctx, target);
   if (!hit || hit.kind !== 'kernel' || hit.symbol.includes('+')) return null;
-  const n = hit.symbol;
-  return NI.test(n) || FAMILIES[abi].some((p) => n.startsWith(p)) ? n : null;
+  const isHandler = (n: string): boolean => NI.test(n) || FAMILIES[abi].some((p) => n.startsWith(p));
+  return isHandler(hit.symbol) || ctx.profile.symbols.namesAt(target).some(isHandler) ? hit.symbol : null;
+}
+
+/** Whether two handler names are one function (aliases share an address). */
+function sameHandler(ctx: KernelContext, a: string, b: string): boolean {
+  if (a === b) return true;
+  const x = ctx.profile.symbols.address(a);
+  return x !== undefined && x === ctx.profile.symbols.address(b);
 }
 
 /**
@@ -104,7 +114,7 @@ export function abiNumbering(ctx: KernelContext, abi: CompatAbi, targets: readon
     if (first !== undefined) { out.push(first); continue; }
     let name = handlerName(ctx, abi, targets[nr] ?? null);
     const shared = x64?.[nr];
-    if (nr < X32_OWN && shared !== undefined && shared !== null && name !== null && !NI.test(name) && name !== shared) name = shared;
+    if (nr < X32_OWN && shared !== undefined && shared !== null && name !== null && !NI.test(name) && !sameHandler(ctx, name, shared)) name = shared;
     out.push(name);
   }
   perProfile.set(abi, out);

@@ -143,7 +143,7 @@ export async function kernelMatrix(t: Test, line: LabKernelLine): Promise<void> 
     const compat = [...snap.syscallTables.filter((x) => x.table !== 'sys_call_table').map((x) => `${x.table} ${x.entries.length}`),
       ...(snap.dispatch ?? []).filter((d) => d.name !== 'x64_sys_call').map((d) => `${d.name} ${d.slots.length}`)];
     t.ok(compat.length >= 2, `ia32 and x32 slots: ${compat.join(', ')}`);
-    if (hdrs) t.same(compatSlotMismatches(snap, hdrs).slice(0, 10), [], 'every ia32/x32 slot holds and expects its own named handler');
+    if (hdrs) t.same(compatSlotMismatches(snap, hdrs, live.kernel.profile.symbols).slice(0, 10), [], 'every ia32/x32 slot holds and expects its own named handler');
     t.same(snap.integrity.errors, [], 'integrity views without errors');
 
     // A clean guest: the first clean scan records the baseline; then no observation persists.

@@ -37,6 +37,16 @@ t.test('ia32: names of the first contents; later changes are checked against the
   t.equal(later[1], '__ia32_sys_exit', 'slot 1 still expects what the kernel booted with');
 });
 
+t.test('ia32: a handler under an alias (5.10\'s no-argument ia32 stubs are the x64 ones) is named as its owner is', async (t) => {
+  const names = ['_stext', '__x64_sys_getpid', '__ia32_sys_getpid', 'commit_creds', '_etext'];
+  const addresses = BigUint64Array.from([TEXT, TEXT + 0x40n, TEXT + 0x40n, TEXT + 0x80n, TEXT + 0xc0n]);
+  const symbols = new SymbolTable(names, 'TTTTT', addresses);
+  const ctx = { profile: { symbols } } as unknown as KernelContext;
+  t.same(symbols.namesAt(TEXT + 0x40n).sort(), ['__ia32_sys_getpid', '__x64_sys_getpid']);
+  const owner = symbols.lookup(TEXT + 0x40n)?.name;
+  t.same(abiNumbering(ctx, 'ia32', [TEXT + 0x40n, TEXT + 0x80n]), [owner, null], 'the alias counts; commit_creds does not');
+});
+
 t.test('x32: below 512 the 64-bit call of that number or unassigned; 512+ its own', async (t) => {
   const { ctx, at } = context(['__x64_sys_read', '__x64_sys_write', '__x64_sys_rt_sigprocmask', '__x64_sys_ni_syscall', '__x32_compat_sys_rt_sigaction'], 0, () => 0n);
   const targets: bigint[] = Array.from({ length: 513 }, () => at('__x64_sys_ni_syscall'));

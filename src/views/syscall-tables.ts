@@ -16,7 +16,8 @@ export type CompatAbi = 'x64' | 'ia32' | 'x32';
 const FAMILIES: Record<CompatAbi, readonly string[]> = {
   x64: ['__x64_sys_'],
   ia32: ['__ia32_sys_', '__ia32_compat_sys_'],
-  x32: ['__x64_sys_', '__x32_compat_sys_'],
+  // x32's own calls: __x32_compat_sys_* up to 5.x, __x64_compat_sys_* on 6.x.
+  x32: ['__x64_sys_', '__x32_compat_sys_', '__x64_compat_sys_'],
 };
 const NI = /^(__(x64|ia32)_)?sys_ni_syscall$/;
 /** x32 numbers at and above this are its own; below, a slot is the 64-bit call of that number or unassigned. */

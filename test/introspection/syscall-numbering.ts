@@ -81,7 +81,9 @@ export function compatSlotMismatches(snap: KernelSnapshot, dir: string, symbols:
       const held = e.owner.kind === 'kernel' ? e.owner.symbol ?? '?' : `(${e.owner.kind})`;
       // By address: aliases are one function (5.10's no-argument ia32 stubs are the x64 ones).
       const names = symbols.namesAt(e.target);
-      const ok = want === 'sys_ni_syscall' ? names.some((n) => NI.test(n)) : names.includes(want);
+      // x32's own calls are __x32_compat_sys_* up to 5.x and __x64_compat_sys_* on 6.x.
+      const ok = want === 'sys_ni_syscall' ? names.some((n) => NI.test(n))
+        : names.includes(want) || (want.startsWith('__x32_compat_') && names.includes(want.replace('__x32_', '__x64_')));
       if (!ok || e.expected !== held) out.push(`${v.where}[${e.nr}]: holds ${held}, kernel says ${want}, expected ${String(e.expected)}`);
     }
   }

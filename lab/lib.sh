@@ -169,24 +169,48 @@ lab_patched_kvm() {
 lab_debian_uri() {
   local codename uri
   codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-  uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk -v c="$codename" '
-    /^URIs:/ {u=$2} /^Suites:/ {for (i=2;i<=NF;i++) if ($i==c) {print u; exit}}')
-  if [ -z "$uri" ]; then
-    uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk -v c="$codename" '
-      $1=="deb" {for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {if ($(i+1)==c) {print $i; exit}; break}}')
-  fi
+  uri=$(lab_machine_uri "$codename")
   [ -n "$uri" ] || die "no Debian archive entry for '$codename' in /etc/apt/sources.list*"
   echo "$uri"
 }
 
+# lab_machine_uri SUITE: the URI of the machine's own apt entry for SUITE (deb822 .sources, then
+# one-line .list files); nothing when the machine names no such suite.
+lab_machine_uri() {
+  local suite=$1 uri
+  uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk -v c="$suite" '
+    /^URIs:/ {u=$2} /^Suites:/ {for (i=2;i<=NF;i++) if ($i==c) {print u; exit}}')
+  if [ -z "$uri" ]; then
+    uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk -v c="$suite" '
+      $1=="deb" {for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {if ($(i+1)==c) {print $i; exit}; break}}')
+  fi
+  echo "$uri"
+}
+
 # lab_private_apt CACHE SUITE: sets LAB_APT to the apt-get/apt-cache options for SUITE alone, and
-# refreshes its package lists when they are missing or older than a day.
+# refreshes its package lists when they are missing or older than a day. A release (no dash:
+# bullseye) also gets its -updates suite and its -security suite, the latter from the machine's
+# own security archive entry (the URI of its <codename>-security suite), so the line's newest
+# kernel ABI is seen (Debian 11's current 5.10 is in bullseye-security). The configuration lives
+# in CACHE/apt/<suite>-<hash of its sources>: clones with other sources never share lists.
 LAB_APT=()
 lab_private_apt() {
-  local cache=$1 suite=$2 dir="$1/apt/$2" uri
+  local cache=$1 suite=$2 dir uri sec codename sources
   uri=$(lab_debian_uri)
+  sources="deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $suite main"
+  if [[ "$suite" != *-* ]]; then
+    sources+=$'\n'"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $suite-updates main"
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    sec=$(lab_machine_uri "$codename-security")
+    if [ -n "$sec" ]; then
+      sources+=$'\n'"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $sec $suite-security main"
+    else
+      say "the machine's apt sources name no $codename-security archive: $suite-security is left out" >&2
+    fi
+  fi
+  dir="$cache/apt/$suite-$(printf '%s\n' "$sources" | sha256sum | cut -c1-8)"
   mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial" "$dir/etc/sources.list.d" "$dir/etc/preferences.d"
-  printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' "$uri" "$suite" > "$dir/etc/sources.list"
+  printf '%s\n' "$sources" > "$dir/etc/sources.list"
   [ -f "$dir/status" ] || : > "$dir/status"
   LAB_APT=(-o "Dir::Etc::sourcelist=$dir/etc/sources.list" -o "Dir::Etc::sourceparts=$dir/etc/sources.list.d"
            -o "Dir::Etc::preferencesparts=$dir/etc/preferences.d" -o "Dir::State::Lists=$dir/lists"

@@ -72,6 +72,9 @@ function decodeAt(mem: GuestMemory, digitsPhys: bigint): KallsymsTable {
       return mem.readPhys(afterIndex, Number(len));
     };
     const found = findCount(big.buf, Number(tokenTablePhys - big.start), tokens.tokens, offsetsAfter);
+    if (typeof found === 'number') {
+      throw new KallsymsError(`the names of ${found} symbols decode, but no kallsyms_offsets beside them decode to ascending kernel addresses from a kallsyms_relative_base: an address encoding this version does not read (e.g. the place-relative offsets of Linux 7.0+, which have no relative base); a System.map cannot stand in, since it is placed by that base`);
+    }
     if (found) return { tokenTablePhys, ...found };
     if (big.start === range.gpa) break; // the window already reaches the start of RAM
   }
@@ -82,9 +85,13 @@ type Decoded = { relativeBase: bigint; names: string[]; types: string; addresses
 /** kallsyms_offsets[n] then kallsyms_relative_base, when they follow the token index (6.4+). */
 type OffsetsAfter = (n: number) => Buffer | null;
 
-/** Finds N: the markers, seqs and names must line up exactly below the token table. */
-function findCount(buf: Buffer, tokenTable: number, tokens: string[], after: OffsetsAfter): Decoded | null {
+/**
+ * Finds N: the markers, seqs and names must line up exactly below the token table. A number:
+ * the names of that many symbols line up but no offsets decode (an unknown address encoding).
+ */
+function findCount(buf: Buffer, tokenTable: number, tokens: string[], after: OffsetsAfter): Decoded | number | null {
   const maxN = Math.min(MAX_SYMBOLS, Math.floor(tokenTable / 8));
+  let namesOnly: number | null = null;
   for (let n = 256; n <= maxN; n++) {
     const markerCount = (n + 255) >> 8;
     const seqsStart = tokenTable - align8(3 * n);
@@ -92,13 +99,14 @@ function findCount(buf: Buffer, tokenTable: number, tokens: string[], after: Off
       const markersStart = (withSeqs ? seqsStart : tokenTable) - align8(4 * markerCount);
       if (markersStart < 16 || buf.readUInt32LE(markersStart) !== 0) continue;
       const table = tryN(buf, n, markersStart, markerCount, tokens, after);
-      if (table) return table;
+      if (table === 'no-offsets') namesOnly ??= n;
+      else if (table) return table;
     }
   }
-  return null;
+  return namesOnly;
 }
 
-function tryN(buf: Buffer, n: number, markersStart: number, markerCount: number, tokens: string[], after: OffsetsAfter): Decoded | null {
+function tryN(buf: Buffer, n: number, markersStart: number, markerCount: number, tokens: string[], after: OffsetsAfter): Decoded | 'no-offsets' | null {
   let prev = 0;
   for (let i = 1; i < markerCount; i++) {
     const m = buf.readUInt32LE(markersStart + 4 * i);
@@ -131,7 +139,7 @@ function tryN(buf: Buffer, n: number, markersStart: number, markerCount: number,
     if (x - 16 - align8(4 * n) < 0) return null; // offsets start before this window: a bigger one will do
     const beforeAddrs = decodeOffsets(buf, x - 16 - align8(4 * n), n, buf.readBigUInt64LE(x - 16));
     if (beforeAddrs) return { ...decodeNames(buf, n, x, tokens), ...beforeAddrs, order: 'offsets-first' };
-    return null;
+    return 'no-offsets';
   }
   return null;
 }

@@ -78,6 +78,19 @@ export class SymbolTable {
     return { name: this.names[pick] as string, address: at, offset: address - at };
   }
 
+  /** Every name at exactly `address` (aliases: e.g. 5.10's no-argument ia32 syscall stubs are the x64 ones). */
+  namesAt(address: bigint): string[] {
+    let lo = 0;
+    let hi = this.sorted.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if ((this.addresses[this.sorted[mid] as number] as bigint) < address) lo = mid + 1; else hi = mid - 1;
+    }
+    const out: string[] = [];
+    for (let k = lo; k < this.sorted.length && this.addresses[this.sorted[k] as number] === address && out.length < 64; k++) out.push(this.names[this.sorted[k] as number] as string);
+    return out;
+  }
+
   /** Bytes from `name` to the next symbol at a higher address: an upper bound on its size. */
   extent(name: string): number | undefined {
     const start = this.address(name);

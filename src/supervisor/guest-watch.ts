@@ -284,6 +284,7 @@ export class GuestWatch implements ConsoleGuest {
     this.flushSummary();
     // Closing the trap fd unprotects the tables: the supervisor no longer watches the log.
     this.o.trap?.guard.close();
+    this.o.scanner?.close();
   }
 
   /** Records the summary of the unchanged scans not yet recorded (at stop, and for tests). */

@@ -5,6 +5,7 @@ import { Introspector, type HmpSource } from '../views/scan.js';
 import type { BpfView, FtraceView, KernelSnapshot } from '../views/types.js';
 import { confirmUnclaimed, withRecordsOf } from '../views/ftrace.js';
 import type { CleanHashes } from '../views/text-diff.js';
+import { ChildSwitchDecoder } from './switch-decoder.js';
 
 export interface KernelScanOptions {
   /** Rehash all of kernel text and rodata this scan (a baseline may be taken from it), not only the rotating share. */
@@ -41,6 +42,8 @@ export class IntrospectorScanner implements KernelScanner {
   private bpf: { view: BpfView; atMs: number } | undefined;
   private scans = 0;
   private lastFtrace: FtraceView | undefined;
+  private lastAreaMs = -Infinity;
+  private readonly switches: ChildSwitchDecoder;
 
   /** ramPath: the RAM file, or how to find it now (a libvirt domain's changes with every start). */
   constructor(
@@ -48,34 +51,35 @@ export class IntrospectorScanner implements KernelScanner {
     private readonly hmp: HmpSource,
     private readonly hashImage = true,
     private readonly imageCoverageMs = DEFAULT_IMAGE_COVERAGE_MS,
+    log?: (line: string) => void,
     private readonly bpfEveryMs = DEFAULT_BPF_EVERY_MS,
     private readonly moduleAreaIntervalMs = DEFAULT_MODULE_AREA_INTERVAL_MS,
-  ) {}
-
-  private lastAreaMs = -Infinity;
+  ) {
+    this.switches = new ChildSwitchDecoder(undefined, undefined, log);
+  }
 
   async scan(bootGeneration: number, opts: KernelScanOptions = {}): Promise<KernelSnapshot> {
     if (!this.intro || bootGeneration !== this.generation) {
-      this.close();
+      this.drop();
       const ram = typeof this.ramPath === 'string' ? this.ramPath : await this.ramPath();
       this.intro = await Introspector.attach(ram, { qmp: this.hmp });
       this.generation = bootGeneration;
       this.bpf = undefined;
-      this.lastFtrace = undefined;
       this.lastAreaMs = -Infinity;
     }
+    // Views at their own cadence: the eBPF programs once a second, the module area every 500 ms,
+    // ftrace's per-function records every 10th scan (the scans between reuse the last ones).
     const now = Date.now();
     const area = opts.fullImage === true || now - this.lastAreaMs >= this.moduleAreaIntervalMs;
     if (area) this.lastAreaMs = now;
     try {
       // Text and rodata incrementally: per-page hashes, a rotating share per scan (src/views/integrity.ts).
-      // The switches are not decoded live yet: inside the nested test guest the decoder's process died
-      // (SIGSEGV/SIGTRAP) in 4 of 7 runs after an image restore, 0 of 2 without it. A patched switch is
-      // still seen live through its body hash (kernel-integrity-changed); inspect and dumps decode it.
+      // The dispatch switches are decoded in a child process (switch-decoder.ts): a new body is left
+      // out of the scan until the child answers, while its hash is compared every scan.
       const bpfDue = !this.bpf || now - this.bpf.atMs >= this.bpfEveryMs || opts.fullImage === true;
       const records = this.lastFtrace === undefined || this.scans++ % FTRACE_RECORDS_EVERY === 0;
       const raw = this.intro.scan({
-        hashImage: this.hashImage, dispatchSwitches: false, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true,
+        hashImage: this.hashImage, switchDecoder: this.switches.decode, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true,
         bpf: bpfDue, ftraceRecords: records, moduleArea: area, ...(opts.clean ? { clean: opts.clean } : {}),
       });
       if (bpfDue && raw.bpf) this.bpf = { view: raw.bpf, atMs: now };
@@ -84,11 +88,11 @@ export class IntrospectorScanner implements KernelScanner {
       const snap = records || !withBpf.ftrace || !this.lastFtrace ? walked : { ...withBpf, ftrace: withRecordsOf(withBpf.ftrace, this.lastFtrace) };
       if (records) this.lastFtrace = raw.ftrace;
       // No task list at all: the kernel we discovered is not the one running (it rebooted by itself).
-      if (snap.tasks.tasks.length === 0) this.close();
+      if (snap.tasks.tasks.length === 0) this.drop();
       return snap;
     } catch (e) {
       // A scan that throws (rather than reporting view errors) means the mapping or kernel changed: rediscover next time.
-      this.close();
+      this.drop();
       throw e;
     }
   }
@@ -97,9 +101,15 @@ export class IntrospectorScanner implements KernelScanner {
     return this.intro ? this.intro.context.space.translate(va) : null;
   }
 
-  close(): void {
+  /** Drops the kernel view (rediscovered on the next scan); decoded switches are kept. */
+  private drop(): void {
     this.intro?.close();
     this.intro = undefined;
     this.lastFtrace = undefined;
+  }
+
+  close(): void {
+    this.drop();
+    this.switches.close();
   }
 }

@@ -24,7 +24,7 @@ import { makeDirs } from '../util/fs.js';
 import { acquireStateLock, type HeldLock } from '../util/lock.js';
 import { SyscallTableTrap } from '../trap/syscall-table-trap.js';
 import { GuestWatch } from './guest-watch.js';
-import { IntrospectorScanner } from './kernel-scanner.js';
+import { DEFAULT_IMAGE_COVERAGE_MS, IntrospectorScanner } from './kernel-scanner.js';
 import { EventRecorder, type StoreHealth } from './recorder.js';
 import { startServices, type Services } from './services.js';
 import { ControlOperations } from '../control/operations.js';
@@ -118,7 +118,7 @@ export class Supervisor {
       this.watches.push(new GuestWatch({
         controller: ctl,
         scanner: g.introspection
-          ? new IntrospectorScanner(ctl instanceof QemuGuestController ? ctl.vm.ramPath : () => ctl.ramPath(), { hmp: (c) => ctl.hmp(c) })
+          ? new IntrospectorScanner(ctl instanceof QemuGuestController ? ctl.vm.ramPath : () => ctl.ramPath(), { hmp: (c) => ctl.hmp(c) }, true, DEFAULT_IMAGE_COVERAGE_MS, (l) => this.log(`[${g.name}] ${l}`))
           : null,
         critical: g.critical,
         scanIntervalMs: g.scanIntervalMs,

@@ -1,5 +1,5 @@
 // The syscall dispatch switches (x64_sys_call, ia32_sys_call, x32_sys_call: 6.9+ and the
-// stable backports, e.g. Debian's 6.1.85+ and 5.10.215+). These kernels no longer call through
+// stable backports, e.g. Debian's 6.1.85+; not Debian's 5.10). These kernels no longer call through
 // sys_call_table: each is `switch (nr) { case N: return handler_N(regs); ... }`, compiled
 // (no jump tables under retpolines) into a tree of compares and branches ending in a direct
 // call or jump to each handler. We decode it with iced-x86 and follow every path with the
@@ -9,12 +9,12 @@
 import { Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register, ConditionCode } from 'iced-x86';
 import type { DispatchSlot, DispatchView, ModuleInfo, SyscallTableView, ViewError } from './types.js';
 import { hex, viewError, type KernelContext } from './kernel-context.js';
-import { ownerOf } from './syscall-tables.js';
+import { abiNumbering, ownerOf } from './syscall-tables.js';
 
 const SWITCHES = [
-  { name: 'x64_sys_call', table: 'sys_call_table' },
-  { name: 'ia32_sys_call', table: 'ia32_sys_call_table' },
-  { name: 'x32_sys_call', table: 'x32_sys_call_table' },
+  { name: 'x64_sys_call', table: 'sys_call_table', abi: null },
+  { name: 'ia32_sys_call', table: 'ia32_sys_call_table', abi: 'ia32' },
+  { name: 'x32_sys_call', table: 'x32_sys_call_table', abi: 'x32' },
 ] as const;
 const MAX_FUNCTION = 64 << 10;
 const MAX_STEPS = 200_000;
@@ -28,7 +28,7 @@ type Flags = { imm: number; offset: number } | null;
 /** Decoded once per kernel text: a clean switch decodes the same every scan unless its bytes change. */
 const cache = new WeakMap<object, Map<string, { bytes: Buffer; result: SwitchMap; slots?: { count: number; targets: (bigint | null)[] } }>>();
 
-interface SwitchMap {
+export interface SwitchMap {
   /** [lo, hi] ranges of nr and the address each reaches. */
   readonly ranges: { lo: number; hi: number; target: bigint }[];
   readonly errors: string[];
@@ -181,16 +181,22 @@ function splitOn(cc: ConditionCode, imm: number, offset: number, lo: number, hi:
 }
 
 /**
+ * Decodes one switch body (`code`, at `start`): its map, or null while the decoding runs elsewhere
+ * (e.g. a child process: the switch is then left out of this scan and a later one has it).
+ */
+export type SwitchDecode = (name: string, code: Buffer, start: bigint) => SwitchMap | null;
+
+/**
  * Every dispatch switch the kernel has, each slot mapped to the function it reaches. Slots are
  * those of the switch's table (its size from the kernel); the narrowest nr range reaching a call
  * wins, so a case beats the default that surrounds it.
  */
-export function readDispatch(ctx: KernelContext, modules: readonly ModuleInfo[], tables: readonly SyscallTableView[]): DispatchView[] {
+export function readDispatch(ctx: KernelContext, modules: readonly ModuleInfo[], tables: readonly SyscallTableView[], decode: SwitchDecode = (_n, code, start) => mapSwitch(code, start)): DispatchView[] {
   const out: DispatchView[] = [];
   const s = ctx.profile.symbols;
   let perProfile = cache.get(ctx.profile);
   if (!perProfile) { perProfile = new Map(); cache.set(ctx.profile, perProfile); }
-  for (const { name, table } of SWITCHES) {
+  for (const { name, table, abi } of SWITCHES) {
     const address = s.address(name);
     if (address === undefined) continue; // before 6.9 and the backports: dispatch is through the table
     const errors: ViewError[] = [];
@@ -200,10 +206,14 @@ export function readDispatch(ctx: KernelContext, modules: readonly ModuleInfo[],
     try { bytes = ctx.space.read(address, len); } catch (e) { out.push({ name, address, slots: [], errors: [viewError(`dispatch: ${name} at ${hex(address)}`, e)] }); continue; }
     let map = perProfile.get(name);
     if (!map || !map.bytes.equals(bytes)) {
-      map = { bytes, result: mapSwitch(bytes, address) };
+      const result = decode(name, bytes, address);
+      if (result === null) continue;
+      map = { bytes, result };
       perProfile.set(name, map);
     }
     for (const e of map.result.errors) errors.push({ where: `dispatch: ${name}`, message: e });
+    // Nothing decoded (e.g. the decoder failed): the errors say why, not one per slot.
+    if (map.result.ranges.length === 0) { out.push({ name, address, slots: [], errors }); continue; }
     const tv = tables.find((x) => x.table === table && x.entries.length > 0);
     const ranges = [...map.result.ranges].sort((x, y) => (x.hi - x.lo) - (y.hi - y.lo));
     // Without its table (6.9+ keep only sys_call_table), the switch sizes itself: one past the
@@ -216,11 +226,13 @@ export function readDispatch(ctx: KernelContext, modules: readonly ModuleInfo[],
       for (let nr = 0; nr < count; nr++) targets.push(ranges.find((x) => x.lo <= nr && nr <= x.hi)?.target ?? null);
       map.slots = { count, targets };
     }
+    // Without its table, a compat switch is checked against the ABI's numbering from the kernel itself.
+    const numbering = !tv && abi !== null ? abiNumbering(ctx, abi, map.slots.targets) : null;
     const slots: DispatchSlot[] = [];
     for (let nr = 0; nr < count; nr++) {
       const target = map.slots.targets[nr] ?? null;
       if (target === null) { errors.push({ where: `dispatch: ${name}[${nr}]`, message: 'no path of the switch reaches a handler' }); continue; }
-      slots.push({ nr, target, owner: ownerOf(ctx, target, modules), expected: tv?.entries[nr]?.expected ?? null });
+      slots.push({ nr, target, owner: ownerOf(ctx, target, modules), expected: tv?.entries[nr]?.expected ?? numbering?.[nr] ?? null });
     }
     out.push({ name, address, slots, errors });
   }

@@ -11,7 +11,7 @@ import { readRunQueues } from './run-queues.js';
 import { readModuleList } from './modules.js';
 import { readSyscallTables } from './syscall-tables.js';
 import { readIntegrity } from './integrity.js';
-import { readDispatch } from './dispatch.js';
+import { readDispatch, type SwitchDecode } from './dispatch.js';
 import { readBpf } from './bpf.js';
 import { readFtrace } from './ftrace.js';
 import { readKprobes } from './kprobes.js';
@@ -26,6 +26,8 @@ export interface ScanOptions {
   readonly hashImage?: boolean;
   /** Decode the syscall dispatch switches call by call (default true); the body hashes are taken either way. */
   readonly dispatchSwitches?: boolean;
+  /** How a switch body is decoded (default: in this process); one that answers later leaves the switch out until then. */
+  readonly switchDecoder?: SwitchDecode;
   /** Hash the image incrementally, every page at least once per this many ms (see readIntegrity). */
   readonly imageCoverageMs?: number;
   /** With imageCoverageMs: rehash every page this scan. */
@@ -101,7 +103,7 @@ export class Introspector {
       runQueues: readRunQueues(ctx),
       modules,
       syscallTables,
-      ...(opts.dispatchSwitches === false ? {} : { dispatch: readDispatch(ctx, owners, syscallTables) }),
+      ...(opts.dispatchSwitches === false ? {} : { dispatch: readDispatch(ctx, owners, syscallTables, opts.switchDecoder) }),
       ...(opts.moduleArea === false ? {} : { moduleArea: readModuleArea(ctx, modules) }),
       integrity,
       ...(textDiff ? { textDiff } : {}),

@@ -5,10 +5,24 @@ import { hex, viewError, type KernelContext } from './kernel-context.js';
 import { X64_SYSCALL_ENTRIES } from './syscall-names.js';
 
 const TABLES = [
-  { table: 'sys_call_table', prefix: '__x64_' },
-  { table: 'ia32_sys_call_table', prefix: '__ia32_' },
-  { table: 'x32_sys_call_table', prefix: '__x64_' },
+  { table: 'sys_call_table', prefix: '__x64_', abi: null },
+  { table: 'ia32_sys_call_table', prefix: '__ia32_', abi: 'ia32' },
+  { table: 'x32_sys_call_table', prefix: '__x64_', abi: 'x32' },
 ] as const;
+
+/** The ABIs whose numbering is taken from the kernel itself (see abiNumbering): ia32, x32, and x64 past the known list. */
+export type CompatAbi = 'x64' | 'ia32' | 'x32';
+/** The handler families of each ABI (x32 shares the 64-bit handlers for its common calls). */
+const FAMILIES: Record<CompatAbi, readonly string[]> = {
+  x64: ['__x64_sys_'],
+  ia32: ['__ia32_sys_', '__ia32_compat_sys_'],
+  // x32's own calls: __x32_compat_sys_* up to 5.x, __x64_compat_sys_* on 6.x.
+  x32: ['__x64_sys_', '__x32_compat_sys_', '__x64_compat_sys_'],
+};
+const NI = /^(__(x64|ia32)_)?sys_ni_syscall$/;
+/** x32 numbers at and above this are its own; below, a slot is the 64-bit call of that number or unassigned. */
+const X32_OWN = 512;
+const numberings = new WeakMap<object, Map<CompatAbi, (string | null)[]>>();
 const MAX_ENTRIES = 1024;
 
 // Kernel-text resolutions never change for a profile: cache them across scans.
@@ -46,25 +60,72 @@ function kernelOwner(ctx: KernelContext, target: bigint): HandlerOwner | null {
 function expectedHandlers(ctx: KernelContext, table: string, prefix: string, count: number): (string | null)[] {
   let perProfile = expectedNames.get(ctx.profile);
   if (!perProfile) { perProfile = new Map(); expectedNames.set(ctx.profile, perProfile); }
-  const cached = perProfile.get(table);
-  if (cached && cached.length === count) return cached;
+  const key = `${table}:${count}`;
+  const cached = perProfile.get(key);
+  if (cached) return cached;
   const s = ctx.profile.symbols;
   const names = table === 'sys_call_table' ? X64_SYSCALL_ENTRIES : null;
   const ni = s.has(`${prefix}sys_ni_syscall`) ? `${prefix}sys_ni_syscall` : 'sys_ni_syscall';
   const out: (string | null)[] = [];
   for (let nr = 0; nr < count; nr++) {
-    if (!names) { out.push(null); continue; }
+    // Past the numbering this version knows (a newer kernel), the kernel's own numbering is used.
+    if (!names || nr >= names.length) { out.push(null); continue; }
     const e = names[nr];
     out.push(e && s.has(prefix + e) ? prefix + e : ni);
   }
-  perProfile.set(table, out);
+  perProfile.set(key, out);
+  return out;
+}
+
+/**
+ * When `target` is the start of a handler of the ABI (a family symbol or sys_ni_syscall, under any
+ * of its names), the name its owner is reported by (so the two compare equal), else null.
+ */
+function handlerName(ctx: KernelContext, abi: CompatAbi, target: bigint | null): string | null {
+  if (target === null) return null;
+  const hit = kernelOwner(ctx, target);
+  if (!hit || hit.kind !== 'kernel' || hit.symbol.includes('+')) return null;
+  const isHandler = (n: string): boolean => NI.test(n) || FAMILIES[abi].some((p) => n.startsWith(p));
+  return isHandler(hit.symbol) || ctx.profile.symbols.namesAt(target).some(isHandler) ? hit.symbol : null;
+}
+
+/** Whether two handler names are one function (aliases share an address). */
+function sameHandler(ctx: KernelContext, a: string, b: string): boolean {
+  if (a === b) return true;
+  const x = ctx.profile.symbols.address(a);
+  return x !== undefined && x === ctx.profile.symbols.address(b);
+}
+
+/**
+ * The ia32/x32 numbering, from the kernel itself: the handler names of the first contents seen for
+ * this kernel (its table as booted, or its dispatch switch's case->handler map, which is the
+ * numbering on 6.9+), whichever is read first; the other is then checked against it. Slots below
+ * 512 of x32 must also agree with the 64-bit numbering (the same call, or unassigned). A slot
+ * whose first target is no handler of the ABI has no expected name (its owner is still checked).
+ */
+export function abiNumbering(ctx: KernelContext, abi: CompatAbi, targets: readonly (bigint | null)[]): (string | null)[] {
+  let perProfile = numberings.get(ctx.profile);
+  if (!perProfile) { perProfile = new Map(); numberings.set(ctx.profile, perProfile); }
+  const known = perProfile.get(abi);
+  if (known && known.length >= targets.length) return known;
+  const x64 = abi === 'x32' && ctx.profile.symbols.has('sys_call_table') ? expectedHandlers(ctx, 'sys_call_table', '__x64_', X32_OWN) : null;
+  const out: (string | null)[] = [];
+  for (let nr = 0; nr < targets.length; nr++) {
+    const first = known?.[nr];
+    if (first !== undefined) { out.push(first); continue; }
+    let name = handlerName(ctx, abi, targets[nr] ?? null);
+    const shared = x64?.[nr];
+    if (nr < X32_OWN && shared !== undefined && shared !== null && name !== null && !NI.test(name) && !sameHandler(ctx, name, shared)) name = shared;
+    out.push(name);
+  }
+  perProfile.set(abi, out);
   return out;
 }
 
 export function readSyscallTables(ctx: KernelContext, modules: readonly ModuleInfo[]): SyscallTableView[] {
   const out: SyscallTableView[] = [];
   const s = ctx.profile.symbols;
-  for (const { table, prefix } of TABLES) {
+  for (const { table, prefix, abi } of TABLES) {
     const address = s.address(table);
     if (address === undefined) continue; // this kernel has no such table (e.g. ia32 on Debian 6.1)
     const errors: ViewError[] = [];
@@ -83,10 +144,15 @@ export function readSyscallTables(ctx: KernelContext, modules: readonly ModuleIn
     }
     if (count <= 0 || !probe) { out.push({ table, address, entries: [], errors: [{ where: `${table} at ${hex(address)}`, message: 'size unknown' }] }); continue; }
     const raw = probe;
-    const expected = expectedHandlers(ctx, table, prefix, count);
+    const targets = Array.from({ length: count }, (_, nr) => raw.readBigUInt64LE(nr * 8));
+    let expected = abi === null ? expectedHandlers(ctx, table, prefix, count) : abiNumbering(ctx, abi, targets);
+    if (abi === null && expected.some((e) => e === null)) {
+      const own = abiNumbering(ctx, 'x64', targets);
+      expected = expected.map((e, nr) => e ?? own[nr] ?? null);
+    }
     const entries: SyscallEntry[] = [];
     for (let nr = 0; nr < count; nr++) {
-      const target = raw.readBigUInt64LE(nr * 8);
+      const target = targets[nr] as bigint;
       entries.push({ nr, target, owner: ownerOf(ctx, target, modules), expected: expected[nr] ?? null });
     }
     out.push({ table, address, entries, errors });

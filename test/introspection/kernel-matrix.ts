@@ -20,6 +20,9 @@ import type { KernelSnapshot } from '../../src/views/types.js';
 import type { QemuVm } from '../../src/vm/qemu-vm.js';
 import { TECHNIQUES } from './techniques/index.js';
 import type { TechniqueContext } from './techniques/context.js';
+import { compatSlotMismatches, generatedHeaders } from './syscall-numbering.js';
+import { mapSwitch } from '../../src/views/dispatch.js';
+import { ChildSwitchDecoder } from '../../src/supervisor/switch-decoder.js';
 import { compareProcesses, dumpRam, guestKallsyms, guestModules, guestPs, kallsymsLines, paused } from './ground-truth.js';
 
 const CLEAN_SCANS = 200;
@@ -129,6 +132,29 @@ export async function kernelMatrix(t: Test, line: LabKernelLine): Promise<void> 
     const x64 = snap.dispatch?.find((d) => d.name === 'x64_sys_call');
     const table = snap.syscallTables.find((x) => x.table === 'sys_call_table');
     if (x64 && table) t.same(x64.slots.filter((e) => table.entries[e.nr]?.target !== e.target).map((e) => e.nr), [], 'x64_sys_call and sys_call_table agree slot by slot');
+    // The live supervisor decodes the switches in a child process: the same map as in-process.
+    if (switches.length > 0) {
+      const child = new ChildSwitchDecoder();
+      try {
+        for (const name of switches) {
+          const at = live.kernel.profile.symbols.address(name) ?? 0n;
+          const body = live.context.space.read(at, live.kernel.profile.symbols.extent(name) ?? 0);
+          let m = child.decode(name, body, at);
+          for (let i = 0; i < 600 && (m === null || child.busy); i++) { await new Promise((r) => setTimeout(r, 200)); m = child.decode(name, body, at); }
+          const key = (x: { ranges: readonly { lo: number; hi: number; target: bigint }[] } | null): string[] => (x?.ranges ?? []).map((r) => `${r.lo}-${r.hi}:${r.target.toString(16)}`).sort();
+          t.same(key(m), key(mapSwitch(body, at)), `${name}: the child process decodes it as in-process (${m?.ranges.length ?? 0} ranges)`);
+          t.same(m?.errors, [], `${name}: the child reports no error`);
+        }
+      } finally { child.close(); }
+    }
+    // ia32/x32 (tables on 5.10, switches on 6.1+): each slot holds, and expects, the handler the
+    // kernel's own build numbered there (its generated syscalls_*.h).
+    const hdrs = generatedHeaders(images.kernelAbi);
+    t.ok(hdrs, `generated syscall headers of ${images.kernelAbi}: ${String(hdrs)}`);
+    const compat = [...snap.syscallTables.filter((x) => x.table !== 'sys_call_table').map((x) => `${x.table} ${x.entries.length}`),
+      ...(snap.dispatch ?? []).filter((d) => d.name !== 'x64_sys_call').map((d) => `${d.name} ${d.slots.length}`)];
+    t.ok(compat.length >= 2, `ia32 and x32 slots: ${compat.join(', ')}`);
+    if (hdrs) t.same(compatSlotMismatches(snap, hdrs, live.kernel.profile.symbols).slice(0, 10), [], 'every ia32/x32 slot holds and expects its own named handler');
     t.same(snap.integrity.errors, [], 'integrity views without errors');
 
     // A clean guest: the first clean scan records the baseline; then no observation persists.

@@ -101,6 +101,9 @@ async function main(): Promise<void> {
   const armed = await waitFor(/write trap armed \((gp|drop)\) on sys_call_table/, 300_000);
   if (!check(armed !== null && armed.line.includes(`(${action})`), `the trap armed (${action}) on sys_call_table after the first clean scan (${secs(armed?.atMs)} s)`, lines.slice(-10).map((l) => l.line))) return;
   const armedIdx = (armed as { index: number }).index;
+  // The dispatch switches (6.1.85+) are decoded live, in a child process of the supervisor.
+  const decoded = await waitFor(/dispatch switches decoded in a child process/, 300_000);
+  check(decoded !== null && !/attempt \d/.test(decoded.line), `the supervisor decoded the dispatch switches in a child process (${secs(decoded?.atMs)} s)`, decoded?.line ?? 'no decoder line');
 
   // The supervisor's own agent connection (the VM's only one).
   const agent = await live.agent();

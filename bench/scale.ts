@@ -83,7 +83,11 @@ async function startSupervisor(guests: number, intervalSec: number, restorer: Re
   // A hook that is found is only reported: the bench restores the slot itself, no guest restarts.
   writeFileSync(join(dir, 'policy.json'), JSON.stringify({
     version: 1, maxActionsPerHour: 1, onExhausted: { hold: 'keep-running', alert: false },
-    faults: { 'syscall-table-changed': { confirmScans: 1, ladder: [{ action: 'kill-process', count: 1, verifyTimeoutSec: 3600, backoffSec: 0 }] } },
+    // The hook also changes the rodata page hash (kernel-integrity-changed, restore-image by default): report it only too.
+    faults: {
+      'syscall-table-changed': { confirmScans: 1, ladder: [{ action: 'kill-process', count: 1, verifyTimeoutSec: 3600, backoffSec: 0 }] },
+      'kernel-integrity-changed': { confirmScans: 1, ladder: [{ action: 'kill-process', count: 1, verifyTimeoutSec: 3600, backoffSec: 0 }] },
+    },
   }));
   return startBenchSupervisor(dir, {
     version: 1, database: 'scale.db', deviceId: 'bench', scanIntervalSec: intervalSec, runDir: 'run', onExit: 'stop-guests', policy: 'policy.json',
@@ -219,6 +223,8 @@ export async function bench(): Promise<void> {
         `events ${p.eventsPerMin.toFixed(1)}/min ${JSON.stringify(eventsByKind)}; guests' CPU ${p.guestCpuPct.toFixed(0)} % of a core each, ${agentPerMin.toFixed(1)} agent reports (ps in the guest) per guest-minute; ` +
         `synthetic hook to finding p50 ${p.hookP50Ms.toFixed(0)} ms, p99 ${p.hookP99Ms.toFixed(0)} ms (n=${lat.length}); load ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`);
     } finally {
+      // IV_BENCH_LOG=FILE: the supervisor's log lines of the last count (to see why a wait failed).
+      if (process.env.IV_BENCH_LOG) writeFileSync(process.env.IV_BENCH_LOG, run.lines.map((l) => `${new Date(l.atMs).toISOString()} ${l.line}`).join('\n') + '\n');
       await run.sup.stop();
       await restorer?.stopAll();
       rmSync(run.dir, { recursive: true, force: true });

@@ -12,12 +12,29 @@ import { readModuleList } from './modules.js';
 import { readSyscallTables } from './syscall-tables.js';
 import { readIntegrity } from './integrity.js';
 import { readDispatch } from './dispatch.js';
-import type { KernelSnapshot } from './types.js';
+import type { KernelSnapshot, ModuleInfo } from './types.js';
 import type { SymbolTable } from '../profile/symbols.js';
 import type { StructLayouts } from '../profile/layouts.js';
 import type { ProfileCache } from '../profile/profile-cache.js';
 
+/**
+ * Views a periodic scan reads at their own cadence, not every scan (expensive ones: carving the
+ * module area, walking ftrace/kprobe/BPF structures). A snapshot lacks the ones not read (see
+ * KernelSnapshot: absent = not read this scan, which detectors must treat as undetermined).
+ */
+export type OptionalViewName = 'moduleArea' | 'ftrace' | 'kprobes' | 'bpf';
+
+type OptionalViewReaders = { readonly [K in OptionalViewName]?: (ctx: KernelContext, owners: readonly ModuleInfo[]) => NonNullable<KernelSnapshot[K]> };
+
+/**
+ * The reader of each optional view: a new expensive view goes here (and gets its interval in the
+ * supervisor's DEFAULT_VIEW_INTERVALS_MS), not into scan()'s every-scan part.
+ */
+const OPTIONAL_VIEWS: OptionalViewReaders = {};
+
 export interface ScanOptions {
+  /** Which optional views to read (default: every one there is; a periodic scan passes the ones due). */
+  readonly optional?: ReadonlySet<OptionalViewName>;
   /** Hash kernel text and rodata (default true; ~10-40 ms). */
   readonly hashImage?: boolean;
   /** Decode the syscall dispatch switches call by call (default true); the body hashes are taken either way. */
@@ -85,7 +102,15 @@ export class Introspector {
     const modules = readModuleList(ctx);
     const owners = [...modules.modules, ...modules.kobjects];
     const syscallTables = readSyscallTables(ctx, owners);
+    const want = (k: OptionalViewName): boolean => !opts.optional || opts.optional.has(k);
+    const v = OPTIONAL_VIEWS;
+    const optional: { -readonly [K in OptionalViewName]?: KernelSnapshot[K] } = {};
+    if (v.moduleArea && want('moduleArea')) optional.moduleArea = v.moduleArea(ctx, owners);
+    if (v.ftrace && want('ftrace')) optional.ftrace = v.ftrace(ctx, owners);
+    if (v.kprobes && want('kprobes')) optional.kprobes = v.kprobes(ctx, owners);
+    if (v.bpf && want('bpf')) optional.bpf = v.bpf(ctx, owners);
     return {
+      ...optional,
       takenAtMs: Date.now(),
       kernel: this.kernel.identity,
       tasks: readTaskList(ctx),

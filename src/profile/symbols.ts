@@ -109,6 +109,9 @@ function buildIndex(names: readonly string[], types: string, addresses: BigUint6
   }
   const idx: number[] = [];
   for (let i = 0; i < names.length; i++) if (types[i] !== 'A' && types[i] !== 'a') idx.push(i);
+  const sorted = Uint32Array.from(idx);
+  // kallsyms lists symbols in address order already: then the sort (BigInt compares) is not needed.
+  if (inOrder(sorted, addresses)) return { byName, sorted };
   idx.sort((a, b) => {
     const x = addresses[a] as bigint;
     const y = addresses[b] as bigint;

@@ -13,11 +13,20 @@ export interface StructLayouts {
 }
 
 export class BtfLayouts implements StructLayouts {
+  /** has()'s answers: views ask per scan, and a missing member costs a thrown error each time. */
+  private readonly known = new Map<string, boolean>();
   constructor(readonly btf: Btf) {}
   offsetof(struct: string, path: string): number { return this.btf.offsetof(struct, path); }
   sizeof(struct: string): number { return this.btf.sizeofStruct(struct); }
   has(struct: string, path: string): boolean {
-    try { this.btf.member(struct, path); return true; } catch { return false; }
+    const key = `${struct}.${path}`;
+    let v = this.known.get(key);
+    if (v === undefined) {
+      try { this.btf.member(struct, path); v = true; } catch { v = false; }
+      if (this.known.size >= 4096) this.known.clear(); // bounded whatever asks
+      this.known.set(key, v);
+    }
+    return v;
   }
 }
 

@@ -6,6 +6,8 @@
 //   IV_BENCH_HOOKS=5           synthetic syscall hooks per count (detection latency)
 //   IV_BENCH_RESTORE=0         boot every guest instead (default: one guest boots once, its state is
 //                              saved, and every guest of every count resumes from that file, QEMU -incoming)
+//   IV_BENCH_READY_SEC=900     how long the guests may take to their first kernel baseline
+//   IV_BENCH_LOG=FILE          the supervisor's log lines of the last count (written when it ends or fails)
 // Per count it prints, and writes docs/scale.svg from (CPU, memory) per count:
 //  - supervisor CPU (user+sys of this process) per guest-scan, over the window;
 //  - supervisor private memory (Private_Clean+Private_Dirty; guest RAM is mapped shared);

@@ -8,11 +8,19 @@ import { sleep } from '../src/util/deadline.js';
 
 export interface Run { sup: Supervisor; lines: { atMs: number; line: string }[]; dir: string }
 
-/** Writes `config` as dir/c.json and starts a supervisor on it. */
-export async function startBenchSupervisor(dir: string, config: unknown): Promise<Run> {
+/** Writes `config` as dir/c.json and starts a supervisor on it (`beforeStart`: e.g. launch its guests for it to adopt). */
+export async function startBenchSupervisor(dir: string, config: unknown, beforeStart?: (sup: Supervisor) => Promise<void>): Promise<Run> {
   writeFileSync(join(dir, 'c.json'), JSON.stringify(config));
   const lines: Run['lines'] = [];
   const sup = new Supervisor(loadSupervisorConfig(join(dir, 'c.json')), { log: (line) => lines.push({ atMs: Date.now(), line }) });
+  if (beforeStart) {
+    try {
+      await beforeStart(sup);
+    } catch (e) {
+      await sup.stop();
+      throw e;
+    }
+  }
   await sup.start();
   return { sup, lines, dir };
 }

@@ -2,16 +2,17 @@
 // one reply, with a timeout and a bound on the reply's size.
 import { connect } from 'node:net';
 import { Ajv } from 'ajv';
+import { compiledOnUse } from '../util/lazy-validator.js';
 import { formatAjvErrors } from '../events/schemas.js';
 import { NotReachableError, TimeoutError } from '../util/errors.js';
 import { MAX_REPLY_BYTES, progressSchema, type ActionProgress, type ControlRequest } from './protocol.js';
 
-const validateReply = new Ajv({ strict: true }).compile({
+const validateReply = compiledOnUse(() => new Ajv({ strict: true }).compile({
   oneOf: [
     { type: 'object', required: ['ok', 'result'], properties: { ok: { const: true }, result: {} } },
     { type: 'object', required: ['ok', 'error'], properties: { ok: { const: false }, error: { type: 'string' } } },
   ],
-});
+}));
 
 const validateProgress = new Ajv({ strict: true }).compile(progressSchema);
 

@@ -3,6 +3,7 @@
 // Requests are schema-checked (ajv) and size-limited before anything acts on them.
 import { join } from 'node:path';
 import { Ajv, type JSONSchemaType } from 'ajv';
+import { compiledOnUse } from '../util/lazy-validator.js';
 import { formatAjvErrors } from '../events/schemas.js';
 import { ACTION_KINDS, type ActionKind } from '../policy/types.js';
 import { ATTACKS, type Attack } from './demo.js';
@@ -88,8 +89,7 @@ export const requestSchema: Schema = {
   ],
 };
 
-const ajv = new Ajv({ allErrors: true, strict: true });
-const validate = ajv.compile(requestSchema as unknown as JSONSchemaType<ControlRequest>);
+const validate = compiledOnUse(() => new Ajv({ allErrors: true, strict: true }).compile(requestSchema as unknown as JSONSchemaType<ControlRequest>));
 
 /** Parses one request line; throws saying what is wrong with it. */
 export function parseRequest(line: string): ControlRequest {

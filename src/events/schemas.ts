@@ -2,6 +2,7 @@
 // schemas check events on record (store boundary), and consumers of the MQTT
 // topics can use them (docs/MQTT.md prints them with `introvisor-ota schemas`).
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { compiledOnUse } from '../util/lazy-validator.js';
 import { EVENT_KINDS, type EventKind, type EventPayloads, type RecordedEvent } from './types.js';
 
 type Schema = Record<string, unknown>;
@@ -93,11 +94,12 @@ export function messageSchema(kind: EventKind): Schema {
   return { ...envelopeSchema, $id: `introvisor/event/${kind}`, properties: { ...env.properties, kind: { const: kind }, payload: payloadSchemas[kind] } };
 }
 
-const ajv = new Ajv({ allErrors: true, strict: true });
-const payloadValidators = Object.fromEntries(EVENT_KINDS.map((k) => [k, ajv.compile(payloadSchemas[k])])) as {
+let shared: Ajv | undefined;
+const ajv = (): Ajv => (shared ??= new Ajv({ allErrors: true, strict: true }));
+const payloadValidators = Object.fromEntries(EVENT_KINDS.map((k) => [k, compiledOnUse(() => ajv().compile(payloadSchemas[k]))])) as {
   [K in EventKind]: ValidateFunction<EventPayloads[K]>;
 };
-const envelopeValidator = ajv.compile(envelopeSchema);
+const envelopeValidator = compiledOnUse(() => ajv().compile(envelopeSchema));
 
 export function formatAjvErrors(errors: readonly ErrorObject[] | null | undefined, max = 5): string {
   if (!errors || errors.length === 0) return 'invalid';
@@ -138,7 +140,7 @@ export const storeStatePayloadSchema: Schema = obj({
   ok: { type: 'boolean' }, error: nullable(str(2000)), sinceMs: nullable(ms), pending: int(), dropped: int(),
 });
 export const storeStateMessageSchema: Schema = statusEnvelope('store-state', storeStatePayloadSchema);
-const deviceStateValidator = ajv.compile(deviceStateMessageSchema);
+const deviceStateValidator = compiledOnUse(() => ajv().compile(deviceStateMessageSchema));
 
 export interface StatusMessage<K extends string, P> { readonly v: 1; readonly device: string; readonly kind: K; readonly atMs: number; readonly payload: P }
 

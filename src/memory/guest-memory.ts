@@ -85,13 +85,7 @@ export class GuestMemory {
         const eHi = extents[e + 1] as bigint;
         const from0 = eLo > fileLo ? eLo : fileLo;
         const to = Number(eHi < fileHi ? eHi : fileHi);
-        let from = Number(from0);
-        while (from < to && out.length < limit) {
-          const at = this.file.indexOf(pattern, from, to);
-          if (at < 0) break;
-          out.push(r.gpa + (BigInt(at) - r.fileOffset));
-          from = at + 1;
-        }
+        for (const at of this.file.search(pattern, Number(from0), to, limit - out.length)) out.push(r.gpa + (BigInt(at) - r.fileOffset));
       }
     }
     return out;

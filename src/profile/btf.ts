@@ -41,7 +41,9 @@ export class Btf {
   private readonly typeStart: Int32Array; // index by type id; byte offset of the btf_type in the types section
   private readonly types: Buffer;
   private readonly strings: Buffer;
-  private byName: Map<string, number[]> | undefined;
+  private byNameOffset: Map<number, number[]> | undefined;
+  /** find()'s answers so far (the names the views ask for). */
+  private readonly byName = new Map<string, number[]>();
   private readonly memberCache = new Map<string, MemberLocation>();
 
   constructor(blob: Buffer) {
@@ -86,18 +88,33 @@ export class Btf {
 
   /** Ids of named types (struct, union, typedef, enum, ...) with this name. */
   find(name: string, kind?: number): number[] {
-    if (!this.byName) {
-      const m = new Map<string, number[]>();
-      for (let id = 1; id < this.typeStart.length; id++) {
-        const nameOff = this.types.readUInt32LE(this.typeStart[id] as number);
-        if (nameOff === 0) continue;
-        const n = this.str(nameOff);
-        const list = m.get(n);
-        if (list) list.push(id); else m.set(n, [id]);
+    let ids = this.byName.get(name);
+    if (!ids) {
+      // Types by the offset of their name: no string is decoded for the index (a kernel has ~100k
+      // types and a scan looks up a few dozen names); a name is then found in the string section.
+      if (!this.byNameOffset) {
+        const m = new Map<number, number[]>();
+        for (let id = 1; id < this.typeStart.length; id++) {
+          const nameOff = this.types.readUInt32LE(this.typeStart[id] as number);
+          if (nameOff === 0) continue;
+          const list = m.get(nameOff);
+          if (list) list.push(id); else m.set(nameOff, [id]);
+        }
+        this.byNameOffset = m;
       }
-      this.byName = m;
+      const found: number[] = [];
+      if (name !== '' && name.length <= MAX_NAME_BYTES) {
+        // Every place the string ends as `name`: whole strings and (shared) tails of longer ones.
+        const needle = Buffer.from(name + '\0', 'latin1');
+        for (let at = this.strings.indexOf(needle); at >= 0; at = this.strings.indexOf(needle, at + 1)) {
+          const list = this.byNameOffset.get(at);
+          if (list) found.push(...list);
+        }
+      }
+      ids = found.sort((a, b) => a - b);
+      if (this.byName.size >= 4096) this.byName.clear(); // bounded whatever asks
+      this.byName.set(name, ids);
     }
-    const ids = this.byName.get(name) ?? [];
     return kind === undefined ? ids : ids.filter((id) => this.kind(id) === kind);
   }
 

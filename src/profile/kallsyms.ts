@@ -12,6 +12,7 @@
 // slots because every symbol set uses them), find N and the names below it (the
 // same in both orders, seqs aside), then take the offsets from whichever side
 // yields addresses in kallsyms order (ascending) with a kernel-half base.
+import { createHash } from 'node:crypto';
 import type { GuestMemory, RamRange } from '../memory/guest-memory.js';
 
 export interface KallsymsTable {
@@ -24,7 +25,15 @@ export interface KallsymsTable {
   /** kallsyms type letter per symbol ('T', 't', 'D', 'A', ...). */
   readonly types: string;
   readonly addresses: BigUint64Array;
+  /**
+   * Identifies the kernel build's symbol set whatever its KASLR slide: sha256 of the bytes from
+   * kallsyms_num_syms to the end of kallsyms_token_index (count, names, markers, seqs, tokens).
+   */
+  readonly buildKey: string;
 }
+
+/** Names and types already decoded for a build key (another guest of the same build), or undefined. */
+export type KnownNames = (buildKey: string) => { readonly names: readonly string[]; readonly types: string } | undefined;
 
 const DIGIT_TOKENS = Buffer.from('0\u00001\u00002\u00003\u00004\u00005\u00006\u00007\u00008\u00009\u0000', 'latin1');
 /** How far before the token table the other arrays may start: 4 MiB first, then enough for ~300k symbols. */
@@ -39,12 +48,12 @@ export class KallsymsError extends Error {
 }
 
 /** Every kallsyms table in guest RAM (after a reset, the previous kernel's is still there). */
-export function findKallsyms(mem: GuestMemory, maxCandidates = 4096): { tables: KallsymsTable[]; rejected: string[] } {
+export function findKallsyms(mem: GuestMemory, maxCandidates = 4096, known?: KnownNames): { tables: KallsymsTable[]; rejected: string[] } {
   const tables: KallsymsTable[] = [];
   const rejected: string[] = [];
   for (const hit of mem.findAll(DIGIT_TOKENS, maxCandidates)) {
     try {
-      tables.push(decodeAt(mem, hit));
+      tables.push(decodeAt(mem, hit, known));
     } catch (e) {
       rejected.push(`0x${hit.toString(16)}: ${e instanceof Error ? e.message : String(e)}`);
     }
@@ -52,7 +61,7 @@ export function findKallsyms(mem: GuestMemory, maxCandidates = 4096): { tables: 
   return { tables, rejected };
 }
 
-function decodeAt(mem: GuestMemory, digitsPhys: bigint): KallsymsTable {
+function decodeAt(mem: GuestMemory, digitsPhys: bigint, known: KnownNames | undefined): KallsymsTable {
   const range = mem.layout.find((r) => digitsPhys >= r.gpa && digitsPhys - r.gpa < r.size);
   if (!range) throw new KallsymsError('candidate is outside guest RAM');
   // A small copy first: most candidates (digit runs elsewhere in RAM) fail the token checks.
@@ -71,17 +80,24 @@ function decodeAt(mem: GuestMemory, digitsPhys: bigint): KallsymsTable {
       if (afterIndex + len > range.gpa + range.size) return null;
       return mem.readPhys(afterIndex, Number(len));
     };
-    const found = findCount(big.buf, Number(tokenTablePhys - big.start), tokens.tokens, offsetsAfter);
+    const tokenTable = Number(tokenTablePhys - big.start);
+    const found = findCount(big.buf, tokenTable, offsetsAfter);
     if (typeof found === 'number') {
       throw new KallsymsError(`the names of ${found} symbols decode, but no kallsyms_offsets beside them decode to ascending kernel addresses from a kallsyms_relative_base: an address encoding this version does not read (e.g. the place-relative offsets of Linux 7.0+, which have no relative base); a System.map cannot stand in, since it is placed by that base`);
     }
-    if (found) return { tokenTablePhys, ...found };
+    if (found) {
+      const tokenBytes = small.buf.subarray(tokens.tokenTable, tokens.tokenTable + tokens.indexEnd);
+      const buildKey = createHash('sha256').update(big.buf.subarray(found.namesStart - 8, tokenTable)).update(tokenBytes).digest('hex');
+      // Decoding ~100k names is most of the work: another guest of the same build did it already.
+      const names = known?.(buildKey) ?? decodeNames(big.buf, found.addresses.length, found.namesStart, tokens.tokens);
+      return { tokenTablePhys, relativeBase: found.relativeBase, addresses: found.addresses, order: found.order, names: names.names, types: names.types, buildKey };
+    }
     if (big.start === range.gpa) break; // the window already reaches the start of RAM
   }
   throw new KallsymsError('no symbol count makes the markers, names and count agree');
 }
 
-type Decoded = { relativeBase: bigint; names: string[]; types: string; addresses: BigUint64Array; order: KallsymsTable['order'] };
+type Decoded = { relativeBase: bigint; namesStart: number; addresses: BigUint64Array; order: KallsymsTable['order'] };
 /** kallsyms_offsets[n] then kallsyms_relative_base, when they follow the token index (6.4+). */
 type OffsetsAfter = (n: number) => Buffer | null;
 
@@ -89,7 +105,7 @@ type OffsetsAfter = (n: number) => Buffer | null;
  * Finds N: the markers, seqs and names must line up exactly below the token table. A number:
  * the names of that many symbols line up but no offsets decode (an unknown address encoding).
  */
-function findCount(buf: Buffer, tokenTable: number, tokens: string[], after: OffsetsAfter): Decoded | number | null {
+function findCount(buf: Buffer, tokenTable: number, after: OffsetsAfter): Decoded | number | null {
   const maxN = Math.min(MAX_SYMBOLS, Math.floor(tokenTable / 8));
   let namesOnly: number | null = null;
   for (let n = 256; n <= maxN; n++) {
@@ -98,7 +114,7 @@ function findCount(buf: Buffer, tokenTable: number, tokens: string[], after: Off
     for (const withSeqs of [true, false]) {
       const markersStart = (withSeqs ? seqsStart : tokenTable) - align8(4 * markerCount);
       if (markersStart < 16 || buf.readUInt32LE(markersStart) !== 0) continue;
-      const table = tryN(buf, n, markersStart, markerCount, tokens, after);
+      const table = tryN(buf, n, markersStart, markerCount, after);
       if (table === 'no-offsets') namesOnly ??= n;
       else if (table) return table;
     }
@@ -106,7 +122,7 @@ function findCount(buf: Buffer, tokenTable: number, tokens: string[], after: Off
   return namesOnly;
 }
 
-function tryN(buf: Buffer, n: number, markersStart: number, markerCount: number, tokens: string[], after: OffsetsAfter): Decoded | 'no-offsets' | null {
+function tryN(buf: Buffer, n: number, markersStart: number, markerCount: number, after: OffsetsAfter): Decoded | 'no-offsets' | null {
   let prev = 0;
   for (let i = 1; i < markerCount; i++) {
     const m = buf.readUInt32LE(markersStart + 4 * i);
@@ -135,10 +151,10 @@ function tryN(buf: Buffer, n: number, markersStart: number, markerCount: number,
     // 6.4+ first (names-first): offsets after the token index; then the older order below.
     const tail = after(n);
     const afterAddrs = tail ? decodeOffsets(tail, 0, n, tail.readBigUInt64LE(align8(4 * n))) : null;
-    if (afterAddrs) return { ...decodeNames(buf, n, x, tokens), ...afterAddrs, order: 'names-first' };
+    if (afterAddrs) return { namesStart: x, ...afterAddrs, order: 'names-first' };
     if (x - 16 - align8(4 * n) < 0) return null; // offsets start before this window: a bigger one will do
     const beforeAddrs = decodeOffsets(buf, x - 16 - align8(4 * n), n, buf.readBigUInt64LE(x - 16));
-    if (beforeAddrs) return { ...decodeNames(buf, n, x, tokens), ...beforeAddrs, order: 'offsets-first' };
+    if (beforeAddrs) return { namesStart: x, ...beforeAddrs, order: 'offsets-first' };
     return 'no-offsets';
   }
   return null;

@@ -1,6 +1,7 @@
 // Structure layouts: where a member lies in a kernel struct. From the guest's
 // BTF by default; from a Volatility 3 ISF file when the user supplies one.
 import { Ajv } from 'ajv';
+import { compiledOnUse } from '../util/lazy-validator.js';
 import { Btf } from './btf.js';
 import { SymbolTable } from './symbols.js';
 
@@ -12,11 +13,20 @@ export interface StructLayouts {
 }
 
 export class BtfLayouts implements StructLayouts {
+  /** has()'s answers: views ask per scan, and a missing member costs a thrown error each time. */
+  private readonly known = new Map<string, boolean>();
   constructor(readonly btf: Btf) {}
   offsetof(struct: string, path: string): number { return this.btf.offsetof(struct, path); }
   sizeof(struct: string): number { return this.btf.sizeofStruct(struct); }
   has(struct: string, path: string): boolean {
-    try { this.btf.member(struct, path); return true; } catch { return false; }
+    const key = `${struct}.${path}`;
+    let v = this.known.get(key);
+    if (v === undefined) {
+      try { this.btf.member(struct, path); v = true; } catch { v = false; }
+      if (this.known.size >= 4096) this.known.clear(); // bounded whatever asks
+      this.known.set(key, v);
+    }
+    return v;
   }
 }
 
@@ -63,7 +73,7 @@ const isfSchema = {
   },
 } as const;
 
-const validateIsf = new Ajv({ allErrors: false }).compile<IsfDocument>(isfSchema);
+const validateIsf = compiledOnUse(() => new Ajv({ allErrors: false }).compile<IsfDocument>(isfSchema));
 
 /** Layouts from a Volatility 3 ISF JSON document (already parsed). */
 export class IsfLayouts implements StructLayouts {

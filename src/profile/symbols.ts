@@ -8,27 +8,32 @@ export interface SymbolHit {
   readonly offset: bigint;
 }
 
-export class SymbolTable {
-  private readonly byName = new Map<string, number>();
+/** What a symbol table derives from its names and address order: shared by the tables of one kernel build. */
+interface SymbolIndex {
+  readonly byName: Map<string, number>;
   /** Indices of non-absolute symbols sorted by address, for address -> symbol. */
+  readonly sorted: Uint32Array;
+}
+
+export class SymbolTable {
+  private readonly byName: Map<string, number>;
   private readonly sorted: Uint32Array;
 
-  constructor(readonly names: readonly string[], readonly types: string, readonly addresses: BigUint64Array) {
+  constructor(readonly names: readonly string[], readonly types: string, readonly addresses: BigUint64Array, shared?: SymbolTable) {
     if (names.length !== addresses.length || types.length !== names.length) throw new Error('symbol table: names, types and addresses differ in length');
-    for (let i = 0; i < names.length; i++) {
-      const n = names[i] as string;
-      // A global definition wins over a static one of the same name.
-      const prev = this.byName.get(n);
-      if (prev === undefined || (isGlobal(types.charCodeAt(i)) && !isGlobal(types.charCodeAt(prev)))) this.byName.set(n, i);
-    }
-    const idx: number[] = [];
-    for (let i = 0; i < names.length; i++) if (types[i] !== 'A' && types[i] !== 'a') idx.push(i);
-    idx.sort((a, b) => {
-      const x = addresses[a] as bigint;
-      const y = addresses[b] as bigint;
-      return x < y ? -1 : x > y ? 1 : a - b;
-    });
-    this.sorted = Uint32Array.from(idx);
+    const index: SymbolIndex = shared && shared.names === names && shared.types === types && inOrder(shared.sorted, addresses)
+      ? { byName: shared.byName, sorted: shared.sorted }
+      : buildIndex(names, types, addresses);
+    this.byName = index.byName;
+    this.sorted = index.sorted;
+  }
+
+  /**
+   * The same symbols at other addresses (another guest of the same kernel build, another KASLR
+   * slide): names and both indices are shared, not copied, when the address order is unchanged.
+   */
+  withAddresses(addresses: BigUint64Array): SymbolTable {
+    return new SymbolTable(this.names, this.types, addresses, this);
   }
 
   static fromKallsyms(t: KallsymsTable): SymbolTable {
@@ -107,6 +112,39 @@ export class SymbolTable {
   }
 }
 
+function buildIndex(names: readonly string[], types: string, addresses: BigUint64Array): SymbolIndex {
+  const byName = new Map<string, number>();
+  for (let i = 0; i < names.length; i++) {
+    const n = names[i] as string;
+    // A global definition wins over a static one of the same name.
+    const prev = byName.get(n);
+    if (prev === undefined || (isGlobal(types.charCodeAt(i)) && !isGlobal(types.charCodeAt(prev)))) byName.set(n, i);
+  }
+  const idx: number[] = [];
+  for (let i = 0; i < names.length; i++) if (types[i] !== 'A' && types[i] !== 'a') idx.push(i);
+  const sorted = Uint32Array.from(idx);
+  // kallsyms lists symbols in address order already: then the sort (BigInt compares) is not needed.
+  if (inOrder(sorted, addresses)) return { byName, sorted };
+  idx.sort((a, b) => {
+    const x = addresses[a] as bigint;
+    const y = addresses[b] as bigint;
+    return x < y ? -1 : x > y ? 1 : a - b;
+  });
+  return { byName, sorted: Uint32Array.from(idx) };
+}
+
+/** Whether `sorted` (built for other addresses) still orders these addresses as buildIndex would. */
+function inOrder(sorted: Uint32Array, addresses: BigUint64Array): boolean {
+  for (let k = 1; k < sorted.length; k++) {
+    const a = sorted[k - 1] as number;
+    const b = sorted[k] as number;
+    const x = addresses[a] as bigint;
+    const y = addresses[b] as bigint;
+    if (x > y || (x === y && a > b)) return false;
+  }
+  return true;
+}
+
 function isGlobal(c: number): boolean {
   return c >= 65 && c <= 90; // upper-case kallsyms type letter
 }
@@ -137,5 +175,5 @@ export function slideSymbols(t: SymbolTable, slide: bigint): SymbolTable {
     const c = t.types[i];
     addrs[i] = c === 'A' || c === 'a' ? (t.addresses[i] as bigint) : ((t.addresses[i] as bigint) + slide) & 0xffff_ffff_ffff_ffffn;
   }
-  return new SymbolTable(t.names, t.types, addrs);
+  return t.withAddresses(addrs);
 }

@@ -13,6 +13,7 @@ import { SymbolTable, slideSymbols } from '../profile/symbols.js';
 import { Btf } from '../profile/btf.js';
 import { BtfLayouts, type StructLayouts } from '../profile/layouts.js';
 import { KernelProfile } from '../profile/kernel-profile.js';
+import { sharedProfiles, type ProfileCache, type ProfileLease } from '../profile/profile-cache.js';
 import type { KernelIdentity } from './types.js';
 
 /** __START_KERNEL_map: the kernel image's virtual base before the KASLR slide. */
@@ -36,6 +37,11 @@ export interface DiscoveryOptions {
   /** Overrides: a user's System.map / ISF symbols (as built; slid here) or ISF layouts. */
   readonly symbols?: SymbolTable;
   readonly layouts?: StructLayouts;
+  /**
+   * Kernel builds decoded by other guests of this process (default: the process-wide cache);
+   * null decodes everything here. Not used with overrides (a user's profile is this guest's own).
+   */
+  readonly profiles?: ProfileCache | null;
 }
 
 export interface DiscoveredKernel {
@@ -51,6 +57,8 @@ export interface DiscoveredKernel {
   /** Regions translated arithmetically (verified against page walks at discovery). */
   readonly linear: readonly { readonly what: string; readonly va: bigint; readonly pa: bigint; readonly size: bigint }[];
   readonly timings: { readonly kallsymsMs: number; readonly btfMs: number; readonly totalMs: number };
+  /** This guest's hold on the shared profile of its kernel build: release it when done with the kernel. */
+  readonly lease?: ProfileLease;
 }
 
 export class DiscoveryError extends Error {
@@ -78,7 +86,8 @@ const hex = (v: bigint): string => '0x' + v.toString(16);
 
 export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): DiscoveredKernel {
   const t0 = performance.now();
-  const { tables, rejected } = findKallsyms(mem);
+  const cache = opts.symbols || opts.layouts ? undefined : (opts.profiles === undefined ? sharedProfiles : opts.profiles ?? undefined);
+  const { tables, rejected } = findKallsyms(mem, undefined, cache ? (k) => cache.names(k) : undefined);
   const kallsymsMs = performance.now() - t0;
   const notes = rejected.map((r) => `kallsyms candidate ${r}`);
   const valid: Candidate[] = [];
@@ -88,7 +97,8 @@ export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): D
     const banners = mem.findAll(Buffer.from('Linux version '), 512, table.tokenTablePhys > span ? table.tokenTablePhys - span : 0n, table.tokenTablePhys + span);
     // A user's System.map/ISF describes the unrandomised build: slide it to where this
     // image's kallsyms says _text is (kallsyms_relative_base is _text).
-    const symbols = opts.symbols ? slideSymbols(opts.symbols, table.relativeBase - (opts.symbols.address('_text') ?? table.relativeBase)) : SymbolTable.fromKallsyms(table);
+    const symbols = opts.symbols ? slideSymbols(opts.symbols, table.relativeBase - (opts.symbols.address('_text') ?? table.relativeBase))
+      : cache?.symbolsAt(table.buildKey, table.addresses) ?? SymbolTable.fromKallsyms(table);
     const c = judgeCandidate(mem, table, symbols, banners, opts.registers);
     notes.push(c.note);
     if ('space' in c) valid.push(c);
@@ -122,8 +132,6 @@ export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): D
       if (secs > best) { best = secs; chosen = c; }
     }
   }
-  const layouts = opts.layouts ?? new BtfLayouts(btfs.get(chosen) ?? loadBtf(chosen));
-  const btfMs = performance.now() - t1;
   const symbols = chosen.symbols;
   const bannerVa = symbols.require('linux_banner');
   const banner = readCString(chosen.space, bannerVa, 512).replace(/\n$/, '');
@@ -135,6 +143,15 @@ export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): D
     pagingLevels: chosen.levels,
   };
   const linear = linearRegions(mem, chosen);
+  let layouts: StructLayouts;
+  let lease: ProfileLease | undefined;
+  if (opts.layouts) layouts = opts.layouts;
+  else if (cache) {
+    const r = cache.lease(chosen.table.buildKey, chosen.symbols, btfBytes(chosen));
+    layouts = new BtfLayouts(r.btf);
+    lease = r.lease;
+  } else layouts = new BtfLayouts(btfs.get(chosen) ?? loadBtf(chosen));
+  const btfMs = performance.now() - t1;
   const profile = new KernelProfile(symbols, layouts, {
     symbols: opts.symbols ? 'override' : `kallsyms@${hex(chosen.table.tokenTablePhys)}`,
     layouts: opts.layouts ? 'override' : 'btf',
@@ -149,6 +166,7 @@ export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): D
     candidates: notes,
     linear,
     timings: { kallsymsMs, btfMs, totalMs: performance.now() - t0 },
+    ...(lease ? { lease } : {}),
   };
 }
 
@@ -233,6 +251,10 @@ function linearRegions(mem: GuestMemory, c: Candidate): { what: string; va: bigi
 }
 
 function loadBtf(c: Candidate): Btf {
+  return new Btf(btfBytes(c));
+}
+
+function btfBytes(c: Candidate): Buffer {
   const start = c.symbols.address('__start_BTF');
   const stop = c.symbols.address('__stop_BTF');
   if (start === undefined || stop === undefined) {
@@ -240,7 +262,7 @@ function loadBtf(c: Candidate): Btf {
   }
   const len = stop - start;
   if (len <= 0n || len > BigInt(MAX_BTF_BYTES)) throw new DiscoveryError(`kernel BTF size ${len} is outside 1..${MAX_BTF_BYTES}`);
-  return new Btf(c.space.read(start, Number(len)));
+  return c.space.read(start, Number(len));
 }
 
 /** 2000-01-01: no running kernel's wall clock is earlier (QEMU starts the RTC at the host's time). */

@@ -20,6 +20,7 @@ import { readTextDiff, type CleanHashes } from './text-diff.js';
 import type { KernelSnapshot } from './types.js';
 import type { SymbolTable } from '../profile/symbols.js';
 import type { StructLayouts } from '../profile/layouts.js';
+import type { ProfileCache } from '../profile/profile-cache.js';
 
 export interface ScanOptions {
   /** Hash kernel text and rodata (default true; ~10-40 ms). */
@@ -57,6 +58,8 @@ export interface AttachOptions {
   /** Live guests: CR3/CR4 come from here (`info registers`). */
   readonly qmp?: HmpSource;
   readonly registers?: LiveRegisters;
+  /** Kernel builds shared with other guests (default: the process-wide cache; null: none). */
+  readonly profiles?: ProfileCache | null;
 }
 
 export class Introspector {
@@ -75,8 +78,15 @@ export class Introspector {
         ...(registers ? { registers } : {}),
         ...(opts.symbols ? { symbols: opts.symbols } : {}),
         ...(opts.layouts ? { layouts: opts.layouts } : {}),
+        ...(opts.profiles !== undefined ? { profiles: opts.profiles } : {}),
       };
-      return new Introspector(memory, discoverKernel(memory, d), opts.limits ?? DEFAULT_LIMITS);
+      const kernel = discoverKernel(memory, d);
+      try {
+        return new Introspector(memory, kernel, opts.limits ?? DEFAULT_LIMITS);
+      } catch (e) {
+        kernel.lease?.release();
+        throw e;
+      }
     } catch (e) {
       memory.close();
       throw e;
@@ -113,5 +123,9 @@ export class Introspector {
     };
   }
 
-  close(): void { this.memory.close(); }
+  /** Unmaps the guest's memory and gives back its hold on the shared kernel profile. Idempotent. */
+  close(): void {
+    this.memory.close();
+    this.kernel.lease?.release();
+  }
 }

@@ -3,6 +3,7 @@
 import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Ajv, type JSONSchemaType } from 'ajv';
+import { compiledOnUse } from '../util/lazy-validator.js';
 import { labManifestPath } from '../util/paths.js';
 import { errorMessage } from '../util/errors.js';
 import { findOnPath } from '../util/exec.js';
@@ -29,7 +30,7 @@ const manifestSchema: JSONSchemaType<KernelBootImages> = {
     baseImage: { type: 'string', minLength: 1, maxLength: 4096 },
   },
 };
-const checkManifest = new Ajv({ allErrors: true }).compile(manifestSchema);
+const checkManifest = compiledOnUse(() => new Ajv({ allErrors: true }).compile(manifestSchema));
 
 /** Reads an image manifest; errors name the file and say how to build it. */
 export function loadKernelBootImages(path = labManifestPath()): KernelBootImages {

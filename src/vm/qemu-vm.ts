@@ -124,6 +124,18 @@ export class QemuVm {
     }
   }
 
+  /**
+   * Leaves the guest's QEMU running for another owner to adopt (as a supervisor's guests outlive it):
+   * closes this object's QMP and agent connections (QEMU serves one client per socket) and gives up the claim.
+   */
+  detach(): void {
+    this.agentClient?.close();
+    this.agentClient = undefined;
+    this.qmpClient?.close();
+    this.qmpClient = undefined;
+    this.release();
+  }
+
   /** Gives up the claim (the guest's QEMU may go on running; a later owner adopts it). */
   release(): void {
     this.ownerLock?.release();
@@ -152,7 +164,12 @@ export class QemuVm {
    * Boots the VM and waits until its guest agent answers. Returns a note when it had to replace the
    * disk overlay (it was on another golden image than this guest's, e.g. one a newer lab build superseded).
    */
-  async start(opts: { freshDisk?: boolean; readyTimeoutMs?: number } = {}): Promise<string | null> {
+  /**
+   * `incoming`: a state file written by saveState() from a guest of the same spec (machine, RAM
+   * size, devices, golden image): the guest resumes from it instead of booting (seconds instead of
+   * a boot; many guests can start from one file). The file must not change while QEMU reads it.
+   */
+  async start(opts: { freshDisk?: boolean; readyTimeoutMs?: number; incoming?: string } = {}): Promise<string | null> {
     if (this.running) throw new VmBusyError(`guest ${this.name} is already running (pid ${this.pid})`);
     const claimedHere = this.ownerLock === undefined;
     this.claim();
@@ -192,6 +209,8 @@ export class QemuVm {
     }
     const t0 = Date.now();
     const args = this.qemuArgs();
+    // QEMU runs the exec: command through /bin/sh: the path is single-quoted for it.
+    if (opts.incoming !== undefined) args.push('-incoming', `exec:cat ${shellQuote(opts.incoming)}`);
     const argv = s.dieWithParent && findOnPath('setpriv') ? ['setpriv', '--pdeathsig', 'KILL', qemu, ...args] : [qemu, ...args];
     const [cmd, ...rest] = argv as [string, ...string[]];
     this.stderrTail = '';
@@ -231,6 +250,23 @@ export class QemuVm {
       }
     }
     throw new TimeoutError(`guest ${this.name}: guest agent not ready (${last}); console:\n${this.consoleTail(10)}`, timeoutMs);
+  }
+
+  /**
+   * Writes the running guest's whole state (RAM, devices, CPU) to `path` for start({ incoming }).
+   * The guest is paused at the end (QEMU's post-migration state); stop() it afterwards.
+   */
+  async saveState(path: string, timeoutMs = 120_000): Promise<void> {
+    await this.qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(path)}` });
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await this.qmp.execute('query-migrate');
+      const status = isRecord(r) ? r['status'] : undefined;
+      if (status === 'completed') return;
+      if (status === 'failed' || status === 'cancelled') throw new Error(`guest ${this.name}: saving its state to ${path}: migration ${String(status)} (${isRecord(r) ? String(r['error-desc'] ?? '') : ''})`);
+      if (Date.now() > deadline) throw new TimeoutError(`guest ${this.name}: saving its state to ${path}`, timeoutMs);
+      await sleep(100);
+    }
   }
 
   /** QMP system_reset: the guest OS restarts in the same QEMU; waits for the agent. */
@@ -435,6 +471,11 @@ export class QemuVm {
       try { if (statSync(p)) rmSync(p, { force: true }); } catch { /* absent */ }
     }
   }
+}
+
+/** A path as one /bin/sh word. */
+function shellQuote(path: string): string {
+  return `'${path.replaceAll("'", "'\\''")}'`;
 }
 
 /** A path inside a comma-separated QEMU option value: commas are doubled. */

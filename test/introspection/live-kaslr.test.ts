@@ -157,6 +157,8 @@ t.test('a raw dump of the guest gives the same views with no CR3', async (t) => 
   t.teardown(() => offline.close());
   t.equal(offline.kernel.identity.kaslrSlide, live.kernel.identity.kaslrSlide, 'same slide');
   t.equal(offline.kernel.identity.pagingLevels, 5, 'LA57 found from __pgtable_l5_enabled');
+  t.same([offline.kernel.lease?.sharedSymbols, offline.kernel.lease?.sharedBtf], [true, true], 'the same kernel build: decoded names and BTF shared with the live view');
+  t.equal(offline.kernel.profile.symbols.names, live.kernel.profile.symbols.names);
   const snap = offline.scan();
   t.same(compareProcesses(ps, snap), [], 'dump task list equals ps');
   t.same(foreignSyscalls(snap), []);
@@ -174,6 +176,8 @@ t.test('after system_reset the CR3 walk picks the new kernel, not the old image 
   const set = new Set(truth);
   const mine = kallsymsLines(fresh.kernel.profile.symbols);
   t.same(mine.filter((l) => !set.has(l)).slice(0, 5), [], 'symbols are the new kernel\'s');
+  // Same build, new slide: the names come from the first attach, the addresses are this boot's (checked above).
+  t.equal(fresh.kernel.lease?.sharedSymbols, true, 'the build\'s names were not decoded again');
   t.comment(`slide before ${oldSlide.toString(16)}, after ${fresh.kernel.identity.kaslrSlide.toString(16)}`);
   const ps = await guestPs(vm);
   const snap = await paused(vm, () => fresh.scan({ hashImage: false }));

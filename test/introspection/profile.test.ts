@@ -4,6 +4,7 @@ import t from 'tap';
 import { Btf, BtfError } from '../../src/profile/btf.js';
 import { parseSystemMap, slideSymbols } from '../../src/profile/symbols.js';
 import { IsfLayouts, isfSymbols, parseIsf } from '../../src/profile/layouts.js';
+import { ProfileCache, SharedByKey } from '../../src/profile/profile-cache.js';
 
 /** A minimal BTF encoder for the kinds the reader must handle. */
 class BtfBuilder {
@@ -125,4 +126,57 @@ t.test('Volatility ISF: layouts and exact 64-bit symbol addresses', async (t) =>
   t.equal(syms.address('_text'), 18446744071578845184n, 'no rounding through doubles');
   t.equal(syms.address('init_task'), 18446744071600671296n);
   t.throws(() => new IsfLayouts({ user_types: { x: { kind: 'struct' } } }, 'bad.isf'), /bad\.isf: not a Volatility ISF/);
+});
+
+t.test('symbols of one build at another slide share names and indices; a changed order rebuilds them', async (t) => {
+  const map = parseSystemMap('ffffffff81000000 T _text\nffffffff82000360 D sys_call_table\nffffffff82000360 d sys_call_table_alias\n0000000000031c40 A runqueues\n');
+  const slid = slideSymbols(map, 0x2a20_0000n);
+  t.equal(slid.names, map.names, 'names are the same array, not a copy');
+  t.same(slid.lookup(0xffff_ffff_ac20_0368n), { name: 'sys_call_table', address: 0xffff_ffff_ac20_0360n, offset: 8n }, 'lookup through the shared index, global name preferred');
+  t.equal(slid.address('runqueues'), 0x31c40n);
+  // Addresses in another order than the shared index's: the index is rebuilt, lookups stay right.
+  const swapped = map.withAddresses(BigUint64Array.from([0xffff_ffff_8300_0000n, 0xffff_ffff_8100_0000n, 0xffff_ffff_8100_0000n, 0x31c40n]));
+  t.same(swapped.lookup(0xffff_ffff_8300_0010n), { name: '_text', address: 0xffff_ffff_8300_0000n, offset: 0x10n });
+  t.same(swapped.lookup(0xffff_ffff_8100_0001n), { name: 'sys_call_table', address: 0xffff_ffff_8100_0000n, offset: 1n });
+  t.equal(swapped.extent('sys_call_table'), 0x200_0000);
+});
+
+t.test('shared profiles: kept while leased, up to maxIdle unused ones after, least recently released go first', async (t) => {
+  const c = new SharedByKey<{ n: number }>(1);
+  let made = 0;
+  const a1 = c.acquire('a', () => ({ n: ++made }));
+  const a2 = c.acquire('a', () => ({ n: ++made }));
+  t.equal(a1.value, a2.value, 'a second lease of a key gets the same value');
+  t.same([a1.shared, a2.shared, made], [false, true, 1]);
+  const b = c.acquire('b', () => ({ n: ++made }));
+  a1.release();
+  a1.release(); // idempotent: one lease, one release
+  t.same(c.stats, { leased: 2, idle: 0 }, 'a is still leased by a2');
+  a2.release();
+  b.release();
+  t.same(c.stats, { leased: 0, idle: 1 }, 'one idle entry kept');
+  t.equal(c.peek('a'), undefined, 'a, released first, is evicted');
+  t.equal(c.peek('b')?.n, 2, 'b, released last, is kept');
+  const b2 = c.acquire('b', () => ({ n: ++made }));
+  t.same([b2.shared, made], [true, 2], 'a returning build is not decoded again');
+  b2.release();
+});
+
+t.test('shared profiles: BTF is shared only between identical bytes; a bad blob leaks no lease', async (t) => {
+  const cache = new ProfileCache(0);
+  const syms = parseSystemMap('ffffffff81000000 T _text\n');
+  const blob = sampleBtf();
+  const one = cache.lease('k', syms, blob);
+  const two = cache.lease('k', syms.withAddresses(BigUint64Array.from([0xffff_ffff_9000_0000n])), Buffer.from(blob));
+  t.equal(two.btf, one.btf, 'same bytes: one parsed BTF');
+  t.same([one.lease.sharedSymbols, two.lease.sharedSymbols, two.lease.sharedBtf], [false, true, true]);
+  t.same(cache.names('k')?.names, ['_text']);
+  const other = Buffer.from(blob);
+  other[other.length - 2] = 0x7a; // a different string section: another build's (or a tampered) BTF
+  const three = cache.lease('k', syms, other);
+  t.not(three.btf, one.btf, 'different bytes are never served another guest\'s BTF');
+  t.throws(() => cache.lease('k', syms, Buffer.from('not btf at all, not at all')), /BTF/);
+  for (const l of [one, two, three]) l.lease.release();
+  t.same(cache.symbols.stats, { leased: 0, idle: 0 }, 'all released, nothing kept with maxIdle 0 (the failed lease released its symbols)');
+  t.same(cache.btf.stats, { leased: 0, idle: 0 });
 });

@@ -24,6 +24,22 @@ t.test('reads inside the file and finds a pattern', async (t) => {
   mem.close();
 });
 
+t.test('search reads through the file in chunks: matches across a chunk seam, limits, bounds', async (t) => {
+  const big = join(dir, 'big.bin');
+  const img = Buffer.alloc(9 << 20);
+  const pat = Buffer.from('0\u00001\u00002\u00003\u0000', 'latin1');
+  const at = [0x1000, (4 << 20) - 3, (8 << 20) - 1, img.length - pat.length];
+  for (const a of at) pat.copy(img, a);
+  writeFileSync(big, img);
+  const mem = openPhysicalMemory(big);
+  t.same(mem.search(pat, 0, mem.size, 10), at, 'every match, including those across the 4 MiB seams and at the very end');
+  t.same(mem.search(pat, 0, mem.size, 2), at.slice(0, 2), 'limit');
+  t.same(mem.search(pat, 0x1001, (8 << 20) - 1, 10), [(4 << 20) - 3], 'from inclusive, to exclusive of match starts');
+  t.same(mem.search(pat, (8 << 20) - 1, (8 << 20), 10), [(8 << 20) - 1], 'a match starting before to may end after it');
+  t.same(mem.search(pat, 5, 5, 10), []);
+  mem.close();
+});
+
 t.test('out-of-range and malformed reads are clear errors', async (t) => {
   const mem = openPhysicalMemory(file);
   t.throws(() => mem.read(mem.size - 2, 4), /outside guest memory/);

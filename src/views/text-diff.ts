@@ -498,7 +498,7 @@ function readKprobeAddresses(ctx: KernelContext, errors: ViewError[]): bigint[] 
 /**
  * Without a clean copy to compare with (a dump judged in another process: the copy was just taken
  * from the dump itself), the one change that needs no old bytes: every kallsyms text function's
- * fentry site holding a jmp/call out of kernel text, or int3. Taken with the copy, once.
+ * fentry site holding a jmp/call out of kernel text. Taken with the copy, once.
  */
 function entryBranches(ctx: KernelContext, ref: Reference, resolve: (r: RawSite) => TextSite): { sites: TextSite[]; fentryGroups: TextSiteGroup[]; truncated: boolean } {
   const s = ctx.profile.symbols;
@@ -516,15 +516,16 @@ function entryBranches(ctx: KernelContext, ref: Reference, resolve: (r: RawSite)
     if (!head || head.length < 9) continue;
     const off = head.subarray(0, 4).equals(ENDBR64) || head.subarray(0, 4).equals(ENDBR_POISON) ? 4 : 0;
     const op = head[off];
-    if (op !== 0xe8 && op !== 0xe9 && op !== 0xcc) continue;
+    // Only branches: int3 is also the padding after section-end labels, and without old bytes the two look alike.
+    if (op !== 0xe8 && op !== 0xe9) continue;
     const at = fn + BigInt(off);
-    const target = op === 0xcc ? 0n : at + 5n + BigInt(head.readInt32LE(off + 1));
-    if (op !== 0xcc && target >= ref.textStart && target < ref.textEnd) continue;
+    const target = at + 5n + BigInt(head.readInt32LE(off + 1));
+    if (target >= ref.textStart && target < ref.textEnd) continue;
     const name = s.names[i] ?? null;
     const raw: RawSite = {
-      address: at, function: name, offset: off, old: '', new: head.subarray(off, off + (op === 0xcc ? 1 : 5)).toString('hex'),
-      oldInstruction: '(no clean copy)', instruction: op === 0xcc ? 'int3' : `${op === 0xe8 ? 'call' : 'jmp'} 0x${target.toString(16)}`,
-      atEntry: true, branch: op === 0xcc ? null : { kind: op === 0xe8 ? 'call' : 'jmp', target }, oldBranch: null, int3: op === 0xcc, fentry: op === 0xe8 ? 'call' : null,
+      address: at, function: name, offset: off, old: '', new: head.subarray(off, off + 5).toString('hex'),
+      oldInstruction: '(no clean copy)', instruction: `${op === 0xe8 ? 'call' : 'jmp'} 0x${target.toString(16)}`,
+      atEntry: true, branch: { kind: op === 0xe8 ? 'call' : 'jmp', target }, oldBranch: null, int3: false, fentry: op === 0xe8 ? 'call' : null,
     };
     if (op === 0xe8) {
       let g = groups.get(target);

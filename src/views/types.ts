@@ -323,7 +323,7 @@ export interface TextDiffView {
   readonly kprobeAddresses: readonly bigint[];
   /**
    * Only in the scan that took the copy (so, a dump judged in a process with no earlier copy): the
-   * fentry sites of kallsyms functions that jmp/call out of kernel text, or hold int3. Old bytes unknown.
+   * fentry sites of kallsyms functions that jmp/call out of kernel text. Old bytes unknown.
    */
   readonly entries?: { readonly sites: readonly TextSite[]; readonly fentryGroups: readonly TextSiteGroup[]; readonly truncated: boolean };
   /** The dispatch switches whose bodies differ from their clean copies, changed instructions explained. */

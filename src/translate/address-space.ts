@@ -1,7 +1,10 @@
 // Guest-virtual memory: the native x86-64 page walker (native/src/core/, bound in
 // native/src/address_space.cc) behind a small typed surface. Reads either succeed or name the unmapped address.
 import { loadNative, type NativeAddressSpace } from '../native/binding.js';
+
 import type { GuestMemory } from '../memory/guest-memory.js';
+
+const MAX_VA = 0xffff_ffff_ffff_ffffn;
 
 export type PagingLevels = 4 | 5;
 
@@ -63,7 +66,11 @@ export class AddressSpace {
     return mapped > 0;
   }
   read(va: bigint, length: number): Buffer { return this.native.read(va, length); }
-  tryRead(va: bigint, length: number): Buffer | null { return this.native.tryRead(va, length); }
+  /** Null for what cannot be read, including an address arithmetic on a hostile pointer took out of 64 bits. */
+  tryRead(va: bigint, length: number): Buffer | null {
+    if (va < 0n || va > MAX_VA) return null;
+    return this.native.tryRead(va, length);
+  }
   readPhys(pa: bigint, length: number): Buffer { return this.native.readPhys(pa, length); }
   readU64(va: bigint): bigint { return this.native.read(va, 8).readBigUInt64LE(0); }
   readU32(va: bigint): number { return this.native.read(va, 4).readUInt32LE(0); }

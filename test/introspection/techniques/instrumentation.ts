@@ -1,7 +1,8 @@
 // Legitimate instrumentation raises nothing: with the function tracer on through tracefs (every
 // function, then a set_ftrace_filter), a user's kprobe events (one at a function's entry, through
-// ftrace; one inside a function: int3, later an optimized jmp) a clean guest gives no finding of
-// any kind over 1,000 scans, confirmed as the supervisor confirms (3 consecutive scans). The text
+// ftrace; one inside a function: int3, later an optimized jmp) and two eBPF tracing programs (a
+// kprobe and a tracepoint one), a clean guest gives no finding of any kind over 1,000 scans,
+// confirmed as the supervisor confirms (3 consecutive scans). The text
 // does change, and the scans say how: ftrace's calls and the kprobes, not hooks. Then all off.
 import type { Test } from 'tap';
 import { Decoder, DecoderOptions, Instruction } from 'iced-x86';
@@ -43,7 +44,7 @@ function memoryViewsDisagree(evidence: Readonly<Record<string, unknown>>): boole
 }
 
 export const instrumentation: TechniqueBattery = {
-  name: 'legitimate instrumentation: function tracer, kprobe events',
+  name: 'legitimate instrumentation: function tracer, kprobe events, eBPF tracing programs',
   async run(t: Test, ctx: TechniqueContext): Promise<void> {
     await ctx.shell(`[ -e ${T}/current_tracer ] || mount -t tracefs nodev ${T}`);
     t.match(await ctx.shell(`cat ${T}/available_tracers`), /\bfunction\b/, 'the function tracer is available');
@@ -63,6 +64,10 @@ export const instrumentation: TechniqueBattery = {
     ].join(' && '));
     await on('');
     t.match(await ctx.shell(`cat ${T}/current_tracer`), /^function/, 'function tracer on (every function)');
+    // Ordinary eBPF tracing: a kprobe program and a tracepoint program that only read and count.
+    const loader = ctx.images.bpfLoader;
+    if (!loader) throw new Error(`the lab image of ${ctx.line} has no bpfload: run scripts/setup.sh --tests`);
+    await ctx.shell(`${loader} trace do_sys_openat2 </dev/null >/dev/null 2>&1 & ${loader} tptrace syscalls/sys_enter_openat </dev/null >/dev/null 2>&1 & sleep 2`);
 
     // The text changed, and the whole-image scan explains it as instrumentation, with no observation.
     const whole = await paused(ctx.vm, () => ctx.live.scan({ hashImage: true }));
@@ -70,6 +75,7 @@ export const instrumentation: TechniqueBattery = {
     const traced = notes.map((n) => /^(\d+) fentry sites/.exec(n)).reduce((n, m) => n + (m ? Number(m[1]) : 0), 0);
     t.ok(traced > 1000, `function tracer: ${traced} fentry sites calling ftrace (${notes.filter((n) => /fentry/.test(n)).join('; ').slice(0, 300)})`);
     t.ok(notes.some((n) => new RegExp(`kprobe at vfs_read\\+0x${off.toString(16)}$`).test(n)), `the inner kprobe told apart: ${notes.filter((n) => /kprobe/.test(n)).join('; ')}`);
+    t.ok((whole.bpf?.programs ?? []).filter((b) => b.name === 'iv_trace').length >= 2, `the tracing programs are loaded: ${(whole.bpf?.programs ?? []).map((b) => `${b.name} ${String(b.attachTo)}`).join(', ')}`);
     const first = analyzeScan({ nowMs: Date.now(), snapshot: whole, snapshotError: null, report: await report(ctx), critical: [], baseline: ctx.baseline });
     t.same(first.observations.map((o) => o.summary), [], 'the instrumented text raises nothing');
 
@@ -103,7 +109,7 @@ export const instrumentation: TechniqueBattery = {
     await ctx.shell([
       `echo nop > ${T}/current_tracer`, `echo > ${T}/set_ftrace_filter`,
       `echo 0 > ${T}/events/kprobes/ivtest_entry/enable`, `echo 0 > ${T}/events/kprobes/ivtest_inner/enable`,
-      `echo > ${T}/kprobe_events`,
+      `echo > ${T}/kprobe_events`, 'killall bpfload', 'sleep 1',
     ].join(' && '));
     const after = await paused(ctx.vm, () => ctx.live.scan({ hashImage: true }));
     t.same(textInstrumentation(after, ctx.baseline), [], 'all off: the text is the clean copy again');

@@ -31,12 +31,7 @@ t.test('today\'s techniques: each found live, the ladder restores the image, the
     { kind: 'kernel-integrity-changed', insmod: `insmod ${mods.inlineHook} target=__x64_sys_kill pid=99999`, names: /kernel text changed at __x64_sys_kill\+0x[0-9a-f]+/, module: 'iv_inline_hook' },
     { kind: 'bpf-hook', insmod: `${images.bpfLoader} writeuser do_sys_openat2 </dev/null >/dev/null 2>&1 &`, names: /eBPF program \d+ "iv_writeuser" .*can alter.*bpf_probe_write_user/, module: null },
   ];
-  // The agent's connection can drop on a loaded machine: retry on a fresh one (commands are idempotent).
-  const shell = async (command: string): Promise<string> => {
-    for (let i = 0; ; i++) {
-      try { return await (await s.agent()).shell(command); } catch (e) { if (i >= 3 || !/connection closed|not reachable|timed out/i.test(String(e))) throw e; await sleep(2_000); }
-    }
-  };
+  const shell = (command: string): Promise<string> => s.shell(command);
   for (const step of steps) {
     await sleep(12_000); // past every reset window
     const from = s.lines.length;

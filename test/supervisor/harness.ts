@@ -105,6 +105,21 @@ export class LiveSupervisor {
     if (!(ctl instanceof QemuGuestController)) throw new Error('the harness\'s agent() is for a guest introvisor runs with QEMU');
     return ctl.vm.agent();
   }
+  /**
+   * A command in the guest through the agent, on a fresh connection if the one in hand closes (the
+   * supervisor shares the agent and reconnects it after a timeout on a loaded machine). Only for
+   * commands that may run twice.
+   */
+  async shell(command: string): Promise<string> {
+    for (let i = 0; ; i++) {
+      try {
+        return await (await this.agent()).shell(command);
+      } catch (e) {
+        if (i >= 3 || !/connection closed|not reachable|timed out/i.test(String(e))) throw e;
+        await sleep(2_000);
+      }
+    }
+  }
   actions(): ActionJournalRow[] { return new SqliteLadderStateStore(this.sup.store.db).actions(this.h.guest); }
 
   /** Resolves with the first log line (from index `from`) matching re; rejects after timeoutMs naming what it waited for. */

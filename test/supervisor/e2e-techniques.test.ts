@@ -7,6 +7,7 @@ import t from 'tap';
 import { FAST_POLICY, LiveSupervisor, makeHarness } from './harness.js';
 import { loadLabImages } from '../../lab/lab-images.js';
 import { sleep } from '../../src/util/deadline.js';
+import { DEFAULT_IMAGE_COVERAGE_MS } from '../../src/supervisor/kernel-scanner.js';
 
 t.setTimeout(900_000);
 t.test('today\'s techniques: each found live, the ladder restores the image, the guest comes back clean', async (t) => {
@@ -28,7 +29,9 @@ t.test('today\'s techniques: each found live, the ladder restores the image, the
     { kind: 'ftrace-hook', insmod: `insmod ${mods.ftraceHook} hidden=1`, names: /module iv_ftrace_hook hooks __x64_sys_getdents64 through ftrace/, module: 'iv_ftrace_hook' },
     { kind: 'kprobe-hook', insmod: `insmod ${mods.kprobeHook}`, names: /kprobe on __x64_sys_kill runs module iv_kprobe_hook/, module: 'iv_kprobe_hook' },
     { kind: 'hidden-module', insmod: `insmod ${mods.eraseSelf}`, names: /module iv_erase_self .*on neither the module list nor \/sys\/module/, module: 'iv_erase_self' },
-    { kind: 'kernel-integrity-changed', insmod: `insmod ${mods.inlineHook} target=__x64_sys_kill pid=99999`, names: /kernel text changed at __x64_sys_kill\+0x[0-9a-f]+/, module: 'iv_inline_hook' },
+    { kind: 'kernel-integrity-changed', insmod: `insmod ${mods.inlineHook} target=__x64_sys_kill pid=99999`, names: /kernel text changed at __x64_sys_kill\+0x[0-9a-f]+/, module: 'iv_inline_hook',
+      // Text is rehashed by a rotating share: every page within DEFAULT_IMAGE_COVERAGE_MS (30 s).
+      findWithinMs: DEFAULT_IMAGE_COVERAGE_MS + 15_000 },
     { kind: 'bpf-hook', insmod: `${images.bpfLoader} writeuser do_sys_openat2 </dev/null >/dev/null 2>&1 &`, names: /eBPF program \d+ "iv_writeuser" .*can alter.*bpf_probe_write_user/, module: null },
   ];
   const shell = (command: string): Promise<string> => s.shell(command);
@@ -38,7 +41,7 @@ t.test('today\'s techniques: each found live, the ladder restores the image, the
     const actionsBefore = s.actions().length;
     const t0 = Date.now();
     await shell(step.module ? `[ -d /sys/module/${step.module} ] || ${step.insmod}` : step.insmod);
-    const raised = await s.waitFor(new RegExp(`finding raised: ${step.kind}`), 15_000, from);
+    const raised = await s.waitFor(new RegExp(`finding raised: ${step.kind}`), ('findWithinMs' in step ? step.findWithinMs : undefined) ?? 15_000, from);
     t.match(raised.line, step.names, `${step.kind}: ${raised.line.slice(0, 200)}`);
     t.pass(`${step.kind}: finding ${raised.atMs - t0} ms after insmod`);
     const row = s.sup.store.db.prepare("SELECT payload FROM events WHERE kind = 'finding' AND guest = ? AND json_extract(payload, '$.fault') = ? ORDER BY seq DESC LIMIT 1").get(h.guest, step.kind) as { payload: string } | undefined;

@@ -51,6 +51,23 @@ export function detectUnownedCode(snap: KernelSnapshot): DetectorResult {
   }
   for (const m of area.hiddenModules) {
     const text = snap.moduleArea?.regions.filter((r) => r.owner === 'module' && r.name === m.name) ?? [];
+    if (m.state !== undefined && m.state !== 0) {
+      // Coming, going or unformed: a module being loaded or unloaded is off both lists for a moment
+      // (a failed init, an rmmod's RCU grace period; udev makes many at boot). Its code is judged as
+      // code nobody owns, which confirms over walks, so a module that only claims such a state is
+      // still seen while a passing one is not.
+      for (const r of text) {
+        const end = r.start + BigInt(r.size);
+        observations.push({
+          kind: 'unowned-kernel-code',
+          key: `unowned:${hex(r.start)}`,
+          summary: `executable kernel memory ${hex(r.start)}-${hex(end)} (${r.size >> 10} KiB) belongs to module ${m.name}, which is ${STATES[m.state] ?? String(m.state)} and on neither the module list nor /sys/module`,
+          target: null,
+          evidence: { start: hex(r.start), end: hex(end), size: r.size, module: m.name, state: STATES[m.state] ?? String(m.state), pointedFrom: [] },
+        });
+      }
+      continue;
+    }
     const from: JsonValue[] = pointers.filter((p) => text.some((r) => inside(r, p.target))).slice(0, MAX_POINTERS).map((p) => `${p.from} -> ${hex(p.target)}`);
     const state = m.state !== undefined ? STATES[m.state] ?? String(m.state) : 'unknown';
     observations.push({

@@ -52,6 +52,16 @@ t.test('a carved module is hidden-module, named, with its state', async (t) => {
   t.match(r.observations[0]?.summary, /module rk .* on neither the module list nor \/sys\/module/);
 });
 
+t.test('a carved module coming or going (a failed init, an unload under way) is its code unowned, not hidden-module', async (t) => {
+  const s = withArea([{ start: ROGUE, size: 0x2000, owner: 'module', name: 'snd_x' }], {
+    hiddenModules: [{ name: 'snd_x', address: 0xffffffffc0105000n, coreBase: ROGUE, coreSize: 0x2000, state: 2 }],
+  });
+  const r = detectUnownedCode(s);
+  t.same(r.observations.map((o) => [o.kind, o.key, o.evidence.module, o.evidence.state]), [['unowned-kernel-code', `unowned:0x${ROGUE.toString(16)}`, 'snd_x', 'going']],
+    'one observation of a kind that confirms over walks (2 by default), so a passing unload does not act');
+  t.match(r.observations[0]?.summary, /belongs to module snd_x, which is going and on neither/);
+});
+
 t.test('a scan without the walk is undetermined, and so is a walk that read nothing', async (t) => {
   const s = snapshot();
   const { moduleArea: _, ...without } = s;

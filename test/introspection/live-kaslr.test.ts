@@ -73,9 +73,11 @@ t.test('BTF in kernel memory is the guest\'s /sys/kernel/btf/vmlinux; offsets re
 });
 
 t.test('clean guest: processes, modules, pid IDR, run queues, syscall table, integrity', async (t) => {
-  const ps = await guestPs(vm);
+  // A kernel thread that ends between ps and the scan (ext4lazyinit) is a race; a real difference persists over three tries.
+  let ps = await guestPs(vm);
   const mods = await guestModules(vm);
-  const snap = await scan();
+  let snap = await scan();
+  for (let i = 0; i < 2 && compareProcesses(ps, snap).length > 0; i++) { ps = await guestPs(vm); snap = await scan(); }
   t.same(compareProcesses(ps, snap), [], `task list equals ps (${ps.length} processes)`);
   t.same(snap.tasks.errors, []);
   t.ok(snap.tasks.tasks.some((x) => x.comm === 'csdtest' && !x.kernelThread && x.mm !== 0n && x.pgd !== 0n), 'csdtest has an mm and page tables');

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLabGuest } from '../../lab/lab-guest.js';
 import { Introspector } from '../../src/views/scan.js';
+import type { KernelSnapshot } from '../../src/views/types.js';
 import { compareProcesses, dumpRam, foreignSyscalls, guestKallsyms, guestModules, guestPs, kallsymsLines, paused } from './ground-truth.js';
 
 t.setTimeout(600_000);
@@ -33,9 +34,12 @@ t.test('symbols equal /proc/kallsyms', async (t) => {
 });
 
 t.test('live and dump: processes equal ps, modules equal /proc/modules, syscall table clean', async (t) => {
-  const ps = await guestPs(vm);
+  // ps and a scan (or a dump) are a moment apart: a kernel thread that ends in between (ext4lazyinit)
+  // is a race, not a difference; a real one persists over three tries.
+  let ps = await guestPs(vm);
   const mods = await guestModules(vm);
-  const snap = await paused(vm, () => live.scan());
+  let snap = await paused(vm, () => live.scan());
+  for (let i = 0; i < 2 && compareProcesses(ps, snap).length > 0; i++) { ps = await guestPs(vm); snap = await paused(vm, () => live.scan()); }
   t.same(compareProcesses(ps, snap), [], `live task list equals ps (${ps.length})`);
   t.same(snap.modules.modules.map((m) => m.name).sort(), mods);
   t.same(foreignSyscalls(snap), []);
@@ -43,12 +47,21 @@ t.test('live and dump: processes equal ps, modules equal /proc/modules, syscall 
   t.same(snap.pidIdr.entries.filter((e) => all.get(e.task)?.pid !== e.pid), [], 'IDR agrees with the task list');
 
   const dump = join(dir, 'guest.ram');
-  await dumpRam(vm, dump);
-  const offline = await Introspector.attach(dump);
-  t.teardown(() => offline.close());
+  let offline: Introspector | undefined;
+  let d: KernelSnapshot | undefined;
+  let psDump = ps;
+  for (let i = 0; i < 3 && (!d || compareProcesses(psDump, d).length > 0); i++) {
+    offline?.close();
+    psDump = await guestPs(vm);
+    await dumpRam(vm, dump);
+    offline = await Introspector.attach(dump);
+    d = offline.scan();
+  }
+  if (!offline || !d) throw new Error('no dump');
+  const dumped = offline;
+  t.teardown(() => dumped.close());
   t.equal(offline.kernel.identity.pagingLevels, 4);
-  const d = offline.scan();
-  t.same(compareProcesses(ps, d), [], 'dump task list equals ps');
+  t.same(compareProcesses(psDump, d), [], 'dump task list equals ps');
   t.same(d.modules.modules.map((m) => m.name).sort(), mods);
   t.same(foreignSyscalls(d), []);
   t.equal(d.integrity.textHash, snap.integrity.textHash, 'same kernel text hash live and from the dump');

@@ -115,7 +115,7 @@ export class LiveSupervisor {
       try {
         return await (await this.agent()).shell(command);
       } catch (e) {
-        if (i >= 3 || !/connection closed|not reachable|timed out/i.test(String(e))) throw e;
+        if (i >= 3 || !/connection closed|not reachable|timed out|no answer/i.test(String(e))) throw e;
         await sleep(2_000);
       }
     }

@@ -67,7 +67,10 @@ export const instrumentation: TechniqueBattery = {
     // Ordinary eBPF tracing: a kprobe program and a tracepoint program that only read and count.
     const loader = ctx.images.bpfLoader;
     if (!loader) throw new Error(`the lab image of ${ctx.line} has no bpfload: run scripts/setup.sh --tests`);
-    await ctx.shell(`${loader} trace do_sys_openat2 </dev/null >/dev/null 2>&1 & ${loader} tptrace syscalls/sys_enter_openat </dev/null >/dev/null 2>&1 & sleep 2`);
+    // Their pids, so only these two are stopped afterwards.
+    const loaderPids = (await ctx.shell(`${loader} trace do_sys_openat2 </dev/null >/dev/null 2>&1 & echo $!; ${loader} tptrace syscalls/sys_enter_openat </dev/null >/dev/null 2>&1 & echo $!; sleep 2`))
+      .trim().split(/\s+/).filter((x) => /^\d+$/.test(x));
+    t.equal(loaderPids.length, 2, `two loaders started (pids ${loaderPids.join(', ')})`);
 
     // The text changed, and the whole-image scan explains it as instrumentation, with no observation.
     const whole = await paused(ctx.vm, () => ctx.live.scan({ hashImage: true }));
@@ -109,7 +112,7 @@ export const instrumentation: TechniqueBattery = {
     await ctx.shell([
       `echo nop > ${T}/current_tracer`, `echo > ${T}/set_ftrace_filter`,
       `echo 0 > ${T}/events/kprobes/ivtest_entry/enable`, `echo 0 > ${T}/events/kprobes/ivtest_inner/enable`,
-      `echo > ${T}/kprobe_events`, 'killall bpfload', 'sleep 1',
+      `echo > ${T}/kprobe_events`, `kill ${loaderPids.join(' ')}`, 'sleep 1',
     ].join(' && '));
     const after = await paused(ctx.vm, () => ctx.live.scan({ hashImage: true }));
     t.same(textInstrumentation(after, ctx.baseline), [], 'all off: the text is the clean copy again');

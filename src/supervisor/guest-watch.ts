@@ -88,6 +88,8 @@ export class GuestWatch implements ConsoleGuest {
   private readonly tracker: FindingTracker;
   /** Baselines by kernel key: kept in memory so a store outage does not blind the integrity checks. */
   private readonly baselines = new Map<string, KernelBaseline>();
+  /** The controller's boot generation each baseline's per-boot hashes were taken or first trusted in. */
+  private readonly baselineBoots = new Map<string, number>();
   private stopped = false;
   private lastReport: GuestReport | null = null;
   private lastReportAtMs = -Infinity;
@@ -385,21 +387,34 @@ export class GuestWatch implements ConsoleGuest {
     return { startedAtMs, report, reportFresh: fresh, snapshot, snapshotError, trap };
   }
 
+  /**
+   * The baseline for this kernel, its per-boot hashes left out once the guest has booted again since
+   * they were taken: text and rodata hold per-boot values (rodata includes __ro_after_init data), and
+   * a new boot may land on the same KASLR slide. The boot count is the hypervisor's, never read from
+   * the guest, so a guest cannot make its own changes look like a new boot. A baseline loaded from the
+   * store is trusted for the boot under way (the slide still tells most reboots apart).
+   */
   private baselineFor(key: string): KernelBaseline | null {
-    const kept = this.baselines.get(key);
-    if (kept) return kept;
-    try {
-      const b = this.o.baselines.load(this.name, key);
-      if (b) this.baselines.set(key, b);
-      return b;
-    } catch (e) {
-      this.log(`kernel baseline not readable from the store: ${errorMessage(e)}`);
-      return null;
+    let b = this.baselines.get(key) ?? null;
+    if (!b) {
+      try {
+        b = this.o.baselines.load(this.name, key);
+      } catch (e) {
+        this.log(`kernel baseline not readable from the store: ${errorMessage(e)}`);
+        return null;
+      }
+      if (!b) return null;
+      this.baselines.set(key, b);
+      this.baselineBoots.set(key, this.o.controller.bootGeneration);
     }
+    const takenIn = this.baselineBoots.get(key);
+    if (takenIn === undefined || takenIn === this.o.controller.bootGeneration) return b;
+    return { ...b, boot: { ...b.boot, textHash: null, rodataHash: null } };
   }
 
   private keepBaseline(b: KernelBaseline, how: 'first-scan' | 'new-boot' | 'operator'): void {
     this.baselines.set(b.kernelKey, b);
+    this.baselineBoots.set(b.kernelKey, this.o.controller.bootGeneration);
     try {
       this.o.baselines.save(this.name, b);
     } catch (e) {

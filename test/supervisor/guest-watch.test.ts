@@ -10,6 +10,7 @@ import { EventRecorder, type StoreHealth } from '../../src/supervisor/recorder.j
 import { EventStore } from '../../src/store/event-store.js';
 import { SqliteLadderStateStore } from '../../src/store/ladder-state-store.js';
 import { SqliteBaselineStore } from '../../src/store/baseline-store.js';
+import { kernelKey } from '../../src/detectors/baseline.js';
 import { fixedPolicySource } from '../../src/policy/fixed-source.js';
 import { validatePolicy } from '../../src/policy/schema.js';
 import type { Policy } from '../../src/policy/types.js';
@@ -207,4 +208,23 @@ t.test('events on change: health heartbeat, no ladder write for an unchanged sta
   const all = s.events('scan').reduce((n, e) => n + (e.kind === 'scan' ? e.payload.stats.scans ?? 0 : 0), 0);
   t.ok(sum >= 2, 'a summary went out within its interval');
   t.equal(all, 5, 'every scan counted once');
+});
+
+t.test('a new boot on the same KASLR slide takes new per-boot hashes; the same boot keeps them', async (t) => {
+  const s = setup('same-slide');
+  t.teardown(() => s.store.close());
+  const withRodata = (h: string) => { const b = snapshot(); return { ...b, integrity: { ...b.integrity, rodataHash: h } }; };
+  s.scanner.snap = withRodata('ro-boot-1');
+  await s.watch.cycle();
+  const baselines = new SqliteBaselineStore(s.store.db);
+  // The guest reboots (the hypervisor's boot count moves); __ro_after_init data differs, the slide does not.
+  s.guest.bootGeneration++;
+  s.scanner.snap = withRodata('ro-boot-2');
+  for (let i = 0; i < 3; i++) await s.watch.cycle();
+  t.same(s.events('finding'), [], 'a new boot is not tampering');
+  t.equal(baselines.load('g1', kernelKey(snapshot()))?.boot.rodataHash, 'ro-boot-2', 'the new boot\'s hashes recorded');
+  // Within that boot, a changed rodata is a finding.
+  s.scanner.snap = withRodata('ro-patched');
+  for (let i = 0; i < 3; i++) await s.watch.cycle();
+  t.match(s.events('finding'), [{ payload: { fault: 'kernel-integrity-changed', state: 'raised', summary: /rodata/ } }]);
 });

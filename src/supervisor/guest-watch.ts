@@ -204,7 +204,6 @@ export class GuestWatch implements ConsoleGuest {
   }
 
   /** An operator's recovery action, through the same executor as the ladder's, between cycles. */
-
   runAction(kind: ActionKind, target: string | null, onProgress?: (p: ActionProgress) => void): Promise<ActionResult> {
     return this.exclusive(async () => {
       if (this.state.pending) throw new Error(`guest ${this.name}: the ladder's ${this.state.pending.action} is in progress`);

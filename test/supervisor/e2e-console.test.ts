@@ -54,10 +54,10 @@ t.test('introvisor guest / inspect / demo against a running supervisor', async (
 
   await s.start();
   t.equal(statSync(socket).mode & 0o777, 0o600, 'control socket is mode 0600');
-  // The boot at start was timed for the next start's estimate, next to the database.
+  await s.waitFor(/kernel baseline recorded at the first clean scan/, 180_000);
+  // The boot at start (the watch starts scanning once it is up) was timed for the next start's estimate, next to the database.
   const bootTimings = loadTimings(join(h.dir, 'timings'), `${h.guest}.boot`);
   t.ok(bootTimings.timings !== null && bootTimings.timings.totalMs > 1_000, `the boot's duration kept: ${JSON.stringify(bootTimings)}`);
-  await s.waitFor(/kernel baseline recorded at the first clean scan/, 180_000);
   await s.waitFor(/HOLD held: critical-process-missing/, 60_000);
 
   const list = await cli('guest', '--socket', socket, '--json');

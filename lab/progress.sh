@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Progress of the long build scripts (lab/build-images.sh, lab/build-distro-guest.sh,
 # scripts/build-appliance.sh). Source it (bash). Not part of any image's content key: how a build
 # reports its progress does not change what it builds.

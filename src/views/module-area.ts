@@ -13,6 +13,7 @@
 // wider range only costs a few empty directory entries — and code placed there is unowned too.
 import type { CodeRegion, KernelSnapshot, ModuleAreaView, ModuleInfo, ModuleListView, ViewError } from './types.js';
 import { hex, viewError, type KernelContext } from './kernel-context.js';
+import { readModuleList } from './modules.js';
 
 export const MODULES_END = 0xffff_ffff_ff00_0000n;
 const MODULES_FLOOR = 0xffff_ffff_a000_0000n;
@@ -497,7 +498,14 @@ export function readModuleArea(ctx: KernelContext, modules: ModuleListView, opts
 
   // Carve what no known owner accounts for, executable or not (the struct lives in data).
   const carved = carveModules(ctx, M, uncovered(runs, owners), limits.maxCarveBytes, errors);
-  const hiddenModules = carved.found.filter((m) => !known.has(m.address));
+  let hiddenModules = carved.found.filter((m) => !known.has(m.address));
+  if (hiddenModules.length > 0) {
+    // The module list was read before the carving: a module loaded in between is on the list now.
+    // Read once more (a hiding module stays off it; only the lists, never the carving, are trusted).
+    const now = readModuleList(ctx);
+    const listed = new Set([...now.modules, ...now.kobjects].map((m) => m.address));
+    hiddenModules = hiddenModules.filter((m) => !listed.has(m.address));
+  }
   const byStart = (a: Owned, b: Owned): number => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0);
   let all = [...owners, ...carved.regions].sort(byStart);
   const unownedCode = uncovered(runs.filter((r) => r.exec), all);

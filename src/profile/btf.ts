@@ -225,16 +225,37 @@ export class Btf {
 
   offsetof(structName: string, path: string): number { return this.member(structName, path).offset; }
 
-  private findMember(id: number, name: string, depth: number): { bitOffset: number; type: number; bitSize: number } | null {
+  /**
+   * Compares member names in place (name + NUL against the string section): decoding every
+   * member name of task_struct, rq, module ... per lookup made the first scan's few hundred
+   * lookups cost more than the scan itself.
+   */
+  private findMember(id: number, name: string, depth: number, needle = Buffer.from(name + '\0', 'latin1')): { bitOffset: number; type: number; bitSize: number } | null {
     if (depth > MAX_DEPTH) return null;
-    for (const m of this.members(id)) {
-      if (m.name === name) return m;
-      if (m.name === '') {
-        const inner = this.resolve(m.type);
-        const k = this.kind(inner);
-        if (k === BtfKind.Struct || k === BtfKind.Union) {
-          const hit = this.findMember(inner, name, depth + 1);
-          if (hit) return { ...hit, bitOffset: hit.bitOffset + m.bitOffset };
+    id = this.resolve(id);
+    const k = this.kind(id);
+    if (k !== BtfKind.Struct && k !== BtfKind.Union) throw new BtfError(`BTF type ${id} (${this.name(id) || 'anonymous'}) is not a struct or union`);
+    const info = this.info(id);
+    const vlen = info & 0xffff;
+    const kindFlag = (info >>> 31) !== 0;
+    const t = this.types;
+    const s = this.strings;
+    let off = this.at(id) + 12;
+    for (let i = 0; i < vlen; i++, off += 12) {
+      const nameOff = t.readUInt32LE(off);
+      if (nameOff >= s.length) throw new BtfError(`BTF string offset ${nameOff} is past the ${s.length}-byte string section`);
+      const type = t.readUInt32LE(off + 4);
+      const raw = t.readUInt32LE(off + 8);
+      const bitOffset = kindFlag ? raw & 0xffffff : raw;
+      if (nameOff + needle.length <= s.length && s.compare(needle, 0, needle.length, nameOff, nameOff + needle.length) === 0) {
+        return { bitOffset, type, bitSize: kindFlag ? raw >>> 24 : 0 };
+      }
+      if (s[nameOff] === 0) {
+        const inner = this.resolve(type);
+        const ik = this.kind(inner);
+        if (ik === BtfKind.Struct || ik === BtfKind.Union) {
+          const hit = this.findMember(inner, name, depth + 1, needle);
+          if (hit) return { ...hit, bitOffset: hit.bitOffset + bitOffset };
         }
       }
     }

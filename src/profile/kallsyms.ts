@@ -61,6 +61,33 @@ export function findKallsyms(mem: GuestMemory, maxCandidates = 4096, known?: Kno
   return { tables, rejected };
 }
 
+/** How far into a kernel image kallsyms is looked for (distribution kernels: ~17-20 MiB). */
+export const MAX_IMAGE_SEARCH = 128 << 20;
+const IMAGE_SEARCH_STEP = 8n << 20n;
+
+/**
+ * The kallsyms table of the kernel image starting at `start`: the first one that decodes in
+ * [start, start + span), searched a step at a time (an image holds one; most of it lies after).
+ */
+export function findKallsymsInImage(mem: GuestMemory, start: bigint, known?: KnownNames, span = MAX_IMAGE_SEARCH, maxCandidates = 4096): { table: KallsymsTable | null; rejected: string[] } {
+  const rejected: string[] = [];
+  const end = start + BigInt(span);
+  let left = maxCandidates;
+  for (let lo = start; lo < end && left > 0; lo += IMAGE_SEARCH_STEP) {
+    const hi = lo + IMAGE_SEARCH_STEP < end ? lo + IMAGE_SEARCH_STEP : end;
+    const hits = mem.findAll(DIGIT_TOKENS, left, lo, hi);
+    left -= hits.length;
+    for (const hit of hits) {
+      try {
+        return { table: decodeAt(mem, hit, known), rejected };
+      } catch (e) {
+        rejected.push(`0x${hit.toString(16)}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+  }
+  return { table: null, rejected };
+}
+
 function decodeAt(mem: GuestMemory, digitsPhys: bigint, known: KnownNames | undefined): KallsymsTable {
   const range = mem.layout.find((r) => digitsPhys >= r.gpa && digitsPhys - r.gpa < r.size);
   if (!range) throw new KallsymsError('candidate is outside guest RAM');

@@ -73,9 +73,10 @@ export function findKallsymsInImage(mem: GuestMemory, start: bigint, known?: Kno
   const rejected: string[] = [];
   const end = start + BigInt(span);
   let left = maxCandidates;
+  const extents = mem.dataExtents();
   for (let lo = start; lo < end && left > 0; lo += IMAGE_SEARCH_STEP) {
     const hi = lo + IMAGE_SEARCH_STEP < end ? lo + IMAGE_SEARCH_STEP : end;
-    const hits = mem.findAll(DIGIT_TOKENS, left, lo, hi);
+    const hits = mem.findAll(DIGIT_TOKENS, left, lo, hi, extents);
     left -= hits.length;
     for (const hit of hits) {
       try {
@@ -200,34 +201,62 @@ function decodeOffsets(buf: Buffer, at: number, n: number, relativeBase: bigint)
   // smaller than 2 GiB, so any negative offset means the absolute-percpu encoding.
   let absolutePercpu = false;
   for (let i = 0; i < n; i++) if (buf.readInt32LE(at + 4 * i) < 0) { absolutePercpu = true; break; }
+  // In 32-bit halves (no BigInt per symbol): addresses[i] is words[2i] + 2^32 * words[2i+1] on
+  // little-endian x86-64, the only host this runs on.
   const addresses = new BigUint64Array(n);
-  let prev = 0n;
+  const words = new Uint32Array(addresses.buffer, addresses.byteOffset, 2 * n);
+  const baseLo = Number(relativeBase & 0xffff_ffffn);
+  const baseHi = Number(relativeBase >> 32n);
+  let prevHi = 0;
+  let prevLo = 0;
   for (let i = 0; i < n; i++) {
     const o = buf.readInt32LE(at + 4 * i);
-    const a = !absolutePercpu ? (relativeBase + BigInt(o >>> 0)) & 0xffff_ffff_ffff_ffffn
-      : o >= 0 ? BigInt(o) : (relativeBase - 1n - BigInt(o)) & 0xffff_ffff_ffff_ffffn;
-    if (a < prev) return null;
-    addresses[i] = a;
-    prev = a;
+    let lo: number;
+    let hi: number;
+    if (absolutePercpu && o >= 0) { lo = o; hi = 0; } else {
+      // base + (o as u32), or base - 1 - o for a negative absolute-percpu offset: both add < 2^32.
+      const add = absolutePercpu ? -1 - o : o >>> 0;
+      const sum = baseLo + add;
+      lo = sum >>> 0;
+      hi = (baseHi + (sum >= 0x1_0000_0000 ? 1 : 0)) >>> 0;
+    }
+    if (hi < prevHi || (hi === prevHi && lo < prevLo)) return null;
+    words[2 * i] = lo;
+    words[2 * i + 1] = hi;
+    prevHi = hi;
+    prevLo = lo;
   }
   return { relativeBase, addresses };
 }
 
 function decodeNames(buf: Buffer, n: number, namesStart: number, tokens: string[]): { names: string[]; types: string } {
+  // Each name is assembled as bytes and turned into one string (a string per token appended
+  // made ~100k cons-strings and most of the decode's garbage).
+  const tokenBytes = tokens.map((tk) => Buffer.from(tk, 'latin1'));
   const names: string[] = new Array<string>(n);
-  const types: string[] = new Array<string>(n);
+  const types = Buffer.allocUnsafe(n);
+  let scratch = Buffer.allocUnsafe(1024);
   let off = namesStart;
   for (let i = 0; i < n; i++) {
     let len = buf[off] as number;
     off++;
     if (len & 0x80) { len = (len & 0x7f) | ((buf[off] as number) << 7); off++; }
-    let s = '';
-    for (let k = 0; k < len; k++) s += tokens[buf[off + k] as number];
+    let w = 0;
+    for (let k = 0; k < len; k++) {
+      const tk = tokenBytes[buf[off + k] as number] as Buffer;
+      if (w + tk.length > scratch.length) {
+        const bigger = Buffer.allocUnsafe(2 * (w + tk.length));
+        scratch.copy(bigger, 0, 0, w);
+        scratch = bigger;
+      }
+      w += tk.copy(scratch, w);
+    }
     off += len;
-    types[i] = s.charAt(0);
-    names[i] = s.slice(1);
+    // The first character is the type letter (an empty expansion has neither, as before).
+    types[i] = w > 0 ? scratch[0] as number : 0;
+    names[i] = w > 1 ? scratch.toString('latin1', 1, w) : '';
   }
-  return { names, types: types.join('') };
+  return { names, types: types.toString('latin1') };
 }
 
 function readWindow(mem: GuestMemory, range: RamRange, at: bigint, before: bigint, after: bigint): { start: bigint; buf: Buffer } {

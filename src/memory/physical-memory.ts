@@ -3,8 +3,8 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { loadNative, type NativePhysicalMemory } from '../native/binding.js';
 
-/** Bytes read per step when searching through the file rather than the mapping. */
-const SEARCH_CHUNK = 4 << 20;
+/** Bytes read per step when searching through the file rather than the mapping (1 MiB: the one buffer stays allocated). */
+const SEARCH_CHUNK = 1 << 20;
 
 export interface PhysicalMemory {
   /** Bytes of guest-physical memory the file covers. */

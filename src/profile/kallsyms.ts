@@ -231,7 +231,7 @@ function decodeOffsets(buf: Buffer, at: number, n: number, relativeBase: bigint)
 
 function decodeNames(buf: Buffer, n: number, namesStart: number, tokens: string[]): { names: string[]; types: string } {
   // Every name expanded into one buffer, NUL after each (tokens never hold a NUL: they are read
-  // up to one), then one string split: a string per token appended, or a Buffer.copy per token,
+  // up to one), then one string sliced: a string per token appended, or a Buffer.copy per token,
   // cost more than the rest of discovery.
   const tokenBytes = tokens.map((tk) => Buffer.from(tk, 'latin1'));
   let out = Buffer.allocUnsafe(Math.max(1 << 16, 24 * n));
@@ -262,9 +262,13 @@ function decodeNames(buf: Buffer, n: number, namesStart: number, tokens: string[
     // The first character is the type letter; an empty expansion has neither.
     types[i] = w - first > 1 ? out[first] as number : 0;
   }
-  const parts = out.toString('latin1', 0, w).split('\0');
+  const all = out.toString('latin1', 0, w);
   const names: string[] = new Array<string>(n);
-  for (let i = 0; i < n; i++) names[i] = (parts[i] as string).slice(1);
+  for (let i = 0, at = 0; i < n; i++) {
+    const end = all.indexOf('\0', at);
+    names[i] = end > at ? all.slice(at + 1, end) : '';
+    at = end + 1;
+  }
   return { names, types: types.toString('latin1') };
 }
 

@@ -15,6 +15,7 @@ import { readSyscallTables } from '../src/views/syscall-tables.js';
 import { readIntegrity } from '../src/views/integrity.js';
 import { readFtrace } from '../src/views/ftrace.js';
 import { readKprobes } from '../src/views/kprobes.js';
+import { readTracepoints } from '../src/views/tracepoints.js';
 import { readModuleArea } from '../src/views/module-area.js';
 import { readTextDiff } from '../src/views/text-diff.js';
 import { median } from './stats.js';
@@ -47,6 +48,7 @@ function measureViews(ins: Introspector, label: string, iterations: number): voi
     ['ftrace ops', timeIt(iterations, () => { ctx.space.clearCache(); readFtrace(ctx, mods, { records: false }); })],
     ['ftrace ops + records (live call sites)', timeIt(iterations, () => { ctx.space.clearCache(); readFtrace(ctx, mods); })],
     ['kprobes', timeIt(iterations, () => { ctx.space.clearCache(); readKprobes(ctx, mods); })],
+    ['tracepoints (every header, probes of the active ones)', timeIt(iterations, () => { ctx.space.clearCache(); readTracepoints(ctx, mods); })],
     ['module area (page walk, owners, carving)', timeIt(iterations, () => { ctx.space.clearCache(); readModuleArea(ctx, modView); })],
     ['FULL CHECK without the module area', timeIt(iterations, () => ins.scan({ hashImage: false, moduleArea: false }))],
     ['text diff vs clean copy (text unchanged)', ((): number => {

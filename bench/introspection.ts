@@ -86,9 +86,13 @@ async function perKernel(): Promise<void> {
         const full = timeIt(200, () => ins.scan({ hashImage: false }));
         const snap = ins.scan({ hashImage: false });
         const area = timeIt(200, () => { ins.context.space.clearCache(); readModuleArea(ins.context, snap.modules); });
+        const owners = [...snap.modules.modules, ...snap.modules.kobjects];
+        const tps = timeIt(200, () => { ins.context.space.clearCache(); readTracepoints(ins.context, owners); });
+        const withoutTps = timeIt(200, () => ins.scan({ hashImage: false, tracepoints: false }));
         const slots = [...snap.syscallTables.map((t) => `${t.table} ${t.entries.length}`), ...(snap.dispatch ?? []).map((d) => `${d.name} ${d.slots.length}`)];
         console.log(`  ${images.kernelAbi}: cold start median ${median(colds).toFixed(0)} ms [${colds.map((c) => c.toFixed(0)).join(', ')}] (${first}); ` +
-          `full check median ${full.toFixed(3)} ms (module area ${area.toFixed(3)} ms: ${snap.moduleArea?.regions.length ?? 0} executable runs); ${snap.tasks.tasks.length} processes; ${slots.join(', ')}`);
+          `full check median ${full.toFixed(3)} ms (module area ${area.toFixed(3)} ms: ${snap.moduleArea?.regions.length ?? 0} executable runs; ` +
+          `tracepoints ${tps.toFixed(3)} ms: ${snap.tracepoints?.count ?? 0}; without them ${withoutTps.toFixed(3)} ms); ${snap.tasks.tasks.length} processes; ${slots.join(', ')}`);
         // The live supervisor decodes the switches in a child process, once per switch body.
         if ((snap.dispatch ?? []).length > 0) {
           // A fresh attach: this one's switch maps are already decoded in-process.

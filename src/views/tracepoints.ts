@@ -193,7 +193,11 @@ export function readTracepoints(ctx: KernelContext, modules: readonly ModuleInfo
       const num = b.readUInt32LE(Lt.modNum - base);
       if (num === 0) continue;
       if (!ctx.isKernelPointer(ptrs, 4n) || num > MAX_TRACEPOINTS) { errors.push({ where, message: `tracepoints_ptrs ${hex(ptrs)}, num_tracepoints ${num}` }); continue; }
-      take(tracepointsAt(ctx, ptrs, num, `${where}: tracepoints_ptrs`, errors), m.name);
+      // What is read is bounded by the walk's total, not by each module's claim.
+      const room = MAX_TRACEPOINTS - all.length;
+      if (num > room) errors.push({ where: 'tracepoints', message: `more than ${MAX_TRACEPOINTS} tracepoints` });
+      if (room <= 0) break;
+      take(tracepointsAt(ctx, ptrs, Math.min(num, room), `${where}: tracepoints_ptrs`, errors), m.name);
     }
   }
 
@@ -202,6 +206,7 @@ export function readTracepoints(ctx: KernelContext, modules: readonly ModuleInfo
   const g = addrs.length > 0 ? ctx.space.readGather(addrs, 0, Lt.size) : { data: Buffer.alloc(0), ok: new Uint8Array(0) };
   const tracepoints: TracepointInfo[] = [];
   let probes = 0;
+  let full = false;
   const events = new EventCheck(ctx, Lt, errors);
   for (let i = 0; i < all.length; i++) {
     const { tp, module } = all[i] as { tp: bigint; module: string | null };
@@ -216,7 +221,10 @@ export function readTracepoints(ctx: KernelContext, modules: readonly ModuleInfo
     const list: TracepointProbe[] = [];
     if (funcs !== 0n) {
       if (!ctx.isKernelPointer(funcs)) errors.push({ where, message: `funcs ${hex(funcs)} is not a kernel pointer` });
-      else {
+      else if (probes >= MAX_PROBES) {
+        if (!full) errors.push({ where: 'tracepoints', message: `more than ${MAX_PROBES} probes: the rest not read` });
+        full = true;
+      } else {
         const bound = Math.min(MAX_PROBES_PER_TRACEPOINT, MAX_PROBES - probes);
         const arr = ctx.space.tryRead(funcs, (bound + 1) * Lt.tpfSize) ?? readEach(ctx, funcs, bound + 1, Lt.tpfSize);
         let ended = false;

@@ -15,6 +15,7 @@ import { readSyscallTables } from '../src/views/syscall-tables.js';
 import { readIntegrity } from '../src/views/integrity.js';
 import { readFtrace } from '../src/views/ftrace.js';
 import { readKprobes } from '../src/views/kprobes.js';
+import { readTracepoints } from '../src/views/tracepoints.js';
 import { readModuleArea } from '../src/views/module-area.js';
 import { readTextDiff } from '../src/views/text-diff.js';
 import { median } from './stats.js';
@@ -47,6 +48,7 @@ function measureViews(ins: Introspector, label: string, iterations: number): voi
     ['ftrace ops', timeIt(iterations, () => { ctx.space.clearCache(); readFtrace(ctx, mods, { records: false }); })],
     ['ftrace ops + records (live call sites)', timeIt(iterations, () => { ctx.space.clearCache(); readFtrace(ctx, mods); })],
     ['kprobes', timeIt(iterations, () => { ctx.space.clearCache(); readKprobes(ctx, mods); })],
+    ['tracepoints (every header, probes of the active ones)', timeIt(iterations, () => { ctx.space.clearCache(); readTracepoints(ctx, mods); })],
     ['module area (page walk, owners, carving)', timeIt(iterations, () => { ctx.space.clearCache(); readModuleArea(ctx, modView); })],
     ['FULL CHECK without the module area', timeIt(iterations, () => ins.scan({ hashImage: false, moduleArea: false }))],
     ['text diff vs clean copy (text unchanged)', ((): number => {
@@ -84,9 +86,13 @@ async function perKernel(): Promise<void> {
         const full = timeIt(200, () => ins.scan({ hashImage: false }));
         const snap = ins.scan({ hashImage: false });
         const area = timeIt(200, () => { ins.context.space.clearCache(); readModuleArea(ins.context, snap.modules); });
+        const owners = [...snap.modules.modules, ...snap.modules.kobjects];
+        const tps = timeIt(200, () => { ins.context.space.clearCache(); readTracepoints(ins.context, owners); });
+        const withoutTps = timeIt(200, () => ins.scan({ hashImage: false, tracepoints: false }));
         const slots = [...snap.syscallTables.map((t) => `${t.table} ${t.entries.length}`), ...(snap.dispatch ?? []).map((d) => `${d.name} ${d.slots.length}`)];
         console.log(`  ${images.kernelAbi}: cold start median ${median(colds).toFixed(0)} ms [${colds.map((c) => c.toFixed(0)).join(', ')}] (${first}); ` +
-          `full check median ${full.toFixed(3)} ms (module area ${area.toFixed(3)} ms: ${snap.moduleArea?.regions.length ?? 0} executable runs); ${snap.tasks.tasks.length} processes; ${slots.join(', ')}`);
+          `full check median ${full.toFixed(3)} ms (module area ${area.toFixed(3)} ms: ${snap.moduleArea?.regions.length ?? 0} executable runs; ` +
+          `tracepoints ${tps.toFixed(3)} ms: ${snap.tracepoints?.count ?? 0}; without them ${withoutTps.toFixed(3)} ms); ${snap.tasks.tasks.length} processes; ${slots.join(', ')}`);
         // The live supervisor decodes the switches in a child process, once per switch body.
         if ((snap.dispatch ?? []).length > 0) {
           // A fresh attach: this one's switch maps are already decoded in-process.

@@ -15,6 +15,9 @@
  *   bpfload tptrace SYSTEM/EVENT, bpfload tpwriteuser SYSTEM/EVENT
  *                           trace and writeuser on a trace event (e.g. syscalls/sys_exit_getdents64)
  *                           instead of a kprobe; tracefs is mounted if it is not
+ *   bpfload rawtp TRACEPOINT
+ *                           a raw tracepoint program that only reads, on the tracepoint by its
+ *                           name (e.g. sys_enter): the kernel's __bpf_trace_<name> becomes its probe
  *
  * Prints "id=N" once attached, then sleeps. Exit status 2: the kernel refused the program
  * (the verifier's log follows on stderr).
@@ -134,11 +137,12 @@ static void attach_trace_event(int prog, const char *event) {
 	if (ioctl(pfd, PERF_EVENT_IOC_ENABLE, 0) < 0) die("PERF_EVENT_IOC_ENABLE");
 }
 
-/* Tracing and LSM programs attach through BPF_RAW_TRACEPOINT_OPEN with no name. */
-static void attach_tracing(int prog) {
+/* Tracing and LSM programs attach through BPF_RAW_TRACEPOINT_OPEN with no name, raw tracepoint ones by the tracepoint's. */
+static void attach_tracing(int prog, const char *tracepoint) {
 	union bpf_attr a;
 	memset(&a, 0, sizeof(a));
 	a.raw_tracepoint.prog_fd = (__u32)prog;
+	a.raw_tracepoint.name = (__u64)(uintptr_t)tracepoint;
 	if (sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &a) < 0) {
 		perror("BPF_RAW_TRACEPOINT_OPEN");
 		exit(2);
@@ -190,7 +194,7 @@ static __u32 btf_func_id(const char *name) {
 
 int main(int argc, char **argv) {
 	if (argc != 3) {
-		fprintf(stderr, "usage: bpfload trace|writeuser|override|fmodret|lsm FUNC | tptrace|tpwriteuser SYSTEM/EVENT\n");
+		fprintf(stderr, "usage: bpfload trace|writeuser|override|fmodret|lsm FUNC | tptrace|tpwriteuser SYSTEM/EVENT | rawtp TRACEPOINT\n");
 		return 1;
 	}
 	const char *mode = argv[1], *target = argv[2];
@@ -240,7 +244,16 @@ int main(int argc, char **argv) {
 		snprintf(fn, sizeof(fn), lsm ? "bpf_lsm_%s" : "%s", target);
 		prog = load(lsm ? "iv_lsm" : "iv_fmodret", lsm ? BPF_PROG_TYPE_LSM : BPF_PROG_TYPE_TRACING,
 			lsm ? BPF_LSM_MAC : BPF_MODIFY_RETURN, btf_func_id(fn), p, sizeof(p) / sizeof(p[0]));
-		attach_tracing(prog);
+		attach_tracing(prog, NULL);
+	} else if (!tp && strcmp(mode, "rawtp") == 0) {
+		static const struct bpf_insn p[] = {
+			CALL(BPF_FUNC_get_current_pid_tgid),
+			CALL(BPF_FUNC_ktime_get_ns),
+			MOV64_IMM(BPF_REG_0, 0),
+			EXIT(),
+		};
+		prog = load("iv_rawtp", BPF_PROG_TYPE_RAW_TRACEPOINT, 0, 0, p, sizeof(p) / sizeof(p[0]));
+		attach_tracing(prog, target);
 	} else {
 		fprintf(stderr, "bpfload: unknown mode %s\n", mode);
 		return 1;

@@ -21,6 +21,7 @@ export const SEVERITY: Readonly<Record<FaultKind, Finding['severity']>> = {
   'unowned-kernel-code': 'critical',
   'ftrace-hook': 'critical',
   'kprobe-hook': 'critical',
+  'tracepoint-hook': 'critical',
   'bpf-hook': 'critical',
 };
 

@@ -12,6 +12,7 @@ import { detectBpfHooks } from './bpf-hooks.js';
 import { detectHiddenModules, detectKernelChanges } from './kernel-integrity.js';
 import { detectFtraceHooks } from './ftrace-hooks.js';
 import { detectKprobeHooks } from './kprobe-hooks.js';
+import { detectTracepointHooks } from './tracepoint-hooks.js';
 import { detectUnownedCode } from './unowned-code.js';
 import { detectTextChanges } from './text-integrity.js';
 import { detectRefusedWrites, type RefusedWriteTally } from './write-trap.js';
@@ -49,7 +50,7 @@ export interface ScanAnalysis extends DetectorResult {
   readonly baselineToRecord: KernelBaseline | null;
 }
 
-const KERNEL_KINDS: readonly FaultKind[] = ['hidden-process', 'syscall-table-changed', 'kernel-integrity-changed', 'hidden-module', 'unowned-kernel-code', 'ftrace-hook', 'kprobe-hook', 'bpf-hook'];
+const KERNEL_KINDS: readonly FaultKind[] = ['hidden-process', 'syscall-table-changed', 'kernel-integrity-changed', 'hidden-module', 'unowned-kernel-code', 'ftrace-hook', 'kprobe-hook', 'tracepoint-hook', 'bpf-hook'];
 
 /** Hidden processes among the memory views alone; with none, the guest's view decides (undetermined). */
 function memoryOnlyHidden(snap: KernelSnapshot): DetectorResult {
@@ -114,8 +115,8 @@ export function analyzeScan(input: ScanInput): ScanAnalysis {
   const sys = detectSyscallChanges(snap, baseline);
   const kern = detectKernelChanges(snap, baseline);
   const mods = detectHiddenModules(snap);
-  // Today's hook surfaces: code nobody owns, ftrace ops, kprobes, eBPF programs; text patches explained.
-  const hooks = [detectUnownedCode(snap), detectBpfHooks(snap), detectFtraceHooks(snap), detectKprobeHooks(snap), detectTextChanges(snap, baseline)];
+  // Today's hook surfaces: code nobody owns, ftrace ops, kprobes, tracepoint probes, eBPF programs; text patches explained.
+  const hooks = [detectUnownedCode(snap), detectBpfHooks(snap), detectFtraceHooks(snap), detectKprobeHooks(snap), detectTracepointHooks(snap), detectTextChanges(snap, baseline)];
   for (const r of [hidden, sys, kern, mods, detectDispatchChanges(snap), ...hooks]) take(r);
 
   // Only a scan with no kernel-side fault and readable views may become the baseline, and only once

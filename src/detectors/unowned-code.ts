@@ -8,7 +8,7 @@ import { hex, type DetectorResult, type JsonValue, type Observation } from './ty
 const MAX_POINTERS = 16;
 const STATES = ['live', 'coming', 'going', 'unformed'];
 
-/** Code pointers the snapshot holds, by where they were read: syscall slots, dispatch calls, IDT, LSTAR, ftrace and kprobe handlers. */
+/** Code pointers the snapshot holds, by where they were read: syscall slots, dispatch calls, IDT, LSTAR, ftrace and kprobe handlers, tracepoint probes. */
 function codePointers(snap: KernelSnapshot): { from: string; target: bigint }[] {
   const out: { from: string; target: bigint }[] = [];
   for (const t of snap.syscallTables) for (const e of t.entries) if (e.owner.kind !== 'kernel') out.push({ from: `${t.table}[${e.nr}]`, target: e.target });
@@ -22,6 +22,9 @@ function codePointers(snap: KernelSnapshot): { from: string; target: bigint }[] 
     const at = k.symbol ?? hex(k.addr);
     out.push({ from: `kprobe on ${at} pre_handler`, target: k.preHandler });
     out.push({ from: `kprobe on ${at} post_handler`, target: k.postHandler });
+  }
+  for (const tp of snap.tracepoints?.tracepoints ?? []) {
+    for (const p of tp.probes) if (p.owner.kind !== 'kernel') out.push({ from: `tracepoint ${tp.name ?? hex(tp.address)} probe`, target: p.func });
   }
   return out;
 }

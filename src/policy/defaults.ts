@@ -66,6 +66,7 @@ export const DEFAULT_POLICY: Policy = {
     'unowned-kernel-code': restoreAfterTwoScans(),
     'ftrace-hook': restoreAfterTwoScans(),
     'kprobe-hook': restoreAfterTwoScans(),
+    'tracepoint-hook': restoreAfterTwoScans(),
     'bpf-hook': restoreAfterTwoScans(),
     'syscall-write-refused': {
       confirmScans: 1,

@@ -23,6 +23,8 @@ export const FAULT_KINDS = [
   'ftrace-hook',
   // A kprobe whose handlers no known code owns.
   'kprobe-hook',
+  // A tracepoint probe in a module or in code no one owns (not a trace event, perf or a BPF program).
+  'tracepoint-hook',
   // A loaded eBPF program that can hide or alter (return-value override, user-memory writes, LSM by an unknown owner).
   'bpf-hook',
 ] as const;

@@ -2,7 +2,7 @@
 // (src/views/scan.ts). Discovery is redone whenever the guest's kernel may
 // have changed under us (reboot, reset, image restore: a new boot generation).
 import { Introspector, type HmpSource } from '../views/scan.js';
-import type { BpfView, FtraceView, KernelSnapshot } from '../views/types.js';
+import type { BpfView, FtraceView, KernelSnapshot, TracepointView } from '../views/types.js';
 import { confirmUnclaimed, withRecordsOf } from '../views/ftrace.js';
 import type { CleanHashes } from '../views/text-diff.js';
 import { ChildSwitchDecoder } from './switch-decoder.js';
@@ -22,6 +22,9 @@ export const FTRACE_RECORDS_EVERY = 10;
 /** Loaded eBPF programs are reread at most this often (≈16 µs per program); scans in between reuse the last view. */
 export const DEFAULT_BPF_EVERY_MS = 1_000;
 
+/** Tracepoints (~800-2,000 headers, a few tenths of a ms) are reread at most this often; scans in between reuse the last view. */
+export const DEFAULT_TRACEPOINTS_EVERY_MS = 1_000;
+
 /**
  * The module area (page-table walk + carving, src/views/module-area.ts) is walked at most this often;
  * scans in between carry no moduleArea, so its detectors are undetermined there and confirm over walks.
@@ -40,6 +43,7 @@ export class IntrospectorScanner implements KernelScanner {
   private intro: Introspector | undefined;
   private generation = -1;
   private bpf: { view: BpfView; atMs: number } | undefined;
+  private tracepoints: { view: TracepointView; atMs: number } | undefined;
   private scans = 0;
   private lastFtrace: FtraceView | undefined;
   private lastAreaMs = -Infinity;
@@ -54,6 +58,7 @@ export class IntrospectorScanner implements KernelScanner {
     log?: (line: string) => void,
     private readonly bpfEveryMs = DEFAULT_BPF_EVERY_MS,
     private readonly moduleAreaIntervalMs = DEFAULT_MODULE_AREA_INTERVAL_MS,
+    private readonly tracepointsEveryMs = DEFAULT_TRACEPOINTS_EVERY_MS,
   ) {
     this.switches = new ChildSwitchDecoder(undefined, undefined, log);
   }
@@ -65,9 +70,10 @@ export class IntrospectorScanner implements KernelScanner {
       this.intro = await Introspector.attach(ram, { qmp: this.hmp });
       this.generation = bootGeneration;
       this.bpf = undefined;
+      this.tracepoints = undefined;
       this.lastAreaMs = -Infinity;
     }
-    // Views at their own cadence: the eBPF programs once a second, the module area every 500 ms,
+    // Views at their own cadence: the eBPF programs and the tracepoints once a second, the module area every 500 ms,
     // ftrace's per-function records every 10th scan (the scans between reuse the last ones).
     const now = Date.now();
     const area = opts.fullImage === true || now - this.lastAreaMs >= this.moduleAreaIntervalMs;
@@ -77,13 +83,16 @@ export class IntrospectorScanner implements KernelScanner {
       // The dispatch switches are decoded in a child process (switch-decoder.ts): a new body is left
       // out of the scan until the child answers, while its hash is compared every scan.
       const bpfDue = !this.bpf || now - this.bpf.atMs >= this.bpfEveryMs || opts.fullImage === true;
+      const tpDue = !this.tracepoints || now - this.tracepoints.atMs >= this.tracepointsEveryMs || opts.fullImage === true;
       const records = this.lastFtrace === undefined || this.scans++ % FTRACE_RECORDS_EVERY === 0;
       const raw = this.intro.scan({
         hashImage: this.hashImage, switchDecoder: this.switches.decode, imageCoverageMs: this.imageCoverageMs, fullImage: opts.fullImage === true,
-        bpf: bpfDue, ftraceRecords: records, moduleArea: area, ...(opts.clean ? { clean: opts.clean } : {}),
+        bpf: bpfDue, tracepoints: tpDue, ftraceRecords: records, moduleArea: area, ...(opts.clean ? { clean: opts.clean } : {}),
       });
       if (bpfDue && raw.bpf) this.bpf = { view: raw.bpf, atMs: now };
-      const withBpf = !bpfDue && this.bpf ? { ...raw, bpf: this.bpf.view } : raw;
+      if (tpDue && raw.tracepoints) this.tracepoints = { view: raw.tracepoints, atMs: now };
+      const withTp = !tpDue && this.tracepoints ? { ...raw, tracepoints: this.tracepoints.view } : raw;
+      const withBpf = !bpfDue && this.bpf ? { ...withTp, bpf: this.bpf.view } : withTp;
       const walked = records && withBpf.ftrace ? { ...withBpf, ftrace: confirmUnclaimed(withBpf.ftrace, this.lastFtrace) } : withBpf;
       const snap = records || !withBpf.ftrace || !this.lastFtrace ? walked : { ...withBpf, ftrace: withRecordsOf(withBpf.ftrace, this.lastFtrace) };
       if (records) this.lastFtrace = raw.ftrace;

@@ -15,6 +15,7 @@ import { readDispatch, type SwitchDecode } from './dispatch.js';
 import { readBpf } from './bpf.js';
 import { readFtrace } from './ftrace.js';
 import { readKprobes } from './kprobes.js';
+import { readTracepoints } from './tracepoints.js';
 import { readModuleArea } from './module-area.js';
 import { readTextDiff, type CleanHashes } from './text-diff.js';
 import type { KernelSnapshot } from './types.js';
@@ -39,6 +40,8 @@ export interface ScanOptions {
   readonly bpf?: boolean;
   /** Walk ftrace's per-function records for the enabled call sites (default true); the ops are read either way. */
   readonly ftraceRecords?: boolean;
+  /** Read every tracepoint and its probes (default true). */
+  readonly tracepoints?: boolean;
   /** Walk the module area's page tables for unowned code and carved modules (default true; see readModuleArea). */
   readonly moduleArea?: boolean;
   /** The baseline's hashes: the text-diff view's clean copy is retaken when the kernel is back to them. */
@@ -120,6 +123,7 @@ export class Introspector {
       ...(opts.bpf === false ? {} : { bpf: readBpf(ctx) }),
       ftrace: readFtrace(ctx, owners, { records: opts.ftraceRecords !== false }),
       kprobes: readKprobes(ctx, owners),
+      ...(opts.tracepoints === false ? {} : { tracepoints: readTracepoints(ctx, owners) }),
     };
   }
 

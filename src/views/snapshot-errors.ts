@@ -6,7 +6,7 @@ export function snapshotErrors(s: KernelSnapshot): ViewError[] {
   return [
     ...s.tasks.errors, ...s.pidIdr.errors, ...s.runQueues.errors, ...s.modules.errors,
     ...s.syscallTables.flatMap((t) => t.errors), ...(s.dispatch ?? []).flatMap((d) => d.errors), ...s.integrity.errors,
-    ...(s.ftrace?.errors ?? []), ...(s.kprobes?.errors ?? []), ...(s.bpf?.errors ?? []),
+    ...(s.ftrace?.errors ?? []), ...(s.kprobes?.errors ?? []), ...(s.tracepoints?.errors ?? []), ...(s.bpf?.errors ?? []),
     ...(s.moduleArea?.errors ?? []), ...(s.textDiff?.errors ?? []),
   ];
 }

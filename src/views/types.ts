@@ -243,6 +243,44 @@ export interface KprobeView {
   readonly errors: readonly ViewError[];
 }
 
+/** One probe on a tracepoint (an entry of its funcs array). */
+export interface TracepointProbe {
+  readonly func: bigint;
+  readonly data: bigint;
+  readonly prio: number;
+  readonly owner: HandlerOwner;
+  /**
+   * Which of the kernel's own users registered it, proven by its data: a tracefs trace event (the class's
+   * probe, data its trace_event_file), perf (the class's perf_probe, data its trace_event_call), a BPF raw
+   * tracepoint (__bpf_trace_<name>; the program behind its data, id null when there is none); null otherwise.
+   */
+  readonly via: { readonly kind: 'trace-event' | 'perf' } | { readonly kind: 'bpf'; readonly id: number | null; readonly name: string | null } | null;
+}
+
+/** One tracepoint with probes or with its static key on (the others are counted, not listed). */
+export interface TracepointInfo {
+  readonly address: bigint;
+  readonly name: string | null;
+  /** The module that defines it; null for the kernel's own. */
+  readonly module: string | null;
+  /** tracepoint.key: the call sites call out. */
+  readonly enabled: boolean;
+  /** tracepoint.iterator (__traceiter_<name>): what the static call reaches with several probes. */
+  readonly iterator: bigint;
+  /** Where the tracepoint's static call goes now (static_call_key.func), and its owner; absent without a static call. */
+  readonly call?: bigint;
+  readonly callOwner?: HandlerOwner;
+  /** The funcs array, in call order, bounded. */
+  readonly probes: readonly TracepointProbe[];
+}
+
+export interface TracepointView {
+  /** Tracepoints walked (the kernel's and every module's). */
+  readonly count: number;
+  readonly tracepoints: readonly TracepointInfo[];
+  readonly errors: readonly ViewError[];
+}
+
 /** One loaded eBPF program (prog_idr). */
 export interface BpfProgramInfo {
   readonly id: number;
@@ -347,6 +385,7 @@ export interface KernelSnapshot {
   readonly moduleArea?: ModuleAreaView;
   readonly ftrace?: FtraceView;
   readonly kprobes?: KprobeView;
+  readonly tracepoints?: TracepointView;
   readonly bpf?: BpfView;
   /** Kernel text against its clean copy (scans that hash the image, once a clean copy exists). */
   readonly textDiff?: TextDiffView;

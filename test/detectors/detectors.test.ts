@@ -90,7 +90,7 @@ t.test('critical process missing: from the task list, else from the guest ps; zo
   t.match(a.observations, [{ kind: 'critical-process-missing', target: 'csdtest', evidence: { checkedIn: 'task-list' } }]);
   const b = analyzeScan(input(null, { report: { takenAtMs: 1, agent: 'ok', processes: [{ pid: 130, ppid: 1, comm: 'csdtest', state: 'Z' }] } }));
   t.match(b.observations, [{ kind: 'critical-process-missing', evidence: { checkedIn: 'guest-ps' } }]);
-  t.same([...b.undetermined].sort(), ['bpf-hook', 'ftrace-hook', 'hidden-module', 'hidden-process', 'kernel-integrity-changed', 'kprobe-hook', 'syscall-table-changed', 'unowned-kernel-code']);
+  t.same([...b.undetermined].sort(), ['bpf-hook', 'ftrace-hook', 'hidden-module', 'hidden-process', 'kernel-integrity-changed', 'kprobe-hook', 'syscall-table-changed', 'tracepoint-hook', 'unowned-kernel-code']);
   const c = analyzeScan(input(null, { introspectionOff: true, report: { takenAtMs: 1, agent: 'ok', processes: [{ pid: 130, ppid: 1, comm: 'csdtest', state: 'S' }] } }));
   t.same(c.observations, [], 'introspection off: the guest ps alone, and it holds csdtest');
   // A comm longer than 15 characters is matched truncated, as the kernel keeps it.

@@ -1,6 +1,6 @@
 // Hostile guest memory: mutate a real guest's RAM image where the engine looks
 // (task list links, module list, pid IDR nodes, run-queue trees, syscall table,
-// the BPF IDR, programs and kprobe table, kallsyms, BTF, random bytes) and check
+// the BPF IDR, programs and kprobe table, tracepoints and their probes, kallsyms, BTF, random bytes) and check
 // every discovery and scan ends — with a
 // result or a clean error — within a time bound, without crashing or growing
 // memory. CI runs IV_FUZZ_SECONDS (default 40); `npm run fuzz` runs longer.
@@ -13,6 +13,8 @@ import { loadLabImages } from '../../lab/lab-images.js';
 import { Introspector } from '../../src/views/scan.js';
 import { readBpf, MAX_BPF_PROGRAMS } from '../../src/views/bpf.js';
 import { detectBpfHooks } from '../../src/detectors/bpf-hooks.js';
+import { readTracepoints, MAX_PROBES, MAX_PROBES_PER_TRACEPOINT, MAX_TRACEPOINTS } from '../../src/views/tracepoints.js';
+import { detectTracepointHooks } from '../../src/detectors/tracepoint-hooks.js';
 import { dumpRam } from './ground-truth.js';
 import { analyzeScan } from '../../src/detectors/index.js';
 import { snapshotErrors } from '../../src/views/snapshot-errors.js';
@@ -46,6 +48,10 @@ const bpfLoader = loadLabImages().bpfLoader;
     await (await vm.agent()).shell(`[ -e ${T}/current_tracer ] || mount -t tracefs nodev ${T}; echo schedule > ${T}/set_ftrace_filter && ` +
       `echo function > ${T}/current_tracer && printf 'p:iva do_sys_openat2\\np:ivb do_sys_openat2\\nr:ivc do_sys_openat2\\n' >> ${T}/kprobe_events && ` +
       `for e in iva ivb ivc; do echo 1 > ${T}/events/kprobes/$e/enable; done`);
+    // Tracepoint probes: trace events (one on a module's tracepoint) and the lab's module probe on sys_enter.
+    const tpHook = loadLabImages().attackModules.tracepointHook;
+    await (await vm.agent()).shell(`for e in raw_syscalls/sys_enter sched/sched_process_fork ext4/ext4_da_write_begin; do [ -e ${T}/events/$e/enable ] && echo 1 > ${T}/events/$e/enable; done; ` +
+      `${tpHook ? `insmod ${tpHook}; ` : ''}true`);
     await dumpRam(vm, image);
   } finally { await vm.stop(); }
 }
@@ -105,6 +111,25 @@ for (const k of snap.kprobes?.probes ?? []) {
   add(`kprobe ${k.symbol ?? ''}`, k.address, p.sizeof('kprobe'));
   if (k.aggregate !== undefined) add('aggregate kprobe', k.aggregate, p.sizeof('kprobe'));
 }
+const tpFirst = targets.length;
+// Tracepoints: the kernel's pointer section, the headers of the ones with probes, their funcs arrays,
+// some idle headers, each module's tracepoints_ptrs/num_tracepoints, the tracepoint module list.
+const tpStart = p.symbol('__start___tracepoints_ptrs');
+add('__tracepoints_ptrs', tpStart + BigInt(4 * (rnd() % 256)), 4 * (1 + (rnd() % 64)));
+for (const x of snap.tracepoints?.tracepoints ?? []) {
+  add(`tracepoint ${x.name ?? ''}`, x.address, p.sizeof('tracepoint'));
+  add(`tracepoint ${x.name ?? ''} funcs`, ctx.space.readU64(x.address + off('tracepoint', 'funcs')), 24 * (x.probes.length + 1));
+}
+for (let i = 0; i < 8; i++) {
+  const at = tpStart + BigInt(4 * (rnd() % 512));
+  add('idle tracepoint', at + BigInt(ctx.space.read(at, 4).readInt32LE(0)), p.sizeof('tracepoint'));
+}
+if (p.layouts.has('module', 'tracepoints_ptrs')) {
+  for (const m of snap.modules.modules) add(`module ${m.name} tracepoints_ptrs`, m.address + off('module', 'tracepoints_ptrs'), 16);
+}
+const tpModules = p.optionalSymbol('tracepoint_module_list');
+if (tpModules !== undefined) add('tracepoint_module_list', tpModules, 16);
+const tpTargets = targets.slice(tpFirst);
 add('module_kset ptr', p.symbol('module_kset'), 8);
 add('nr_cpu_ids', p.symbol('nr_cpu_ids'), 4);
 add('idt_table', p.symbol('idt_table'), 4096);
@@ -151,6 +176,7 @@ t.ok(targets.length > 100, `${targets.length} structure targets`);
 if (bpfLoader) t.same(snap.bpf?.programs.map((b) => `${b.name} ${b.attachTo} ${b.helpers.join(',')}`).sort(),
   ['iv_trace kprobe:do_sys_openat2 bpf_get_current_pid_tgid,bpf_ktime_get_ns', 'iv_trace tracepoint:syscalls/sys_enter_openat bpf_get_current_pid_tgid,bpf_ktime_get_ns',
     'iv_writeuser kprobe:do_sys_openat2 bpf_probe_write_user'], 'the dump holds the three eBPF programs');
+t.ok((snap.tracepoints?.tracepoints.filter((x) => x.probes.length > 0).length ?? 0) >= 3, `tracepoints with probes to corrupt: ${snap.tracepoints?.tracepoints.map((x) => x.name ?? '?').join(', ') ?? 'none'}`);
 t.ok((snap.ftrace?.ops.length ?? 0) > 0 && (snap.kprobes?.probes.length ?? 0) >= 3, `ftrace ops ${snap.ftrace?.ops.length ?? 0}, kprobes ${snap.kprobes?.probes.length ?? 0} to corrupt`);
 const structureTargets = [...targets];
 const btfStart = pa(p.symbol('__start_BTF'));
@@ -237,7 +263,7 @@ t.test('scans of corrupted kernel structures end with views and errors, within b
     const errs = snapshotErrors(s).length;
     analyzeScan({ nowMs: 0, snapshot: s, snapshotError: null, report: { takenAtMs: 0, agent: 'down', error: 'fuzz' }, reportFresh: false, critical: [], baseline: null });
     if (errs > 0) withErrors++;
-    if ((s.ftrace?.errors.length ?? 0) + (s.kprobes?.errors.length ?? 0) > 0) hookViewErrors++;
+    if ((s.ftrace?.errors.length ?? 0) + (s.kprobes?.errors.length ?? 0) + (s.tracepoints?.errors.length ?? 0) > 0) hookViewErrors++;
     undo.reverse().forEach((u) => u());
     runs++;
     if (ms > SCAN_BOUND_MS || process.memoryUsage().rss > RSS_BOUND) {
@@ -245,12 +271,12 @@ t.test('scans of corrupted kernel structures end with views and errors, within b
       break;
     }
   }
-  t.comment(`${runs} corrupted scans, ${withErrors} reported view errors (${hookViewErrors} in the ftrace/kprobe views); slowest ${worstMs.toFixed(1)} ms (${worstWhat})`);
+  t.comment(`${runs} corrupted scans, ${withErrors} reported view errors (${hookViewErrors} in the ftrace/kprobe/tracepoint views); slowest ${worstMs.toFixed(1)} ms (${worstWhat})`);
   t.ok(runs > 50, `${runs} scans ran`);
   t.ok(withErrors > 0, 'corruption shows up as view errors');
   const again = clean.scan({ hashImage: false });
   t.same(again.tasks.errors, [], 'the restored image scans clean again');
-  t.same([...again.ftrace?.errors ?? [], ...again.kprobes?.errors ?? []], [], 'its ftrace and kprobe views too');
+  t.same([...again.ftrace?.errors ?? [], ...again.kprobes?.errors ?? [], ...again.tracepoints?.errors ?? []], [], 'its ftrace, kprobe and tracepoint views too');
   t.same(again.moduleArea?.hiddenModules ?? [], [], 'and carves no module off the lists');
 });
 
@@ -293,6 +319,46 @@ t.test('the eBPF walk over a corrupted BPF IDR, programs and kprobe table ends w
   if (bpfTargets.length > 0) t.ok(withErrors > 0, 'corruption shows up as view errors');
   ctxBpf.space.clearCache();
   t.same(readBpf(ctxBpf).errors, [], 'the restored image reads clean again');
+});
+
+t.test('the tracepoint walk over corrupted pointer arrays, headers and funcs arrays ends with tracepoints and errors, within bounds', async (t) => {
+  const deadline = Date.now() + seconds * 1000 * 0.1;
+  const owners = [...snap.modules.modules, ...snap.modules.kobjects];
+  let runs = 0;
+  let withErrors = 0;
+  let worstMs = 0;
+  let worstWhat = '';
+  const unbounded: string[] = [];
+  while (Date.now() < deadline || runs < 20) {
+    const chosen = Array.from({ length: 1 + (rnd() % 3) }, () => pick(tpTargets));
+    const undo = chosen.map(mutate);
+    ctx.space.clearCache();
+    const t0 = performance.now();
+    try {
+      const v = readTracepoints(ctx, owners);
+      if (v.errors.length > 0) withErrors++;
+      const probes = v.tracepoints.reduce((n, x) => n + x.probes.length, 0);
+      if (v.count > MAX_TRACEPOINTS || probes > MAX_PROBES || v.tracepoints.some((x) => x.probes.length > MAX_PROBES_PER_TRACEPOINT)) unbounded.push(chosen.map((c) => c.what).join(', '));
+      detectTracepointHooks({ ...snap, tracepoints: v });
+    } catch (e) {
+      t.fail(`tracepoint walk threw after corrupting ${chosen.map((c) => c.what).join(', ')}: ${e instanceof Error ? e.stack : String(e)}`);
+      undo.reverse().forEach((u) => u());
+      break;
+    }
+    const ms = performance.now() - t0;
+    if (ms > worstMs) { worstMs = ms; worstWhat = chosen.map((c) => c.what).join(', '); }
+    undo.reverse().forEach((u) => u());
+    runs++;
+    if (runs > 5000) break;
+  }
+  t.comment(`${runs} corrupted tracepoint walks, ${withErrors} reported view errors; slowest ${worstMs.toFixed(2)} ms (${worstWhat})`);
+  t.ok(worstMs < SCAN_BOUND_MS, 'every walk within the scan bound');
+  t.same(unbounded.slice(0, 5), [], 'every walk within its tracepoint and probe bounds');
+  t.ok(withErrors > 0, 'corruption shows up as view errors');
+  ctx.space.clearCache();
+  const again = readTracepoints(ctx, owners);
+  t.same(again.errors, [], 'the restored image reads clean again');
+  t.equal(again.count, snap.tracepoints?.count, 'with every tracepoint');
 });
 
 t.test('fake struct modules in unowned memory: carved only when self-consistent, never a throw', (t) => {

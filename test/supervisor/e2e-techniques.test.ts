@@ -1,6 +1,6 @@
 // E2E on a real lab guest, live supervisor: each of today's rootkit techniques in turn, in one boot —
 // the ftrace hook on getdents64 (off the module list), a kprobe on kill, a module that erases itself
-// from the module list and /sys/module, an inline jmp patched over a kernel function's entry, an eBPF
+// from the module list and /sys/module, a module's probe on the sys_enter tracepoint, an inline jmp patched over a kernel function's entry, an eBPF
 // program that writes user memory — each a finding of its kind naming what was hooked and by whom ->
 // image restore -> a clean scan.
 import t from 'tap';
@@ -14,7 +14,7 @@ t.test('today\'s techniques: each found live, the ladder restores the image, the
   // Two attacks in one boot: each kind's ladder resets 10 s after it is verified, so the second attack
   // (the text hash changes again) starts a fresh ladder instead of exhausting the first one.
   const restore = { confirmScans: 1, resetWindowSec: 10, ladder: [{ action: 'restore-image', count: 1, verifyTimeoutSec: 60, backoffSec: 0 }] };
-  const policy = { ...FAST_POLICY, faults: { ...FAST_POLICY.faults, ...Object.fromEntries(['ftrace-hook', 'kprobe-hook', 'hidden-module', 'kernel-integrity-changed', 'unowned-kernel-code', 'bpf-hook'].map((k) => [k, restore])) } };
+  const policy = { ...FAST_POLICY, faults: { ...FAST_POLICY.faults, ...Object.fromEntries(['ftrace-hook', 'kprobe-hook', 'tracepoint-hook', 'hidden-module', 'kernel-integrity-changed', 'unowned-kernel-code', 'bpf-hook'].map((k) => [k, restore])) } };
   const h = makeHarness('e2e-tech', { policy });
   const s = new LiveSupervisor(h);
   t.teardown(async () => { await s.stop(); h.cleanup(); });
@@ -22,12 +22,13 @@ t.test('today\'s techniques: each found live, the ladder restores the image, the
   await s.waitFor(/kernel baseline recorded at the first clean scan/, 120_000);
   const images = loadLabImages();
   const mods = images.attackModules;
-  for (const m of ['ftraceHook', 'kprobeHook', 'eraseSelf', 'inlineHook']) if (!mods[m]) throw new Error(`the lab image lacks the attack module ${m}: run scripts/setup.sh`);
+  for (const m of ['ftraceHook', 'kprobeHook', 'tracepointHook', 'eraseSelf', 'inlineHook']) if (!mods[m]) throw new Error(`the lab image lacks the attack module ${m}: run scripts/setup.sh`);
   if (!images.bpfLoader) throw new Error('the lab image lacks bpfload: run scripts/setup.sh');
 
   const steps = [
     { kind: 'ftrace-hook', insmod: `insmod ${mods.ftraceHook} hidden=1`, names: /module iv_ftrace_hook hooks __x64_sys_getdents64 through ftrace/, module: 'iv_ftrace_hook' },
     { kind: 'kprobe-hook', insmod: `insmod ${mods.kprobeHook}`, names: /kprobe on __x64_sys_kill runs module iv_kprobe_hook/, module: 'iv_kprobe_hook' },
+    { kind: 'tracepoint-hook', insmod: `insmod ${mods.tracepointHook}`, names: /probe on tracepoint sys_enter runs module iv_tracepoint_hook/, module: 'iv_tracepoint_hook' },
     { kind: 'hidden-module', insmod: `insmod ${mods.eraseSelf}`, names: /module iv_erase_self .*on neither the module list nor \/sys\/module/, module: 'iv_erase_self' },
     { kind: 'kernel-integrity-changed', insmod: `insmod ${mods.inlineHook} target=__x64_sys_kill pid=99999`, names: /kernel text changed at __x64_sys_kill\+0x[0-9a-f]+/, module: 'iv_inline_hook',
       // Text is rehashed by a rotating share: every page within DEFAULT_IMAGE_COVERAGE_MS (30 s).

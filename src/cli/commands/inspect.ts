@@ -148,7 +148,7 @@ function printSnapshot(s: KernelSnapshot, header: string): void {
   console.log(out.join('\n'));
 }
 
-/** ftrace ops and kprobes, each with the owner of its handler; and the one-line "kernel instrumented" note. */
+/** ftrace ops, kprobes and tracepoint probes, each with the owner of its handler; and the one-line "kernel instrumented" note. */
 function instrumentationLines(s: KernelSnapshot): string[] {
   const own = (o: HandlerOwner, at: bigint): string => (o.kind === 'kernel' ? o.symbol : o.kind === 'module' ? `module ${o.module} (${hex(at)})` : `${hex(at)} NO KERNEL SYMBOL OR MODULE`);
   const out: string[] = [''];
@@ -169,6 +169,16 @@ function instrumentationLines(s: KernelSnapshot): string[] {
     for (const p of k.probes) {
       const hs = (p.handlers ?? []).map((h) => `${h.role} ${own(h.owner, h.address)}`).join(', ') || 'no handler';
       out.push(`  ${p.symbol ?? hex(p.addr)} (${hex(p.addr)}) flags 0x${p.flags.toString(16)}: ${hs}`);
+    }
+  }
+  const tp = s.tracepoints;
+  if (tp) {
+    const active = tp.tracepoints.filter((x) => x.probes.length > 0);
+    out.push(`tracepoints: ${tp.count}, ${active.length} with probes`);
+    for (const x of tp.tracepoints) {
+      const ps = x.probes.map((p) => p.via ? (p.via.kind === 'bpf' ? `bpf ${p.via.id === null ? 'NO PROGRAM' : `${p.via.id} ${p.via.name ?? ''}`}` : p.via.kind) : own(p.owner, p.func)).join(', ') || 'no probe';
+      const call = x.call !== undefined && x.call !== x.iterator && !x.probes.some((p) => p.func === x.call) ? `, static call to ${own(x.callOwner ?? { kind: 'unknown' }, x.call)}` : '';
+      out.push(`  ${x.name ?? hex(x.address)}${x.module ? ` [${x.module}]` : ''}${x.enabled ? '' : ' (key off)'}: ${ps}${call}`);
     }
   }
   return out;

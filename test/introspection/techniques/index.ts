@@ -6,11 +6,13 @@ import { ftraceKprobe } from './ftrace-kprobe.js';
 import { eraseSelf } from './erase-self.js';
 import { textPatch } from './text-patch.js';
 import { instrumentation } from './instrumentation.js';
+import { tracepointHooks } from './tracepoint.js';
 
 export const TECHNIQUES: readonly TechniqueBattery[] = [
   ebpfBattery,
   ftraceKprobe,
   eraseSelf,
   textPatch,
+  tracepointHooks,
   instrumentation,
 ];

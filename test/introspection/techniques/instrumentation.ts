@@ -1,7 +1,8 @@
 // Legitimate instrumentation raises nothing: with the function tracer on through tracefs (every
 // function, then a set_ftrace_filter), a user's kprobe events (one at a function's entry, through
-// ftrace; one inside a function: int3, later an optimized jmp) and two eBPF tracing programs (a
-// kprobe and a tracepoint one), a clean guest gives no finding of any kind over 1,000 scans,
+// ftrace; one inside a function: int3, later an optimized jmp), trace events on tracepoints (a
+// syscall event, scheduler events, a module's event), and four eBPF tracing programs (a kprobe one,
+// two on trace events through perf, a raw tracepoint one), a clean guest gives no finding of any kind over 1,000 scans,
 // confirmed as the supervisor confirms (3 consecutive scans). The text
 // does change, and the scans say how: ftrace's calls and the kprobes, not hooks. Then all off.
 import type { Test } from 'tap';
@@ -16,6 +17,7 @@ import { persistentWith } from './text-patch.js';
 
 const SCANS = 1000;
 const T = '/sys/kernel/tracing';
+const EVENTS = ['syscalls/sys_enter_kill', 'sched/sched_process_fork', 'sched/sched_process_exec', 'ext4/ext4_da_write_begin'];
 
 /** A probe-able offset inside `fn`: the start of its fourth instruction (past endbr64, the fentry NOP and a push or two). */
 function innerOffset(ctx: TechniqueContext, fn: string): number {
@@ -67,10 +69,14 @@ export const instrumentation: TechniqueBattery = {
     // Ordinary eBPF tracing: a kprobe program and a tracepoint program that only read and count.
     const loader = ctx.images.bpfLoader;
     if (!loader) throw new Error(`the lab image of ${ctx.line} has no bpfload: run scripts/setup.sh --tests`);
-    // Their pids, so only these two are stopped afterwards.
-    const loaderPids = (await ctx.shell(`${loader} trace do_sys_openat2 </dev/null >/dev/null 2>&1 & echo $!; ${loader} tptrace syscalls/sys_enter_openat </dev/null >/dev/null 2>&1 & echo $!; sleep 2`))
+    // Their pids, so only these are stopped afterwards.
+    const loaderPids = (await ctx.shell(`${loader} trace do_sys_openat2 </dev/null >/dev/null 2>&1 & echo $!; ${loader} tptrace syscalls/sys_enter_openat </dev/null >/dev/null 2>&1 & echo $!; ` +
+      `${loader} tptrace sched/sched_process_exec </dev/null >/dev/null 2>&1 & echo $!; ${loader} rawtp sched_process_fork </dev/null >/dev/null 2>&1 & echo $!; sleep 2`))
       .trim().split(/\s+/).filter((x) => /^\d+$/.test(x));
-    t.equal(loaderPids.length, 2, `two loaders started (pids ${loaderPids.join(', ')})`);
+    t.equal(loaderPids.length, 4, `four loaders started (pids ${loaderPids.join(', ')})`);
+    // Trace events: a syscall event (ftrace's syscall probe), two scheduler events, and a module's (ext4's, when the kernel has it as one).
+    const events = (await ctx.shell(`for e in ${EVENTS.join(' ')}; do [ -e ${T}/events/$e/enable ] && echo 1 > ${T}/events/$e/enable && echo $e; done; true`)).trim().split(/\s+/).filter(Boolean);
+    t.ok(events.length >= 3, `trace events on: ${events.join(', ')}`);
 
     // The text changed, and the whole-image scan explains it as instrumentation, with no observation.
     const whole = await paused(ctx.vm, () => ctx.live.scan({ hashImage: true }));
@@ -78,7 +84,11 @@ export const instrumentation: TechniqueBattery = {
     const traced = notes.map((n) => /^(\d+) fentry sites/.exec(n)).reduce((n, m) => n + (m ? Number(m[1]) : 0), 0);
     t.ok(traced > 1000, `function tracer: ${traced} fentry sites calling ftrace (${notes.filter((n) => /fentry/.test(n)).join('; ').slice(0, 300)})`);
     t.ok(notes.some((n) => new RegExp(`kprobe at vfs_read\\+0x${off.toString(16)}$`).test(n)), `the inner kprobe told apart: ${notes.filter((n) => /kprobe/.test(n)).join('; ')}`);
-    t.ok((whole.bpf?.programs ?? []).filter((b) => b.name === 'iv_trace').length >= 2, `the tracing programs are loaded: ${(whole.bpf?.programs ?? []).map((b) => `${b.name} ${String(b.attachTo)}`).join(', ')}`);
+    t.ok((whole.bpf?.programs ?? []).filter((b) => b.name === 'iv_trace').length >= 3, `the tracing programs are loaded: ${(whole.bpf?.programs ?? []).map((b) => `${b.name} ${String(b.attachTo)}`).join(', ')}`);
+    const probes = (whole.tracepoints?.tracepoints ?? []).flatMap((x) => x.probes.map((p) => `${x.name ?? '?'}:${p.via?.kind ?? p.owner.kind}`));
+    for (const want of ['sched_process_fork:trace-event', 'sched_process_fork:bpf', 'sched_process_exec:trace-event', 'sched_process_exec:perf', 'sys_enter:kernel']) {
+      t.ok(probes.includes(want), `tracepoint probe ${want} (${probes.join(', ')})`);
+    }
     const first = analyzeScan({ nowMs: Date.now(), snapshot: whole, snapshotError: null, report: await report(ctx), critical: [], baseline: ctx.baseline });
     t.same(first.observations.map((o) => o.summary), [], 'the instrumented text raises nothing');
 
@@ -112,7 +122,7 @@ export const instrumentation: TechniqueBattery = {
     await ctx.shell([
       `echo nop > ${T}/current_tracer`, `echo > ${T}/set_ftrace_filter`,
       `echo 0 > ${T}/events/kprobes/ivtest_entry/enable`, `echo 0 > ${T}/events/kprobes/ivtest_inner/enable`,
-      `echo > ${T}/kprobe_events`, `kill ${loaderPids.join(' ')}`, 'sleep 1',
+      `echo > ${T}/kprobe_events`, ...events.map((e) => `echo 0 > ${T}/events/${e}/enable`), `kill ${loaderPids.join(' ')}`, 'sleep 1',
     ].join(' && '));
     const after = await paused(ctx.vm, () => ctx.live.scan({ hashImage: true }));
     t.same(textInstrumentation(after, ctx.baseline), [], 'all off: the text is the clean copy again');

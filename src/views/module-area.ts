@@ -472,6 +472,12 @@ export interface ModuleAreaOptions {
   readonly limits?: ModuleAreaLimits;
   /** Other views of this scan (bpf, when read) the owners may come from. */
   readonly snapshot?: Partial<KernelSnapshot>;
+  /**
+   * The module list read again, now. A scan of a running guest reads the list first and the area
+   * later: a module loaded in between (udev loads dozens while a distro boots) is carved here though
+   * it was on no list then. Given, a carved module is called hidden only if this read lacks it too.
+   */
+  readonly relist?: () => ModuleListView;
 }
 
 export function readModuleArea(ctx: KernelContext, modules: ModuleListView, opts: ModuleAreaOptions = {}): ModuleAreaView {
@@ -497,7 +503,13 @@ export function readModuleArea(ctx: KernelContext, modules: ModuleListView, opts
 
   // Carve what no known owner accounts for, executable or not (the struct lives in data).
   const carved = carveModules(ctx, M, uncovered(runs, owners), limits.maxCarveBytes, errors);
-  const hiddenModules = carved.found.filter((m) => !known.has(m.address));
+  let hiddenModules = carved.found.filter((m) => !known.has(m.address));
+  if (hiddenModules.length > 0 && opts.relist) {
+    const again = opts.relist();
+    errors.push(...again.errors.map((e) => ({ ...e, where: `module area: list read again: ${e.where}` })));
+    const listed = new Set([...again.modules, ...again.kobjects].map((m) => m.address));
+    hiddenModules = hiddenModules.filter((m) => !listed.has(m.address));
+  }
   const byStart = (a: Owned, b: Owned): number => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0);
   let all = [...owners, ...carved.regions].sort(byStart);
   const unownedCode = uncovered(runs.filter((r) => r.exec), all);

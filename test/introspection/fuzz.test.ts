@@ -17,6 +17,7 @@ import { dumpRam } from './ground-truth.js';
 import { analyzeScan } from '../../src/detectors/index.js';
 import { snapshotErrors } from '../../src/views/snapshot-errors.js';
 import { readModuleArea } from '../../src/views/module-area.js';
+import { readModuleList } from '../../src/views/modules.js';
 
 t.setTimeout(900_000);
 const seconds = Number(process.env.IV_FUZZ_SECONDS ?? '40');
@@ -285,6 +286,10 @@ t.test('fake struct modules in unowned memory: carved only when self-consistent,
   const real = readModuleArea(ctx, others);
   t.same(real.hiddenModules.map((x) => x.name), [m.name], `with ${m.name} off both lists, carving finds it by name`);
   t.ok(real.regions.some((r) => r.owner === 'module' && r.name === m.name), 'and gives it its text');
+  // A module loaded between the scan's list read and its area walk: on the list read again, not hidden.
+  const relisted = readModuleArea(ctx, others, { relist: () => readModuleList(ctx) });
+  t.same(relisted.hiddenModules, [], `with ${m.name} on the module list read again, nothing is hidden`);
+  t.ok(relisted.regions.some((r) => r.owner === 'module' && r.name === m.name), 'and its text is still its own');
   const structPa = pa(m.address);
   let runs = 0;
   let carved = 0;

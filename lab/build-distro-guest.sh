@@ -22,6 +22,9 @@ die() { echo "build-distro-guest: $*" >&2; exit 1; }
 say() { [ "${INTROVISOR_SETUP_QUIET:-}" = 1 ] || echo "build-distro-guest: $*"; }
 # shellcheck source=lab/lib.sh
 . "$here/lib.sh"
+# shellcheck source=lab/progress.sh
+. "$here/progress.sh"
+progress_wrap build-distro-guest "$0" "$@"
 
 tag=${1:-debian12}
 case "$tag" in
@@ -68,7 +71,7 @@ fi
 kcc=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\(gcc-[0-9]*\) .*/\1/p' "$headers/.config" 2>/dev/null | head -n1)
 command -v "${kcc:-none}" >/dev/null || kcc=gcc
 
-key=$( (echo "$abi $suite"; cat "$0" "$here/lib.sh"; cd "$here/guest/attacks" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
+key=$( (echo "$abi $suite"; progress_unreported "$0"; cat "$here/lib.sh"; cd "$here/guest/attacks" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
 out="$cache/distro/$tag-$key"
 pointer="$cache/distro/$tag.json"
 # The pointer in the cache and in this checkout's build/lab/ (read first: clones with other guest
@@ -90,6 +93,7 @@ work=$(mktemp -d "$cache/distro/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 # --- apt sources ----------------------------------------------------------------------
+progress_phase "apt sources"
 if [ "$suite" = bookworm ]; then
   # The machine's own Debian entries for this suite, read now. Both formats: one-line sources.list
   # entries and deb822 .sources stanzas; disabled files are skipped.
@@ -129,6 +133,7 @@ fi
 rootfs="$work/root"
 packages=(systemd-sysv udev kmod "linux-image-$abi" initramfs-tools qemu-guest-agent nginx procps
           iproute2 e2fsprogs ca-certificates)
+progress_phase "mmdebstrap"
 say "mmdebstrap $suite ($abi) — a few minutes"
 mmdebstrap --mode=root --variant=minbase --skip=check/empty \
   --aptopt='Acquire::Check-Valid-Until "false"' \
@@ -147,6 +152,7 @@ kernel_file=$(ls "$rootfs/boot/vmlinuz-$abi") || die "no /boot/vmlinuz-$abi in t
 [ -f "$rootfs/boot/initrd.img-$abi" ] || die "no /boot/initrd.img-$abi in the guest (initramfs-tools did not run)"
 
 # --- attack modules against the same kernel's headers -------------------------------
+progress_phase "attack modules"
 mkdir -p "$work/attacks"
 cp "$here/guest/attacks/"* "$work/attacks/"
 make -s -C "$headers" M="$work/attacks" CC="$kcc" modules >"$work/attacks.log" 2>&1 \
@@ -154,7 +160,9 @@ make -s -C "$headers" M="$work/attacks" CC="$kcc" modules >"$work/attacks.log" 2
 cp "$work/attacks/"*.ko "$rootfs/usr/lib/introvisor/"
 
 # --- GRUB: configuration and modules on the root file system -------------------------
-cmdline="root=LABEL=iv-root ro console=ttyS0,115200 panic=-1"
+progress_phase "grub"
+# no_timer_check: under TCG on a loaded host the IO-APIC timer test can fail and panic the boot.
+cmdline="root=LABEL=iv-root ro console=ttyS0,115200 panic=-1 no_timer_check"
 mkdir -p "$rootfs/boot/grub"
 cp -r /usr/lib/grub/i386-pc /usr/lib/grub/x86_64-efi "$rootfs/boot/grub/"
 cat > "$rootfs/boot/grub/grub.cfg" <<CFG
@@ -177,6 +185,7 @@ grub-mkimage -O x86_64-efi -o "$work/BOOTX64.EFI" -c "$early" -p /boot/grub \
   part_msdos ext2 fat search search_label normal
 
 # --- the disk: MBR, ESP, root --------------------------------------------------------
+progress_phase "disk"
 raw="$work/disk.raw"
 esp_start=2048                      # sectors; core.img lives in sectors 1..2047
 root_start=$(( esp_start + esp_mib * 2048 ))
@@ -193,10 +202,12 @@ mkfs.fat -F 16 -n IV-EFI --offset "$esp_start" "$raw" $(( esp_mib * 1024 )) >/de
 mmd -i "$raw@@$(( esp_start * 512 ))" ::/EFI ::/EFI/BOOT
 mcopy -i "$raw@@$(( esp_start * 512 ))" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
 mke2fs -q -t ext4 -L iv-root -E offset=$(( root_start * 512 )) -d "$rootfs" -F "$raw" "${root_mib}M"
+progress_phase "qcow2"
 say "converting to qcow2"
 qemu-img convert -q -f raw -O qcow2 "$raw" "$work/disk.qcow2"
 
 # --- publish -------------------------------------------------------------------------------
+progress_phase "publish"
 mkdir -p "$out.tmp"
 mv "$work/disk.qcow2" "$out.tmp/"
 version=$(dpkg-query --admindir="$rootfs/var/lib/dpkg" -W -f='${Version}' "linux-image-$abi")

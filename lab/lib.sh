@@ -116,7 +116,8 @@ lab_add_module() {
 # lab_boot_nested VMLINUZ INITRD MEM_MIB SERIAL_LOG TIMEOUT_S WORK [QEMU_ARG...]: boots a kernel
 # under TCG with AMD SVM (-cpu EPYC, so KVM runs inside it) until it powers off or the timeout
 # passes, then sets LAB_BOOT_SECONDS. Extra QEMU arguments go last (a later -smp wins). While QEMU
-# runs its pid is in LAB_QEMU_PID, for the caller's EXIT trap.
+# runs its pid is in LAB_QEMU_PID, for the caller's EXIT trap. no_timer_check: on a loaded host TCG can
+# miss the kernel's IO-APIC timer test, which panics the boot.
 LAB_QEMU_PID=
 lab_boot_nested() {
   local vmlinuz=$1 initrd=$2 mem=$3 serial=$4 timeout=$5 work=$6 q0 q1 deadline
@@ -125,7 +126,7 @@ lab_boot_nested() {
   q0=$(date +%s.%N)
   qemu-system-x86_64 -accel tcg -cpu EPYC -m "$mem" -smp 1 -nographic -no-reboot \
     -kernel "$vmlinuz" -initrd "$initrd" \
-    -append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic" \
+    -append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic no_timer_check" \
     -serial "file:$serial" -monitor none -display none -net none "$@" </dev/null >"$work/qemu.out" 2>&1 &
   LAB_QEMU_PID=$!
   deadline=$(( $(date +%s) + timeout ))

@@ -29,6 +29,18 @@ export const kernelKey = (snap: KernelSnapshot): string => `${snap.kernel.releas
 const rel = (addr: bigint, slide: bigint): string => `0x${BigInt.asUintN(64, addr - slide).toString(16)}`;
 export const unrel = (offset: string, slide: bigint): bigint => BigInt.asUintN(64, BigInt(offset) + slide);
 
+// A baseline list's offsets (syscall slots, IDT gates) as addresses under one slide: parsed once
+// per (list, slide), not with BigInt per entry per scan (the baseline objects live as long as the
+// watch keeps them).
+const slid = new WeakMap<readonly (string | null)[], { slide: bigint; addrs: (bigint | null)[] }>();
+export function slidAddresses(base: readonly (string | null)[], slide: bigint): readonly (bigint | null)[] {
+  const c = slid.get(base);
+  if (c && c.slide === slide) return c.addrs;
+  const addrs = base.map((b) => (b === null || b === undefined ? null : unrel(b, slide)));
+  slid.set(base, { slide, addrs });
+  return addrs;
+}
+
 /** The baseline this (clean) snapshot describes. */
 export function baselineOf(snap: KernelSnapshot, nowMs: number): KernelBaseline {
   const slide = snap.kernel.kaslrSlide;

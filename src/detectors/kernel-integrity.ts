@@ -3,7 +3,7 @@
 // IDT and MSR_LSTAR, each against the baseline; and hidden modules (in
 // /sys/module's kobjects but not on the module list, or the reverse).
 import type { KernelSnapshot } from '../views/types.js';
-import { sameHashKind, unrel, type KernelBaseline } from './baseline.js';
+import { sameHashKind, slidAddresses, unrel, type KernelBaseline } from './baseline.js';
 import { hex, type DetectorResult, type JsonValue, type Observation } from './types.js';
 import { dispatcherSites, siteEvidence, siteText, textDiffTrusted } from './text-integrity.js';
 
@@ -38,8 +38,9 @@ export function detectKernelChanges(snap: KernelSnapshot, baseline: KernelBaseli
     if (differs(baseline.boot.rodataHash, integ.rodataHash)) add('kernel rodata hash', baseline.boot.rodataHash, integ.rodataHash);
   }
   if (baseline.idt.length > 0 && integ.idt.length === baseline.idt.length) {
+    const gates = slidAddresses(baseline.idt, slide);
     integ.idt.forEach((a, vector) => {
-      const was = unrel(baseline.idt[vector] as string, slide);
+      const was = gates[vector] as bigint;
       if (was !== a) add(`IDT vector ${vector}`, hex(was), hex(a));
     });
   }

@@ -3,7 +3,7 @@
 // clean scan. An observation per changed slot: old and new target, and the
 // module that owns the new target if any.
 import type { KernelSnapshot, SyscallEntry, SyscallTableView } from '../views/types.js';
-import { unrel, type KernelBaseline } from './baseline.js';
+import { slidAddresses, unrel, type KernelBaseline } from './baseline.js';
 import { hex, type DetectorResult, type JsonValue, type Observation } from './types.js';
 
 function ownerJson(e: SyscallEntry): JsonValue {
@@ -25,17 +25,6 @@ function ownerText(e: SyscallEntry): string {
 /** Slots whose handler is not their own kernel handler. */
 export function selfCheckViolations(t: SyscallTableView): SyscallEntry[] {
   return t.entries.filter((e) => e.owner.kind !== 'kernel' || (e.expected !== null && e.owner.symbol !== e.expected));
-}
-
-// A baseline table's slots as addresses under one slide: parsed once per (baseline table, slide),
-// not with BigInt per slot per scan (the baseline objects live as long as the watch keeps them).
-const slid = new WeakMap<readonly (string | null)[], { slide: bigint; addrs: (bigint | null)[] }>();
-function slidSlots(base: readonly (string | null)[], slide: bigint): (bigint | null)[] {
-  const c = slid.get(base);
-  if (c && c.slide === slide) return c.addrs;
-  const addrs = base.map((b) => (b === null || b === undefined ? null : unrel(b, slide)));
-  slid.set(base, { slide, addrs });
-  return addrs;
 }
 
 export function detectSyscallChanges(snap: KernelSnapshot, baseline: KernelBaseline | null): DetectorResult {
@@ -67,7 +56,7 @@ export function detectSyscallChanges(snap: KernelSnapshot, baseline: KernelBasel
       push(e, 'not its own kernel handler', b ? unrel(b, slide) : null);
     }
     if (base) {
-      const addrs = slidSlots(base, slide);
+      const addrs = slidAddresses(base, slide);
       for (const e of t.entries) {
         const was = addrs[e.nr];
         if (was === undefined || was === null) continue;

@@ -70,10 +70,10 @@ export class GuestMemory {
    * Guest-physical addresses of up to `limit` matches of pattern, in address order, optionally
    * within [fromGpa, toGpa). Only the file's data extents are scanned: on tmpfs, touching a hole
    * through the mapping would allocate it, turning a sparse guest RAM file into a full one.
+   * `extents`: a dataExtents() the caller took for several searches in a row.
    */
-  findAll(pattern: Buffer, limit = 64, fromGpa?: bigint, toGpa?: bigint): bigint[] {
+  findAll(pattern: Buffer, limit = 64, fromGpa?: bigint, toGpa?: bigint, extents = this.dataExtents()): bigint[] {
     const out: bigint[] = [];
-    const extents = this.dataExtents();
     for (const r of this.layout) {
       const lo = fromGpa !== undefined && fromGpa > r.gpa ? fromGpa : r.gpa;
       const hi = toGpa !== undefined && toGpa < r.gpa + r.size ? toGpa : r.gpa + r.size;

@@ -3,8 +3,8 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { loadNative, type NativePhysicalMemory } from '../native/binding.js';
 
-/** Bytes read per step when searching through the file rather than the mapping. */
-const SEARCH_CHUNK = 4 << 20;
+/** Bytes read per step when searching through the file rather than the mapping (1 MiB: the one buffer stays allocated). */
+const SEARCH_CHUNK = 1 << 20;
 
 export interface PhysicalMemory {
   /** Bytes of guest-physical memory the file covers. */
@@ -25,6 +25,16 @@ export interface PhysicalMemory {
   readonly native: NativePhysicalMemory;
 }
 
+let scratch: Buffer | undefined;
+/**
+ * One chunk buffer for every search in the process (searches are synchronous): a fresh 4 MiB
+ * per call made discovery's dozen searches a garbage-collector cost.
+ */
+function searchBuffer(length: number): Buffer {
+  if (!scratch || scratch.length < length) scratch = Buffer.allocUnsafe(length);
+  return scratch.subarray(0, length);
+}
+
 class MappedPhysicalMemory implements PhysicalMemory {
   constructor(private readonly mem: NativePhysicalMemory) {}
   get native(): NativePhysicalMemory { return this.mem; }
@@ -39,7 +49,7 @@ class MappedPhysicalMemory implements PhysicalMemory {
     if (pattern.length === 0 || from >= end || limit <= 0) return out;
     const fd = openSync(this.source, 'r');
     try {
-      const buf = Buffer.allocUnsafe(SEARCH_CHUNK + pattern.length - 1);
+      const buf = searchBuffer(SEARCH_CHUNK + pattern.length - 1);
       for (let pos = from; pos < end && out.length < limit; pos += SEARCH_CHUNK) {
         // Each chunk overlaps the next by pattern.length - 1 bytes: a match across the seam is found once.
         const want = Math.min(buf.length, end - pos + pattern.length - 1, this.size - pos);

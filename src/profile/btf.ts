@@ -41,7 +41,7 @@ export class Btf {
   private readonly typeStart: Int32Array; // index by type id; byte offset of the btf_type in the types section
   private readonly types: Buffer;
   private readonly strings: Buffer;
-  private byNameOffset: Map<number, number[]> | undefined;
+  private nameIndex: { head: Map<number, number>; next: Int32Array } | undefined;
   /** find()'s answers so far (the names the views ask for). */
   private readonly byName = new Map<string, number[]>();
   private readonly memberCache = new Map<string, MemberLocation>();
@@ -90,32 +90,43 @@ export class Btf {
   find(name: string, kind?: number): number[] {
     let ids = this.byName.get(name);
     if (!ids) {
-      // Types by the offset of their name: no string is decoded for the index (a kernel has ~100k
-      // types and a scan looks up a few dozen names); a name is then found in the string section.
-      if (!this.byNameOffset) {
-        const m = new Map<number, number[]>();
-        for (let id = 1; id < this.typeStart.length; id++) {
-          const nameOff = this.types.readUInt32LE(this.typeStart[id] as number);
-          if (nameOff === 0) continue;
-          const list = m.get(nameOff);
-          if (list) list.push(id); else m.set(nameOff, [id]);
-        }
-        this.byNameOffset = m;
-      }
+      // Types by a hash of their name's bytes: no string is decoded for the index (a kernel has
+      // ~100k types and a scan looks up a few hundred names), and no lookup scans the string
+      // section (it did, once per name: most of a first scan's cost).
+      const index = this.nameIndex ??= this.buildNameIndex();
       const found: number[] = [];
       if (name !== '' && name.length <= MAX_NAME_BYTES) {
-        // Every place the string ends as `name`: whole strings and (shared) tails of longer ones.
         const needle = Buffer.from(name + '\0', 'latin1');
-        for (let at = this.strings.indexOf(needle); at >= 0; at = this.strings.indexOf(needle, at + 1)) {
-          const list = this.byNameOffset.get(at);
-          if (list) found.push(...list);
+        const s = this.strings;
+        for (let id = index.head.get(nameHash(needle, 0, needle.length - 1)) ?? 0; id !== 0; id = index.next[id] as number) {
+          const off = this.types.readUInt32LE(this.typeStart[id] as number);
+          if (off + needle.length <= s.length && s.compare(needle, 0, needle.length, off, off + needle.length) === 0) found.push(id);
         }
       }
-      ids = found.sort((a, b) => a - b);
+      ids = found; // ascending: the chains are built from the highest id down
       if (this.byName.size >= 4096) this.byName.clear(); // bounded whatever asks
       this.byName.set(name, ids);
     }
     return kind === undefined ? ids : ids.filter((id) => this.kind(id) === kind);
+  }
+
+  /** Named types chained by name hash: head[hash] is the lowest id, next[id] the following one (0 ends). */
+  private buildNameIndex(): { head: Map<number, number>; next: Int32Array } {
+    const head = new Map<number, number>();
+    const next = new Int32Array(this.typeStart.length);
+    const s = this.strings;
+    for (let id = this.typeStart.length - 1; id >= 1; id--) {
+      const off = this.types.readUInt32LE(this.typeStart[id] as number);
+      if (off === 0 || off >= s.length) continue;
+      const stop = Math.min(s.length, off + MAX_NAME_BYTES + 1);
+      let end = off;
+      while (end < stop && s[end] !== 0) end++;
+      if (end >= stop) continue; // no NUL within a name's length: never a lookup's answer
+      const h = nameHash(s, off, end);
+      next[id] = head.get(h) ?? 0;
+      head.set(h, id);
+    }
+    return { head, next };
   }
 
   /** The struct (or union) named `name`; complete definitions win over forward declarations. */
@@ -225,16 +236,37 @@ export class Btf {
 
   offsetof(structName: string, path: string): number { return this.member(structName, path).offset; }
 
-  private findMember(id: number, name: string, depth: number): { bitOffset: number; type: number; bitSize: number } | null {
+  /**
+   * Compares member names in place (name + NUL against the string section): decoding every
+   * member name of task_struct, rq, module ... per lookup made the first scan's few hundred
+   * lookups cost more than the scan itself.
+   */
+  private findMember(id: number, name: string, depth: number, needle = Buffer.from(name + '\0', 'latin1')): { bitOffset: number; type: number; bitSize: number } | null {
     if (depth > MAX_DEPTH) return null;
-    for (const m of this.members(id)) {
-      if (m.name === name) return m;
-      if (m.name === '') {
-        const inner = this.resolve(m.type);
-        const k = this.kind(inner);
-        if (k === BtfKind.Struct || k === BtfKind.Union) {
-          const hit = this.findMember(inner, name, depth + 1);
-          if (hit) return { ...hit, bitOffset: hit.bitOffset + m.bitOffset };
+    id = this.resolve(id);
+    const k = this.kind(id);
+    if (k !== BtfKind.Struct && k !== BtfKind.Union) throw new BtfError(`BTF type ${id} (${this.name(id) || 'anonymous'}) is not a struct or union`);
+    const info = this.info(id);
+    const vlen = info & 0xffff;
+    const kindFlag = (info >>> 31) !== 0;
+    const t = this.types;
+    const s = this.strings;
+    let off = this.at(id) + 12;
+    for (let i = 0; i < vlen; i++, off += 12) {
+      const nameOff = t.readUInt32LE(off);
+      if (nameOff >= s.length) throw new BtfError(`BTF string offset ${nameOff} is past the ${s.length}-byte string section`);
+      const type = t.readUInt32LE(off + 4);
+      const raw = t.readUInt32LE(off + 8);
+      const bitOffset = kindFlag ? raw & 0xffffff : raw;
+      if (nameOff + needle.length <= s.length && s.compare(needle, 0, needle.length, nameOff, nameOff + needle.length) === 0) {
+        return { bitOffset, type, bitSize: kindFlag ? raw >>> 24 : 0 };
+      }
+      if (s[nameOff] === 0) {
+        const inner = this.resolve(type);
+        const ik = this.kind(inner);
+        if (ik === BtfKind.Struct || ik === BtfKind.Union) {
+          const hit = this.findMember(inner, name, depth + 1, needle);
+          if (hit) return { ...hit, bitOffset: hit.bitOffset + bitOffset };
         }
       }
     }
@@ -257,6 +289,13 @@ export class Btf {
     if (end < 0) throw new BtfError(`BTF string at offset ${off} has no NUL within ${MAX_NAME_BYTES} bytes`);
     return this.strings.toString('latin1', off, off + end);
   }
+}
+
+/** FNV-1a over bytes [from, to). */
+function nameHash(b: Buffer, from: number, to: number): number {
+  let h = 0x811c9dc5;
+  for (let i = from; i < to; i++) h = Math.imul(h ^ (b[i] as number), 0x0100_0193);
+  return h >>> 0;
 }
 
 function extraBytes(kind: number, vlen: number, id: number, off: number): number {

@@ -61,6 +61,34 @@ export function findKallsyms(mem: GuestMemory, maxCandidates = 4096, known?: Kno
   return { tables, rejected };
 }
 
+/** How far into a kernel image kallsyms is looked for (distribution kernels: ~17-20 MiB). */
+export const MAX_IMAGE_SEARCH = 128 << 20;
+const IMAGE_SEARCH_STEP = 8n << 20n;
+
+/**
+ * The kallsyms table of the kernel image starting at `start`: the first one that decodes in
+ * [start, start + span), searched a step at a time (an image holds one; most of it lies after).
+ */
+export function findKallsymsInImage(mem: GuestMemory, start: bigint, known?: KnownNames, span = MAX_IMAGE_SEARCH, maxCandidates = 4096): { table: KallsymsTable | null; rejected: string[] } {
+  const rejected: string[] = [];
+  const end = start + BigInt(span);
+  let left = maxCandidates;
+  const extents = mem.dataExtents();
+  for (let lo = start; lo < end && left > 0; lo += IMAGE_SEARCH_STEP) {
+    const hi = lo + IMAGE_SEARCH_STEP < end ? lo + IMAGE_SEARCH_STEP : end;
+    const hits = mem.findAll(DIGIT_TOKENS, left, lo, hi, extents);
+    left -= hits.length;
+    for (const hit of hits) {
+      try {
+        return { table: decodeAt(mem, hit, known), rejected };
+      } catch (e) {
+        rejected.push(`0x${hit.toString(16)}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+  }
+  return { table: null, rejected };
+}
+
 function decodeAt(mem: GuestMemory, digitsPhys: bigint, known: KnownNames | undefined): KallsymsTable {
   const range = mem.layout.find((r) => digitsPhys >= r.gpa && digitsPhys - r.gpa < r.size);
   if (!range) throw new KallsymsError('candidate is outside guest RAM');
@@ -173,34 +201,75 @@ function decodeOffsets(buf: Buffer, at: number, n: number, relativeBase: bigint)
   // smaller than 2 GiB, so any negative offset means the absolute-percpu encoding.
   let absolutePercpu = false;
   for (let i = 0; i < n; i++) if (buf.readInt32LE(at + 4 * i) < 0) { absolutePercpu = true; break; }
+  // In 32-bit halves (no BigInt per symbol): addresses[i] is words[2i] + 2^32 * words[2i+1] on
+  // little-endian x86-64, the only host this runs on.
   const addresses = new BigUint64Array(n);
-  let prev = 0n;
+  const words = new Uint32Array(addresses.buffer, addresses.byteOffset, 2 * n);
+  const baseLo = Number(relativeBase & 0xffff_ffffn);
+  const baseHi = Number(relativeBase >> 32n);
+  let prevHi = 0;
+  let prevLo = 0;
   for (let i = 0; i < n; i++) {
     const o = buf.readInt32LE(at + 4 * i);
-    const a = !absolutePercpu ? (relativeBase + BigInt(o >>> 0)) & 0xffff_ffff_ffff_ffffn
-      : o >= 0 ? BigInt(o) : (relativeBase - 1n - BigInt(o)) & 0xffff_ffff_ffff_ffffn;
-    if (a < prev) return null;
-    addresses[i] = a;
-    prev = a;
+    let lo: number;
+    let hi: number;
+    if (absolutePercpu && o >= 0) { lo = o; hi = 0; } else {
+      // base + (o as u32), or base - 1 - o for a negative absolute-percpu offset: both add < 2^32.
+      const add = absolutePercpu ? -1 - o : o >>> 0;
+      const sum = baseLo + add;
+      lo = sum >>> 0;
+      hi = (baseHi + (sum >= 0x1_0000_0000 ? 1 : 0)) >>> 0;
+    }
+    if (hi < prevHi || (hi === prevHi && lo < prevLo)) return null;
+    words[2 * i] = lo;
+    words[2 * i + 1] = hi;
+    prevHi = hi;
+    prevLo = lo;
   }
   return { relativeBase, addresses };
 }
 
 function decodeNames(buf: Buffer, n: number, namesStart: number, tokens: string[]): { names: string[]; types: string } {
-  const names: string[] = new Array<string>(n);
-  const types: string[] = new Array<string>(n);
+  // Every name expanded into one buffer, NUL after each (tokens never hold a NUL: they are read
+  // up to one), then one string sliced: a string per token appended, or a Buffer.copy per token,
+  // cost more than the rest of discovery.
+  const tokenBytes = tokens.map((tk) => Buffer.from(tk, 'latin1'));
+  let out = Buffer.allocUnsafe(Math.max(1 << 16, 24 * n));
+  const types = Buffer.allocUnsafe(n);
+  let w = 0;
   let off = namesStart;
   for (let i = 0; i < n; i++) {
     let len = buf[off] as number;
     off++;
     if (len & 0x80) { len = (len & 0x7f) | ((buf[off] as number) << 7); off++; }
-    let s = '';
-    for (let k = 0; k < len; k++) s += tokens[buf[off + k] as number];
+    const first = w;
+    for (let k = 0; k < len; k++) {
+      const tk = tokenBytes[buf[off + k] as number] as Buffer;
+      if (w + tk.length + 1 > out.length) {
+        const bigger = Buffer.allocUnsafe(2 * (w + tk.length + 1));
+        out.copy(bigger, 0, 0, w);
+        out = bigger;
+      }
+      for (let j = 0; j < tk.length; j++) out[w++] = tk[j] as number;
+    }
+    if (w + 1 > out.length) {
+      const bigger = Buffer.allocUnsafe(2 * (w + 1));
+      out.copy(bigger, 0, 0, w);
+      out = bigger;
+    }
+    out[w++] = 0;
     off += len;
-    types[i] = s.charAt(0);
-    names[i] = s.slice(1);
+    // The first character is the type letter; an empty expansion has neither.
+    types[i] = w - first > 1 ? out[first] as number : 0;
   }
-  return { names, types: types.join('') };
+  const all = out.toString('latin1', 0, w);
+  const names: string[] = new Array<string>(n);
+  for (let i = 0, at = 0; i < n; i++) {
+    const end = all.indexOf('\0', at);
+    names[i] = end > at ? all.slice(at + 1, end) : '';
+    at = end + 1;
+  }
+  return { names, types: types.toString('latin1') };
 }
 
 function readWindow(mem: GuestMemory, range: RamRange, at: bigint, before: bigint, after: bigint): { start: bigint; buf: Buffer } {

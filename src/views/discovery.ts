@@ -8,7 +8,8 @@
 // wall clock (tk_core) is latest.
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { AddressSpace, pageTableRootFromCr3, type PagingLevels } from '../translate/address-space.js';
-import { findKallsyms, type KallsymsTable } from '../profile/kallsyms.js';
+import { findKallsyms, findKallsymsInImage, MAX_IMAGE_SEARCH, type KallsymsTable } from '../profile/kallsyms.js';
+import { probeByPageTables, probeBySignature } from './image-probe.js';
 import { SymbolTable, slideSymbols } from '../profile/symbols.js';
 import { Btf } from '../profile/btf.js';
 import { BtfLayouts, type StructLayouts } from '../profile/layouts.js';
@@ -87,30 +88,37 @@ const hex = (v: bigint): string => '0x' + v.toString(16);
 export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): DiscoveredKernel {
   const t0 = performance.now();
   const cache = opts.symbols || opts.layouts ? undefined : (opts.profiles === undefined ? sharedProfiles : opts.profiles ?? undefined);
-  const { tables, rejected } = findKallsyms(mem, undefined, cache ? (k) => cache.names(k) : undefined);
-  const kallsymsMs = performance.now() - t0;
-  const notes = rejected.map((r) => `kallsyms candidate ${r}`);
-  const valid: Candidate[] = [];
-  for (const table of tables) {
-    // linux_banner lies in the same image's rodata: search only around this kallsyms.
-    const span = 128n << 20n;
-    const banners = mem.findAll(Buffer.from('Linux version '), 512, table.tokenTablePhys > span ? table.tokenTablePhys - span : 0n, table.tokenTablePhys + span);
-    // A user's System.map/ISF describes the unrandomised build: slide it to where this
-    // image's kallsyms says _text is (kallsyms_relative_base is _text).
-    const symbols = opts.symbols ? slideSymbols(opts.symbols, table.relativeBase - (opts.symbols.address('_text') ?? table.relativeBase))
-      : cache?.symbolsAt(table.buildKey, table.addresses) ?? SymbolTable.fromKallsyms(table);
-    const c = judgeCandidate(mem, table, symbols, banners, opts.registers);
-    notes.push(c.note);
-    if ('space' in c) valid.push(c);
+  const known = cache ? (k: string) => cache.names(k) : undefined;
+  // The image first (page tables when CR3 is known, a bounded probe of a dump), kallsyms searched
+  // only inside it; what it finds is judged like anything else, and all of RAM is searched when
+  // it finds nothing valid.
+  const probe = opts.registers ? probeByPageTables(mem, pageTableRootFromCr3(opts.registers.cr3), levelsFromRegisters(opts.registers))
+    : probeBySignature(mem);
+  const probed: KallsymsTable[] = [];
+  const probeNotes = [probe.note];
+  for (const start of probe.starts) {
+    const found = findKallsymsInImage(mem, start, known);
+    if (found.table && !probed.some((t) => t.tokenTablePhys === found.table?.tokenTablePhys)) probed.push(found.table);
+    else if (!found.table) probeNotes.push(`kernel image probe: no kallsyms within ${MAX_IMAGE_SEARCH >> 20} MiB of ${hex(start)}`);
   }
-  if (valid.length === 0) {
-    // What is missing and what would help: kallsyms must be in RAM (a System.map or ISF supplies
-    // names and addresses but is placed by kallsyms' relative base, so it cannot stand in for it).
-    const why = tables.length === 0
-      ? 'no kallsyms table in RAM (a kernel built without CONFIG_KALLSYMS, or not an x86-64 Linux guest)'
-      : notes.join('; ');
-    throw new DiscoveryError(`no running Linux kernel found in ${mem.source}: ${why}`);
+  let judged = probed.length > 0 ? judgeTables(mem, probed, [], opts, cache) : null;
+  let kallsymsMs = performance.now() - t0;
+  if (!judged || judged.valid.length === 0) {
+    if (judged) probeNotes.push(...judged.notes.map((n) => `kernel image probe: ${n}`), 'kernel image probe: nothing valid; searching all of RAM');
+    const { tables, rejected } = findKallsyms(mem, undefined, known);
+    kallsymsMs = performance.now() - t0;
+    judged = judgeTables(mem, tables, rejected, opts, cache);
+    if (judged.valid.length === 0) {
+      // What is missing and what would help: kallsyms must be in RAM (a System.map or ISF supplies
+      // names and addresses but is placed by kallsyms' relative base, so it cannot stand in for it).
+      const why = tables.length === 0
+        ? 'no kallsyms table in RAM (a kernel built without CONFIG_KALLSYMS, or not an x86-64 Linux guest)'
+        : judged.notes.join('; ');
+      throw new DiscoveryError(`no running Linux kernel found in ${mem.source}: ${why}`);
+    }
   }
+  const { valid } = judged;
+  const notes = [...probeNotes, ...judged.notes];
   const t1 = performance.now();
   let chosen = valid[0] as Candidate;
   const btfs = new Map<Candidate, Btf>();
@@ -170,6 +178,52 @@ export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): D
   };
 }
 
+/** Each table's image judged (see judgeCandidate); the banner search is bounded by the table's own symbols. */
+function judgeTables(mem: GuestMemory, tables: readonly KallsymsTable[], rejected: readonly string[], opts: DiscoveryOptions, cache: ProfileCache | undefined):
+  { valid: Candidate[]; notes: string[] } {
+  const notes = rejected.map((r) => `kallsyms candidate ${r}`);
+  const valid: Candidate[] = [];
+  for (const table of tables) {
+    // A user's System.map/ISF describes the unrandomised build: slide it to where this
+    // image's kallsyms says _text is (kallsyms_relative_base is _text).
+    const symbols = opts.symbols ? slideSymbols(opts.symbols, table.relativeBase - (opts.symbols.address('_text') ?? table.relativeBase))
+      : cache?.symbolsAt(table.buildKey, table.addresses) ?? SymbolTable.fromKallsyms(table);
+    const c = judgeCandidate(mem, table, symbols, bannersFor(mem, table, symbols), opts.registers);
+    notes.push(c.note);
+    if ('space' in c) valid.push(c);
+  }
+  return { valid, notes };
+}
+
+/**
+ * linux_banner copies that could belong to this kallsyms' image: within 128 MiB of it, and where
+ * the image's mapping they imply puts the token table inside this image's rodata (what
+ * judgeCandidate keeps), so only a rodata-sized stretch is searched.
+ */
+function bannersFor(mem: GuestMemory, table: KallsymsTable, symbols: SymbolTable): bigint[] {
+  const span = 128n << 20n;
+  let lo = table.tokenTablePhys > span ? table.tokenTablePhys - span : 0n;
+  let hi = table.tokenTablePhys + span;
+  const bannerVa = symbols.address('linux_banner');
+  const r0 = symbols.address('__start_rodata');
+  const r1 = symbols.address('__end_rodata');
+  if (bannerVa !== undefined && r0 !== undefined && r1 !== undefined) {
+    if (r1 <= r0) return [];
+    // tokenTablePhys + (bannerVa - pa) in [r0, r1)  <=>  pa in (tokenTablePhys + bannerVa - r1, tokenTablePhys + bannerVa - r0].
+    const from = table.tokenTablePhys + bannerVa - r1 + 1n;
+    const to = table.tokenTablePhys + bannerVa - r0 + 1n;
+    if (from > lo) lo = from;
+    if (to < hi) hi = to;
+    if (hi <= lo || hi <= 0n) return [];
+    if (lo < 0n) lo = 0n;
+  }
+  return mem.findAll(Buffer.from('Linux version '), 512, lo, hi);
+}
+
+function levelsFromRegisters(regs: LiveRegisters): PagingLevels[] {
+  return regs.cr4 === undefined ? [4, 5] : (regs.cr4 & CR4_LA57) !== 0n ? [5] : [4];
+}
+
 function judgeCandidate(mem: GuestMemory, table: KallsymsTable, symbols: SymbolTable, banners: bigint[], regs: LiveRegisters | undefined):
   Candidate | { note: string } {
   const at = `image with kallsyms at ${hex(table.tokenTablePhys)}`;
@@ -202,7 +256,7 @@ function judgeCandidate(mem: GuestMemory, table: KallsymsTable, symbols: SymbolT
     let root: bigint;
     if (regs) {
       root = pageTableRootFromCr3(regs.cr3);
-      levelsToTry = regs.cr4 === undefined ? [4, 5] : (regs.cr4 & CR4_LA57) !== 0n ? [5] : [4];
+      levelsToTry = levelsFromRegisters(regs);
     } else {
       const pgd = symbols.address('init_top_pgt') ?? symbols.address('swapper_pg_dir');
       if (pgd === undefined) return { note: `${at}: no init_top_pgt symbol for a page-table root` };

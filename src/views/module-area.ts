@@ -13,6 +13,7 @@
 // wider range only costs a few empty directory entries — and code placed there is unowned too.
 import type { CodeRegion, KernelSnapshot, ModuleAreaView, ModuleInfo, ModuleListView, ViewError } from './types.js';
 import { hex, viewError, type KernelContext } from './kernel-context.js';
+import { readModuleList } from './modules.js';
 
 export const MODULES_END = 0xffff_ffff_ff00_0000n;
 const MODULES_FLOOR = 0xffff_ffff_a000_0000n;
@@ -484,12 +485,6 @@ export interface ModuleAreaOptions {
   readonly limits?: ModuleAreaLimits;
   /** Other views of this scan (bpf, when read) the owners may come from. */
   readonly snapshot?: Partial<KernelSnapshot>;
-  /**
-   * The module list read again, now. A scan of a running guest reads the list first and the area
-   * later: a module loaded in between (udev loads dozens while a distro boots) is carved here though
-   * it was on no list then. Given, a carved module is called hidden only if this read lacks it too.
-   */
-  readonly relist?: () => ModuleListView;
 }
 
 export function readModuleArea(ctx: KernelContext, modules: ModuleListView, opts: ModuleAreaOptions = {}): ModuleAreaView {
@@ -516,10 +511,11 @@ export function readModuleArea(ctx: KernelContext, modules: ModuleListView, opts
   // Carve what no known owner accounts for, executable or not (the struct lives in data).
   const carved = carveModules(ctx, M, uncovered(runs, owners), limits.maxCarveBytes, errors);
   let hiddenModules = carved.found.filter((m) => !known.has(m.address));
-  if (hiddenModules.length > 0 && opts.relist) {
-    const again = opts.relist();
-    errors.push(...again.errors.map((e) => ({ ...e, where: `module area: list read again: ${e.where}` })));
-    const listed = new Set([...again.modules, ...again.kobjects].map((m) => m.address));
+  if (hiddenModules.length > 0) {
+    // The module list was read before the carving: a module loaded in between is on the list now.
+    // Read once more (a hiding module stays off it; only the lists, never the carving, are trusted).
+    const now = readModuleList(ctx);
+    const listed = new Set([...now.modules, ...now.kobjects].map((m) => m.address));
     hiddenModules = hiddenModules.filter((m) => !listed.has(m.address));
   }
   const byStart = (a: Owned, b: Owned): number => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0);

@@ -114,7 +114,7 @@ export class Introspector {
       modules,
       syscallTables,
       ...(opts.dispatchSwitches === false ? {} : { dispatch: readDispatch(ctx, owners, syscallTables, opts.switchDecoder) }),
-      ...(opts.moduleArea === false ? {} : { moduleArea: readModuleArea(ctx, modules, { relist: () => readModuleList(ctx) }) }),
+      ...(opts.moduleArea === false ? {} : { moduleArea: readModuleArea(ctx, modules) }),
       integrity,
       ...(textDiff ? { textDiff } : {}),
       ...(opts.bpf === false ? {} : { bpf: readBpf(ctx) }),

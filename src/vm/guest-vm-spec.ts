@@ -72,7 +72,8 @@ export interface GuestMachineDefinition {
 }
 
 /** Kernel arguments every lab guest gets: its name for the initramfs, reboot on panic, a quiet console. */
-export const labKernelArgs = (name: string): string[] => ['console=ttyS0', `introvisor.name=${name}`, 'panic=-1', 'loglevel=4'];
+// no_timer_check: a TCG guest on a loaded host can miss the IO-APIC timer test and panic at boot.
+export const labKernelArgs = (name: string): string[] => ['console=ttyS0', `introvisor.name=${name}`, 'panic=-1', 'loglevel=4', 'no_timer_check'];
 
 /** Debian's ovmf: the firmware code (read-only) and the template of the variable store each guest copies. */
 export const OVMF_FILES = { code: '/usr/share/OVMF/OVMF_CODE_4M.fd', varsTemplate: '/usr/share/OVMF/OVMF_VARS_4M.fd' } as const;

@@ -35,7 +35,7 @@ function domainXml(o: DomainOpts): string {
     <type arch='x86_64' machine='q35'>hvm</type>
     <kernel>${o.kernel}</kernel>
     <initrd>${o.initrd}</initrd>
-    <cmdline>console=ttyS0 introvisor.name=${o.name} panic=-1 loglevel=4</cmdline>
+    <cmdline>console=ttyS0 introvisor.name=${o.name} panic=-1 loglevel=4 no_timer_check</cmdline>
   </os>
   <cpu mode='maximum'/>
   <on_reboot>restart</on_reboot>

@@ -106,7 +106,7 @@ say "initramfs $(du -h "$work/initrd.img" | cut -f1)"
 
 serial="$tcache/last-chain-serial.log"
 lab_boot_nested "$LAB_KDIR/boot/vmlinuz-$LAB_ABI" "$work/initrd.img" 3072 "$serial" "$qemu_timeout" "$work" \
-  -smp 2 -append "console=ttyS0 loglevel=5 panic=-1 oops=panic" -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap \
+  -smp 2 -append "console=ttyS0 loglevel=5 panic=-1 oops=panic no_timer_check" -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap \
   -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot
 
 tr -d '\r' < "$serial" > "$work/serial.txt"

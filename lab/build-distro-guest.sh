@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Builds a full Debian 12 (systemd) guest that boots from its own disk, idempotently:
+# Builds a full Debian systemd guest that boots from its own disk, idempotently:
+#   lab/build-distro-guest.sh [debian12|debian11]      (default debian12)
 #   disk    : qcow2, MBR: p1 EFI system partition (FAT), p2 root (ext4, made with mke2fs -d)
 #   boot    : GRUB on the disk for both firmwares (i386-pc core in the MBR gap, BOOTX64.EFI on the ESP)
-#   system  : mmdebstrap from the machine's own Debian apt sources: Debian's kernel (the lab's ABI,
-#             so the attack modules match), systemd, udev, qemu-guest-agent (started by udev on the
+#   system  : mmdebstrap: Debian's kernel, systemd, udev, qemu-guest-agent (started by udev on the
 #             virtio port org.qemu.guest_agent.0), nginx (the critical service), serial console
-#   attacks : lab/guest/attacks/*.ko built against linux-headers-<abi>, in /usr/lib/introvisor/
-# Output: $INTROVISOR_CACHE/distro/debian12-<key>/ with disk.qcow2 and manifest.json, and
-# $INTROVISOR_CACHE/distro/debian12.json pointing at it. The key hashes contents only (the ABI, this
+#     debian12: bookworm from the machine's own apt sources, the lab's default kernel ABI (so the
+#               attack modules match the installed linux-headers-<abi>)
+#     debian11: bullseye (+ -updates, -security) from the lab's private apt configuration
+#               (lab_private_apt), the 5.10 line's kernel; headers unpacked by lab/build-images.sh 5.10
+#   attacks : lab/guest/attacks/*.ko built against the guest kernel's headers, in /usr/lib/introvisor/
+# Output: $INTROVISOR_CACHE/distro/<distro>-<key>/ with disk.qcow2 and manifest.json, and
+# $INTROVISOR_CACHE/distro/<distro>.json pointing at it. The key hashes contents only (the ABI, this
 # script, lab/lib.sh, the attack sources), never this checkout's path.
 # Cost: one build downloads ~250 MB of packages and takes a few minutes; an unchanged key is a no-op.
 set -euo pipefail
@@ -22,8 +26,12 @@ say() { [ "${INTROVISOR_SETUP_QUIET:-}" = 1 ] || echo "build-distro-guest: $*"; 
 . "$here/progress.sh"
 progress_wrap build-distro-guest "$0" "$@"
 
-suite=bookworm
-tag=debian12
+tag=${1:-debian12}
+case "$tag" in
+  debian12) suite=bookworm line=$LAB_DEFAULT_LINE ;;
+  debian11) suite=bullseye line=5.10 ;;
+  *) die "unknown distro '$tag' (known: debian12 debian11)" ;;
+esac
 root_mib=2048
 esp_mib=32
 
@@ -40,10 +48,28 @@ if [ ${#missing[@]} -gt 0 ]; then
     || die "apt-get install ${missing[*]} failed"
 fi
 
-lab_kernel_abi
-abi=$LAB_ABI
-headers=/usr/src/linux-headers-$abi
-[ -f "$headers/Makefile" ] || die "kernel headers for $abi are not installed ($headers): run scripts/setup.sh"
+if [ "$suite" = bookworm ]; then
+  lab_kernel_abi
+  abi=$LAB_ABI
+  headers=/usr/src/linux-headers-$abi
+  [ -f "$headers/Makefile" ] || die "kernel headers for $abi are not installed ($headers): run scripts/setup.sh"
+else
+  # Another release: its packages through the lab's private apt configuration, its kernel the one the
+  # lab's kernel line builds, its headers the copy lab/build-images.sh unpacked for that line.
+  lab_private_apt "$cache" "$suite"
+  lab_kernel_abi "$line"
+  abi=$LAB_ABI
+  headers="$cache/headers/$abi/usr/src/linux-headers-$abi"
+  if [ ! -f "$cache/headers/$abi/.complete" ]; then
+    say "no unpacked headers for $abi: running lab/build-images.sh $line"
+    bash "$here/build-images.sh" "$line" >/dev/null || die "lab/build-images.sh $line failed"
+  fi
+  [ -f "$headers/Makefile" ] || die "unpacked headers for $abi lack $headers/Makefile"
+fi
+# The compiler the kernel was built with when it is here; else the machine's gcc (Debian 11's
+# gcc-10 is not installable here: its modules build with gcc-12, as lab/build-images.sh does).
+kcc=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\(gcc-[0-9]*\) .*/\1/p' "$headers/.config" 2>/dev/null | head -n1)
+command -v "${kcc:-none}" >/dev/null || kcc=gcc
 
 key=$( (echo "$abi $suite"; progress_unreported "$0"; cat "$here/lib.sh"; cd "$here/guest/attacks" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
 out="$cache/distro/$tag-$key"
@@ -66,34 +92,42 @@ mkdir -p "$cache/distro"
 work=$(mktemp -d "$cache/distro/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-# --- apt sources: the machine's own Debian entries for this suite, read now ----------
+# --- apt sources ----------------------------------------------------------------------
 progress_phase "apt sources"
-# Both formats: one-line sources.list entries and deb822 .sources stanzas; disabled files are skipped.
-sources="$work/sources.list"
-{
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [ -f "$f" ] && grep -E "^[[:space:]]*deb[[:space:]].*[[:space:]]$suite(-[a-z]+)?[[:space:]]" "$f" || true
-  done
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -f "$f" ] || continue
-    awk -v suite="$suite" '
-      function flush() {
-        if (types ~ /(^| )deb( |$)/ && uris != "" && suites != "" && enabled != "no") {
-          n = split(suites, s, " "); m = split(uris, u, " ")
-          for (i = 1; i <= n; i++) if (s[i] ~ "^" suite "(-[a-z]+)?$")
-            for (j = 1; j <= m; j++) print "deb" (signed != "" ? " [signed-by=" signed "]" : "") " " u[j] " " s[i] " " comps
+if [ "$suite" = bookworm ]; then
+  # The machine's own Debian entries for this suite, read now. Both formats: one-line sources.list
+  # entries and deb822 .sources stanzas; disabled files are skipped.
+  sources="$work/sources.list"
+  {
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+      [ -f "$f" ] && grep -E "^[[:space:]]*deb[[:space:]].*[[:space:]]$suite(-[a-z]+)?[[:space:]]" "$f" || true
+    done
+    for f in /etc/apt/sources.list.d/*.sources; do
+      [ -f "$f" ] || continue
+      awk -v suite="$suite" '
+        function flush() {
+          if (types ~ /(^| )deb( |$)/ && uris != "" && suites != "" && enabled != "no") {
+            n = split(suites, s, " "); m = split(uris, u, " ")
+            for (i = 1; i <= n; i++) if (s[i] ~ "^" suite "(-[a-z]+)?$")
+              for (j = 1; j <= m; j++) print "deb" (signed != "" ? " [signed-by=" signed "]" : "") " " u[j] " " s[i] " " comps
+          }
+          types = uris = suites = comps = signed = enabled = ""
         }
-        types = uris = suites = comps = signed = enabled = ""
-      }
-      /^[[:space:]]*#/ { next }
-      /^[[:space:]]*$/ { flush(); next }
-      { k = tolower($1); sub(/:$/, "", k); $1 = ""; v = $0; sub(/^ +/, "", v)
-        if (k == "types") types = v; else if (k == "uris") uris = v; else if (k == "suites") suites = v
-        else if (k == "components") comps = v; else if (k == "signed-by") signed = v; else if (k == "enabled") enabled = tolower(v) }
-      END { flush() }' "$f"
-  done
-} > "$sources"
-[ -s "$sources" ] || die "no '$suite' entry in the machine's apt sources (/etc/apt/sources.list*)"
+        /^[[:space:]]*#/ { next }
+        /^[[:space:]]*$/ { flush(); next }
+        { k = tolower($1); sub(/:$/, "", k); $1 = ""; v = $0; sub(/^ +/, "", v)
+          if (k == "types") types = v; else if (k == "uris") uris = v; else if (k == "suites") suites = v
+          else if (k == "components") comps = v; else if (k == "signed-by") signed = v; else if (k == "enabled") enabled = tolower(v) }
+        END { flush() }' "$f"
+    done
+  } > "$sources"
+  [ -s "$sources" ] || die "no '$suite' entry in the machine's apt sources (/etc/apt/sources.list*)"
+else
+  # The private configuration's own list (made from the machine's Debian and security entries).
+  sources=
+  for o in "${LAB_APT[@]}"; do case "$o" in Dir::Etc::sourcelist=*) sources=${o#*=} ;; esac; done
+  [ -s "$sources" ] || die "the private apt configuration for $suite has no sources list"
+fi
 
 # --- the root file system ---------------------------------------------------------
 rootfs="$work/root"
@@ -104,8 +138,8 @@ say "mmdebstrap $suite ($abi) — a few minutes"
 mmdebstrap --mode=root --variant=minbase --skip=check/empty \
   --aptopt='Acquire::Check-Valid-Until "false"' \
   --include="$(IFS=,; echo "${packages[*]}")" \
-  --customize-hook='echo introvisor-debian12 > "$1/etc/hostname"' \
-  --customize-hook='printf "%s\n" "LABEL=iv-root / ext4 errors=remount-ro 0 1" "LABEL=iv-efi /boot/efi vfat umask=0077,nofail 0 2" "LABEL=iv-data /srv/data ext4 defaults,nofail,x-systemd.device-timeout=5s 0 2" > "$1/etc/fstab"' \
+  --customize-hook="echo introvisor-$tag > \"\$1/etc/hostname\"" \
+  --customize-hook='printf "%s\n" "LABEL=iv-root / ext4 errors=remount-ro 0 1" "LABEL=iv-efi /boot/efi vfat umask=0077,nofail 0 2" "LABEL=iv-data /srv/data ext4 defaults,nofail 0 2" > "$1/etc/fstab"' \
   --customize-hook='mkdir -p "$1/boot/efi" "$1/srv/data" "$1/usr/lib/introvisor"' \
   --customize-hook='printf "[Match]\nName=en*\n\n[Network]\nDHCP=yes\n" > "$1/etc/systemd/network/50-dhcp.network"' \
   --customize-hook='chroot "$1" systemctl enable systemd-networkd nginx' \
@@ -121,8 +155,8 @@ kernel_file=$(ls "$rootfs/boot/vmlinuz-$abi") || die "no /boot/vmlinuz-$abi in t
 progress_phase "attack modules"
 mkdir -p "$work/attacks"
 cp "$here/guest/attacks/"* "$work/attacks/"
-make -s -C "$headers" M="$work/attacks" modules >"$work/attacks.log" 2>&1 \
-  || { cat "$work/attacks.log" >&2; die "building the attack modules against $headers failed"; }
+make -s -C "$headers" M="$work/attacks" CC="$kcc" modules >"$work/attacks.log" 2>&1 \
+  || { cat "$work/attacks.log" >&2; die "building the attack modules against $headers with $kcc failed"; }
 cp "$work/attacks/"*.ko "$rootfs/usr/lib/introvisor/"
 
 # --- GRUB: configuration and modules on the root file system -------------------------

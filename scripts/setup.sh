@@ -4,7 +4,7 @@
 # Each step is skipped when already done; each one run says so on a timestamped line. The image
 # builds show their phases (a bar on a terminal, timestamped lines otherwise; lab/progress.sh).
 # INTROVISOR_SETUP_QUIET=1 hides these lines (and the builds' progress).
-# --tests: also the images only the test suite boots (other kernel lines, the distro guest).
+# --tests: also the images only the test suite boots (other kernel lines, the distro guests).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { [ "${INTROVISOR_SETUP_QUIET:-}" = 1 ] || echo "$(date -u +%H:%M:%S) setup: $*"; }
@@ -69,8 +69,10 @@ if [ "${1:-}" = --tests ]; then
   # bookworm-backports' 6.12): their packages come through a private apt configuration under the
   # cache; nothing is installed on this machine.
   for line in 5.10 6.12; do bash lab/build-images.sh "$line"; done
-  # A full Debian 12 guest booting from its own disk (the first build fetches ~250 MB of packages).
-  INTROVISOR_KERNEL_ABI=$abi bash lab/build-distro-guest.sh
+  # Full Debian 12 and Debian 11 guests booting from their own disks (each first build fetches
+  # ~250 MB of packages). Debian 11's come through the private apt configuration of the 5.10 line.
+  INTROVISOR_KERNEL_ABI=$abi bash lab/build-distro-guest.sh debian12
+  bash lab/build-distro-guest.sh debian11
 fi
 # KVM or TCG for lab guests: probed once per host kernel and QEMU version.
 node dist/lab/cli.js accel

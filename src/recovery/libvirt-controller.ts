@@ -20,6 +20,7 @@ import type { GuestReport } from '../detectors/types.js';
 import type { GuestController, GuestExecResult, ProcessCommand } from './guest-controller.js';
 import { PROC_STAT_COMMAND, parseProcStat } from './proc-stat.js';
 import { boundGuestReport } from '../detectors/guest-report.js';
+import { startInGuest } from './start-command.js';
 import { readBootId, waitForNewBoot } from './boot-id.js';
 
 const TMPFS_MAGIC = 0x01021994;
@@ -175,12 +176,8 @@ export class LibvirtGuestController implements GuestController {
   }
 
   async startProcess(cmd: ProcessCommand, timeoutMs: number): Promise<string> {
-    const r = await agentExec(this.agentCall, cmd.path, [...cmd.args], { timeoutMs });
-    const what = [cmd.path, ...cmd.args].join(' ');
-    if (r.exitCode !== 0) {
-      throw new Error(`guest ${this.name}: ${what} exited ${r.exitCode ?? `by signal ${r.signal}`}: ${r.stderr.toString().trim().slice(0, 300) || 'no message'}`);
-    }
-    return `started ${what}`;
+    const deadline = Date.now() + timeoutMs;
+    return startInGuest(this.name, cmd, (path, args) => agentExec(this.agentCall, path, args, { timeoutMs: Math.max(deadline - Date.now(), 1) }));
   }
 
   async killProcess(pid: number, timeoutMs: number): Promise<string> {

@@ -12,6 +12,7 @@ import type { GuestReport } from '../detectors/types.js';
 import type { GuestController, GuestExecResult, ProcessCommand } from './guest-controller.js';
 import { PROC_STAT_COMMAND, parseProcStat } from './proc-stat.js';
 import { boundGuestReport } from '../detectors/guest-report.js';
+import { startInGuest } from './start-command.js';
 import { readBootId, waitForNewBoot } from './boot-id.js';
 
 
@@ -104,13 +105,9 @@ export class QemuGuestController implements GuestController {
   }
 
   async startProcess(cmd: ProcessCommand, timeoutMs: number): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
     const agent = await this.agent(timeoutMs);
-    const r = await agent.exec(cmd.path, [...cmd.args], { timeoutMs });
-    const what = [cmd.path, ...cmd.args].join(' ');
-    if (r.exitCode !== 0) {
-      throw new Error(`guest ${this.name}: ${what} exited ${r.exitCode ?? `by signal ${r.signal}`}: ${r.stderr.toString().trim().slice(0, 300) || 'no message'}`);
-    }
-    return `started ${what}`;
+    return startInGuest(this.name, cmd, (path, args) => agent.exec(path, args, { timeoutMs: Math.max(deadline - Date.now(), 1) }));
   }
 
   async killProcess(pid: number, timeoutMs: number): Promise<string> {

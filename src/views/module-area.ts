@@ -376,16 +376,28 @@ function classicBpfFrames(ctx: KernelContext, parts: readonly { start: bigint; e
     const pages = head.readUInt32LE(0);
     if (pages < 1 || pages > 64 || part.start + BigInt(pages) * PAGE > part.end) continue;
     const buf = ctx.space.tryRead(part.start, pages * 4096);
-    if (!buf) continue;
-    let i = 4;
-    while (i < buf.length && buf[i] === 0xcc) i++;
-    let j = buf.length - 1;
-    while (j > i && buf[j] === 0xcc) j--;
-    const nop5 = buf.subarray(i, i + 5).toString('hex');
-    if (i - 4 < 16 || i + 9 > j || (nop5 !== '0f1f440000' && nop5 !== '6666666690') || buf.subarray(i + 5, i + 9).toString('hex') !== '554889e5') continue;
+    if (!buf || !isClassicBpfFrame(buf)) continue;
     out.push({ start: part.start, end: part.start + BigInt(pages) * PAGE, owner: 'bpf-jit', name: 'classic BPF filter' });
   }
   return out;
+}
+
+/**
+ * `buf` (a whole allocation, from its first page) is a classic BPF JIT frame: a page count that
+ * matches its size, int3 from after it up to the image, the image 4-byte aligned (the header's
+ * image[] is 4- or 8-aligned and the JIT picks a random 4-aligned offset in the hole, which may be
+ * 0: the hole before the image can be as short as the header's padding), the JIT prologue, and
+ * code after it.
+ */
+export function isClassicBpfFrame(buf: Buffer): boolean {
+  if (buf.length < 4096 || buf.length % 4096 !== 0 || buf.readUInt32LE(0) !== buf.length / 4096) return false;
+  let i = 4;
+  while (i < buf.length && buf[i] === 0xcc) i++;
+  let j = buf.length - 1;
+  while (j > i && buf[j] === 0xcc) j--;
+  if (i % 4 !== 0 || i + 9 > j) return false;
+  const nop5 = buf.subarray(i, i + 5).toString('hex');
+  return (nop5 === '0f1f440000' || nop5 === '6666666690') && buf.subarray(i + 5, i + 9).toString('hex') === '554889e5';
 }
 
 /** Splits [s, e) by the owners overlapping it (sorted by start); the gaps are 'unknown'. */

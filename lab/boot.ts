@@ -1,12 +1,45 @@
 // Boots a lab guest and shows that it is reachable through every channel the
 // supervisor uses (QMP, guest agent, guest RAM).
-import { startLabGuest } from './lab-guest.js';
+import { join } from 'node:path';
+import { labGuestVm } from './lab-guest.js';
 import { openPhysicalMemory } from '../src/memory/physical-memory.js';
+import { cacheDir } from '../src/util/paths.js';
+import { errorMessage } from '../src/util/errors.js';
+import { lastLineNote, loadTimings, PhaseClock, ProgressPrinter, saveTimings } from '../src/util/progress.js';
+import type { QemuVm } from '../src/vm/qemu-vm.js';
+
+const BOOT_WORK = 'lab-boot';
+
+/**
+ * Boots the guest with its progress on stderr (a bar on a terminal, timestamped lines otherwise),
+ * estimated against the last lab boot on this machine (kept in the cache's progress folder).
+ */
+async function bootWithProgress(name: string, o: { memoryMiB: number; kaslr: boolean }): Promise<QemuVm> {
+  const dir = join(cacheDir(), 'progress');
+  const { timings, error } = loadTimings(dir, BOOT_WORK);
+  const bar = new ProgressPrinter(process.stderr);
+  if (error) bar.line(`lab: no boot estimate: ${error}`);
+  const vm = labGuestVm(name, { memoryMiB: o.memoryMiB, kaslr: o.kaslr });
+  const clock = new PhaseClock('boot', timings);
+  const tick = setInterval(() => bar.update(clock.progress(lastLineNote(vm.consoleTail(5)))), 1_000);
+  try {
+    await vm.start({ freshDisk: true });
+  } finally {
+    clearInterval(tick);
+    bar.done();
+  }
+  try {
+    saveTimings(dir, BOOT_WORK, clock.finish());
+  } catch (e) {
+    console.error(`lab: boot time not kept for the next estimate: ${errorMessage(e)}`);
+  }
+  return vm;
+}
 
 export async function bootLabGuest(o: { name: string; memoryMiB: number; kaslr: boolean; once: boolean }): Promise<number> {
   const { name, memoryMiB } = o;
   console.log(`lab: booting lab guest "${name}" (${memoryMiB} MiB)...`);
-  const vm = await startLabGuest(name, { memoryMiB, kaslr: o.kaslr });
+  const vm = await bootWithProgress(name, { memoryMiB, kaslr: o.kaslr });
   let stopping = false;
   const stop = async (): Promise<void> => {
     if (stopping) return;

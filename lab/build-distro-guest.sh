@@ -18,6 +18,9 @@ die() { echo "build-distro-guest: $*" >&2; exit 1; }
 say() { [ "${INTROVISOR_SETUP_QUIET:-}" = 1 ] || echo "build-distro-guest: $*"; }
 # shellcheck source=lab/lib.sh
 . "$here/lib.sh"
+# shellcheck source=lab/progress.sh
+. "$here/progress.sh"
+progress_wrap build-distro-guest "$0" "$@"
 
 suite=bookworm
 tag=debian12
@@ -42,7 +45,7 @@ abi=$LAB_ABI
 headers=/usr/src/linux-headers-$abi
 [ -f "$headers/Makefile" ] || die "kernel headers for $abi are not installed ($headers): run scripts/setup.sh"
 
-key=$( (echo "$abi $suite"; cat "$0" "$here/lib.sh"; cd "$here/guest/attacks" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
+key=$( (echo "$abi $suite"; progress_unreported "$0"; cat "$here/lib.sh"; cd "$here/guest/attacks" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
 out="$cache/distro/$tag-$key"
 pointer="$cache/distro/$tag.json"
 # The pointer in the cache and in this checkout's build/lab/ (read first: clones with other guest
@@ -64,6 +67,7 @@ work=$(mktemp -d "$cache/distro/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 # --- apt sources: the machine's own Debian entries for this suite, read now ----------
+progress_phase "apt sources"
 # Both formats: one-line sources.list entries and deb822 .sources stanzas; disabled files are skipped.
 sources="$work/sources.list"
 {
@@ -95,6 +99,7 @@ sources="$work/sources.list"
 rootfs="$work/root"
 packages=(systemd-sysv udev kmod "linux-image-$abi" initramfs-tools qemu-guest-agent nginx procps
           iproute2 e2fsprogs ca-certificates)
+progress_phase "mmdebstrap"
 say "mmdebstrap $suite ($abi) — a few minutes"
 mmdebstrap --mode=root --variant=minbase --skip=check/empty \
   --aptopt='Acquire::Check-Valid-Until "false"' \
@@ -113,6 +118,7 @@ kernel_file=$(ls "$rootfs/boot/vmlinuz-$abi") || die "no /boot/vmlinuz-$abi in t
 [ -f "$rootfs/boot/initrd.img-$abi" ] || die "no /boot/initrd.img-$abi in the guest (initramfs-tools did not run)"
 
 # --- attack modules against the same kernel's headers -------------------------------
+progress_phase "attack modules"
 mkdir -p "$work/attacks"
 cp "$here/guest/attacks/"* "$work/attacks/"
 make -s -C "$headers" M="$work/attacks" modules >"$work/attacks.log" 2>&1 \
@@ -120,6 +126,7 @@ make -s -C "$headers" M="$work/attacks" modules >"$work/attacks.log" 2>&1 \
 cp "$work/attacks/"*.ko "$rootfs/usr/lib/introvisor/"
 
 # --- GRUB: configuration and modules on the root file system -------------------------
+progress_phase "grub"
 cmdline="root=LABEL=iv-root ro console=ttyS0,115200 panic=-1"
 mkdir -p "$rootfs/boot/grub"
 cp -r /usr/lib/grub/i386-pc /usr/lib/grub/x86_64-efi "$rootfs/boot/grub/"
@@ -143,6 +150,7 @@ grub-mkimage -O x86_64-efi -o "$work/BOOTX64.EFI" -c "$early" -p /boot/grub \
   part_msdos ext2 fat search search_label normal
 
 # --- the disk: MBR, ESP, root --------------------------------------------------------
+progress_phase "disk"
 raw="$work/disk.raw"
 esp_start=2048                      # sectors; core.img lives in sectors 1..2047
 root_start=$(( esp_start + esp_mib * 2048 ))
@@ -159,10 +167,12 @@ mkfs.fat -F 16 -n IV-EFI --offset "$esp_start" "$raw" $(( esp_mib * 1024 )) >/de
 mmd -i "$raw@@$(( esp_start * 512 ))" ::/EFI ::/EFI/BOOT
 mcopy -i "$raw@@$(( esp_start * 512 ))" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
 mke2fs -q -t ext4 -L iv-root -E offset=$(( root_start * 512 )) -d "$rootfs" -F "$raw" "${root_mib}M"
+progress_phase "qcow2"
 say "converting to qcow2"
 qemu-img convert -q -f raw -O qcow2 "$raw" "$work/disk.qcow2"
 
 # --- publish -------------------------------------------------------------------------------
+progress_phase "publish"
 mkdir -p "$out.tmp"
 mv "$work/disk.qcow2" "$out.tmp/"
 version=$(dpkg-query --admindir="$rootfs/var/lib/dpkg" -W -f='${Version}' "linux-image-$abi")

@@ -29,6 +29,9 @@ qga_bin=/usr/sbin/qemu-ga
 
 line=${1:-$LAB_DEFAULT_LINE}
 [ -n "${LAB_LINES[$line]:-}" ] || die "unknown kernel line '$line' (known: ${!LAB_LINES[*]})"
+# shellcheck source=lab/progress.sh
+. "$here/progress.sh"
+progress_wrap "build-images-$line" "${BASH_SOURCE[0]}" "$@"
 suite=${LAB_LINES[$line]%% *}
 [ "$suite" = - ] || lab_private_apt "$cache" "$suite"
 # Which kernel: INTROVISOR_KERNEL_ABI (default line only) or what linux-image-amd64 depends on now.
@@ -43,7 +46,7 @@ if [ "$suite" = - ]; then
 fi
 
 # The key hashes contents only (never this checkout's path), so clones of one commit share a build.
-key_src=$( (echo "$abi"; cat "${BASH_SOURCE[0]}" "$here/lib.sh"; cd "$guest" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
+key_src=$( (echo "$abi"; progress_unreported "${BASH_SOURCE[0]}"; cat "$here/lib.sh"; cd "$guest" && find . -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
 out="$cache/lab/$abi-$key_src"
 # The line's pointer, and the default one (what tests, benchmarks and the demo boot) for 6.1: in
 # this checkout's build/lab/ (what this checkout reads first, so clones with other lab contents on one
@@ -68,6 +71,7 @@ work=$(mktemp -d "$cache/lab/.build.XXXXXX" 2>/dev/null || { mkdir -p "$cache/la
 trap 'rm -rf "$work"' EXIT
 
 # --- kernel package ---------------------------------------------------------
+progress_phase "kernel package"
 lab_fetch_kernel "$cache" "$abi"
 kdir="$cache/kernel/$abi"
 vmlinuz="$kdir/boot/vmlinuz-$abi"
@@ -78,6 +82,7 @@ moddir="$kdir/lib/modules/$abi"
 # into the cache. Their Makefiles and links name /usr/src and /usr/lib/linux-kbuild-*: those
 # absolute paths are rewritten to the unpacked copies.
 if [ "$suite" != - ]; then
+  progress_phase "kernel headers"
   hroot="$cache/headers/$abi"
   if [ ! -f "$hroot/.complete" ]; then
     rm -rf "$hroot" && mkdir -p "$hroot"
@@ -100,6 +105,7 @@ if [ "$suite" != - ]; then
 fi
 
 # --- initramfs --------------------------------------------------------------
+progress_phase "initramfs tree"
 root="$work/initramfs"
 mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,run,tmp,data,usr/bin,lib/modules/lab,lib/introvisor}
 lab_busybox_root "$root"
@@ -123,6 +129,7 @@ done < <(ldd "$qga_bin" | awk '/not found/ {print "MISSING:" $1; next} /=>/ {pri
 if ldd "$qga_bin" | grep -q 'not found'; then die "qemu-ga needs libraries that are not installed: $(ldd "$qga_bin" | grep 'not found')"; fi
 
 # Attack modules, built against the same kernel's headers, loadable on demand.
+progress_phase "attack modules"
 mkdir -p "$work/attacks"
 cp "$guest/attacks/"* "$work/attacks/"
 # The compiler the kernel was built with when it is here (gcc-12 for 6.1 and 6.12); else the
@@ -135,9 +142,11 @@ cp "$work/attacks/"*.ko "$root/lib/introvisor/"
 # The eBPF loader (no bpftool or clang in the guest): hand-assembled programs, raw bpf().
 gcc -static -O2 -Wall -o "$root/lib/introvisor/bpfload" "$guest/bpfload.c"
 
+progress_phase "initramfs pack"
 lab_pack_initramfs "$root" "$work/initrd.img" 6
 
 # --- golden data disk ---------------------------------------------------------
+progress_phase "data disk"
 disk="$work/disk"
 cp -a "$guest/disk" "$disk"
 mkdir -p "$disk/bin"  # git keeps no empty folders
@@ -147,6 +156,7 @@ mke2fs -q -t ext4 -L introvisor-data -d "$disk" -F "$work/base.raw"
 qemu-img convert -q -f raw -O qcow2 "$work/base.raw" "$work/base.qcow2"
 
 # --- publish ------------------------------------------------------------------
+progress_phase "publish"
 mkdir -p "$out.tmp"
 cp "$vmlinuz" "$out.tmp/vmlinuz"
 mv "$work/initrd.img" "$work/base.qcow2" "$out.tmp/"

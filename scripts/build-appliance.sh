@@ -44,6 +44,9 @@ case "${1:-}" in
 esac
 
 [ "$(id -u)" = 0 ] || die "run as root (mmdebstrap, chroot, file ownership in the image)"
+# shellcheck source=lab/progress.sh
+. "$repo/lab/progress.sh"
+[ "$only_key" = 1 ] || progress_wrap build-appliance "$0" "$@"
 mkdir -p "$acache"
 exec 8>"$acache/.lock"
 flock 8
@@ -92,7 +95,7 @@ product_key=$( { tree_hash "$repo/dist/src"; tree_hash "$repo/bin"
   file_hash "$repo/package.json" "$repo/package-lock.json" "$repo/build/Release/introvisor.node" "$node_bin"
   find "$repo/node_modules" -name '*.node' -path '*/Release/*' | LC_ALL=C sort | xargs -r sha256sum | cut -c1-64; } | sha256sum | cut -c1-16)
 key=$( { echo "$base_key $product_key $abi $kver"
-  sha256sum < "$repo/scripts/build-appliance.sh"; tree_hash "$repo/rootfs"
+  progress_unreported "$repo/scripts/build-appliance.sh" | sha256sum; tree_hash "$repo/rootfs"
   file_hash "$LAB_KVM_DIR/kvm.ko" "$LAB_KVM_DIR/kvm-amd.ko"
   # The guest images by the lab's own content key (its golden disk's bytes differ per build).
   echo "lab $(mf key)"
@@ -114,6 +117,7 @@ cleanup() { rm -rf "$work"; }
 trap cleanup EXIT
 
 # --- 1. the Debian system (cached by package set) ----------------------------------------
+progress_phase "debian system"
 base="$acache/base-$base_key.tar"
 if [ ! -f "$base" ]; then
   # The Debian archive entries (main) this machine's apt uses: "URI suite" per line.
@@ -138,6 +142,7 @@ if [ ! -f "$base" ]; then
 fi
 
 # --- 2. the appliance's root ----------------------------------------------------------------
+progress_phase "root"
 root="$work/root"
 mkdir -p "$root"
 tar -C "$root" -xf "$base"
@@ -226,6 +231,7 @@ rm -f "$root/tmp/early.cfg"
 say "root assembled: $(du -sh "$root" | cut -f1) ($(secs "$t0") s)"
 
 # --- 3. the disk ----------------------------------------------------------------------------
+progress_phase "disk"
 root_mib=$(( $(du -sm "$root" | cut -f1) * 115 / 100 + root_extra_mib ))
 mke2fs -q -F -t ext4 -L introvisor-root -E root_owner=0:0 -d "$root" "$work/root.ext4" "${root_mib}M" >/dev/null \
   || die "mke2fs of the root partition failed"
@@ -262,6 +268,7 @@ dd if="$work/core.img" of="$img" bs=512 seek=2048 conv=notrunc status=none
 sgdisk -v "$img" | grep -q 'No problems found' || die "sgdisk -v reports problems with the image's GPT"
 [ "$(sgdisk -p "$img" | grep -cE '^ +[123] ')" = 3 ] || die "the image's GPT does not hold the three partitions"
 
+progress_phase "bmap and publish"
 bmaptool -q create -o "$work/introvisor-appliance.bmap" "$img" 2>/dev/null || bmaptool create -o "$work/introvisor-appliance.bmap" "$img"
 sha=$(sha256sum "$img" | cut -c1-64)
 build_s=$(secs "$t0")

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 machine with Node 20 (run as root):
 # apt packages, npm ci (which builds the native addon), TypeScript build, lab guest images.
-# Each step is skipped when already done. INTROVISOR_SETUP_QUIET=1 hides progress lines.
+# Each step is skipped when already done; each one run says so on a timestamped line. The image
+# builds show their phases (a bar on a terminal, timestamped lines otherwise; lab/progress.sh).
+# INTROVISOR_SETUP_QUIET=1 hides these lines (and the builds' progress).
 # --tests: also the images only the test suite boots (other kernel lines, the distro guest).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-say() { [ "${INTROVISOR_SETUP_QUIET:-}" = 1 ] || echo "setup: $*"; }
+say() { [ "${INTROVISOR_SETUP_QUIET:-}" = 1 ] || echo "$(date -u +%H:%M:%S) setup: $*"; }
+[ "${INTROVISOR_SETUP_QUIET:-}" != 1 ] || export INTROVISOR_PROGRESS=off
 die() { echo "setup: $*" >&2; exit 1; }
 
 command -v node >/dev/null || die "node is not installed (Node 20 is required)"

@@ -15,6 +15,7 @@ const commands: Record<string, () => Promise<Command>> = {
   policy: () => import('./commands/policy.js'),
   guest: () => import('./commands/guest.js'),
   demo: () => import('./commands/demo.js'),
+  progress: () => import('./commands/progress.js'),
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -45,6 +45,7 @@ export class ControlOperations {
       openFindings: obs?.findings.length ?? 0,
       held: st.held,
       pending: st.pending ? { action: st.pending.action, fault: st.pending.fault, startedAtMs: st.pending.startedAtMs } : null,
+      progress: g.progress(),
       ladders: st.ladders.map((l) => ({ fault: l.kind, phase: l.phase, rung: l.rung, attempt: l.attemptsOnRung, totalActions: l.totalActions })),
       trap: g.trapState(),
       critical: g.criticalNames,

@@ -7,6 +7,7 @@ import { compiledOnUse } from '../util/lazy-validator.js';
 import { formatAjvErrors } from '../events/schemas.js';
 import { ACTION_KINDS, type ActionKind } from '../policy/types.js';
 import { ATTACKS, type Attack } from './demo.js';
+import type { Progress } from '../util/progress.js';
 
 /** A request line longer than this is refused (and the connection closed). */
 export const MAX_REQUEST_BYTES = 64 * 1024;
@@ -37,25 +38,20 @@ export type ControlRequest =
 export type ControlReply = { readonly ok: true; readonly result: unknown } | { readonly ok: false; readonly error: string };
 
 /** How far a long operation is, sent about once a second while it runs (a line of its own before the reply). */
-export interface ActionProgress {
-  readonly action: string;
-  readonly elapsedMs: number;
-  /** How long the same action took last time on this guest (null: never ran); percentages are estimates against it. */
-  readonly expectedMs: number | null;
-  /** What the guest shows now: the last line of its serial console (printable ASCII, cut), or null. */
-  readonly note: string | null;
-}
+export type ActionProgress = Progress;
 export interface ControlProgress { readonly progress: ActionProgress }
 
 export const progressSchema: Schema = {
   type: 'object', additionalProperties: false, required: ['progress'],
   properties: {
     progress: {
-      type: 'object', additionalProperties: false, required: ['action', 'elapsedMs', 'expectedMs', 'note'],
+      type: 'object', additionalProperties: false, required: ['action', 'phase', 'elapsedMs', 'expectedMs', 'percent', 'note'],
       properties: {
         action: { type: 'string', maxLength: 64 },
+        phase: { anyOf: [{ type: 'string', maxLength: 64 }, { type: 'null' }] },
         elapsedMs: { type: 'number', minimum: 0 },
         expectedMs: { anyOf: [{ type: 'number', minimum: 0 }, { type: 'null' }] },
+        percent: { anyOf: [{ type: 'integer', minimum: 0, maximum: 100 }, { type: 'null' }] },
         note: { anyOf: [{ type: 'string', maxLength: 200 }, { type: 'null' }] },
       },
     },

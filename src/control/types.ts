@@ -30,6 +30,8 @@ export interface ConsoleGuest {
   latestObservation(): GuestObservation | null;
   /** The write trap's state, with the reason when it is not armed; status 'off' when it is configured off. */
   trapState(): { readonly status: TrapStatus; readonly detail: string | null };
+  /** The boot or recovery action under way (ladder's or operator's), as far as it is; null: none. */
+  progress(): ActionProgress | null;
   /** Runs a recovery action now (between watch cycles), recorded like the ladder's; onProgress about once a second while it runs. */
   runAction(kind: ActionKind, target: string | null, onProgress?: (p: ActionProgress) => void): Promise<ActionResult>;
   /** Ends a hold: exhausted ladders start over and a paused or stopped VM runs again. Says what it did. */

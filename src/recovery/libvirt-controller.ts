@@ -14,14 +14,14 @@ import { agentExec, agentShell, type AgentExecute } from '../qemu/guest-agent-cl
 import { isRecord } from '../qemu/json-lines.js';
 import { readPid, processAlive } from '../util/pid.js';
 import { findOnPath, run } from '../util/exec.js';
-import { sleep, withTimeout } from '../util/deadline.js';
-import { TimeoutError, errorMessage } from '../util/errors.js';
+import { withTimeout } from '../util/deadline.js';
+import { errorMessage } from '../util/errors.js';
 import type { GuestReport } from '../detectors/types.js';
 import type { GuestController, GuestExecResult, ProcessCommand } from './guest-controller.js';
 import { PROC_STAT_COMMAND, parseProcStat } from './proc-stat.js';
 import { boundGuestReport } from '../detectors/guest-report.js';
+import { readBootId, waitForNewBoot } from './boot-id.js';
 
-const BOOT_ID = '/proc/sys/kernel/random/boot_id';
 const TMPFS_MAGIC = 0x01021994;
 const HUGETLBFS_MAGIC = 0x958458f6;
 /** virsh calls that only ask libvirt something. */
@@ -370,27 +370,16 @@ export class LibvirtGuestController implements GuestController {
     });
   }
 
-  private async bootId(timeoutMs: number): Promise<string> {
-    const id = (await agentShell(this.agentCall, `cat ${BOOT_ID}`, { timeoutMs })).trim();
-    if (!/^[0-9a-f-]{36}$/.test(id)) throw new Error(`guest ${this.name}: ${BOOT_ID} reads ${JSON.stringify(id.slice(0, 60))}`);
-    return id;
+  private bootId(timeoutMs: number): Promise<string> {
+    return readBootId((c, ms) => agentShell(this.agentCall, c, { timeoutMs: ms }), `guest ${this.name}`, timeoutMs);
   }
 
   /** Waits until the agent answers from a boot other than `before`. */
-  private async waitForBoot(before: string | null, deadline: number, what: string): Promise<string> {
-    let last = 'no answer yet';
-    await sleep(500);
-    while (Date.now() < deadline) {
-      try {
-        const id = await withTimeout(this.bootId(5_000), 8_000, `guest ${this.name} boot id`);
-        if (before === null || id !== before) return id;
-        last = 'still the old boot';
-      } catch (e) {
-        last = errorMessage(e);
-      }
-      await sleep(1_000);
-    }
-    throw new TimeoutError(`${this.what}: ${what}: the guest did not come back (${last})`, Math.max(0, deadline - Date.now()));
+  private waitForBoot(before: string | null, deadline: number, what: string): Promise<string> {
+    return waitForNewBoot({
+      shell: (c, ms) => agentShell(this.agentCall, c, { timeoutMs: ms }),
+      who: this.what, before, deadline, what, readTimeoutMs: 5_000, pollMs: 1_000,
+    });
   }
 }
 

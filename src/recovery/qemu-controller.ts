@@ -6,14 +6,14 @@ import { QemuVm } from '../vm/qemu-vm.js';
 import { QmpClient, type QmpEvent } from '../qemu/qmp-client.js';
 import { readPid, processAlive } from '../util/pid.js';
 import { GuestAgentClient } from '../qemu/guest-agent-client.js';
-import { sleep, withTimeout } from '../util/deadline.js';
-import { NotReachableError, TimeoutError, errorMessage } from '../util/errors.js';
+import { sleep } from '../util/deadline.js';
+import { NotReachableError, errorMessage } from '../util/errors.js';
 import type { GuestReport } from '../detectors/types.js';
 import type { GuestController, GuestExecResult, ProcessCommand } from './guest-controller.js';
 import { PROC_STAT_COMMAND, parseProcStat } from './proc-stat.js';
 import { boundGuestReport } from '../detectors/guest-report.js';
+import { readBootId, waitForNewBoot } from './boot-id.js';
 
-const BOOT_ID = '/proc/sys/kernel/random/boot_id';
 
 export class QemuGuestController implements GuestController {
   bootGeneration = 0;
@@ -248,27 +248,15 @@ export class QemuGuestController implements GuestController {
 
   private async bootId(timeoutMs: number): Promise<string> {
     const agent = await this.agent(timeoutMs);
-    const id = (await agent.shell(`cat ${BOOT_ID}`, { timeoutMs })).trim();
-    if (!/^[0-9a-f-]{36}$/.test(id)) throw new Error(`guest ${this.name}: ${BOOT_ID} reads ${JSON.stringify(id.slice(0, 60))}`);
-    return id;
+    return readBootId((c, ms) => agent.shell(c, { timeoutMs: ms }), `guest ${this.name}`, timeoutMs);
   }
 
   /** Waits until the agent answers from a boot other than `before`: the guest really came back. */
-  private async waitForBoot(before: string | null, deadline: number, what: string): Promise<string> {
-    let last = 'no answer yet';
-    // Give the old kernel a moment to go down, so its agent is not mistaken for the new one.
-    await sleep(500);
-    while (Date.now() < deadline) {
-      try {
-        const id = await withTimeout(this.bootId(3_000), 4_000, `guest ${this.name} boot id`);
-        if (before === null || id !== before) return id;
-        last = 'still the old boot';
-      } catch (e) {
-        last = errorMessage(e);
-      }
-      await sleep(500);
-    }
-    throw new TimeoutError(`guest ${this.name}: ${what}: the guest did not come back (${last})`, Math.max(0, deadline - Date.now()));
+  private waitForBoot(before: string | null, deadline: number, what: string): Promise<string> {
+    return waitForNewBoot({
+      shell: async (c, ms) => (await this.agent(ms)).shell(c, { timeoutMs: ms }),
+      who: `guest ${this.name}`, before, deadline, what, readTimeoutMs: 3_000, pollMs: 500,
+    });
   }
 
   private async stopQemu(graceMs: number): Promise<void> {

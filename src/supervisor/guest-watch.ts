@@ -21,6 +21,7 @@ import type { GuestController, GuestExecResult } from '../recovery/guest-control
 import type { ConsoleGuest, GuestObservation } from '../control/types.js';
 import type { ActionProgress } from '../control/protocol.js';
 import { errorMessage } from '../util/errors.js';
+import { lastLineNote, loadTimings, progressLine, saveTimings, timedProgress } from '../util/progress.js';
 import type { KernelSnapshot } from '../views/types.js';
 import { PAGED_HASH_PREFIX } from '../views/integrity.js';
 import type { SyscallTableTrap, TrapScanResult, TrapStatus } from '../trap/syscall-table-trap.js';
@@ -57,7 +58,12 @@ export interface GuestWatchOptions {
   readonly summaryIntervalMs?: number;
   /** The KVM write trap on the syscall tables, and QEMU's pid to attach it to; absent: off. */
   readonly trap?: { readonly guard: SyscallTableTrap; readonly qemuPid: () => number | undefined } | null;
+  /** Where the last boot's and each action's duration are kept across restarts (progress estimates); absent: in memory only. */
+  readonly timingsDir?: string;
 }
+
+/** Plain progress lines in the supervisor's log while a boot runs: one this often. */
+const BOOT_LOG_EVERY_MS = 10_000;
 
 /** What one cycle saw of the guest. */
 export interface Observation {
@@ -151,10 +157,53 @@ export class GuestWatch implements ConsoleGuest {
     this.wake?.();
   }
 
-  /** An operator's recovery action, through the same executor as the ladder's, between cycles. */
-  /** How long each action kind last took here (ladder's and operator's): what progress is measured against. */
-  private readonly lastActionMs = new Map<ActionKind, number>();
+  /** How long each piece of work (boot, action kinds) last took here: what progress is measured against. */
+  private readonly lastMs = new Map<string, number>();
+  /** The boot or action under way (ladder's or operator's), for the console's progress. */
+  private underWay: { readonly action: string; readonly startedAtMs: number; readonly expectedMs: number | null } | null = null;
 
+  /** The last duration of `work` on this guest: from memory, else from the timings folder. */
+  private expectedMs(work: string): number | null {
+    const m = this.lastMs.get(work);
+    if (m !== undefined) return m;
+    if (!this.o.timingsDir) return null;
+    const { timings, error } = loadTimings(this.o.timingsDir, `${this.name}.${work}`);
+    if (error) this.log(`no progress estimate for ${work}: ${error}`);
+    return timings ? timings.totalMs : null;
+  }
+
+  private rememberMs(work: string, ms: number): void {
+    this.lastMs.set(work, ms);
+    if (!this.o.timingsDir) return;
+    try {
+      saveTimings(this.o.timingsDir, `${this.name}.${work}`, { totalMs: ms, phases: [] });
+    } catch (e) {
+      this.log(`${work} duration not kept for the next estimate: ${errorMessage(e)}`);
+    }
+  }
+
+  /** Runs a boot or an action as the work under way (what progress() reports); ms(r): its duration to remember, or null. */
+  private async underway<T>(action: string, fn: () => Promise<T>, ms: (r: T, tookMs: number) => number | null): Promise<T> {
+    const startedAtMs = Date.now();
+    this.underWay = { action, startedAtMs, expectedMs: this.expectedMs(action) };
+    try {
+      const r = await fn();
+      const took = ms(r, Date.now() - startedAtMs);
+      if (took !== null) this.rememberMs(action, took);
+      return r;
+    } finally {
+      this.underWay = null;
+    }
+  }
+
+  /** The boot or recovery action under way, with its estimate and the guest console's last line; null: none. */
+  progress(): ActionProgress | null {
+    const u = this.underWay;
+    if (!u) return null;
+    return timedProgress(u.action, Date.now() - u.startedAtMs, u.expectedMs, consoleNote(this.o.controller));
+  }
+
+  /** An operator's recovery action, through the same executor as the ladder's, between cycles. */
   runAction(kind: ActionKind, target: string | null, onProgress?: (p: ActionProgress) => void): Promise<ActionResult> {
     return this.exclusive(async () => {
       if (this.state.pending) throw new Error(`guest ${this.name}: the ladder's ${this.state.pending.action} is in progress`);
@@ -163,17 +212,13 @@ export class GuestWatch implements ConsoleGuest {
       this.log(`operator action ${kind}${tgt ? ` on ${tgt}` : ''}`);
       if (kind === 'reboot-os' || kind === 'restart-vm' || kind === 'restore-image') this.o.trap?.guard.beforeKernelRestart();
       const timeout = this.o.actionTimeoutsMs?.[kind] ?? DEFAULT_ACTION_TIMEOUT_MS[kind];
-      const expectedMs = this.lastActionMs.get(kind) ?? null;
-      const tick = onProgress ? setInterval(() => {
-        onProgress({ action: kind, elapsedMs: Date.now() - startedAtMs, expectedMs, note: consoleNote(this.o.controller) });
-      }, 1_000) : undefined;
+      const tick = onProgress ? setInterval(() => { const p = this.progress(); if (p) onProgress(p); }, 1_000) : undefined;
       let res: ActionResult;
       try {
-        res = await executeAction(this.o.controller, { action: kind, target: tgt }, this.o.critical, timeout);
+        res = await this.underway(kind, () => executeAction(this.o.controller, { action: kind, target: tgt }, this.o.critical, timeout), (r) => (r.ok ? r.durationMs : null));
       } finally {
         clearInterval(tick);
       }
-      if (res.ok) this.lastActionMs.set(kind, res.durationMs);
       this.log(`operator action ${kind} ${res.ok ? 'done' : 'FAILED'} in ${res.durationMs} ms: ${res.detail ?? res.error}`);
       this.record([actionEvent({
         guest: this.name, actionId: `${this.name}:operator:${startedAtMs}:${kind}`, action: kind, fault: null, target: tgt,
@@ -250,7 +295,14 @@ export class GuestWatch implements ConsoleGuest {
 
   /** Boots or adopts the guest and picks up a ladder that a previous supervisor left mid-way. */
   async start(): Promise<void> {
-    const how = await this.o.controller.ensureRunning(this.o.bootTimeoutMs ?? 180_000);
+    // A boot (not an adoption) is work under way: the console shows it, the log gets a line every 10 s.
+    const tick = setInterval(() => { const p = this.progress(); if (p) this.log(progressLine(p, false)); }, BOOT_LOG_EVERY_MS);
+    let how: Awaited<ReturnType<GuestController['ensureRunning']>>;
+    try {
+      how = await this.underway('boot', () => this.o.controller.ensureRunning(this.o.bootTimeoutMs ?? 180_000), (r, ms) => (r === 'started' ? ms : null));
+    } finally {
+      clearInterval(tick);
+    }
     this.log(`guest ${how}`);
     if (this.state.pending) {
       const p = this.state.pending;
@@ -431,8 +483,7 @@ export class GuestWatch implements ConsoleGuest {
       const timeout = this.o.actionTimeoutsMs?.[a.action] ?? DEFAULT_ACTION_TIMEOUT_MS[a.action];
       // A restarted kernel may put anything on the table's old pages: unprotect them first (re-armed after the next clean scan).
       if (a.action === 'reboot-os' || a.action === 'restart-vm' || a.action === 'restore-image') this.o.trap?.guard.beforeKernelRestart();
-      const res: ActionResult = await executeAction(ctl, a, this.o.critical, timeout);
-      if (res.ok) this.lastActionMs.set(a.action, res.durationMs);
+      const res: ActionResult = await this.underway(a.action, () => executeAction(ctl, a, this.o.critical, timeout), (r) => (r.ok ? r.durationMs : null));
       const c = completeAction(this.state, a.actionId, { ok: res.ok, error: res.error }, Date.now(), policy);
       this.adopt(c.state, (s) => this.o.ladders.finishAction(s, a.actionId, res.ok ? 'ok' : 'failed', res.error, Date.now()));
       this.log(`action ${a.action} ${res.ok ? 'done' : 'FAILED'} in ${res.durationMs} ms: ${res.detail ?? res.error}`);
@@ -450,13 +501,8 @@ export class GuestWatch implements ConsoleGuest {
   }
 }
 
-/** The guest console's last non-empty line, printable ASCII only and cut: a progress note, never parsed. */
-function consoleNote(ctl: GuestController): string | null {
-  if (!ctl.consoleTail) return null;
-  const lines = ctl.consoleTail(5).split('\n').map((l) => l.replace(/[^\x20-\x7e]+/g, ' ').trim()).filter((l) => l !== '');
-  const last = lines[lines.length - 1];
-  return last === undefined ? null : last.slice(0, 200);
-}
+/** The guest console's last line, as a progress note (the console is the guest's: never parsed). */
+const consoleNote = (ctl: GuestController): string | null => (ctl.consoleTail ? lastLineNote(ctl.consoleTail(5)) : null);
 
 /** The baseline has this boot's image hashes, taken as page hashes (so only the rotating share needs rehashing). */
 function imageSettled(snap: KernelSnapshot | null, b: KernelBaseline | null): boolean {

@@ -131,6 +131,8 @@ export class Supervisor {
         recorder: this.recorder,
         actionTimeoutsMs: config.actionTimeoutsMs,
         log: this.log,
+        // Next to the database: the state that outlives a supervisor.
+        timingsDir: join(dirname(config.database), 'timings'),
         trap: g.writeTrap === 'off' ? null : {
           guard: new SyscallTableTrap({ guest: g.name, action: g.writeTrap, log: (l) => this.log(`[${g.name}] ${l}`) }),
           qemuPid: () => ctl.qemuPid,

@@ -71,6 +71,8 @@ tr.mismatch td { background: #fde7e5; color: #8c1d18; font-weight: 600; }
 pre.evidence { margin: 0; max-width: 60ch; max-height: 12em; overflow: auto; font-size: 12px; }
 .hint { color: #5f6368; margin: 0 0 6px; }
 #timeline li { margin: 2px 0; }
+#under-way progress { width: 12em; vertical-align: middle; }
+#under-way .note { color: #5f6368; font-family: monospace; font-size: 12px; }
 `;
 
 export const GUEST_JS = `'use strict';
@@ -118,6 +120,19 @@ export const GUEST_JS = `'use strict';
     var body = document.querySelector('#state tbody');
     var frag = document.createDocumentFragment();
     rows.forEach(function (r) { var tr = el('tr'); tr.appendChild(el('th', r[0])); tr.appendChild(el('td', r[1])); frag.appendChild(tr); });
+    // The boot or action under way: the same progress the CLI shows (percent estimated by the supervisor).
+    var pr = s.progress, ptr = el('tr'); ptr.appendChild(el('th', 'Under way'));
+    var ptd = el('td'); ptd.id = 'under-way';
+    if (pr) {
+      if (pr.percent !== null) { var bar = el('progress'); bar.max = 100; bar.value = pr.percent; ptd.appendChild(bar); ptd.appendChild(document.createTextNode(' ')); }
+      ptd.appendChild(el('span', pr.action + (pr.phase ? ' (' + pr.phase + ')' : '') + ': ' + (pr.percent !== null ? pr.percent + '% · ' : '') +
+        Math.round(pr.elapsedMs / 1000) + ' s' + (pr.expectedMs !== null ? ' of ~' + Math.round(pr.expectedMs / 1000) + ' s' : ' (no earlier run to estimate from)')));
+      if (pr.note) ptd.appendChild(el('div', pr.note, 'note'));
+      ptd.dataset.action = pr.action;
+      ptd.dataset.percent = pr.percent === null ? '' : String(pr.percent);
+    } else ptd.textContent = 'nothing';
+    ptr.appendChild(ptd); frag.appendChild(ptr);
+    document.body.dataset.underWay = pr ? pr.action : '';
     var tr = el('tr'); tr.appendChild(el('th', 'KVM write trap'));
     var td = el('td', d.trap.status + (d.trap.detail ? ': ' + d.trap.detail : '')); td.id = 'trap-state'; td.className = 't-' + d.trap.status;
     tr.appendChild(td); frag.appendChild(tr);

@@ -6,7 +6,8 @@
 // attacks, each to its recovery: two by restart/reboot, two by an image restore). The
 // guest starts held: its second critical process ("sleep") has no start
 // command, so its one-rung ladder is exhausted at once (and again after each
-// release) until the operator starts a sleeper.
+// release) until the operator starts a sleeper. The page shows the boot or action under way (the
+// supervisor's own estimate, against the last run of the same work).
 import t from 'tap';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -16,6 +17,7 @@ import { chromium } from 'playwright-core';
 import { packageRoot } from '../../src/native/binding.js';
 import { LiveSupervisor, makeHarness } from './harness.js';
 import { sleep } from '../../src/util/deadline.js';
+import { loadTimings } from '../../src/util/progress.js';
 
 const POLICY = {
   version: 1,
@@ -53,6 +55,9 @@ t.test('introvisor guest / inspect / demo against a running supervisor', async (
   await s.start();
   t.equal(statSync(socket).mode & 0o777, 0o600, 'control socket is mode 0600');
   await s.waitFor(/kernel baseline recorded at the first clean scan/, 180_000);
+  // The boot at start (the watch starts scanning once it is up) was timed for the next start's estimate, next to the database.
+  const bootTimings = loadTimings(join(h.dir, 'timings'), `${h.guest}.boot`);
+  t.ok(bootTimings.timings !== null && bootTimings.timings.totalMs > 1_000, `the boot's duration kept: ${JSON.stringify(bootTimings)}`);
   await s.waitFor(/HOLD held: critical-process-missing/, 60_000);
 
   const list = await cli('guest', '--socket', socket, '--json');
@@ -149,6 +154,11 @@ t.test('introvisor guest / inspect / demo against a running supervisor', async (
   const r1 = s.lines.length;
   await page.click('#confirm-yes');
   await s.waitFor(/operator action reboot-os$/, 10_000, r1);
+  // The reboot under way, on the page: this supervisor never rebooted the guest, so no estimate yet.
+  // (The element as found: the next refresh may replace it.)
+  const shown = async (sel: string): Promise<string> => ((await (await page.waitForSelector(sel, { timeout: 30_000 })).textContent()) ?? '').replace(/\s+/g, ' ').trim();
+  const rebooting = await shown('#under-way[data-action="reboot-os"]');
+  t.match(rebooting, /^reboot-os: \d+ s \(no earlier run to estimate from\)/, `the reboot under way on the page: ${rebooting}`);
   await page.waitForSelector('body[data-op="done"]', { timeout: 240_000 });
   t.match(await text('#op-result'), /done: action reboot-os/, 'the confirmed reboot ran');
   await page.waitForFunction(() => (document.querySelector('#timeline')?.textContent ?? '').includes('operator (web token'), undefined, { timeout: 10_000 });
@@ -244,6 +254,9 @@ t.test('introvisor guest / inspect / demo against a running supervisor', async (
   t.match(hm.stdout, /played: insmod \/lib\/introvisor\/iv_hide_module\.ko/);
   const hiddenMod = await s.waitFor(/finding raised: hidden-module/, 20_000, f5);
   await s.waitFor(/action restore-image \(attempt 1\/1\) for (hidden-module|unowned-kernel-code)/, 20_000, hiddenMod.index);
+  // The second restore, on the page: a percentage and a bar, estimated against the first.
+  const restoring = await shown('#under-way[data-action="restore-image"]:not([data-percent=""]):has(progress)');
+  t.match(restoring, /^restore-image: \d+% · \d+ s of ~\d+ s/, `the restore under way on the page, with a bar, estimated against the first: ${restoring}`);
   await s.waitFor(/finding cleared: hidden-module/, 240_000, hiddenMod.index);
   // Healthy: no kernel finding open (the sleeper, again ended by the restore, is the test's own fault).
   const healthy = Date.now() + 60_000;

@@ -35,11 +35,11 @@ const FAST = policyFrom({
   },
 });
 
-function setup(name: string, opts: { flaky?: boolean; agentIntervalMs?: number; summaryIntervalMs?: number } = {}) {
+function setup(name: string, opts: { flaky?: boolean; agentIntervalMs?: number; summaryIntervalMs?: number; guest?: FakeGuest; timingsDir?: string } = {}) {
   const store = new EventStore({ path: join(dir, `${name}.db`), deviceId: 'test' });
   const sink = new FlakySink(store);
   const recorder = new EventRecorder(sink);
-  const guest = new FakeGuest();
+  const guest = opts.guest ?? new FakeGuest();
   const scanner = new FakeScanner();
   const ladders = new SqliteLadderStateStore(store.db);
   let laddersFail = false;
@@ -49,6 +49,7 @@ function setup(name: string, opts: { flaky?: boolean; agentIntervalMs?: number; 
     // Every cycle takes the guest's report unless a test says otherwise.
     agentIntervalMs: opts.agentIntervalMs ?? 0,
     ...(opts.summaryIntervalMs !== undefined ? { summaryIntervalMs: opts.summaryIntervalMs } : {}),
+    ...(opts.timingsDir !== undefined ? { timingsDir: opts.timingsDir } : {}),
     ladders: opts.flaky ? {
       load: (g) => ladders.load(g),
       save: (s) => { if (laddersFail) throw new Error('SQLITE_FULL'); ladders.save(s); },
@@ -227,4 +228,44 @@ t.test('a new boot on the same KASLR slide takes new per-boot hashes; the same b
   s.scanner.snap = withRodata('ro-patched');
   for (let i = 0; i < 3; i++) await s.watch.cycle();
   t.match(s.events('finding'), [{ payload: { fault: 'kernel-integrity-changed', state: 'raised', summary: /rodata/ } }]);
+});
+
+t.test('the work under way: progress while an action runs, estimated against its last run, kept across supervisors', async (t) => {
+  /** A guest whose VM restart runs until the test lets it end, its console showing a boot. */
+  class SlowGuest extends FakeGuest {
+    private release: (() => void) | null = null;
+    override async restartVm(): Promise<string> {
+      await new Promise<void>((r) => { this.release = r; });
+      return super.restartVm();
+    }
+    consoleTail(): string { return 'Loading initrd\n\x1b[1mRun /init as init process\x1b[0m\r\n'; }
+    finish(): void { this.release?.(); this.release = null; }
+  }
+  const timingsDir = join(dir, 'timings');
+  const until = async (f: () => boolean): Promise<void> => { for (let i = 0; i < 200 && !f(); i++) await new Promise((r) => setTimeout(r, 10)); };
+  const runOnce = async (name: string): Promise<{ during: ReturnType<GuestWatch['progress']>; after: ReturnType<GuestWatch['progress']>; ms: number }> => {
+    const guest = new SlowGuest();
+    const { watch, store } = setup(name, { guest, timingsDir });
+    t.teardown(() => store.close());
+    await watch.start();
+    t.equal(watch.progress(), null, 'nothing under way after start (the guest was running: nothing timed)');
+    const seen: unknown[] = [];
+    const running = watch.runAction('restart-vm', null, (p) => seen.push(p));
+    await until(() => watch.progress() !== null);
+    await new Promise((r) => setTimeout(r, 1_100));
+    const during = watch.progress();
+    guest.finish();
+    const r = await running;
+    t.ok(r.ok, 'the restart ran');
+    t.ok(seen.length >= 1, 'progress handed to the asker while it ran');
+    return { during, after: watch.progress(), ms: r.durationMs };
+  };
+  const first = await runOnce('progress-1');
+  t.match(first.during, { action: 'restart-vm', phase: null, expectedMs: null, percent: null, note: 'Run /init as init process' }, 'no estimate the first time; the console\'s last line');
+  t.ok((first.during?.elapsedMs ?? 0) >= 1_000, 'elapsed time counted');
+  t.equal(first.after, null, 'nothing under way once it ended');
+  // Another watch of the same guest (a supervisor restarted): the last duration from the timings folder.
+  const second = await runOnce('progress-2');
+  t.equal(second.during?.expectedMs, first.ms, 'estimated against the first run, kept in the folder');
+  t.type(second.during?.percent, 'number', `a percentage: ${second.during?.percent}`);
 });

@@ -12,6 +12,7 @@ import type { ActionJournalRow } from '../../src/policy/ladder-store.js';
 import type { GuestLadderState } from '../../src/policy/ladder.js';
 import type { GuestAgentClient } from '../../src/qemu/guest-agent-client.js';
 import { sleep } from '../../src/util/deadline.js';
+import { errorMessage } from '../../src/util/errors.js';
 import { QemuGuestController } from '../../src/recovery/qemu-controller.js';
 import { labKernelArgs } from '../../src/vm/guest-vm-spec.js';
 import { loadLabImages, type LabKernelLine } from '../../lab/lab-images.js';
@@ -130,7 +131,10 @@ export class LiveSupervisor {
       try {
         return await (await this.agent()).shell(command);
       } catch (e) {
-        if (i >= 3 || !/connection closed|not reachable|timed out|no answer/i.test(String(e))) throw e;
+        if (i >= 3 || !/connection closed|not reachable|timed out|no answer/i.test(String(e))) {
+          // What the supervisor was doing says why the guest did not answer (an action under way, a restart).
+          throw new Error(`${errorMessage(e)}; the supervisor's last lines:\n${this.lines.slice(-15).map((l) => l.line).join('\n')}`);
+        }
         await sleep(2_000);
       }
     }

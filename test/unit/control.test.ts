@@ -82,7 +82,8 @@ t.test('the socket: mode 0600, bounded lines, every operator action recorded', a
   const guest: ConsoleGuest = {
     name: 'g1', scans: 3, get watching() { return watching; }, ladderState: initialLadderState('g1'), criticalNames: ['csdtest'],
     latestObservation: observation, trapState: () => ({ status: 'unavailable', detail: 'no write trap in this host kernel' }),
-    runAction: async (kind, _target, onProgress) => { onProgress?.({ action: kind, elapsedMs: 1000, expectedMs: 2000, note: 'booting' }); return { ok: kind !== 'restore-image', detail: 'done', error: kind === 'restore-image' ? 'no golden image' : null, durationMs: 5 }; },
+    progress: () => ({ action: 'boot', phase: null, elapsedMs: 3000, expectedMs: 12000, percent: 25, note: 'Run /init as init process' }),
+    runAction: async (kind, _target, onProgress) => { onProgress?.({ action: kind, phase: null, elapsedMs: 1000, expectedMs: 2000, percent: 50, note: 'booting' }); return { ok: kind !== 'restore-image', detail: 'done', error: kind === 'restore-image' ? 'no golden image' : null, durationMs: 5 }; },
     releaseHold: async () => { released++; if (released > 1) throw new Error('guest g1 is not held'); return 'hold released'; },
     acceptBaseline: async () => 'baseline recorded',
     pauseWatching: () => { watching = false; }, resumeWatching: () => { watching = true; },
@@ -95,8 +96,9 @@ t.test('the socket: mode 0600, bounded lines, every operator action recorded', a
   t.equal(statSync(path).mode & 0o777, 0o600, 'socket mode 0600');
   await t.rejects(startControlServer(path, ops), /another supervisor answers/, 'a second server refuses to take over a live socket');
 
-  const gs = await controlRequest(path, { op: 'guests' }) as { name: string; trap: { status: string; detail: string } }[];
+  const gs = await controlRequest(path, { op: 'guests' }) as { name: string; trap: { status: string; detail: string }; progress: unknown }[];
   t.same(gs.map((g) => [g.name, g.trap.status, g.trap.detail]), [['g1', 'unavailable', 'no write trap in this host kernel']]);
+  t.same(gs[0]?.progress, { action: 'boot', phase: null, elapsedMs: 3000, expectedMs: 12000, percent: 25, note: 'Run /init as init process' }, 'the work under way, in the summary');
   const ps = await controlRequest(path, { op: 'view', guest: 'g1', view: 'ps' }) as { rows: { pid: number; mismatch: boolean }[] };
   t.same(ps.rows.filter((r) => r.mismatch).map((r) => r.pid), [77]);
   await t.rejects(controlRequest(path, { op: 'view', guest: 'nope', view: 'ps' }), /no supervised guest "nope"/);
@@ -159,7 +161,7 @@ t.test('the socket: mode 0600, bounded lines, every operator action recorded', a
   // Progress lines before the reply, only when asked for.
   const seen: unknown[] = [];
   t.match(await controlRequest(path, { op: 'action', guest: 'g1', action: 'reboot-os', progress: true }, 5_000, (p) => seen.push(p)), { action: 'reboot-os' });
-  t.same(seen, [{ action: 'reboot-os', elapsedMs: 1000, expectedMs: 2000, note: 'booting' }], 'the progress line, then the reply');
+  t.same(seen, [{ action: 'reboot-os', phase: null, elapsedMs: 1000, expectedMs: 2000, percent: 50, note: 'booting' }], 'the progress line, then the reply');
   await controlRequest(path, { op: 'action', guest: 'g1', action: 'reboot-os' }, 5_000, (p) => seen.push(p));
   t.equal(seen.length, 1, 'none unasked');
 });

@@ -6,7 +6,7 @@ import type { ModuleRow, ProcessView, SyscallRow } from '../../control/views.js'
 import { ACTION_KINDS, type ActionKind } from '../../policy/types.js';
 import { defaultSupervisorRunRoot } from '../../vm/guest-layout.js';
 import { parseArgs, intFlag, UsageError } from '../args.js';
-import { ProgressPrinter } from '../progress.js';
+import { ProgressPrinter, progressLine, type Progress } from '../../util/progress.js';
 
 export const usage = 'guest [<name> [ps|modules|syscalls|findings|trap|exec -- CMD...|baseline accept|release|action <kind> [--target T]|pause|resume]] [--json] [--socket PATH]   a supervised guest, through the supervisor';
 
@@ -49,7 +49,7 @@ function printFindings(v: { atMs: number | null; findings: { kind: string; sever
   return out.join('\n');
 }
 
-interface Summary { name: string; watching: boolean; scans: number; lastScanAtMs: number | null; lastScanMs: number | null; agent: string | null; kernel: string | null; snapshotError: string | null; openFindings: number; held: { reason: string } | null; pending: { action: string } | null; ladders: { fault: string; phase: string; rung: number; attempt: number }[]; trap: { status: string; detail: string | null } }
+interface Summary { name: string; watching: boolean; scans: number; lastScanAtMs: number | null; lastScanMs: number | null; agent: string | null; kernel: string | null; snapshotError: string | null; openFindings: number; held: { reason: string } | null; pending: { action: string } | null; progress: Progress | null; ladders: { fault: string; phase: string; rung: number; attempt: number }[]; trap: { status: string; detail: string | null } }
 
 export function printSummary(s: Summary): string {
   return [
@@ -58,6 +58,7 @@ export function printSummary(s: Summary): string {
     `  write trap ${s.trap.status}${s.trap.detail ? `: ${s.trap.detail}` : ''}`,
     ...(s.held ? [`  HELD: ${s.held.reason}`] : []),
     ...(s.pending ? [`  action in progress: ${s.pending.action}`] : []),
+    ...(s.progress ? [`  under way: ${progressLine(s.progress, false)}`] : []),
     ...s.ladders.map((l) => `  ladder ${l.fault}: ${l.phase}, rung ${l.rung}, attempt ${l.attempt}`),
   ].join('\n');
 }

@@ -40,6 +40,15 @@ export class FindingTracker {
 
   constructor(private readonly confirmScans: (kind: FaultKind) => number) {}
 
+  /**
+   * The guest booted again: an observation not confirmed yet was about the previous boot's kernel
+   * and processes (a new boot gives its early processes the same pids), so it counts afresh; a
+   * confirmed one stands until a scan of the new boot lacks it.
+   */
+  newBoot(): void {
+    for (const [k, s] of this.streaks) if (s.count < Math.max(1, this.confirmScans(s.obs.kind))) this.streaks.delete(k);
+  }
+
   update(result: DetectorResult, nowMs: number): TrackerUpdate {
     const undetermined = new Set(result.undetermined);
     const next = new Map<string, Streak>();

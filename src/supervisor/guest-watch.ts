@@ -101,6 +101,9 @@ export class GuestWatch implements ConsoleGuest {
   private lastReportAtMs = -Infinity;
   /** The last cycle saw something the guest's own view must confirm or clear. */
   private wantAgent = false;
+  /** The boot the finding tracker last counted observations in (the controller's generation; a guest's own reset bumps it here). */
+  private trackedBoot: number | null = null;
+  private guestReset = false;
   /** The kept baseline holds this boot's image hashes: scans may rehash only the rotating share. */
   private imageSettled = false;
   /** The ladder state as last saved: an unchanged state is not written again. */
@@ -124,7 +127,7 @@ export class GuestWatch implements ConsoleGuest {
     this.healthLedger = new HealthLedger(o.summaryIntervalMs);
     this.tracker = new FindingTracker((k) => this.policy().policy.faults[k].confirmScans);
     // A reboot the guest starts itself: the next kernel may put anything on the protected pages.
-    o.controller.onGuestReset?.(() => this.o.trap?.guard.beforeKernelRestart());
+    o.controller.onGuestReset?.(() => { this.guestReset = true; this.o.trap?.guard.beforeKernelRestart(); });
   }
 
   get ladderState(): GuestLadderState { return this.state; }
@@ -356,6 +359,12 @@ export class GuestWatch implements ConsoleGuest {
     const { policy, version } = this.policy();
     if (this.unsaved) this.adopt(this.state, (s) => this.o.ladders.save(s));
     const obs = await this.observe();
+    // Confirmation counts scans of one boot: two races (a process ending between ps and the snapshot)
+    // in two boots must not add up because the new boot gave the process the same pid.
+    const boot = this.o.controller.bootGeneration;
+    if ((this.trackedBoot !== null && boot !== this.trackedBoot) || this.guestReset) this.tracker.newBoot();
+    this.trackedBoot = boot;
+    this.guestReset = false;
     const j = judge({
       guest: this.name, obs, state: this.state, tracker: this.tracker, policy, critical: this.o.critical,
       introspectionOff: this.o.scanner === null, baseline: obs.snapshot ? this.baselineFor(kernelKey(obs.snapshot)) : null, nowMs: Date.now(),

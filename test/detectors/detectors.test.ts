@@ -84,6 +84,25 @@ t.test('processes starting or exiting between views are not findings; persistent
   t.same(u.cleared.map((f) => f.id), [id], 'cleared when gone');
 });
 
+t.test('a new boot: unconfirmed observations count afresh (pids repeat across boots), confirmed findings stand', async (t) => {
+  const tracker = new FindingTracker((k) => DEFAULT_POLICY.faults[k].confirmScans);
+  t.equal(DEFAULT_POLICY.faults['hidden-process'].confirmScans, 2, 'hidden-process confirms over 2 scans');
+  // A kernel thread that ends between the guest's ps and the snapshot, once in each boot, with the same pid.
+  const race = { observations: [{ kind: 'hidden-process' as const, key: '106:ext4lazyinit:task-list,pid-idr', summary: 'pid 106 (ext4lazyinit) is in guest-ps but not in task-list, pid-idr', target: '106', evidence: {} }], undetermined: [] };
+  const none = { observations: [], undetermined: [] };
+  t.same(tracker.update(race, 1000).raised, [], 'first boot: one scan, not confirmed');
+  // Scans with a kept (not fresh) report cannot judge it: its streak waits.
+  tracker.update({ observations: [], undetermined: ['hidden-process'] }, 2000);
+  tracker.newBoot();
+  t.same(tracker.update(race, 3000).raised, [], 'the same race in the next boot does not confirm the first one');
+  t.equal(tracker.update(race, 4000).raised.length, 1, 'two scans of one boot do');
+  // A confirmed finding is not cleared by the reboot itself, only by a scan of the new boot without it.
+  tracker.newBoot();
+  const u = tracker.update(race, 5000);
+  t.same([u.raised.length, u.cleared.length, u.findings.length], [0, 0, 1], 'confirmed: stands over the new boot');
+  t.equal(tracker.update(none, 6000).cleared.length, 1, 'cleared by a clean scan');
+});
+
 t.test('critical process missing: from the task list, else from the guest ps; zombies do not count', async (t) => {
   const s = snapshot({ tasks: [task(1, 'init'), task(120, 'qemu-ga')] });
   const a = analyzeScan(input(s));

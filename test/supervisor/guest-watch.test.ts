@@ -269,3 +269,19 @@ t.test('the work under way: progress while an action runs, estimated against its
   t.equal(second.during?.expectedMs, first.ms, 'estimated against the first run, kept in the folder');
   t.type(second.during?.percent, 'number', `a percentage: ${second.during?.percent}`);
 });
+
+t.test('confirmation counts scans of one boot: the same race in two boots (same pid) is no finding', async (t) => {
+  const s = setup('race-per-boot');
+  t.teardown(() => s.store.close());
+  // A kernel thread in the guest's ps that ends before the snapshot (ext4lazyinit after a boot): same pid in every boot.
+  s.guest.guestReport = report(snapshot(), [{ pid: 106, ppid: 2, comm: 'ext4lazyinit', state: 'S' }]);
+  await s.watch.cycle();
+  s.guest.bootGeneration++; // an action booted the guest again
+  await s.watch.cycle();
+  t.same(s.events('finding'), [], 'one scan in each boot: not confirmed');
+  await s.watch.cycle();
+  t.match(s.events('finding'), [{ payload: { fault: 'hidden-process', state: 'raised', summary: /pid 106 \(ext4lazyinit\)/ } }], 'two scans in one boot: confirmed');
+  s.guest.bootGeneration++;
+  await s.watch.cycle();
+  t.equal(s.events('finding').length, 1, 'a confirmed finding stands over a new boot that still shows it');
+});

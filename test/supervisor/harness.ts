@@ -9,10 +9,13 @@ import { Supervisor } from '../../src/supervisor/supervisor.js';
 import { loadSupervisorConfig } from '../../src/supervisor/config.js';
 import { SqliteLadderStateStore } from '../../src/store/ladder-state-store.js';
 import type { ActionJournalRow } from '../../src/policy/ladder-store.js';
+import type { GuestLadderState } from '../../src/policy/ladder.js';
 import type { GuestAgentClient } from '../../src/qemu/guest-agent-client.js';
 import { sleep } from '../../src/util/deadline.js';
 import { errorMessage } from '../../src/util/errors.js';
 import { QemuGuestController } from '../../src/recovery/qemu-controller.js';
+import { labKernelArgs } from '../../src/vm/guest-vm-spec.js';
+import { loadLabImages, type LabKernelLine } from '../../lab/lab-images.js';
 
 export const FAST_POLICY = {
   version: 1,
@@ -52,16 +55,31 @@ export interface Harness {
 }
 
 /**
- * A config with one guest: the lab guest by default; `guest` replaces its definition (name kept)
- * for other kinds, written as a user writes one.
+ * A config with one guest: the lab guest by default (the default kernel line's images); `line` boots
+ * another lab kernel line; `guest` replaces its definition (name kept) for other kinds, written as a
+ * user writes one.
  */
 export function makeHarness(name: string, opts: {
   critical?: { name: string; start?: string[] }[]; scanIntervalSec?: number;
+  /**
+   * A lab kernel line ('5.10', '6.1', '6.12'): its kernel, initrd and golden disk written out as a user
+   * writes a kernel guest, with the lab's kernel arguments (`"lab": true` always boots the default line).
+   */
+  line?: LabKernelLine;
   guest?: (dir: string) => Record<string, unknown>; policy?: object; actionTimeoutsSec?: Record<string, number>;
   /** Further top-level fields of the config (e.g. `libvirt`). */
   config?: Record<string, unknown>;
 } = {}): Harness {
   const guest = name;
+  const critical = opts.critical ?? [{ name: 'csdtest', start: ['/data/bin/csdtest', '-d'] }];
+  let image: Record<string, unknown> = { lab: true };
+  let kernelArgs: { kernelArgs?: string[] } = {};
+  if (opts.line) {
+    const images = loadLabImages(opts.line);
+    image = { kernel: images.kernel, initrd: images.initrd, baseImage: images.baseImage };
+    // A kernel guest gets console=ttyS0 of its own.
+    kernelArgs = { kernelArgs: labKernelArgs(guest).filter((a) => a !== 'console=ttyS0') };
+  }
   const dir = mkdtempSync(join(tmpdir(), `iv-sup-${guest}-`));
   writeFileSync(join(dir, 'policy.json'), JSON.stringify(opts.policy ?? FAST_POLICY, null, 1));
   const configPath = join(dir, 'supervisor.json');
@@ -75,10 +93,7 @@ export function makeHarness(name: string, opts: {
     onExit: 'stop-guests',
     ...(opts.actionTimeoutsSec ? { actionTimeoutsSec: opts.actionTimeoutsSec } : {}),
     ...(opts.config ?? {}),
-    guests: [opts.guest ? { ...opts.guest(dir), name: guest } : {
-      name: guest, image: { lab: true }, memoryMiB: 256, cpus: 1,
-      critical: opts.critical ?? [{ name: 'csdtest', start: ['/data/bin/csdtest', '-d'] }],
-    }],
+    guests: [opts.guest ? { ...opts.guest(dir), name: guest } : { name: guest, image, ...kernelArgs, memoryMiB: 256, cpus: 1, critical }],
   }, null, 1));
   return { dir, configPath, dbPath: join(dir, 'introvisor.db'), guest, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
@@ -125,6 +140,8 @@ export class LiveSupervisor {
     }
   }
   actions(): ActionJournalRow[] { return new SqliteLadderStateStore(this.sup.store.db).actions(this.h.guest); }
+  /** The guest's ladders as last saved (empty once every one has reset). */
+  ladders(): GuestLadderState['ladders'] { return new SqliteLadderStateStore(this.sup.store.db).load(this.h.guest)?.ladders ?? []; }
 
   /** Resolves with the first log line (from index `from`) matching re; rejects after timeoutMs naming what it waited for. */
   async waitFor(re: RegExp, timeoutMs: number, from = 0): Promise<{ atMs: number; line: string; index: number }> {

@@ -14,8 +14,12 @@ export async function guestPs(vm: QemuVm): Promise<PsRow[]> {
     const [pid, ppid, ...comm] = l.trim().split(/\s+/);
     return { pid: Number(pid), ppid: Number(ppid), comm: comm.join(' ') };
   });
+  return withoutAgentCommands(rows);
+}
+
+/** Rows without qemu-ga's descendants: the sh -c and ps of the very call that listed them. */
+export function withoutAgentCommands(rows: readonly PsRow[]): PsRow[] {
   const agentPids = new Set(rows.filter((r) => r.comm === 'qemu-ga').map((r) => r.pid));
-  // Transient: any descendant of qemu-ga (the sh -c and ps of this very call).
   const byPid = new Map(rows.map((r) => [r.pid, r]));
   const underAgent = (r: PsRow): boolean => {
     for (let p = r.ppid, hops = 0; p > 0 && hops < 64; hops++) {

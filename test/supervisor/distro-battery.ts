@@ -16,7 +16,7 @@ import { run } from '../../src/util/exec.js';
 import { QemuGuestController } from '../../src/recovery/qemu-controller.js';
 import { Introspector } from '../../src/views/scan.js';
 import type { KernelSnapshot } from '../../src/views/types.js';
-import { compareProcesses, guestKallsyms, kallsymsLines, type PsRow } from '../introspection/ground-truth.js';
+import { compareProcesses, guestKallsyms, kallsymsLines, withoutAgentCommands, type PsRow } from '../introspection/ground-truth.js';
 import type { GuestAgentClient } from '../../src/qemu/guest-agent-client.js';
 
 /** A free TCP port on the loopback for the nginx forward. */
@@ -47,16 +47,7 @@ async function guestPsAll(agent: GuestAgentClient): Promise<PsRow[]> {
     // procfs shows a kernel thread's full name ("rcu_tasks_kthread"); the task's comm keeps 15 characters.
     return { pid: Number(pid), ppid: Number(ppid), comm: comm.join(' ').slice(0, 15) };
   });
-  const agentPids = new Set(rows.filter((r) => r.comm === 'qemu-ga').map((r) => r.pid));
-  const byPid = new Map(rows.map((r) => [r.pid, r]));
-  const underAgent = (r: PsRow): boolean => {
-    for (let p = r.ppid, hops = 0; p > 0 && hops < 64; hops++) {
-      if (agentPids.has(p)) return true;
-      p = byPid.get(p)?.ppid ?? 0;
-    }
-    return false;
-  };
-  return rows.filter((r) => !underAgent(r));
+  return withoutAgentCommands(rows);
 }
 
 const policy = {

@@ -176,13 +176,17 @@ export class Btf {
     return { elem: this.types.readUInt32LE(a), count: this.types.readUInt32LE(a + 8) };
   }
 
-  members(id: number): BtfMember[] {
-    id = this.resolve(id);
+  /** A struct or union's member count and whether its member offsets pack a bit size (kind_flag); else an error naming the type. */
+  private memberRecords(id: number): { vlen: number; kindFlag: boolean } {
     const k = this.kind(id);
     if (k !== BtfKind.Struct && k !== BtfKind.Union) throw new BtfError(`BTF type ${id} (${this.name(id) || 'anonymous'}) is not a struct or union`);
     const info = this.info(id);
-    const vlen = info & 0xffff;
-    const kindFlag = (info >>> 31) !== 0;
+    return { vlen: info & 0xffff, kindFlag: (info >>> 31) !== 0 };
+  }
+
+  members(id: number): BtfMember[] {
+    id = this.resolve(id);
+    const { vlen, kindFlag } = this.memberRecords(id);
     const out: BtfMember[] = [];
     let off = this.at(id) + 12;
     for (let i = 0; i < vlen; i++, off += 12) {
@@ -244,11 +248,7 @@ export class Btf {
   private findMember(id: number, name: string, depth: number, needle = Buffer.from(name + '\0', 'latin1')): { bitOffset: number; type: number; bitSize: number } | null {
     if (depth > MAX_DEPTH) return null;
     id = this.resolve(id);
-    const k = this.kind(id);
-    if (k !== BtfKind.Struct && k !== BtfKind.Union) throw new BtfError(`BTF type ${id} (${this.name(id) || 'anonymous'}) is not a struct or union`);
-    const info = this.info(id);
-    const vlen = info & 0xffff;
-    const kindFlag = (info >>> 31) !== 0;
+    const { vlen, kindFlag } = this.memberRecords(id);
     const t = this.types;
     const s = this.strings;
     let off = this.at(id) + 12;

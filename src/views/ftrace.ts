@@ -5,7 +5,7 @@
 // ENABLED bit is set). A rootkit that hooks through ftrace registers an ops
 // whose func is its own code and whose filter names the functions it hooks.
 import type { FtraceHandler, FtraceOps, FtraceView, ModuleInfo, ViewError } from './types.js';
-import { hex, viewError, type KernelContext } from './kernel-context.js';
+import { hex, perProfile, viewError, type KernelContext } from './kernel-context.js';
 import { ownerOf } from './syscall-tables.js';
 
 /** Most ops on ftrace_ops_list (a busy tracing setup has a few dozen). */
@@ -81,9 +81,9 @@ function layout(ctx: KernelContext): Layout {
     recFlags: o('dyn_ftrace', 'flags'),
   };
 }
+const layoutOf = perProfile(layout);
 
 // Layouts never change for a profile.
-const layouts = new WeakMap<object, Layout>();
 
 /** A kernel-text address as "name" (a function's entry or its fentry site, past ENDBR) or "name+0xoff"; a module's as "0x... [module]"; else hex. */
 export function siteName(ctx: KernelContext, ip: bigint, modules: readonly ModuleInfo[]): string {
@@ -277,14 +277,11 @@ export interface FtraceReadOptions {
 /** The ftrace view: ops and, unless switched off, the live call sites. Never throws for what the guest wrote. */
 export function readFtrace(ctx: KernelContext, modules: readonly ModuleInfo[], opts: FtraceReadOptions = {}): FtraceView {
   const errors: ViewError[] = [];
-  let L = layouts.get(ctx.profile);
-  if (!L) {
-    try {
-      L = layout(ctx);
-    } catch (e) {
-      return { ops: [], enabledSites: [], errors: [viewError('ftrace: profile', e)] };
-    }
-    layouts.set(ctx.profile, L);
+  let L: Layout;
+  try {
+    L = layoutOf(ctx);
+  } catch (e) {
+    return { ops: [], enabledSites: [], errors: [viewError('ftrace: profile', e)] };
   }
   // A kernel built without the function tracer has nothing to walk (and nothing to hook through).
   if (ctx.profile.optionalSymbol('ftrace_ops_list') === undefined) return { ops: [], enabledSites: [], errors };

@@ -39,6 +39,19 @@ export class KernelContext {
   static u64(buf: Buffer, at: number): bigint { return buf.readBigUInt64LE(at); }
 }
 
+/** `build` once per kernel profile (its BTF offsets hold for every guest and scan of that build); a failed build is retried, not kept. */
+export function perProfile<T>(build: (ctx: KernelContext) => T): (ctx: KernelContext) => T {
+  const kept = new WeakMap<object, T>();
+  return (ctx) => {
+    let v = kept.get(ctx.profile);
+    if (v === undefined) {
+      v = build(ctx);
+      kept.set(ctx.profile, v);
+    }
+    return v;
+  };
+}
+
 export function viewError(where: string, e: unknown): ViewError {
   return { where, message: errorMessage(e) };
 }

@@ -5,7 +5,7 @@
 // pre_handler is the kernel's pre_handler_kretprobe and its own handlers live
 // in the struct kretprobe around the kprobe.
 import type { HandlerOwner, KprobeHandler, KprobeInfo, KprobeView, ModuleInfo, ViewError } from './types.js';
-import { hex, viewError, type KernelContext } from './kernel-context.js';
+import { hex, perProfile, viewError, type KernelContext } from './kernel-context.js';
 import { ownerOf } from './syscall-tables.js';
 import { siteName } from './ftrace.js';
 
@@ -46,8 +46,8 @@ function layout(ctx: KernelContext): Layout {
     retEntry: p.offsetof('kretprobe', 'entry_handler'),
   };
 }
+const layoutOf = perProfile(layout);
 
-const layouts = new WeakMap<object, Layout>();
 
 /** The owner that says the most: unknown code over a module over the kernel. */
 function worstOwner(hs: readonly KprobeHandler[]): HandlerOwner {
@@ -66,14 +66,11 @@ function cString(ctx: KernelContext, va: bigint): string | null {
 
 export function readKprobes(ctx: KernelContext, modules: readonly ModuleInfo[]): KprobeView {
   const errors: ViewError[] = [];
-  let L = layouts.get(ctx.profile);
-  if (!L) {
-    try {
-      L = layout(ctx);
-    } catch (e) {
-      return { probes: [], errors: [viewError('kprobes: profile', e)] };
-    }
-    layouts.set(ctx.profile, L);
+  let L: Layout;
+  try {
+    L = layoutOf(ctx);
+  } catch (e) {
+    return { probes: [], errors: [viewError('kprobes: profile', e)] };
   }
   const Lk = L;
   const probes: KprobeInfo[] = [];

@@ -9,7 +9,7 @@
 // with the bpf_prog (or, 6.10+, its bpf_raw_tp_link). The static call every
 // call site goes through (5.10+) must reach the iterator or the one probe.
 import type { HandlerOwner, ModuleInfo, TracepointInfo, TracepointProbe, TracepointView, ViewError } from './types.js';
-import { hex, viewError, type KernelContext } from './kernel-context.js';
+import { hex, perProfile, viewError, type KernelContext } from './kernel-context.js';
 import { ownerOf } from './syscall-tables.js';
 import { readCString } from './bpf.js';
 
@@ -108,8 +108,8 @@ function layout(ctx: KernelContext): Layout {
     bpf,
   };
 }
+const layoutOf = perProfile(layout);
 
-const layouts = new WeakMap<object, Layout>();
 
 /**
  * The tracepoints one tracepoint_ptr_t array names. x86-64 has had PREL32 relocations since 4.19
@@ -153,14 +153,11 @@ function tracepointModules(ctx: KernelContext, L: Layout, modules: readonly Modu
 
 export function readTracepoints(ctx: KernelContext, modules: readonly ModuleInfo[]): TracepointView {
   const errors: ViewError[] = [];
-  let L = layouts.get(ctx.profile);
-  if (!L) {
-    try {
-      L = layout(ctx);
-    } catch (e) {
-      return { count: 0, tracepoints: [], errors: [viewError('tracepoints: profile', e)] };
-    }
-    layouts.set(ctx.profile, L);
+  let L: Layout;
+  try {
+    L = layoutOf(ctx);
+  } catch (e) {
+    return { count: 0, tracepoints: [], errors: [viewError('tracepoints: profile', e)] };
   }
   const Lt = L;
   const p = ctx.profile;

@@ -1,9 +1,10 @@
 // Kernel integrity: hashes of kernel text and read-only data, of the syscall
 // dispatchers (on 6.1.85+ dispatch goes through x64_sys_call's switch, not the
 // table), and the IDT's handler addresses.
-import { createHash } from 'node:crypto';
+import { createHash, hash as oneShotHash } from 'node:crypto';
 import type { KernelIntegrityView, ViewError } from './types.js';
 import { hex, viewError, type KernelContext } from './kernel-context.js';
+import type { TextCopy } from './text-copy.js';
 
 const MAX_REGION = 64 << 20;
 const MAX_FUNCTION = 1 << 20;
@@ -38,6 +39,11 @@ export interface IntegrityOptions {
   readonly nowMs?: number;
   /** MSR_LSTAR if the caller could read it (QMP cannot). */
   readonly lstar?: bigint | null;
+  /**
+   * A clean copy of this kernel's text (the text-diff view's) from its first page: an incremental
+   * scan does not rehash a text page whose bytes equal the copy's and did when it was last hashed.
+   */
+  readonly textCopy?: { readonly start: bigint; readonly copy: TextCopy } | null;
 }
 
 const MAX_PATCH_SITES = 1 << 20;
@@ -60,7 +66,21 @@ const rel32 = (b: Buffer, at: bigint, len: number): bigint => at + BigInt(len) +
  * to where the entry says), and as its raw bytes otherwise, so a foreign patch on a site still
  * changes the hash. Kernels without the tables (or with implausible ones) get no sites.
  */
-export function patchSites(ctx: KernelContext, errors: ViewError[]): PatchSite[] {
+export function patchSites(ctx: KernelContext, errors: ViewError[]): readonly PatchSite[] {
+  // Read once per context (one boot): the image hashes and the text-diff's copy share the ~50 000 sites.
+  let kept = sitesOf.get(ctx);
+  if (!kept) {
+    const own: ViewError[] = [];
+    kept = { sites: Object.freeze(readPatchSites(ctx, own)), errors: own };
+    sitesOf.set(ctx, kept);
+  }
+  for (const e of kept.errors) errors.push(e);
+  return kept.sites;
+}
+
+const sitesOf = new WeakMap<KernelContext, { readonly sites: readonly PatchSite[]; readonly errors: readonly ViewError[] }>();
+
+function readPatchSites(ctx: KernelContext, errors: ViewError[]): PatchSite[] {
   const s = ctx.profile.symbols;
   const sites: PatchSite[] = [];
   const table = (start: string, stop: string, size: number): { base: bigint; buf: Buffer } | null => {
@@ -175,6 +195,9 @@ interface PagedRegion {
   /** Run-time patch sites in the region, masked as in hashRegion. */
   readonly sites: readonly PatchSite[];
   readonly hashes: Buffer;
+  /** Pages last hashed from bytes equal to `copy`'s (1), so unchanged while they still are. */
+  sameAsCopy: Uint8Array;
+  copy: TextCopy | null;
   cursor: number;
   digest: string | null;
   lastAtMs: number;
@@ -202,17 +225,32 @@ function hotPages(ctx: KernelContext, start: bigint, pages: number): number[] {
   return [...hot];
 }
 
-/** Rehashes `count` pages from `first` (wrapping); false with an error pushed when a page cannot be read. */
-function rehashPages(ctx: KernelContext, r: PagedRegion, first: number, count: number, where: string, errors: ViewError[]): boolean {
+/**
+ * Rehashes `count` pages from `first` (wrapping); false with an error pushed when a page cannot be read.
+ * With a clean copy, a page whose bytes equal the copy's, as they did when it was last hashed, keeps its
+ * hash (a memcmp instead of a sha256; a patch site across its edge changed from the next page still
+ * changes that page's hash).
+ */
+function rehashPages(ctx: KernelContext, r: PagedRegion, first: number, count: number, where: string, errors: ViewError[], copy: TextCopy | null = null): boolean {
   let changed = false;
   let i = first;
+  if (copy !== r.copy) { r.copy = copy; r.sameAsCopy.fill(0); }
   for (let done = 0; done < count;) {
     // Contiguous runs of up to 512 pages (2 MiB): one bounded copy each.
     const run = Math.min(count - done, r.pages - i, 512);
     let bytes: Buffer;
+    let due = run;
+    const skip = copy ? new Uint8Array(run) : null;
     try {
       bytes = ctx.space.read(r.start + BigInt(i * PAGE), run * PAGE);
-      if (r.sites.length > 0) {
+      if (copy && skip) {
+        for (let k = 0; k < run; k++) {
+          const same = copy.bytes((i + k) * PAGE, PAGE)?.equals(bytes.subarray(k * PAGE, (k + 1) * PAGE)) === true;
+          if (same && r.sameAsCopy[i + k] === 1) { skip[k] = 1; due--; }
+          r.sameAsCopy[i + k] = same ? 1 : 0;
+        }
+      }
+      if (due > 0 && r.sites.length > 0) {
         bytes = Buffer.from(bytes);
         maskPatchSites(ctx, bytes, r.start + BigInt(i * PAGE), r.sites);
       }
@@ -220,8 +258,10 @@ function rehashPages(ctx: KernelContext, r: PagedRegion, first: number, count: n
       errors.push(viewError(where, e));
       return false;
     }
-    for (let k = 0; k < run; k++) {
-      const h = createHash('sha256').update(bytes.subarray(k * PAGE, (k + 1) * PAGE)).digest();
+    for (let k = 0; k < run && due > 0; k++) {
+      if (skip?.[k] === 1) continue;
+      // One-shot: no Hash object per 4 KiB page (that object costs about what hashing the page does).
+      const h = oneShotHash('sha256', bytes.subarray(k * PAGE, (k + 1) * PAGE), 'buffer');
       const at = (i + k) * HASH_LEN;
       if (!changed && h.compare(r.hashes, at, at + HASH_LEN) !== 0) changed = true;
       h.copy(r.hashes, at);
@@ -233,7 +273,10 @@ function rehashPages(ctx: KernelContext, r: PagedRegion, first: number, count: n
   return true;
 }
 
-function pagedRegionHash(ctx: KernelContext, from: string, to: string, coverageMs: number, full: boolean, nowMs: number, errors: ViewError[], sites: () => readonly PatchSite[] = () => []): string | null {
+function pagedRegionHash(
+  ctx: KernelContext, from: string, to: string, coverageMs: number, full: boolean, nowMs: number, errors: ViewError[],
+  sites: () => readonly PatchSite[] = () => [], textCopy: IntegrityOptions['textCopy'] = null,
+): string | null {
   const s = ctx.profile.symbols;
   const a = s.address(from);
   const b = s.address(to);
@@ -249,19 +292,24 @@ function pagedRegionHash(ctx: KernelContext, from: string, to: string, coverageM
   // A partial last page is hashed whole: the region's pages, as the page tables map them.
   const start = a & ~BigInt(PAGE - 1);
   const pages = Number((b - start + BigInt(PAGE - 1)) / BigInt(PAGE));
+  // A scan a baseline may be taken from hashes every page itself.
+  const copy = !full && textCopy && textCopy.start === start && textCopy.copy.length === pages * PAGE ? textCopy.copy : null;
   if (!r || r.start !== start || r.pages !== pages) {
-    r = { start, pages, hot: hotPages(ctx, start, pages), sites: sites(), hashes: Buffer.alloc(pages * HASH_LEN), cursor: 0, digest: null, lastAtMs: nowMs };
-    if (!rehashPages(ctx, r, 0, pages, where, errors)) return null;
+    r = {
+      start, pages, hot: hotPages(ctx, start, pages), sites: sites(), hashes: Buffer.alloc(pages * HASH_LEN),
+      sameAsCopy: new Uint8Array(pages), copy: null, cursor: 0, digest: null, lastAtMs: nowMs,
+    };
+    if (!rehashPages(ctx, r, 0, pages, where, errors, copy)) return null;
     m.set(key, r);
     return r.digest;
   }
   // The share of pages due since the last scan, so that every page is rehashed at least once per coverageMs.
   for (const i of full ? [] : r.hot) {
-    if (!rehashPages(ctx, r, i, 1, where, errors)) { m.delete(key); return null; }
+    if (!rehashPages(ctx, r, i, 1, where, errors, copy)) { m.delete(key); return null; }
   }
   const due = full ? pages : Math.min(pages, Math.ceil((pages * Math.max(0, nowMs - r.lastAtMs)) / Math.max(1, coverageMs)));
   if (due > 0) {
-    if (!rehashPages(ctx, r, r.cursor, due, where, errors)) {
+    if (!rehashPages(ctx, r, r.cursor, due, where, errors, copy)) {
       // Unreadable now: the next scan starts over from every page.
       m.delete(key);
       return null;
@@ -278,7 +326,7 @@ export function readIntegrity(ctx: KernelContext, opts: IntegrityOptions): Kerne
   const cov = opts.imageCoverageMs;
   const now = opts.nowMs ?? Date.now();
   const image = (from: string, to: string, sites: () => readonly PatchSite[]): string | null => !opts.hashImage ? null
-    : cov !== undefined ? pagedRegionHash(ctx, from, to, cov, opts.fullImage === true, now, errors, sites) : hashRegion(ctx, from, to, errors, sites());
+    : cov !== undefined ? pagedRegionHash(ctx, from, to, cov, opts.fullImage === true, now, errors, sites, from === '_stext' ? opts.textCopy : null) : hashRegion(ctx, from, to, errors, sites());
   const textHash = image('_stext', '_etext', () => patchSites(ctx, errors));
   const rodataHash = image('__start_rodata', '__end_rodata', () => []);
   const dispatchers: { name: string; hash: string }[] = [];

@@ -9,6 +9,7 @@
 //   IV_BENCH_RESTORE=0         boot every guest instead (default: one guest boots once, its state is
 //                              saved, and every guest of every count resumes from that file, QEMU -incoming)
 //   IV_BENCH_READY_SEC=900     how long the guests may take to their first kernel baseline
+//   IV_BENCH_SETTLE_SEC=5      wait after the last baseline before the window (35: steady state, see below)
 //   IV_BENCH_LOG=FILE          the supervisor's log lines of the last count (written when it ends or fails)
 // Per count it prints, and writes docs/scale.svg from (CPU, memory) per count:
 //  - supervisor CPU (user+sys of this process) per guest-scan, over the window;
@@ -114,6 +115,12 @@ function privateMiB(): number {
   return (kb('Private_Clean') + kb('Private_Dirty')) / 1024;
 }
 
+/** Minor page faults of this process so far (first touches of mapped guest RAM pages among them). */
+function minorFaults(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+}
+
 /** utime+stime of a process in ms. */
 function procCpuMs(pid: number | undefined): number {
   if (pid === undefined) return NaN;
@@ -194,7 +201,9 @@ export async function bench(): Promise<void> {
       // IV_BENCH_READY_SEC: how long every guest may take to its first kernel baseline (default 900).
       const readyUntil = Date.now() + Number(process.env.IV_BENCH_READY_SEC ?? 900) * 1000;
       for (let i = 0; i < n; i++) await waitLine(run, new RegExp(`\\[bench-sc${i}\\] kernel baseline recorded`), 0, Math.max(1, readyUntil - Date.now()));
-      await sleep(5_000);
+      // IV_BENCH_SETTLE_SEC (default 5): the wait after the last baseline before measuring; one image coverage
+      // period (30 s) lets every text page be found equal to the clean copy once, as it is from then on.
+      await sleep(Number(process.env.IV_BENCH_SETTLE_SEC ?? 5) * 1000);
       const db = run.sup.store.db;
       const seq0 = (db.prepare('SELECT coalesce(max(seq), 0) AS s FROM events').get() as { s: number }).s;
       const scans0 = run.sup.watches.reduce((s, w) => s + w.scans, 0);
@@ -205,9 +214,11 @@ export async function bench(): Promise<void> {
       const prof = process.env.IV_BENCH_CPUPROF ? new Session() : null;
       if (prof) { prof.connect(); await prof.post('Profiler.enable'); await prof.post('Profiler.start'); }
       const cpu0 = process.cpuUsage();
+      const faults0 = minorFaults();
       const t0 = Date.now();
       await sleep(windowSec * 1000);
       const cpu = process.cpuUsage(cpu0);
+      const faults = minorFaults() - faults0;
       if (prof) {
         const { profile } = await prof.post('Profiler.stop');
         writeFileSync(join(process.env.IV_BENCH_CPUPROF as string, `scale-${n}.cpuprofile`), JSON.stringify(profile));
@@ -230,7 +241,8 @@ export async function bench(): Promise<void> {
       };
       points.push(p);
       console.log(`${n} guest(s), ${(wallMs / 1000).toFixed(0)} s at ${intervalSec} s: ${scans} scans (${(scans / (wallMs / 1000) / n).toFixed(1)} Hz per guest); ` +
-        `supervisor CPU ${p.cpuMsPerScan.toFixed(2)} ms per guest-scan (${(((cpu.user + cpu.system) / 1000 / wallMs) * 100).toFixed(1)} % of a core); private ${mem.toFixed(0)} MiB; ` +
+        `supervisor CPU ${p.cpuMsPerScan.toFixed(2)} ms per guest-scan (${(((cpu.user + cpu.system) / 1000 / wallMs) * 100).toFixed(1)} % of a core; user ${(cpu.user / 1000 / Math.max(1, scans)).toFixed(2)} ms, ` +
+        `system ${(cpu.system / 1000 / Math.max(1, scans)).toFixed(2)} ms, ${(faults / Math.max(1, scans)).toFixed(1)} minor page faults per guest-scan); private ${mem.toFixed(0)} MiB; ` +
         `events ${p.eventsPerMin.toFixed(1)}/min ${JSON.stringify(eventsByKind)}; guests' CPU ${p.guestCpuPct.toFixed(0)} % of a core each, ${agentPerMin.toFixed(1)} agent reports (ps in the guest) per guest-minute; ` +
         `synthetic hook to finding p50 ${p.hookP50Ms.toFixed(0)} ms, p99 ${p.hookP99Ms.toFixed(0)} ms (n=${lat.length}); load ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`);
     } finally {

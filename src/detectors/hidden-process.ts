@@ -9,7 +9,17 @@ import { hex, type DetectorResult, type GuestReport, type Observation } from './
 
 export type ProcessView = 'task-list' | 'pid-idr' | 'run-queue' | 'guest-ps';
 
+// The memory views alone are judged twice a cycle (whether to ask the guest at once, then the scan).
+const memoryOnlyAnswers = new WeakMap<KernelSnapshot, DetectorResult>();
+
 export function detectHiddenProcesses(snap: KernelSnapshot, report: GuestReport | null): DetectorResult {
+  if (report !== null) return crossView(snap, report);
+  let r = memoryOnlyAnswers.get(snap);
+  if (!r) { r = crossView(snap, null); memoryOnlyAnswers.set(snap, r); }
+  return r;
+}
+
+function crossView(snap: KernelSnapshot, report: GuestReport | null): DetectorResult {
   // A list walk that broke off would make everything past the break look hidden.
   if (snap.tasks.errors.length > 0 || snap.pidIdr.errors.length > 0 || snap.tasks.tasks.length === 0) {
     return { observations: [], undetermined: ['hidden-process'] };
@@ -53,14 +63,16 @@ export function detectHiddenProcesses(snap: KernelSnapshot, report: GuestReport 
     const idrAddr = idr.get(pid);
     const addr = t?.address ?? idrAddr ?? null;
     const p = ps?.get(pid);
+    // The guest's /proc lists thread-group leaders only.
+    const isProcess = t ? t.pid === t.tgid : true;
+    // Every view has it (the usual case): nothing to build.
+    if (t && idrAddr !== undefined && (!ps || !isProcess || p)) continue;
     const comm = t?.comm ?? p?.comm ?? '?';
     const holders: ProcessView[] = [];
     const lacking: ProcessView[] = [];
     (t ? holders : lacking).push('task-list');
     (idrAddr !== undefined ? holders : lacking).push('pid-idr');
     if (addr !== null && queued.has(addr)) holders.push('run-queue');
-    // The guest's /proc lists thread-group leaders only.
-    const isProcess = t ? t.pid === t.tgid : true;
     if (ps && isProcess) (p ? holders : lacking).push('guest-ps');
     if (lacking.length > 0 && holders.length > 0) add(pid, addr, comm, holders, lacking);
   }

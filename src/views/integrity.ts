@@ -192,6 +192,8 @@ interface PagedRegion {
   readonly pages: number;
   /** Pages rehashed at every scan: those holding the syscall tables (checked every scan anyway). */
   readonly hot: readonly number[];
+  /** The bytes each hot page had when last hashed: an unchanged one is not hashed again. */
+  readonly hotBytes: Map<number, Buffer>;
   /** Run-time patch sites in the region, masked as in hashRegion. */
   readonly sites: readonly PatchSite[];
   readonly hashes: Buffer;
@@ -296,7 +298,7 @@ function pagedRegionHash(
   const copy = !full && textCopy && textCopy.start === start && textCopy.copy.length === pages * PAGE ? textCopy.copy : null;
   if (!r || r.start !== start || r.pages !== pages) {
     r = {
-      start, pages, hot: hotPages(ctx, start, pages), sites: sites(), hashes: Buffer.alloc(pages * HASH_LEN),
+      start, pages, hot: hotPages(ctx, start, pages), hotBytes: new Map(), sites: sites(), hashes: Buffer.alloc(pages * HASH_LEN),
       sameAsCopy: new Uint8Array(pages), copy: null, cursor: 0, digest: null, lastAtMs: nowMs,
     };
     if (!rehashPages(ctx, r, 0, pages, where, errors, copy)) return null;
@@ -305,7 +307,10 @@ function pagedRegionHash(
   }
   // The share of pages due since the last scan, so that every page is rehashed at least once per coverageMs.
   for (const i of full ? [] : r.hot) {
+    const now = ctx.space.tryRead(start + BigInt(i * PAGE), PAGE);
+    if (now && r.hotBytes.get(i)?.equals(now) === true) continue;
     if (!rehashPages(ctx, r, i, 1, where, errors, copy)) { m.delete(key); return null; }
+    if (now) r.hotBytes.set(i, Buffer.from(now));
   }
   const due = full ? pages : Math.min(pages, Math.ceil((pages * Math.max(0, nowMs - r.lastAtMs)) / Math.max(1, coverageMs)));
   if (due > 0) {
@@ -319,6 +324,9 @@ function pagedRegionHash(
   }
   return r.digest;
 }
+
+/** The IDT as the last scan of each context read it (the handler list is shared while the gates stay the same). */
+const lastIdt = new WeakMap<KernelContext, { readonly raw: Buffer; readonly idt: bigint[] }>();
 
 export function readIntegrity(ctx: KernelContext, opts: IntegrityOptions): KernelIntegrityView {
   const errors: ViewError[] = [];
@@ -341,17 +349,21 @@ export function readIntegrity(ctx: KernelContext, opts: IntegrityOptions): Kerne
       errors.push(viewError(`integrity: ${name} at ${hex(a)}`, e));
     }
   }
-  const idt: bigint[] = [];
+  let idt: bigint[] = [];
   const idtTable = s.address('idt_table');
   if (idtTable === undefined) errors.push({ where: 'integrity: idt', message: 'no idt_table symbol' });
   else {
     try {
       const raw = ctx.space.read(idtTable, 256 * 16);
-      for (let v = 0; v < 256; v++) {
+      const last = lastIdt.get(ctx);
+      // The same gates as the last scan: the same handler list (no 256 BigInts built per scan).
+      if (last && last.raw.equals(raw)) idt = last.idt;
+      else for (let v = 0; v < 256; v++) {
         const g = raw.subarray(v * 16, v * 16 + 16);
         // struct gate_struct: offset_low u16, segment u16, bits u16, offset_middle u16, offset_high u32, reserved u32
         idt.push(BigInt(g.readUInt16LE(0)) | (BigInt(g.readUInt16LE(6)) << 16n) | (BigInt(g.readUInt32LE(8)) << 32n));
       }
+      if (last?.idt !== idt) lastIdt.set(ctx, { raw: Buffer.from(raw), idt });
     } catch (e) {
       errors.push(viewError(`integrity: idt_table at ${hex(idtTable)}`, e));
     }

@@ -514,7 +514,7 @@ export function readModuleArea(ctx: KernelContext, modules: ModuleListView, opts
   if (hiddenModules.length > 0) {
     // The module list was read before the carving: a module loaded in between is on the list now.
     // Read once more (a hiding module stays off it; only the lists, never the carving, are trusted).
-    const now = readModuleList(ctx);
+    const now = readModuleList(ctx, { fresh: true });
     const listed = new Set([...now.modules, ...now.kobjects].map((m) => m.address));
     hiddenModules = hiddenModules.filter((m) => !listed.has(m.address));
   }

@@ -60,8 +60,27 @@ function readModules(ctx: KernelContext, L: ModLayout, addresses: readonly bigin
   return out;
 }
 
-export function readModuleList(ctx: KernelContext): ModuleListView {
+/**
+ * The /sys/module kset walk (every kobject of it, built-in ones included: ~100-200 nodes, pointer
+ * chasing through guest memory) is reused from the last walk of this context while the kset's list
+ * head is unchanged (a kobject joins at its tail), the modules list holds the same nodes (a module
+ * loading, unloading or unlinking itself from it changes that), and the walk is younger than this.
+ */
+export const KSET_REWALK_MS = 500;
+
+const lastKset = new WeakMap<KernelContext, { readonly head: Buffer; readonly listNodes: Buffer; readonly atMs: number; readonly kobjects: ModuleInfo[]; readonly errors: readonly ViewError[] }>();
+
+export interface ModuleListOptions {
+  /** Walk the kset whatever the last walk saw (a read that must be fresh). */
+  readonly fresh?: boolean;
+  /** The clock for KSET_REWALK_MS (tests). */
+  readonly nowMs?: number;
+}
+
+export function readModuleList(ctx: KernelContext, opts: ModuleListOptions = {}): ModuleListView {
   const errors: ViewError[] = [];
+  const nowMs = opts.nowMs ?? Date.now();
+  let listNodes: Buffer | null = null;
   let L: ModLayout;
   try {
     L = layoutOf(ctx);
@@ -73,6 +92,7 @@ export function readModuleList(ctx: KernelContext): ModuleListView {
     const head = ctx.profile.symbol('modules');
     const w = ctx.space.walkList(head, L.list, ctx.limits.maxModules, 0, 0);
     if (w.error) errors.push({ where: `modules: list at ${hex(head)}`, message: w.error });
+    else listNodes = Buffer.from(w.nodes.buffer, w.nodes.byteOffset, w.nodes.byteLength);
     modules = readModules(ctx, L, Array.from(w.nodes), errors, 'modules');
   } catch (e) {
     errors.push(viewError('modules: list', e));
@@ -82,8 +102,17 @@ export function readModuleList(ctx: KernelContext): ModuleListView {
     const ksetPtr = ctx.profile.symbol('module_kset');
     const kset = ctx.space.readU64(ksetPtr);
     if (!ctx.isKernelPointer(kset)) throw new Error(`module_kset ${hex(kset)} is not a kernel pointer`);
+    const headAt = kset + BigInt(L.ksetList);
+    const head = Buffer.concat([Buffer.alloc(8), ctx.space.read(headAt, 16)]);
+    head.writeBigUInt64LE(headAt, 0);
+    const last = lastKset.get(ctx);
+    if (!opts.fresh && last && listNodes && nowMs - last.atMs < KSET_REWALK_MS && nowMs >= last.atMs && last.head.equals(head) && last.listNodes.equals(listNodes)) {
+      for (const e of last.errors) errors.push(e);
+      return { modules, kobjects: last.kobjects, errors };
+    }
+    const before = errors.length;
     // kobject.entry links the kset's members; each module kobject sits in a module_kobject.
-    const w = ctx.space.walkList(kset + BigInt(L.ksetList), L.kobjEntry, ctx.limits.maxModules * 4, 0, 0);
+    const w = ctx.space.walkList(headAt, L.kobjEntry, ctx.limits.maxModules * 4, 0, 0);
     if (w.error) errors.push({ where: `modules: module_kset list at ${hex(kset)}`, message: w.error });
     const mks = Array.from(w.nodes, (kobj) => kobj - BigInt(L.mkKobj));
     const { data, ok } = ctx.space.readGather(BigUint64Array.from(mks), L.mkMod, 8);
@@ -96,7 +125,11 @@ export function readModuleList(ctx: KernelContext): ModuleListView {
       mods.push(mod);
     }
     kobjects = readModules(ctx, L, mods, errors, 'module kobjects');
+    // Kept only when the modules list was read whole: its nodes are half of what says the kset is still current.
+    if (listNodes) lastKset.set(ctx, { head, listNodes: Buffer.from(listNodes), atMs: nowMs, kobjects, errors: errors.slice(before) });
+    else lastKset.delete(ctx);
   } catch (e) {
+    lastKset.delete(ctx);
     errors.push(viewError('modules: kobjects', e));
   }
   return { modules, kobjects, errors };

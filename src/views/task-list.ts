@@ -113,9 +113,11 @@ function commString(bytes: Uint8Array, at: number): string {
  * pgd already followed natively). `alone[i]` says tasks[i] is the only thread of its group
  * (its thread_group list points back at itself), so no thread walk is needed for it.
  */
-function buildTasks(records: ArrayBuffer, L: TaskLayout, errors: ViewError[], where: string): { tasks: TaskInfo[]; alone: Uint8Array } {
+function buildTasks(records: ArrayBuffer, L: TaskLayout, errors: ViewError[], where: string, prev: BuiltRecords | null = null): { tasks: TaskInfo[]; alone: Uint8Array; built: BuiltRecords } {
   const R = RECORD;
   const n = records.byteLength / R.stride;
+  const byRecord: (TaskInfo | null)[] = new Array<TaskInfo | null>(n).fill(null);
+  const aloneByRecord = new Uint8Array(n);
   const u64 = new BigUint64Array(records);
   const u32 = new Uint32Array(records);
   const i32 = new Int32Array(records);
@@ -124,8 +126,23 @@ function buildTasks(records: ArrayBuffer, L: TaskLayout, errors: ViewError[], wh
   const tasks: TaskInfo[] = [];
   const alone = new Uint8Array(n);
   const q8 = R.stride / 8, q4 = R.stride / 4;
+  const before = prev;
   for (let i = 0; i < n; i++) {
     const q = i * q8, w = i * q4;
+    // A record the same as the last scan's at this place: the same task (no 4 BigInts and a comm string per task per scan).
+    if (before && i < before.byRecord.length) {
+      const kept = before.byRecord[i];
+      let same = kept !== null && kept !== undefined;
+      for (let k = 0; same && k < q4; k++) same = u32[w + k] === before.words[w + k];
+      if (same && kept) {
+        byRecord[i] = kept;
+        aloneByRecord[i] = before.alone[i] as number;
+        alone[tasks.length] = before.alone[i] as number;
+        tasks.push(kept);
+        continue;
+      }
+    }
+    const complaints = errors.length;
     const status = u32[w + R.status / 4] as number;
     const address = u64[q] as bigint;
     if ((status & FIELDS_OK) === 0) { errors.push({ where: `${where}: task_struct ${hex(address)}`, message: 'not mapped' }); continue; }
@@ -158,13 +175,23 @@ function buildTasks(records: ArrayBuffer, L: TaskLayout, errors: ViewError[], wh
       const hi = (u32[w + 1] as number) + (lo >= 0x1_0000_0000 ? 1 : 0);
       if (u32[w + R.threadGroupNext / 4] === lo % 0x1_0000_0000 && u32[w + R.threadGroupNext / 4 + 1] === hi) alone[tasks.length] = 1;
     }
-    tasks.push({
+    const task: TaskInfo = {
       address, pid, tgid, ppid: Math.max(ppid, 0), comm: commString(bytes, i * R.stride + R.comm), state: u32[w + R.state / 4] as number,
       uid, mm: mmVa, pgd, startTimeNs: u64[q + R.startTime / 8] as bigint, kernelThread: ((u32[w + R.flags / 4] as number) & PF_KTHREAD) !== 0,
-    });
+    };
+    // Only a record that gave a task without a complaint is reused as it stands.
+    byRecord[i] = errors.length === complaints ? task : null;
+    aloneByRecord[i] = alone[tasks.length] as number;
+    tasks.push(task);
   }
-  return { tasks, alone: alone.subarray(0, tasks.length) };
+  return { tasks, alone: alone.subarray(0, tasks.length), built: { words: u32, byRecord, alone: aloneByRecord } };
 }
+
+/** One scan's task records and the tasks built from them, by record (null: none, or one with a complaint). */
+interface BuiltRecords { readonly words: Uint32Array; readonly byRecord: readonly (TaskInfo | null)[]; readonly alone: Uint8Array }
+
+/** The task list's records as the last scan of each context built them. */
+const lastRecords = new WeakMap<KernelContext, BuiltRecords>();
 
 /** The task list: processes from init_task.tasks, then each one's other threads. */
 export function readTaskList(ctx: KernelContext): TaskListView {
@@ -179,7 +206,8 @@ export function readTaskList(ctx: KernelContext): TaskListView {
   }
   const walk = ctx.space.walkRecords(initTask + BigInt(L.tasks), L.tasks, ctx.limits.maxTasks, L.records);
   if (walk.error) errors.push({ where: `tasks: init_task.tasks at ${hex(initTask)}`, message: walk.error });
-  const { tasks, alone } = buildTasks(walk.records, L, errors, 'tasks');
+  const { tasks, alone, built } = buildTasks(walk.records, L, errors, 'tasks', lastRecords.get(ctx) ?? null);
+  lastRecords.set(ctx, built);
 
   // Threads: each leader's thread group, minus the leader itself.
   const threadAddrs: bigint[] = [];

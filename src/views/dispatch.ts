@@ -6,7 +6,8 @@
 // interval of `nr` values that reach it, so every call/jmp rel32 is attributed to the slots it
 // serves: slot N must reach N's handler. A rewritten rel32 shows as the slot, its new target and
 // that target's owner.
-import { Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register, ConditionCode } from 'iced-x86';
+import type { ConditionCode, OpKind, Register } from 'iced-x86';
+import { icedX86 } from '../util/deferred-modules.js';
 import type { DispatchSlot, DispatchView, ModuleInfo, SyscallTableView, ViewError } from './types.js';
 import { hex, viewError, type KernelContext } from './kernel-context.js';
 import { abiNumbering, ownerOf } from './syscall-tables.js';
@@ -34,19 +35,22 @@ export interface SwitchMap {
   readonly errors: string[];
 }
 
-const reg32 = (r: Register): Register => {
-  // rax/eax/ax -> eax etc.: compare the full register's 32-bit view.
-  const names: [Register, Register][] = [
-    [Register.RAX, Register.EAX], [Register.RCX, Register.ECX], [Register.RDX, Register.EDX], [Register.RBX, Register.EBX],
-    [Register.RSI, Register.ESI], [Register.RDI, Register.EDI], [Register.R8, Register.R8D], [Register.R9, Register.R9D],
-    [Register.R10, Register.R10D], [Register.R11, Register.R11D],
-  ];
-  for (const [full, low] of names) if (r === full) return low;
-  return r;
-};
+/** rax/eax/ax -> eax etc.: compares are of the full register's 32-bit view (built at first use, with iced-x86). */
+let low32: Map<Register, Register> | undefined;
+function reg32(r: Register): Register {
+  if (!low32) {
+    const { Register: R } = icedX86();
+    low32 = new Map([
+      [R.RAX, R.EAX], [R.RCX, R.ECX], [R.RDX, R.EDX], [R.RBX, R.EBX], [R.RSI, R.ESI], [R.RDI, R.EDI],
+      [R.R8, R.R8D], [R.R9, R.R9D], [R.R10, R.R10D], [R.R11, R.R11D],
+    ]);
+  }
+  return low32.get(r) ?? r;
+}
 
 /** Follows every path of the switch at `start` (its bytes in `code`) with the nr interval that reaches it. */
 export function mapSwitch(code: Buffer, start: bigint): SwitchMap {
+  const { Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register } = icedX86();
   const end = start + BigInt(code.length);
   const ranges: { lo: number; hi: number; target: bigint }[] = [];
   const errors: string[] = [];
@@ -136,6 +140,7 @@ export function mapSwitch(code: Buffer, start: bigint): SwitchMap {
 }
 
 function isImmediate(k: OpKind): boolean {
+  const { OpKind } = icedX86();
   return k === OpKind.Immediate8 || k === OpKind.Immediate8to32 || k === OpKind.Immediate8to64 || k === OpKind.Immediate32 ||
     k === OpKind.Immediate32to64 || k === OpKind.Immediate16 || k === OpKind.Immediate64;
 }
@@ -148,6 +153,7 @@ type Interval = [number, number];
  * where reg wraps, so each piece compares monotonically.
  */
 function splitOn(cc: ConditionCode, imm: number, offset: number, lo: number, hi: number): { taken: Interval[]; fall: Interval[] } | null {
+  const { ConditionCode } = icedX86();
   const off = ((offset % NR_LIMIT) + NR_LIMIT) % NR_LIMIT;
   // nr in [lo, wrapAt-1] gives reg = nr + off; nr >= wrapAt gives reg = nr + off - 2^32.
   const wrapAt = NR_LIMIT - off;

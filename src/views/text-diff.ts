@@ -9,7 +9,8 @@
 // only used when its hashes are those of the stored baseline, so a copy taken from an already
 // patched kernel explains nothing.
 import { createHash } from 'node:crypto';
-import { Decoder, DecoderOptions, FlowControl, Formatter, FormatterSyntax, Instruction, Mnemonic, OpKind } from 'iced-x86';
+import type { Formatter } from 'iced-x86';
+import { icedX86 } from '../util/deferred-modules.js';
 import type { HandlerOwner, KernelIdentity, KernelIntegrityView, ModuleInfo, TextBranch, TextDiffView, TextSite, TextSiteGroup, ViewError } from './types.js';
 import { hex, viewError, type KernelContext } from './kernel-context.js';
 import { maskPatchSites, pagedTextHashes, patchSites, PAGED_HASH_PREFIX, type PatchSite } from './integrity.js';
@@ -328,7 +329,7 @@ function runsOf(a: Buffer, b: Buffer, base: bigint): [bigint, bigint][] {
 
 let formatter: Formatter | null = null;
 function fmt(): Formatter {
-  if (!formatter) { formatter = new Formatter(FormatterSyntax.Gas); formatter.uppercaseHex = false; }
+  if (!formatter) { const { Formatter, FormatterSyntax } = icedX86(); formatter = new Formatter(FormatterSyntax.Gas); formatter.uppercaseHex = false; }
   return formatter;
 }
 
@@ -336,6 +337,7 @@ interface Decoded { readonly len: number; readonly text: string; readonly branch
 
 /** Decodes instructions from `at` in `bytes` until `until` is covered (at most 4). */
 function decodeSpan(bytes: Buffer, at: bigint, until: bigint): Decoded[] {
+  const { Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind } = icedX86();
   const out: Decoded[] = [];
   const d = new Decoder(64, bytes, DecoderOptions.None);
   const ins = new Instruction();
@@ -373,6 +375,7 @@ function instructionStart(ctx: KernelContext, refBytes: (at: bigint, len: number
   if (!hit || hit.address < floor || hit.offset > BigInt(MAX_SWEEP)) return { start: at, fn: hit?.name ?? null, fnAt: hit?.address ?? null };
   const code = refBytes(hit.address, Number(hit.offset) + 16);
   if (!code) return { start: at, fn: hit.name, fnAt: hit.address };
+  const { Decoder, DecoderOptions, Instruction } = icedX86();
   const d = new Decoder(64, code, DecoderOptions.None);
   const ins = new Instruction();
   let ip = hit.address;

@@ -508,37 +508,49 @@ function entryBranches(ctx: KernelContext, ref: Reference, resolve: (r: RawSite)
   const sites: TextSite[] = [];
   const groups = new Map<bigint, { branch: TextBranch | null; count: number; examples: string[] }>();
   let truncated = false;
-  const seen = new Set<bigint>();
+  // Offsets from the copy's start in numbers, the addresses read in 32-bit halves (little-endian
+  // x86-64): a BigInt, a Set of BigInts and two subarrays per text symbol (~50k) were most of this.
+  const words = new Uint32Array(s.addresses.buffer, s.addresses.byteOffset, 2 * s.size);
+  const baseHi = Number(ref.start >> 32n);
+  const baseLo = Number(ref.start & 0xffff_ffffn);
+  const lo = Number(ref.textStart - ref.start);
+  const hi = Number(ref.textEnd - ref.start);
+  const raw = ref.raw;
+  const seen = new Set<number>();
   for (let i = 0; i < s.size; i++) {
-    const t = s.types[i];
-    if (t !== 't' && t !== 'T') continue;
-    const fn = s.addresses[i] as bigint;
-    if (fn < ref.textStart || fn >= ref.textEnd || seen.has(fn)) continue;
-    seen.add(fn);
-    const head = slice(ref.raw, ref.start, fn, 9);
-    if (!head || head.length < 9) continue;
-    const off = head.subarray(0, 4).equals(ENDBR64) || head.subarray(0, 4).equals(ENDBR_POISON) ? 4 : 0;
-    const op = head[off];
+    const t = s.types.charCodeAt(i);
+    if (t !== 0x74 && t !== 0x54) continue; // 't', 'T'
+    // fn - start, exact wherever it can fall in [lo, hi) (far-off addresses only lose low bits).
+    const o = ((words[2 * i + 1] as number) - baseHi) * 0x1_0000_0000 + ((words[2 * i] as number) - baseLo);
+    if (o < lo || o >= hi || seen.has(o)) continue;
+    seen.add(o);
+    if (o + 9 > raw.length) continue;
+    const endbr = (raw[o] === 0xf3 && raw[o + 1] === 0x0f && raw[o + 2] === 0x1e && raw[o + 3] === 0xfa) // ENDBR64
+      || (raw[o] === 0x66 && raw[o + 1] === 0x0f && raw[o + 2] === 0x1f && raw[o + 3] === 0x00); // ENDBR_POISON
+    const off = endbr ? 4 : 0;
+    const op = raw[o + off];
     // Only branches: int3 is also the padding after section-end labels, and without old bytes the two look alike.
     if (op !== 0xe8 && op !== 0xe9) continue;
-    const at = fn + BigInt(off);
-    const target = at + 5n + BigInt(head.readInt32LE(off + 1));
-    if (target >= ref.textStart && target < ref.textEnd) continue;
+    const rel = raw.readInt32LE(o + off + 1);
+    const to = o + off + 5 + rel;
+    if (to >= lo && to < hi) continue;
+    const at = (s.addresses[i] as bigint) + BigInt(off);
+    const target = at + 5n + BigInt(rel);
     const name = s.names[i] ?? null;
-    const raw: RawSite = {
-      address: at, function: name, offset: off, old: '', new: head.subarray(off, off + 5).toString('hex'),
+    const rawSite: RawSite = {
+      address: at, function: name, offset: off, old: '', new: raw.subarray(o + off, o + off + 5).toString('hex'),
       oldInstruction: '(no clean copy)', instruction: `${op === 0xe8 ? 'call' : 'jmp'} 0x${target.toString(16)}`,
       atEntry: true, branch: { kind: op === 0xe8 ? 'call' : 'jmp', target }, oldBranch: null, int3: false, fentry: op === 0xe8 ? 'call' : null,
     };
     if (op === 0xe8) {
       let g = groups.get(target);
-      if (!g) { g = { branch: resolve(raw).branch, count: 0, examples: [] }; groups.set(target, g); }
+      if (!g) { g = { branch: resolve(rawSite).branch, count: 0, examples: [] }; groups.set(target, g); }
       g.count++;
       if (g.examples.length < MAX_GROUP_EXAMPLES && name !== null) g.examples.push(name);
       continue;
     }
     if (sites.length >= MAX_SITES) { truncated = true; continue; }
-    sites.push(resolve(raw));
+    sites.push(resolve(rawSite));
   }
   return { sites, fentryGroups: [...groups.values()].map((g) => ({ state: 'call' as const, branch: g.branch, count: g.count, examples: g.examples })), truncated };
 }

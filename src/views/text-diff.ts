@@ -121,7 +121,8 @@ function captureText(ctx: KernelContext, errors: ViewError[]): Reference | null 
   if (a === undefined || b === undefined || b <= a || b - a > BigInt(MAX_TEXT)) return null;
   const start = a & ~BigInt(PAGE - 1);
   const pages = Number((b - start + BigInt(PAGE - 1)) / BigInt(PAGE));
-  const raw = Buffer.alloc(pages * PAGE);
+  // Every byte is written below (or the copy is dropped): no zero fill of ~10-20 MB first.
+  const raw = Buffer.allocUnsafe(pages * PAGE);
   try {
     for (let i = 0; i < pages; i += 512) {
       const n = Math.min(512, pages - i);
@@ -132,7 +133,8 @@ function captureText(ctx: KernelContext, errors: ViewError[]): Reference | null 
     return null;
   }
   const sites = patchSites(ctx, errors);
-  const masked = Buffer.from(raw);
+  const masked = Buffer.allocUnsafe(raw.length);
+  raw.copy(masked);
   maskPatchSites(ctx, masked, start, sites);
   const pageHashes = Buffer.alloc(pages * HASH_LEN);
   for (let i = 0; i < pages; i++) createHash('sha256').update(masked.subarray(i * PAGE, (i + 1) * PAGE)).digest().copy(pageHashes, i * HASH_LEN);

@@ -51,9 +51,11 @@ export class KallsymsError extends Error {
 export function findKallsyms(mem: GuestMemory, maxCandidates = 4096, known?: KnownNames): { tables: KallsymsTable[]; rejected: string[] } {
   const tables: KallsymsTable[] = [];
   const rejected: string[] = [];
+  // A table of a build already decoded here (the same kernel before a reset) takes its names.
+  const here = (k: string): ReturnType<KnownNames> => tables.find((t) => t.buildKey === k) ?? known?.(k);
   for (const hit of mem.findAll(DIGIT_TOKENS, maxCandidates)) {
     try {
-      tables.push(decodeAt(mem, hit, known));
+      tables.push(decodeAt(mem, hit, here));
     } catch (e) {
       rejected.push(`0x${hit.toString(16)}: ${e instanceof Error ? e.message : String(e)}`);
     }

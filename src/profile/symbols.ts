@@ -112,8 +112,16 @@ export class SymbolTable {
   }
 }
 
+/** Name indexes by names array: tables of one build (two images of it in one RAM, other guests) share one. */
+const nameIndexes = new WeakMap<readonly string[], { types: string; index: NameIndex }>();
+
 function buildIndex(names: readonly string[], types: string, addresses: BigUint64Array): SymbolIndex {
-  const byName = new NameIndex(names, types);
+  let held = nameIndexes.get(names);
+  if (held?.types !== types) {
+    held = { types, index: new NameIndex(names, types) };
+    nameIndexes.set(names, held);
+  }
+  const byName = held.index;
   let kept = 0;
   const all = new Uint32Array(names.length);
   for (let i = 0; i < names.length; i++) {

@@ -52,6 +52,13 @@ const XOR5RAX = Buffer.from([0x2e, 0x2e, 0x2e, 0x31, 0xc0]);
 export interface PatchSite { readonly at: bigint; readonly len: number; readonly ok: (b: Buffer) => boolean }
 
 const rel32 = (b: Buffer, at: bigint, len: number): bigint => at + BigInt(len) + BigInt(b.readInt32LE(1));
+/** `b` starts with `pattern` (compared here: a call into Buffer.equals per site cost more than the rest of the masking). */
+function startsWith(b: Buffer, pattern: Buffer): boolean {
+  if (b.length < pattern.length) return false;
+  for (let i = 0; i < pattern.length; i++) if (b[i] !== pattern[i]) return false;
+  return true;
+}
+const is5 = (b: Buffer, pattern: Buffer): boolean => b.length === 5 && startsWith(b, pattern);
 
 /**
  * Sites the kernel patches while it runs: jump labels (static keys flipped by sysctls, cgroup BPF,
@@ -60,7 +67,7 @@ const rel32 = (b: Buffer, at: bigint, len: number): bigint => at + BigInt(len) +
  * to where the entry says), and as its raw bytes otherwise, so a foreign patch on a site still
  * changes the hash. Kernels without the tables (or with implausible ones) get no sites.
  */
-export function patchSites(ctx: KernelContext, errors: ViewError[]): PatchSite[] {
+export function patchSites(ctx: KernelContext, errors: ViewError[]): readonly PatchSite[] {
   const s = ctx.profile.symbols;
   const sites: PatchSite[] = [];
   const table = (start: string, stop: string, size: number): { base: bigint; buf: Buffer } | null => {
@@ -80,6 +87,15 @@ export function patchSites(ctx: KernelContext, errors: ViewError[]): PatchSite[]
   };
   // struct jump_entry { s32 code; s32 target; long key; }: offsets relative to the fields themselves.
   const jt = table('__start___jump_table', '__stop___jump_table', 16);
+  const sc = table('__start_static_call_sites', '__stop_static_call_sites', 8);
+  const ta = s.address('__static_call_text_start');
+  const tb = s.address('__static_call_text_end');
+  // The same tables as last time (every scan after the first, and the text-diff's copy in the same
+  // scan): the same sites, not ~10k closures built and sorted again.
+  const last = lastSites.get(ctx.profile);
+  const same = (x: { base: bigint; buf: Buffer } | null, y: { base: bigint; buf: Buffer } | null): boolean =>
+    x === null ? y === null : y !== null && x.base === y.base && x.buf.equals(y.buf);
+  if (last && same(last.jt, jt) && same(last.sc, sc) && last.ta === ta && last.tb === tb) return last.sites;
   if (jt) {
     for (let o = 0; o < jt.buf.length; o += 16) {
       const e = jt.base + BigInt(o);
@@ -87,28 +103,30 @@ export function patchSites(ctx: KernelContext, errors: ViewError[]): PatchSite[]
       const target = e + 4n + BigInt(jt.buf.readInt32LE(o + 4));
       sites.push({
         at: code, len: 5,
-        ok: (b) => b.equals(NOP5) || b.equals(NOP5_PREFIXED) || (b[0] === 0xe9 && rel32(b, code, 5) === target)
-          || b.subarray(0, 2).equals(NOP2) || (b[0] === 0xeb && code + 2n + BigInt(b.readInt8(1)) === target),
+        ok: (b) => is5(b, NOP5) || is5(b, NOP5_PREFIXED) || (b[0] === 0xe9 && rel32(b, code, 5) === target)
+          || startsWith(b, NOP2) || (b[0] === 0xeb && code + 2n + BigInt(b.readInt8(1)) === target),
       });
     }
   }
   // struct static_call_site { s32 addr; s32 key; }: a call (for tail calls a jump or ret), a NOP, or
   // the 5-byte `xor %eax,%eax` of a call to return-0 (perf's guest callbacks flip these when kvm loads).
-  const sc = table('__start_static_call_sites', '__stop_static_call_sites', 8);
   if (sc) {
     for (let o = 0; o < sc.buf.length; o += 8) {
       const at = sc.base + BigInt(o) + BigInt(sc.buf.readInt32LE(o));
-      sites.push({ at, len: 5, ok: (b) => b.equals(NOP5) || b.equals(NOP5_PREFIXED) || b.equals(XOR5RAX) || b[0] === 0xe8 || b[0] === 0xe9 || b[0] === 0xc3 });
+      sites.push({ at, len: 5, ok: (b) => is5(b, NOP5) || is5(b, NOP5_PREFIXED) || is5(b, XOR5RAX) || b[0] === 0xe8 || b[0] === 0xe9 || b[0] === 0xc3 });
     }
   }
   // The static call trampolines: a jump to the current function, or a return.
-  const ta = s.address('__static_call_text_start');
-  const tb = s.address('__static_call_text_end');
   if (ta !== undefined && tb !== undefined && tb > ta && tb - ta <= 0x10_0000n) {
     sites.push({ at: ta, len: Number(tb - ta), ok: () => true });
   }
-  return sites.sort((x, y) => (x.at < y.at ? -1 : x.at > y.at ? 1 : 0));
+  sites.sort((x, y) => (x.at < y.at ? -1 : x.at > y.at ? 1 : 0));
+  lastSites.set(ctx.profile, { jt, sc, ta, tb, sites });
+  return sites;
 }
+
+/** The last patch sites found per kernel profile, with the tables they came from. */
+const lastSites = new WeakMap<object, { jt: { base: bigint; buf: Buffer } | null; sc: { base: bigint; buf: Buffer } | null; ta: bigint | undefined; tb: bigint | undefined; sites: readonly PatchSite[] }>();
 
 /**
  * Zeroes, in `piece` (the bytes at guest address `at`), each patch site (sorted by address) that holds
@@ -128,10 +146,12 @@ export function maskPatchSites(ctx: KernelContext, piece: Buffer, at: bigint, si
   for (let i = lo; i < sites.length; i++) {
     const site = sites[i] as PatchSite;
     if (site.at >= end) break;
-    const from = site.at > at ? Number(site.at - at) : 0;
-    const to = Math.min(len, Number(site.at + BigInt(site.len) - at));
+    // Where the site starts in the piece (negative: before it): small, the site overlaps the piece.
+    const rel = Number(site.at - at);
+    const from = rel > 0 ? rel : 0;
+    const to = Math.min(len, rel + site.len);
     // A site across a piece boundary is judged on its own bytes.
-    const inside = site.at >= at && site.at + 5n <= end;
+    const inside = rel >= 0 && rel + 5 <= len;
     const head = inside ? piece.subarray(from, from + 5) : ctx.space.read(site.at, 5);
     if (to > from && site.ok(head)) piece.fill(0, from, to);
   }

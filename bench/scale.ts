@@ -4,6 +4,8 @@
 //   IV_BENCH_INTERVAL_SEC=0.1  scan interval (default 0.1 = 10 Hz)
 //   IV_BENCH_WINDOW_SEC=60     measuring window per count
 //   IV_BENCH_HOOKS=5           synthetic syscall hooks per count (detection latency)
+//   IV_BENCH_SLIDES=4          guests resumed from this many saved states, each its own boot (its own
+//                              KASLR slide, as guests of one kernel have in a real fleet); default 1
 //   IV_BENCH_RESTORE=0         boot every guest instead (default: one guest boots once, its state is
 //                              saved, and every guest of every count resumes from that file, QEMU -incoming)
 //   IV_BENCH_READY_SEC=900     how long the guests may take to their first kernel baseline
@@ -36,42 +38,44 @@ export interface ScalePoint {
 
 /** Guests resumed from one saved state: launched here, then adopted by the supervisor (as after a supervisor restart). */
 class Restorer {
-  private state: string | undefined;
+  private states: string[] = [];
   readonly launched: QemuVm[] = [];
   restoreMs: number[] = [];
 
-  constructor(private readonly dir: string) {}
+  constructor(private readonly dir: string, private readonly templates = 1) {}
 
   async launch(sup: Supervisor): Promise<void> {
     this.restoreMs = [];
     const specs = sup.controllers.filter((c): c is QemuGuestController => c instanceof QemuGuestController).map((c) => ({ ...c.vm.spec, dieWithParent: true }));
     const first = specs[0];
     if (!first) return;
-    if (!this.state) {
+    while (this.states.length < this.templates) {
       // Every guest has the same machine, devices and golden image: one boot's state fits them all.
+      // Each template is its own boot, so its own KASLR slide.
       const tpl = new QemuVm(first);
       const t0 = Date.now();
       await tpl.start({ freshDisk: true });
-      console.log(`template guest booted in ${((Date.now() - t0) / 1000).toFixed(1)} s; settling 10 s before saving its state`);
+      console.log(`template guest ${this.states.length + 1}/${this.templates} booted in ${((Date.now() - t0) / 1000).toFixed(1)} s; settling 10 s before saving its state`);
       await sleep(10_000);
-      const state = join(this.dir, 'guest.state');
+      const state = join(this.dir, `guest-${this.states.length}.state`);
       await tpl.saveState(state);
       await tpl.stop();
-      this.state = state;
+      this.states.push(state);
     }
-    const state = this.state;
     // Four at a time: each restore reads the state file and writes the guest's RAM file.
     for (let i = 0; i < specs.length; i += 4) {
-      await Promise.all(specs.slice(i, i + 4).map(async (spec) => {
+      await Promise.all(specs.slice(i, i + 4).map(async (spec, k) => {
         const vm = new QemuVm(spec);
         const t0 = Date.now();
-        await vm.start({ freshDisk: true, incoming: state });
+        await vm.start({ freshDisk: true, incoming: this.states[(i + k) % this.states.length] as string });
         this.restoreMs.push(Date.now() - t0);
         vm.detach();
         this.launched.push(vm);
       }));
     }
   }
+
+  get templateCount(): number { return this.states.length; }
 
   /** Whatever the supervisor did not stop. */
   async stopAll(): Promise<void> {
@@ -181,11 +185,11 @@ export async function bench(): Promise<void> {
   const hooks = Number(process.env.IV_BENCH_HOOKS ?? 5);
   const counts = (process.env.IV_BENCH_GUESTS ?? '1,8').split(',').map(Number).filter((n) => n > 0);
   const points: ScalePoint[] = [];
-  const restorer = process.env.IV_BENCH_RESTORE === '0' ? null : new Restorer(mkdtempSync(join(tmpdir(), 'iv-bench-state-')));
+  const restorer = process.env.IV_BENCH_RESTORE === '0' ? null : new Restorer(mkdtempSync(join(tmpdir(), 'iv-bench-state-')), Math.max(1, Number(process.env.IV_BENCH_SLIDES ?? 1)));
   try {
   for (const n of counts) {
     const run = await startSupervisor(n, intervalSec, restorer);
-    if (restorer) console.log(`${n} guest(s) resumed from the saved state: ${percentile(restorer.restoreMs, 50).toFixed(0)} ms median per guest (four at a time)`);
+    if (restorer) console.log(`${n} guest(s) resumed from ${restorer.templateCount} saved state(s): ${percentile(restorer.restoreMs, 50).toFixed(0)} ms median per guest (four at a time)`);
     try {
       // IV_BENCH_READY_SEC: how long every guest may take to its first kernel baseline (default 900).
       const readyUntil = Date.now() + Number(process.env.IV_BENCH_READY_SEC ?? 900) * 1000;

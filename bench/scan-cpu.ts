@@ -1,5 +1,5 @@
 // CPU per supervisor-style scan, offline on a dump: the views as the supervisor takes them
-// (incremental image hash, switches out of the scan, eBPF / module area / ftrace records at their
+// (incremental image hash, the dispatch switches compared with their decoded bodies (decoded once, in the first scan), eBPF / tracepoints / module area / ftrace records at their
 // own cadence, a clock advanced 100 ms per scan) and then the detectors (analyzeScan against a
 // baseline of the first scan, a guest report matching the task list). No guest runs while it
 // measures. Reproduce:
@@ -41,8 +41,8 @@ export async function bench(): Promise<void> {
       let n = 0;
       // The cadences of src/supervisor/kernel-scanner.ts at a 100 ms scan period.
       const opts = (): ScanOptions => ({
-        hashImage: true, imageCoverageMs: 30_000, nowMs: now, dispatchSwitches: false,
-        bpf: n % 10 === 0, ftraceRecords: n % 10 === 0, moduleArea: n % 5 === 0,
+        hashImage: true, imageCoverageMs: 30_000, nowMs: now, dispatchSwitches: true,
+        bpf: n % 10 === 0, tracepoints: n % 10 === 0, ftraceRecords: n % 10 === 0, moduleArea: n % 5 === 0,
       });
       const first = ins.scan({ ...opts(), fullImage: true });
       const baseline = baselineOf(first, now);

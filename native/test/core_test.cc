@@ -99,6 +99,44 @@ void TestPaging(int levels) {
   unlink(path.c_str());
 }
 
+// The translation cache: a changed page table is seen after ClearCache (the start of a scan), not
+// before; a cleared entry is walked again, and a walk that now fails is not answered from the cache.
+void TestTranslationCache() {
+  Guest g;
+  uint64_t root = g.Alloc();
+  uint64_t va = 0xffff888000001000ull;
+  g.Map(root, 4, va, 0x400000, 1);
+  std::string path = TempPath("tlb");
+  auto file = g.Write(path);
+  PageWalker w(file.get(), Flat(*file), root, 4);
+  uint64_t leaf = root;
+  for (int level = 4; level > 1; --level) leaf = g.Get(leaf + Guest::Index(va, level) * 8) & 0x000ffffffffff000ull;
+  leaf += Guest::Index(va, 1) * 8;
+  auto rewrite = [&](uint64_t v) {
+    FILE* f = fopen(path.c_str(), "r+b");
+    fseek(f, static_cast<long>(leaf), SEEK_SET);
+    fwrite(&v, 8, 1, f);
+    fclose(f);
+  };
+  uint64_t pa = 0;
+  CHECK(w.Translate(va + 0x10, &pa) && pa == 0x400010);
+  rewrite(0x403000 | kP);
+  CHECK(w.Translate(va + 0x10, &pa) && pa == 0x400010);  // cached within a scan
+  w.ClearCache();
+  CHECK(w.Translate(va + 0x10, &pa) && pa == 0x403010);
+  rewrite(0);
+  w.ClearCache();
+  CHECK(!w.Translate(va + 0x10, &pa));
+  // Many pages through the fixed-size cache: every answer is still the walk's.
+  for (uint64_t i = 0; i < 3 * 4096; ++i) g.Map(root, 4, 0xffffc90000000000ull + i * 0x1000, 0x800000 + (i % 512) * 0x1000, 1);
+  auto file2 = g.Write(path);
+  PageWalker w2(file2.get(), Flat(*file2), root, 4);
+  for (int pass = 0; pass < 2; ++pass)
+    for (uint64_t i = 0; i < 3 * 4096; i += 7)
+      CHECK(w2.Translate(0xffffc90000000000ull + i * 0x1000 + 8, &pa) && pa == 0x800000 + (i % 512) * 0x1000 + 8);
+  unlink(path.c_str());
+}
+
 void TestHostileAndLayout() {
   Guest g;
   uint64_t root = g.Alloc();
@@ -241,6 +279,7 @@ void TestXArray() {
 int main() {
   TestPaging(4);
   TestPaging(5);
+  TestTranslationCache();
   TestHostileAndLayout();
   TestLists();
   TestXArray();

@@ -4,7 +4,7 @@
 // target and its owner (kernel symbol, module, or memory no module owns). The
 // check needs no baseline: the expected handler comes from the kernel's own
 // symbols, as for the tables.
-import type { DispatchSlot, KernelSnapshot } from '../views/types.js';
+import type { DispatchSlot, DispatchView, KernelSnapshot } from '../views/types.js';
 import { hex, type DetectorResult, type JsonValue, type Observation } from './types.js';
 
 function owner(e: DispatchSlot): { text: string; json: JsonValue } {
@@ -15,9 +15,21 @@ function owner(e: DispatchSlot): { text: string; json: JsonValue } {
   }
 }
 
+// The answer for one dispatch view (the views reuse an unchanged scan's object).
+const answered = new WeakMap<readonly DispatchView[], DetectorResult>();
+
 export function detectDispatchChanges(snap: KernelSnapshot): DetectorResult {
+  if (!snap.dispatch) return checkSwitches([]);
+  const kept = answered.get(snap.dispatch);
+  if (kept) return kept;
+  const result = checkSwitches(snap.dispatch);
+  answered.set(snap.dispatch, result);
+  return result;
+}
+
+function checkSwitches(dispatch: readonly DispatchView[]): DetectorResult {
   const observations: Observation[] = [];
-  for (const d of snap.dispatch ?? []) {
+  for (const d of dispatch) {
     for (const e of d.slots) {
       if (e.owner.kind === 'kernel' && (e.expected === null || e.owner.symbol === e.expected)) continue;
       const o = owner(e);
@@ -34,6 +46,6 @@ export function detectDispatchChanges(snap: KernelSnapshot): DetectorResult {
     }
   }
   // A switch that could not be decoded leaves its slots unchecked (its hash is still compared).
-  const undecoded = (snap.dispatch ?? []).some((d) => d.slots.length === 0 && d.errors.length > 0);
-  return { observations, undetermined: undecoded ? ['syscall-table-changed'] : [] };
+  const undecoded = dispatch.some((d) => d.slots.length === 0 && d.errors.length > 0);
+  return Object.freeze({ observations: Object.freeze(observations), undetermined: undecoded ? ['syscall-table-changed'] as const : [] });
 }

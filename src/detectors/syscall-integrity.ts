@@ -27,7 +27,18 @@ export function selfCheckViolations(t: SyscallTableView): SyscallEntry[] {
   return t.entries.filter((e) => e.owner.kind !== 'kernel' || (e.expected !== null && e.owner.symbol !== e.expected));
 }
 
+// The answer for one tables view (the views reuse an unchanged scan's object), baseline and slide.
+const answered = new WeakMap<readonly SyscallTableView[], { readonly baseline: KernelBaseline | null; readonly slide: bigint; readonly result: DetectorResult }>();
+
 export function detectSyscallChanges(snap: KernelSnapshot, baseline: KernelBaseline | null): DetectorResult {
+  const kept = answered.get(snap.syscallTables);
+  if (kept && kept.baseline === baseline && kept.slide === snap.kernel.kaslrSlide) return kept.result;
+  const result = compareTables(snap, baseline);
+  answered.set(snap.syscallTables, { baseline, slide: snap.kernel.kaslrSlide, result });
+  return result;
+}
+
+function compareTables(snap: KernelSnapshot, baseline: KernelBaseline | null): DetectorResult {
   if (snap.syscallTables.length === 0 || snap.syscallTables.some((t) => t.errors.length > 0 && t.entries.length === 0)) {
     return { observations: [], undetermined: ['syscall-table-changed'] };
   }
@@ -64,5 +75,5 @@ export function detectSyscallChanges(snap: KernelSnapshot, baseline: KernelBasel
       }
     }
   }
-  return { observations, undetermined: [] };
+  return Object.freeze({ observations: Object.freeze(observations), undetermined: [] });
 }

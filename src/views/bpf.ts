@@ -5,7 +5,7 @@
 // functions its verified instructions call and the JIT image. Every walk is bounded; whatever
 // the guest wrote becomes a view error, never an exception.
 import type { BpfProgramInfo, BpfView, ViewError } from './types.js';
-import { hex, viewError, type KernelContext } from './kernel-context.js';
+import { hex, perProfile, viewError, type KernelContext } from './kernel-context.js';
 import { BtfLayouts } from '../profile/layouts.js';
 
 const MAX_DEPTH = 12;
@@ -103,6 +103,8 @@ function layout(ctx: KernelContext): BpfLayout {
     attachTypes: btf ? btf.enumerators('bpf_attach_type') : null,
   };
 }
+
+const layoutOf = perProfile(layout);
 
 /** A NUL-terminated printable string at `va` (at most `max` bytes), or null. */
 export function readCString(ctx: KernelContext, va: bigint, max: number): string | null {
@@ -287,7 +289,7 @@ export function readBpf(ctx: KernelContext): BpfView {
   if (ctx.profile.optionalSymbol('prog_idr') === undefined && ctx.profile.optionalSymbol('__sys_bpf') === undefined) return { programs: [], errors: [] };
   try {
     idr = ctx.profile.symbol('prog_idr');
-    L = layout(ctx);
+    L = layoutOf(ctx);
   } catch (e) {
     return { programs: [], errors: [viewError('bpf: profile', e)] };
   }

@@ -29,6 +29,13 @@ type Flags = { imm: number; offset: number } | null;
 /** Decoded once per kernel text: a clean switch decodes the same every scan unless its bytes change. */
 const cache = new WeakMap<object, Map<string, { bytes: Buffer; result: SwitchMap; slots?: { count: number; targets: (bigint | null)[] } }>>();
 
+/**
+ * The last scan's switches per context (one boot), each with what it was built from: a switch whose
+ * body decoded to the same map, checked against the same table view, with every slot in kernel text,
+ * is that scan's view again (the same object, so a detector may reuse its answer for it).
+ */
+const lastViews = new WeakMap<KernelContext, { readonly parts: ReadonlyMap<string, { readonly map: object; readonly table: SyscallTableView | undefined; readonly view: DispatchView }>; readonly out: readonly DispatchView[] }>();
+
 export interface SwitchMap {
   /** [lo, hi] ranges of nr and the address each reaches. */
   readonly ranges: { lo: number; hi: number; target: bigint }[];
@@ -216,11 +223,13 @@ export type SwitchDecode = (name: string, code: Buffer, start: bigint) => Switch
  * those of the switch's table (its size from the kernel); the narrowest nr range reaching a call
  * wins, so a case beats the default that surrounds it.
  */
-export function readDispatch(ctx: KernelContext, modules: readonly ModuleInfo[], tables: readonly SyscallTableView[], decode: SwitchDecode = (_n, code, start) => mapSwitch(code, start)): DispatchView[] {
+export function readDispatch(ctx: KernelContext, modules: readonly ModuleInfo[], tables: readonly SyscallTableView[], decode: SwitchDecode = (_n, code, start) => mapSwitch(code, start)): readonly DispatchView[] {
   const out: DispatchView[] = [];
   const s = ctx.profile.symbols;
   let perProfile = cache.get(ctx.profile);
   if (!perProfile) { perProfile = new Map(); cache.set(ctx.profile, perProfile); }
+  const last = lastViews.get(ctx);
+  const parts = new Map<string, { map: object; table: SyscallTableView | undefined; view: DispatchView }>();
   for (const { name, table, abi } of SWITCHES) {
     const address = s.address(name);
     if (address === undefined) continue; // before 6.9 and the backports: dispatch is through the table
@@ -240,6 +249,8 @@ export function readDispatch(ctx: KernelContext, modules: readonly ModuleInfo[],
     // Nothing decoded (e.g. the decoder failed): the errors say why, not one per slot.
     if (map.result.ranges.length === 0) { out.push({ name, address, slots: [], errors }); continue; }
     const tv = tables.find((x) => x.table === table && x.entries.length > 0);
+    const kept = last?.parts.get(name);
+    if (kept && kept.map === map && kept.table === tv) { parts.set(name, kept); out.push(kept.view); continue; }
     const ranges = [...map.result.ranges].sort((x, y) => (x.hi - x.lo) - (y.hi - y.lo));
     // Without its table (6.9+ keep only sys_call_table), the switch sizes itself: one past the
     // highest nr a case (any range but the default, which runs to 2^32-1) names.
@@ -259,7 +270,13 @@ export function readDispatch(ctx: KernelContext, modules: readonly ModuleInfo[],
       if (target === null) { errors.push({ where: `dispatch: ${name}[${nr}]`, message: 'no path of the switch reaches a handler' }); continue; }
       slots.push({ nr, target, owner: ownerOf(ctx, target, modules), expected: tv?.entries[nr]?.expected ?? numbering?.[nr] ?? null });
     }
-    out.push({ name, address, slots, errors });
+    const view: DispatchView = { name, address, slots: Object.freeze(slots), errors: Object.freeze(errors) };
+    // Only a switch read whole and resolved into kernel text alone is kept: a module's range is the module list's to say.
+    if (errors.length === 0 && slots.every((e) => e.owner.kind === 'kernel')) parts.set(name, { map, table: tv, view });
+    out.push(view);
   }
-  return out;
+  if (last && out.length === last.out.length && out.every((d, i) => d === last.out[i])) return last.out;
+  const frozen = Object.freeze(out);
+  lastViews.set(ctx, { parts, out: frozen });
+  return frozen;
 }

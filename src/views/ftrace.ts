@@ -257,9 +257,12 @@ function readEnabledSites(ctx: KernelContext, L: Layout, errors: ViewError[]): {
       const r = ctx.space.tryRead(recs, index * L.recSize);
       if (!r) { errors.push({ where: `${where}: records ${hex(recs)}`, message: 'not mapped' }); break; }
       records += index;
+      // flags is an unsigned long; the bits ftrace defines live in its low 32. Tens of thousands of
+      // records: read through a typed-array view (little-endian, as the guest) rather than a call per record.
+      const words = (L.recSize | L.recFlags) % 4 === 0 && r.byteOffset % 4 === 0 ? new Uint32Array(r.buffer, r.byteOffset, r.length >>> 2) : null;
       for (let i = 0, at = 0; i < index; i++, at += L.recSize) {
-        // flags is an unsigned long; the bits ftrace defines live in its low 32.
-        if ((r.readUInt32LE(at + L.recFlags) & FTRACE_FL_ENABLED) === 0) continue;
+        const flags = words ? (words[(at + L.recFlags) >>> 2] as number) : r.readUInt32LE(at + L.recFlags);
+        if ((flags & FTRACE_FL_ENABLED) === 0) continue;
         count++;
         if (sites.length < MAX_ENABLED_SITES) sites.push(r.readBigUInt64LE(at + L.recIp));
       }

@@ -1,9 +1,10 @@
 // Kernel integrity: hashes of kernel text and read-only data, of the syscall
 // dispatchers (on 6.1.85+ dispatch goes through x64_sys_call's switch, not the
 // table), and the IDT's handler addresses.
-import { createHash } from 'node:crypto';
+import { createHash, hash as oneShotHash } from 'node:crypto';
 import type { KernelIntegrityView, ViewError } from './types.js';
 import { hex, viewError, type KernelContext } from './kernel-context.js';
+import type { TextCopy } from './text-copy.js';
 
 const MAX_REGION = 64 << 20;
 const MAX_FUNCTION = 1 << 20;
@@ -38,6 +39,11 @@ export interface IntegrityOptions {
   readonly nowMs?: number;
   /** MSR_LSTAR if the caller could read it (QMP cannot). */
   readonly lstar?: bigint | null;
+  /**
+   * A clean copy of this kernel's text (the text-diff view's) from its first page: an incremental
+   * scan does not rehash a text page whose bytes equal the copy's and did when it was last hashed.
+   */
+  readonly textCopy?: { readonly start: bigint; readonly copy: TextCopy } | null;
 }
 
 const MAX_PATCH_SITES = 1 << 20;
@@ -68,6 +74,20 @@ const is5 = (b: Buffer, pattern: Buffer): boolean => b.length === 5 && startsWit
  * changes the hash. Kernels without the tables (or with implausible ones) get no sites.
  */
 export function patchSites(ctx: KernelContext, errors: ViewError[]): readonly PatchSite[] {
+  // Read once per context (one boot): the image hashes and the text-diff's copy share the ~50 000 sites.
+  let kept = sitesOf.get(ctx);
+  if (!kept) {
+    const own: ViewError[] = [];
+    kept = { sites: Object.freeze(readPatchSites(ctx, own)), errors: own };
+    sitesOf.set(ctx, kept);
+  }
+  for (const e of kept.errors) errors.push(e);
+  return kept.sites;
+}
+
+const sitesOf = new WeakMap<KernelContext, { readonly sites: readonly PatchSite[]; readonly errors: readonly ViewError[] }>();
+
+function readPatchSites(ctx: KernelContext, errors: ViewError[]): PatchSite[] {
   const s = ctx.profile.symbols;
   const sites: PatchSite[] = [];
   const table = (start: string, stop: string, size: number): { base: bigint; buf: Buffer } | null => {
@@ -87,15 +107,6 @@ export function patchSites(ctx: KernelContext, errors: ViewError[]): readonly Pa
   };
   // struct jump_entry { s32 code; s32 target; long key; }: offsets relative to the fields themselves.
   const jt = table('__start___jump_table', '__stop___jump_table', 16);
-  const sc = table('__start_static_call_sites', '__stop_static_call_sites', 8);
-  const ta = s.address('__static_call_text_start');
-  const tb = s.address('__static_call_text_end');
-  // The same tables as last time (every scan after the first, and the text-diff's copy in the same
-  // scan): the same sites, not ~10k closures built and sorted again.
-  const last = lastSites.get(ctx.profile);
-  const same = (x: { base: bigint; buf: Buffer } | null, y: { base: bigint; buf: Buffer } | null): boolean =>
-    x === null ? y === null : y !== null && x.base === y.base && x.buf.equals(y.buf);
-  if (last && same(last.jt, jt) && same(last.sc, sc) && last.ta === ta && last.tb === tb) return last.sites;
   if (jt) {
     for (let o = 0; o < jt.buf.length; o += 16) {
       const e = jt.base + BigInt(o);
@@ -110,6 +121,7 @@ export function patchSites(ctx: KernelContext, errors: ViewError[]): readonly Pa
   }
   // struct static_call_site { s32 addr; s32 key; }: a call (for tail calls a jump or ret), a NOP, or
   // the 5-byte `xor %eax,%eax` of a call to return-0 (perf's guest callbacks flip these when kvm loads).
+  const sc = table('__start_static_call_sites', '__stop_static_call_sites', 8);
   if (sc) {
     for (let o = 0; o < sc.buf.length; o += 8) {
       const at = sc.base + BigInt(o) + BigInt(sc.buf.readInt32LE(o));
@@ -117,16 +129,13 @@ export function patchSites(ctx: KernelContext, errors: ViewError[]): readonly Pa
     }
   }
   // The static call trampolines: a jump to the current function, or a return.
+  const ta = s.address('__static_call_text_start');
+  const tb = s.address('__static_call_text_end');
   if (ta !== undefined && tb !== undefined && tb > ta && tb - ta <= 0x10_0000n) {
     sites.push({ at: ta, len: Number(tb - ta), ok: () => true });
   }
-  sites.sort((x, y) => (x.at < y.at ? -1 : x.at > y.at ? 1 : 0));
-  lastSites.set(ctx.profile, { jt, sc, ta, tb, sites });
-  return sites;
+  return sites.sort((x, y) => (x.at < y.at ? -1 : x.at > y.at ? 1 : 0));
 }
-
-/** The last patch sites found per kernel profile, with the tables they came from. */
-const lastSites = new WeakMap<object, { jt: { base: bigint; buf: Buffer } | null; sc: { base: bigint; buf: Buffer } | null; ta: bigint | undefined; tb: bigint | undefined; sites: readonly PatchSite[] }>();
 
 /**
  * Zeroes, in `piece` (the bytes at guest address `at`), each patch site (sorted by address) that holds
@@ -197,6 +206,9 @@ interface PagedRegion {
   /** Run-time patch sites in the region, masked as in hashRegion. */
   readonly sites: readonly PatchSite[];
   readonly hashes: Buffer;
+  /** Pages last hashed from bytes equal to `copy`'s (1), so unchanged while they still are. */
+  sameAsCopy: Uint8Array;
+  copy: TextCopy | null;
   cursor: number;
   digest: string | null;
   lastAtMs: number;
@@ -224,24 +236,41 @@ function hotPages(ctx: KernelContext, start: bigint, pages: number): number[] {
   return [...hot];
 }
 
-/** Rehashes `count` pages from `first` (wrapping); false with an error pushed when a page cannot be read. */
-function rehashPages(ctx: KernelContext, r: PagedRegion, first: number, count: number, where: string, errors: ViewError[]): boolean {
+/**
+ * Rehashes `count` pages from `first` (wrapping); false with an error pushed when a page cannot be read.
+ * With a clean copy, a page whose bytes equal the copy's, as they did when it was last hashed, keeps its
+ * hash (a memcmp instead of a sha256; a patch site across its edge changed from the next page still
+ * changes that page's hash).
+ */
+function rehashPages(ctx: KernelContext, r: PagedRegion, first: number, count: number, where: string, errors: ViewError[], copy: TextCopy | null = null): boolean {
   let changed = false;
   let i = first;
+  if (copy !== r.copy) { r.copy = copy; r.sameAsCopy.fill(0); }
   for (let done = 0; done < count;) {
     // Contiguous runs of up to 512 pages (2 MiB): one bounded copy each.
     const run = Math.min(count - done, r.pages - i, 512);
     let bytes: Buffer;
+    let due = run;
+    const skip = copy ? new Uint8Array(run) : null;
     try {
       bytes = ctx.space.read(r.start + BigInt(i * PAGE), run * PAGE);
-      // A fresh copy (see AddressSpace.read): masked in place.
-      if (r.sites.length > 0) maskPatchSites(ctx, bytes, r.start + BigInt(i * PAGE), r.sites);
+      if (copy && skip) {
+        for (let k = 0; k < run; k++) {
+          const same = copy.bytes((i + k) * PAGE, PAGE)?.equals(bytes.subarray(k * PAGE, (k + 1) * PAGE)) === true;
+          if (same && r.sameAsCopy[i + k] === 1) { skip[k] = 1; due--; }
+          r.sameAsCopy[i + k] = same ? 1 : 0;
+        }
+      }
+      // A fresh copy (see AddressSpace.read), compared above: masked in place.
+      if (due > 0 && r.sites.length > 0) maskPatchSites(ctx, bytes, r.start + BigInt(i * PAGE), r.sites);
     } catch (e) {
       errors.push(viewError(where, e));
       return false;
     }
-    for (let k = 0; k < run; k++) {
-      const h = createHash('sha256').update(bytes.subarray(k * PAGE, (k + 1) * PAGE)).digest();
+    for (let k = 0; k < run && due > 0; k++) {
+      if (skip?.[k] === 1) continue;
+      // One-shot: no Hash object per 4 KiB page (that object costs about what hashing the page does).
+      const h = oneShotHash('sha256', bytes.subarray(k * PAGE, (k + 1) * PAGE), 'buffer');
       const at = (i + k) * HASH_LEN;
       if (!changed && h.compare(r.hashes, at, at + HASH_LEN) !== 0) changed = true;
       h.copy(r.hashes, at);
@@ -253,7 +282,10 @@ function rehashPages(ctx: KernelContext, r: PagedRegion, first: number, count: n
   return true;
 }
 
-function pagedRegionHash(ctx: KernelContext, from: string, to: string, coverageMs: number, full: boolean, nowMs: number, errors: ViewError[], sites: () => readonly PatchSite[] = () => []): string | null {
+function pagedRegionHash(
+  ctx: KernelContext, from: string, to: string, coverageMs: number, full: boolean, nowMs: number, errors: ViewError[],
+  sites: () => readonly PatchSite[] = () => [], textCopy: IntegrityOptions['textCopy'] = null,
+): string | null {
   const s = ctx.profile.symbols;
   const a = s.address(from);
   const b = s.address(to);
@@ -269,19 +301,24 @@ function pagedRegionHash(ctx: KernelContext, from: string, to: string, coverageM
   // A partial last page is hashed whole: the region's pages, as the page tables map them.
   const start = a & ~BigInt(PAGE - 1);
   const pages = Number((b - start + BigInt(PAGE - 1)) / BigInt(PAGE));
+  // A scan a baseline may be taken from hashes every page itself.
+  const copy = !full && textCopy && textCopy.start === start && textCopy.copy.length === pages * PAGE ? textCopy.copy : null;
   if (!r || r.start !== start || r.pages !== pages) {
-    r = { start, pages, hot: hotPages(ctx, start, pages), sites: sites(), hashes: Buffer.alloc(pages * HASH_LEN), cursor: 0, digest: null, lastAtMs: nowMs };
-    if (!rehashPages(ctx, r, 0, pages, where, errors)) return null;
+    r = {
+      start, pages, hot: hotPages(ctx, start, pages), sites: sites(), hashes: Buffer.alloc(pages * HASH_LEN),
+      sameAsCopy: new Uint8Array(pages), copy: null, cursor: 0, digest: null, lastAtMs: nowMs,
+    };
+    if (!rehashPages(ctx, r, 0, pages, where, errors, copy)) return null;
     m.set(key, r);
     return r.digest;
   }
   // The share of pages due since the last scan, so that every page is rehashed at least once per coverageMs.
   for (const i of full ? [] : r.hot) {
-    if (!rehashPages(ctx, r, i, 1, where, errors)) { m.delete(key); return null; }
+    if (!rehashPages(ctx, r, i, 1, where, errors, copy)) { m.delete(key); return null; }
   }
   const due = full ? pages : Math.min(pages, Math.ceil((pages * Math.max(0, nowMs - r.lastAtMs)) / Math.max(1, coverageMs)));
   if (due > 0) {
-    if (!rehashPages(ctx, r, r.cursor, due, where, errors)) {
+    if (!rehashPages(ctx, r, r.cursor, due, where, errors, copy)) {
       // Unreadable now: the next scan starts over from every page.
       m.delete(key);
       return null;
@@ -298,7 +335,7 @@ export function readIntegrity(ctx: KernelContext, opts: IntegrityOptions): Kerne
   const cov = opts.imageCoverageMs;
   const now = opts.nowMs ?? Date.now();
   const image = (from: string, to: string, sites: () => readonly PatchSite[]): string | null => !opts.hashImage ? null
-    : cov !== undefined ? pagedRegionHash(ctx, from, to, cov, opts.fullImage === true, now, errors, sites) : hashRegion(ctx, from, to, errors, sites());
+    : cov !== undefined ? pagedRegionHash(ctx, from, to, cov, opts.fullImage === true, now, errors, sites, from === '_stext' ? opts.textCopy : null) : hashRegion(ctx, from, to, errors, sites());
   const textHash = image('_stext', '_etext', () => patchSites(ctx, errors));
   const rodataHash = image('__start_rodata', '__end_rodata', () => []);
   const dispatchers: { name: string; hash: string }[] = [];

@@ -2,7 +2,7 @@
 // what a self-hiding module unlinks itself from) and the module kobjects under
 // /sys/module (module_kset), which such a module usually forgets.
 import type { ModuleInfo, ModuleListView, ViewError } from './types.js';
-import { hex, viewError, type KernelContext } from './kernel-context.js';
+import { hex, perProfile, viewError, type KernelContext } from './kernel-context.js';
 
 const MODULE_NAME_LEN = 56;
 
@@ -36,6 +36,8 @@ function layout(ctx: KernelContext): ModLayout {
   };
 }
 
+const layoutOf = perProfile(layout);
+
 function moduleName(buf: Buffer): string | null {
   const nul = buf.indexOf(0);
   const s = buf.toString('latin1', 0, nul < 0 ? buf.length : nul);
@@ -62,7 +64,7 @@ export function readModuleList(ctx: KernelContext): ModuleListView {
   const errors: ViewError[] = [];
   let L: ModLayout;
   try {
-    L = layout(ctx);
+    L = layoutOf(ctx);
   } catch (e) {
     return { modules: [], kobjects: [], errors: [viewError('modules: profile', e)] };
   }

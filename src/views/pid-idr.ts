@@ -2,7 +2,7 @@
 // every pid number the kernel can still resolve, and the task that owns it.
 // Unlinking a task from the task list (DKOM) leaves it here.
 import type { PidIdrView, ViewError } from './types.js';
-import { hex, viewError, type KernelContext } from './kernel-context.js';
+import { hex, perProfile, viewError, type KernelContext } from './kernel-context.js';
 
 const MAX_DEPTH = 12; // 64-bit indices need at most 11 levels of 6 bits
 
@@ -35,12 +35,14 @@ function layout(ctx: KernelContext): PidLayout {
   };
 }
 
+const layoutOf = perProfile(layout);
+
 export function readPidIdr(ctx: KernelContext): PidIdrView {
   const errors: ViewError[] = [];
   let L: PidLayout;
   let ns: bigint;
   try {
-    L = layout(ctx);
+    L = layoutOf(ctx);
     ns = ctx.profile.symbol('init_pid_ns');
   } catch (e) {
     return { entries: [], errors: [viewError('pid idr: profile', e)] };

@@ -3,7 +3,7 @@
 // RT priority lists and the deadline tree. The scheduler must see a task to run
 // it, so a runnable task hidden from the task list still shows here.
 import type { CpuRunQueue, RunQueueView, ViewError } from './types.js';
-import { hex, viewError, walkRbTree, type KernelContext } from './kernel-context.js';
+import { hex, perProfile, viewError, walkRbTree, type KernelContext } from './kernel-context.js';
 
 const MAX_RT_PRIO = 100;
 const MAX_GROUP_DEPTH = 8;
@@ -46,6 +46,8 @@ function layout(ctx: KernelContext): RqLayout {
   };
 }
 
+const layoutOf = perProfile(layout);
+
 /** Online CPUs and their per-CPU offsets. */
 export function onlineCpus(ctx: KernelContext, errors: ViewError[]): { cpu: number; offset: bigint }[] {
   const p = ctx.profile;
@@ -69,7 +71,7 @@ export function readRunQueues(ctx: KernelContext): RunQueueView {
   let cpus: { cpu: number; offset: bigint }[];
   let runqueues: bigint;
   try {
-    L = layout(ctx);
+    L = layoutOf(ctx);
     runqueues = ctx.profile.symbol('runqueues');
     cpus = onlineCpus(ctx, errors);
   } catch (e) {

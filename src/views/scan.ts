@@ -17,7 +17,7 @@ import { readFtrace } from './ftrace.js';
 import { readKprobes } from './kprobes.js';
 import { readTracepoints } from './tracepoints.js';
 import { readModuleArea } from './module-area.js';
-import { readTextDiff, type CleanHashes } from './text-diff.js';
+import { readTextDiff, textCopyOf, type CleanHashes } from './text-diff.js';
 import type { KernelSnapshot } from './types.js';
 import type { SymbolTable } from '../profile/symbols.js';
 import type { StructLayouts } from '../profile/layouts.js';
@@ -105,7 +105,7 @@ export class Introspector {
     const syscallTables = readSyscallTables(ctx, owners);
     const integrity = readIntegrity(ctx, {
       hashImage: opts.hashImage ?? true,
-      ...(opts.imageCoverageMs !== undefined ? { imageCoverageMs: opts.imageCoverageMs, fullImage: opts.fullImage === true, ...(opts.nowMs !== undefined ? { nowMs: opts.nowMs } : {}) } : {}),
+      ...(opts.imageCoverageMs !== undefined ? { imageCoverageMs: opts.imageCoverageMs, fullImage: opts.fullImage === true, textCopy: textCopyOf(this.kernel.identity), ...(opts.nowMs !== undefined ? { nowMs: opts.nowMs } : {}) } : {}),
     });
     const textDiff = readTextDiff(ctx, this.kernel.identity, owners, integrity, { hashImage: opts.hashImage ?? true, incremental: opts.imageCoverageMs !== undefined, ...(opts.clean ? { clean: opts.clean } : {}) });
     return {

@@ -122,8 +122,17 @@ export function abiNumbering(ctx: KernelContext, abi: CompatAbi, targets: readon
   return out;
 }
 
-export function readSyscallTables(ctx: KernelContext, modules: readonly ModuleInfo[]): SyscallTableView[] {
+/**
+ * The last scan's tables per context (one boot): when every table holds the same bytes and every
+ * slot resolved into kernel text (no module, whose place may have changed, owns a target), the
+ * view is that scan's again, the very same object, so a detector may reuse its answer for it.
+ */
+const lastTables = new WeakMap<KernelContext, { readonly raws: readonly (Buffer | null)[]; readonly view: readonly SyscallTableView[] }>();
+
+export function readSyscallTables(ctx: KernelContext, modules: readonly ModuleInfo[]): readonly SyscallTableView[] {
   const out: SyscallTableView[] = [];
+  const raws: (Buffer | null)[] = [];
+  const last = lastTables.get(ctx);
   const s = ctx.profile.symbols;
   for (const { table, prefix, abi } of TABLES) {
     const address = s.address(table);
@@ -142,8 +151,11 @@ export function readSyscallTables(ctx: KernelContext, modules: readonly ModuleIn
       }
       while (count > 0 && probe.readBigUInt64LE((count - 1) * 8) === 0n) count--;
     }
+    raws.push(probe);
     if (count <= 0 || !probe) { out.push({ table, address, entries: [], errors: [{ where: `${table} at ${hex(address)}`, message: 'size unknown' }] }); continue; }
     const raw = probe;
+    const kept = last?.view[out.length];
+    if (kept && kept.table === table && last?.raws[out.length]?.equals(raw)) { out.push(kept); continue; }
     const targets = Array.from({ length: count }, (_, nr) => raw.readBigUInt64LE(nr * 8));
     let expected = abi === null ? expectedHandlers(ctx, table, prefix, count) : abiNumbering(ctx, abi, targets);
     if (abi === null && expected.some((e) => e === null)) {
@@ -155,7 +167,12 @@ export function readSyscallTables(ctx: KernelContext, modules: readonly ModuleIn
       const target = targets[nr] as bigint;
       entries.push({ nr, target, owner: ownerOf(ctx, target, modules), expected: expected[nr] ?? null });
     }
-    out.push({ table, address, entries, errors });
+    out.push({ table, address, entries: Object.freeze(entries), errors });
   }
-  return out;
+  if (last && out.length === last.view.length && out.every((t, i) => t === last.view[i])) return last.view;
+  const view = Object.freeze(out);
+  // Only tables read whole and resolved into kernel text alone are kept: a module's range is the module list's to say.
+  const reusable = raws.length === out.length && out.every((t) => t.errors.length === 0 && t.entries.every((e) => e.owner.kind === 'kernel'));
+  if (reusable) lastTables.set(ctx, { raws, view }); else lastTables.delete(ctx);
+  return view;
 }

@@ -52,7 +52,7 @@ export function taskStateMember(L: { has(struct: string, path: string): boolean 
 }
 
 export function taskLayout(ctx: KernelContext): TaskLayout {
-  const cached = layouts.get(ctx);
+  const cached = layouts.get(ctx.profile);
   if (cached) return cached;
   const p = ctx.profile;
   const L = p.layouts;
@@ -83,7 +83,7 @@ export function taskLayout(ctx: KernelContext): TaskLayout {
       floor: ctx.kernelHalf,
     },
   };
-  layouts.set(ctx, layout);
+  layouts.set(ctx.profile, layout);
   return layout;
 }
 

@@ -16,6 +16,7 @@ import { hex, viewError, type KernelContext } from './kernel-context.js';
 import { maskPatchSites, pagedTextHashes, patchSites, PAGED_HASH_PREFIX, type PatchSite } from './integrity.js';
 import { ownerOf } from './syscall-tables.js';
 import { FTRACE_SELF } from './ftrace-labels.js';
+import { TextCopy } from './text-copy.js';
 
 const PAGE = 4096;
 const HASH_LEN = 32;
@@ -29,8 +30,12 @@ const MAX_SWEEP = 1 << 16;
 const MAX_SHOWN = 32;
 const MAX_KPROBES = 4096;
 const MAX_GROUP_EXAMPLES = 5;
-/** Clean copies kept (each is one build's text, ~10-20 MB). */
-const MAX_REFERENCES = 4;
+/**
+ * Clean copies kept, one per build and slide (one per guest with KASLR): the first of a build whole
+ * (~10-20 MB), the others as their differences from it (text-copy.ts). A guest whose copy was
+ * dropped takes it again, so this stays above the guests one supervisor watches.
+ */
+const MAX_REFERENCES = 256;
 const DISPATCHERS = ['x64_sys_call', 'ia32_sys_call', 'x32_sys_call'];
 const MAX_FUNCTION = 1 << 20;
 const ENDBR64 = Buffer.from([0xf3, 0x0f, 0x1e, 0xfa]);
@@ -71,7 +76,7 @@ interface PageResult {
 interface Reference {
   /** First page of text (page-aligned _stext) and the clean bytes from there to the end of _etext's page. */
   readonly start: bigint;
-  readonly raw: Buffer;
+  readonly copy: TextCopy;
   readonly textStart: bigint;
   readonly textEnd: bigint;
   readonly pageHashes: Buffer;
@@ -96,17 +101,28 @@ export interface CleanHashes {
 }
 
 const references = new Map<string, Reference>();
+/** The whole copy each build's other copies are kept against (held by those copies; dropped with the last of them). */
+const bases = new Map<string, WeakRef<Buffer>>();
 const dispatcherRefs = new Map<string, Map<string, DispatcherReference>>();
+
+/** The clean copy of the text kept for this kernel build and slide, if one was taken (for the image hashes: integrity.ts). */
+export function textCopyOf(identity: KernelIdentity): { readonly start: bigint; readonly copy: TextCopy } | null {
+  const ref = references.get(keyOf(identity));
+  return ref ? { start: ref.start, copy: ref.copy } : null;
+}
 
 /** Drops the clean copies this process keeps (tests of the no-copy path). */
 export function forgetTextReferences(): void {
   references.clear();
   dispatcherRefs.clear();
+  bases.clear();
 }
 
-const keyOf = (id: KernelIdentity): string => `${id.release} ${id.banner}@${hex(id.kaslrSlide)}`;
+const buildOf = (id: KernelIdentity): string => `${id.release} ${id.banner}`;
+const keyOf = (id: KernelIdentity): string => `${buildOf(id)}@${hex(id.kaslrSlide)}`;
 
 function remember<V>(m: Map<string, V>, key: string, v: V): void {
+  m.delete(key);
   if (m.size >= MAX_REFERENCES) {
     const oldest = m.keys().next().value;
     if (oldest !== undefined) m.delete(oldest);
@@ -114,7 +130,7 @@ function remember<V>(m: Map<string, V>, key: string, v: V): void {
   m.set(key, v);
 }
 
-function captureText(ctx: KernelContext, errors: ViewError[]): Reference | null {
+function captureText(ctx: KernelContext, build: string, errors: ViewError[]): Reference | null {
   const s = ctx.profile.symbols;
   const a = s.address('_stext');
   const b = s.address('_etext');
@@ -138,8 +154,10 @@ function captureText(ctx: KernelContext, errors: ViewError[]): Reference | null 
   maskPatchSites(ctx, masked, start, sites);
   const pageHashes = Buffer.alloc(pages * HASH_LEN);
   for (let i = 0; i < pages; i++) createHash('sha256').update(masked.subarray(i * PAGE, (i + 1) * PAGE)).digest().copy(pageHashes, i * HASH_LEN);
+  const copy = TextCopy.of(raw, bases.get(build)?.deref() ?? null);
+  if (copy.baseBuffer === raw) bases.set(build, new WeakRef(raw));
   return {
-    start, raw, textStart: a, textEnd: b, pageHashes, sites, pages: new Map(),
+    start, copy, textStart: a, textEnd: b, pageHashes, sites, pages: new Map(),
     textHash: createHash('sha256').update(masked.subarray(Number(a - start), Number(b - start))).digest('hex'),
     pagedHash: PAGED_HASH_PREFIX + createHash('sha256').update(pageHashes).digest('hex'),
   };
@@ -177,8 +195,10 @@ export function readTextDiff(
   // A copy taken while the kernel still patched itself (booting) is replaced once the text is the known-clean one.
   const stale = ref !== undefined && clean?.textHash != null && ref.textHash !== clean.textHash && ref.pagedHash !== clean.textHash && integrity.textHash === clean.textHash;
   if ((!ref || stale) && opts.hashImage && integrity.textHash !== null && integrity.errors.length === 0) {
-    const r = captureText(ctx, errors);
+    const r = captureText(ctx, buildOf(identity), errors);
     if (r) { ref = r; remember(references, key, r); captured = true; }
+  } else if (ref) {
+    remember(references, key, ref); // in use: the last to be dropped
   }
   if (!ref && !dref) return undefined;
   const resolve = ownerResolver(ctx, modules);
@@ -227,6 +247,9 @@ export function readTextDiff(
   };
 }
 
+/** The clean copy's bytes at guest address `at`, as slice() cuts them. */
+const copySlice = (ref: Reference, at: bigint, len: number): Buffer | null => (at < ref.start ? null : ref.copy.bytes(Number(at - ref.start), len));
+
 const slice = (buf: Buffer, base: bigint, at: bigint, len: number): Buffer | null => {
   if (at < base) return null;
   const o = Number(at - base);
@@ -258,7 +281,7 @@ function changedPages(ctx: KernelContext, ref: Reference, incremental: boolean, 
     try { cur = ctx.space.read(ref.start + BigInt(i * PAGE), n * PAGE); } catch (e) { errors.push(viewError('text-diff: text', e)); return { changed: out, truncated: true }; }
     for (let k = 0; k < n; k++) {
       const o = (i + k) * PAGE;
-      if (cur.compare(ref.raw, o, o + PAGE, k * PAGE, (k + 1) * PAGE) === 0) { ref.pages.delete(i + k); continue; }
+      if (ref.copy.bytes(o, PAGE)?.equals(cur.subarray(k * PAGE, (k + 1) * PAGE)) === true) { ref.pages.delete(i + k); continue; }
       const bytes = cur.subarray(k * PAGE, (k + 1) * PAGE);
       const hit = ref.pages.get(i + k);
       if (hit && hit.raw.equals(bytes)) { out.push(hit); continue; }
@@ -274,12 +297,12 @@ function explainPage(ctx: KernelContext, ref: Reference, i: number, errors: View
   const pageAt = ref.start + BigInt(i * PAGE);
   // 16 bytes either side: a patch site across the page's edge is judged on its own bytes in both copies.
   const from = pageAt - 16n < ref.start ? ref.start : pageAt - 16n;
-  const to = pageAt + BigInt(PAGE + 16) > ref.start + BigInt(ref.raw.length) ? ref.start + BigInt(ref.raw.length) : pageAt + BigInt(PAGE + 16);
+  const to = pageAt + BigInt(PAGE + 16) > ref.start + BigInt(ref.copy.length) ? ref.start + BigInt(ref.copy.length) : pageAt + BigInt(PAGE + 16);
   const len = Number(to - from);
   const nowRaw = ctx.space.tryRead(from, len);
   if (!nowRaw) { errors.push({ where: `text-diff: page ${hex(pageAt)}`, message: 'not mapped' }); return null; }
   const now = Buffer.from(nowRaw);
-  const oldM = Buffer.from(ref.raw.subarray(Number(from - ref.start), Number(to - ref.start)));
+  const oldM = Buffer.from(ref.copy.bytes(Number(from - ref.start), len) ?? Buffer.alloc(0));
   const nowM = Buffer.from(now);
   maskPatchSites(ctx, oldM, from, ref.sites);
   maskPatchSites(ctx, nowM, from, ref.sites);
@@ -287,7 +310,7 @@ function explainPage(ctx: KernelContext, ref: Reference, i: number, errors: View
   const lo = Number(pageAt - from);
   const differs = (at: bigint): boolean => { const k = Number(at - from); return k < 0 || k >= len || oldM[k] !== nowM[k]; };
   const runs = runsOf(oldM.subarray(lo, lo + PAGE), nowM.subarray(lo, lo + PAGE), pageAt);
-  const all = explainRuns(ctx, runs.slice(0, MAX_PAGE_SITES), (at, n) => slice(ref.raw, ref.start, at, n), (at, n) => slice(now, from, at, n), ref.textStart, differs);
+  const all = explainRuns(ctx, runs.slice(0, MAX_PAGE_SITES), (at, n) => copySlice(ref, at, n), (at, n) => slice(now, from, at, n), ref.textStart, differs);
   const sites: RawSite[] = [];
   const groups = new Map<string, PageGroup>();
   for (const r of all) {
@@ -511,13 +534,13 @@ function entryBranches(ctx: KernelContext, ref: Reference, resolve: (r: RawSite)
   const groups = new Map<bigint, { branch: TextBranch | null; count: number; examples: string[] }>();
   let truncated = false;
   // Offsets from the copy's start in numbers, the addresses read in 32-bit halves (little-endian
-  // x86-64): a BigInt, a Set of BigInts and two subarrays per text symbol (~50k) were most of this.
+  // x86-64), the entry bytes compared in place: a BigInt, a Set of BigInts and two Buffer.equals per
+  // text symbol (~50k) were most of this.
   const words = new Uint32Array(s.addresses.buffer, s.addresses.byteOffset, 2 * s.size);
   const baseHi = Number(ref.start >> 32n);
   const baseLo = Number(ref.start & 0xffff_ffffn);
   const lo = Number(ref.textStart - ref.start);
   const hi = Number(ref.textEnd - ref.start);
-  const raw = ref.raw;
   const seen = new Set<number>();
   for (let i = 0; i < s.size; i++) {
     const t = s.types.charCodeAt(i);
@@ -526,21 +549,22 @@ function entryBranches(ctx: KernelContext, ref: Reference, resolve: (r: RawSite)
     const o = ((words[2 * i + 1] as number) - baseHi) * 0x1_0000_0000 + ((words[2 * i] as number) - baseLo);
     if (o < lo || o >= hi || seen.has(o)) continue;
     seen.add(o);
-    if (o + 9 > raw.length) continue;
-    const endbr = (raw[o] === 0xf3 && raw[o + 1] === 0x0f && raw[o + 2] === 0x1e && raw[o + 3] === 0xfa) // ENDBR64
-      || (raw[o] === 0x66 && raw[o + 1] === 0x0f && raw[o + 2] === 0x1f && raw[o + 3] === 0x00); // ENDBR_POISON
+    const head = ref.copy.bytes(o, 9);
+    if (!head || head.length < 9) continue;
+    const endbr = (head[0] === 0xf3 && head[1] === 0x0f && head[2] === 0x1e && head[3] === 0xfa) // ENDBR64
+      || (head[0] === 0x66 && head[1] === 0x0f && head[2] === 0x1f && head[3] === 0x00); // ENDBR_POISON
     const off = endbr ? 4 : 0;
-    const op = raw[o + off];
+    const op = head[off];
     // Only branches: int3 is also the padding after section-end labels, and without old bytes the two look alike.
     if (op !== 0xe8 && op !== 0xe9) continue;
-    const rel = raw.readInt32LE(o + off + 1);
+    const rel = head.readInt32LE(off + 1);
     const to = o + off + 5 + rel;
     if (to >= lo && to < hi) continue;
     const at = (s.addresses[i] as bigint) + BigInt(off);
     const target = at + 5n + BigInt(rel);
     const name = s.names[i] ?? null;
     const rawSite: RawSite = {
-      address: at, function: name, offset: off, old: '', new: raw.subarray(o + off, o + off + 5).toString('hex'),
+      address: at, function: name, offset: off, old: '', new: head.subarray(off, off + 5).toString('hex'),
       oldInstruction: '(no clean copy)', instruction: `${op === 0xe8 ? 'call' : 'jmp'} 0x${target.toString(16)}`,
       atEntry: true, branch: { kind: op === 0xe8 ? 'call' : 'jmp', target }, oldBranch: null, int3: false, fentry: op === 0xe8 ? 'call' : null,
     };

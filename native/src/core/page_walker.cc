@@ -6,7 +6,6 @@
 namespace introvisor {
 namespace {
 
-constexpr size_t kTlbMaxEntries = 1u << 16;
 // Bits 51:12 of a page-table entry or CR3 hold the next table's frame.
 constexpr uint64_t kFrameMask = 0x000ffffffffff000ull;
 constexpr uint64_t kPresent = 1ull << 0;
@@ -74,15 +73,14 @@ bool PageWalker::Translate(uint64_t va, uint64_t* pa) {
     }
   }
   uint64_t page = va & ~0xfffull;
-  auto it = tlb_.find(page);
-  if (it != tlb_.end()) {
-    *pa = it->second | (va & 0xfff);
+  TlbEntry& e = tlb_[TlbSlot(page)];
+  if (e.generation == generation_ && e.page == page) {
+    *pa = e.frame | (va & 0xfff);
     return true;
   }
   uint64_t frame;
   if (!Walk(page, &frame)) return false;
-  if (tlb_.size() >= kTlbMaxEntries) tlb_.clear();
-  tlb_.emplace(page, frame);
+  e = TlbEntry{page, frame, generation_};
   *pa = frame | (va & 0xfff);
   return true;
 }

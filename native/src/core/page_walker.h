@@ -5,7 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
-#include <unordered_map>
+#include <array>
 #include <vector>
 
 #include "ram_file.h"
@@ -65,7 +65,13 @@ class PageWalker {
   }
 
   // The guest changes its page tables: the owner clears the cache at the start of every scan.
-  void ClearCache() { tlb_.clear(); }
+  // O(1): entries of an older generation are misses (a scan at 10 Hz must not pay for the last one's entries).
+  void ClearCache() {
+    if (++generation_ == 0) {
+      tlb_.fill(TlbEntry{});
+      generation_ = 1;
+    }
+  }
   // Replaces the linear shortcuts (regions pass CheckLinearRegions; empty: walk everything).
   void SetLinear(std::vector<LinearRegion> regions) { linear_ = std::move(regions); }
 
@@ -77,8 +83,17 @@ class PageWalker {
   std::vector<LinearRegion> linear_;
   uint64_t root_;
   int levels_;
-  // Page-granular translation cache, page -> frame.
-  std::unordered_map<uint64_t, uint64_t> tlb_;
+  // Page-granular translation cache, page -> frame: direct-mapped, fixed size (a hostile guest's
+  // mappings can evict entries, never grow memory), valid only in the generation that filled it.
+  struct TlbEntry {
+    uint64_t page = 0;
+    uint64_t frame = 0;
+    uint32_t generation = 0;
+  };
+  static constexpr size_t kTlbEntries = 4096;
+  static size_t TlbSlot(uint64_t page) { return ((page >> 12) ^ (page >> 24)) & (kTlbEntries - 1); }
+  std::array<TlbEntry, kTlbEntries> tlb_{};
+  uint32_t generation_ = 1;
 };
 
 }  // namespace introvisor

@@ -41,7 +41,7 @@ export class Btf {
   private readonly typeStart: Int32Array; // index by type id; byte offset of the btf_type in the types section
   private readonly types: Buffer;
   private readonly strings: Buffer;
-  private nameIndex: { head: Map<number, number>; next: Int32Array } | undefined;
+  private nameIndex: { head: Int32Array; next: Int32Array } | undefined;
   /** find()'s answers so far (the names the views ask for). */
   private readonly byName = new Map<string, number[]>();
   private readonly memberCache = new Map<string, MemberLocation>();
@@ -62,19 +62,21 @@ export class Btf {
     check('string', strOff, strLen);
     this.types = blob.subarray(hdrLen + typeOff, hdrLen + typeOff + typeLen);
     this.strings = blob.subarray(hdrLen + strOff, hdrLen + strOff + strLen);
-    const starts: number[] = [0]; // type id 0 is void
+    // Every type takes at least its 12-byte header: that many slots hold them all (type id 0 is void).
+    const starts = new Int32Array(Math.floor(typeLen / 12) + 1);
+    let count = 1;
     let off = 0;
     const t = this.types;
     while (off < t.length) {
-      if (off + 12 > t.length) throw new BtfError(`BTF type ${starts.length} header at +${off} is truncated`);
+      if (off + 12 > t.length) throw new BtfError(`BTF type ${count} header at +${off} is truncated`);
       const info = t.readUInt32LE(off + 4);
       const kind = (info >>> 24) & 0x1f;
       const vlen = info & 0xffff;
-      starts.push(off);
-      off += 12 + extraBytes(kind, vlen, starts.length - 1, off);
+      starts[count++] = off;
+      off += 12 + extraBytes(kind, vlen, count - 1, off);
     }
     if (off !== t.length) throw new BtfError('BTF type section does not end on a type boundary');
-    this.typeStart = Int32Array.from(starts);
+    this.typeStart = starts.slice(0, count);
   }
 
   get typeCount(): number { return this.typeStart.length - 1; }
@@ -98,7 +100,7 @@ export class Btf {
       if (name !== '' && name.length <= MAX_NAME_BYTES) {
         const needle = Buffer.from(name + '\0', 'latin1');
         const s = this.strings;
-        for (let id = index.head.get(nameHash(needle, 0, needle.length - 1)) ?? 0; id !== 0; id = index.next[id] as number) {
+        for (let id = index.head[nameHash(needle, 0, needle.length - 1) & (index.head.length - 1)] as number; id !== 0; id = index.next[id] as number) {
           const off = this.types.readUInt32LE(this.typeStart[id] as number);
           if (off + needle.length <= s.length && s.compare(needle, 0, needle.length, off, off + needle.length) === 0) found.push(id);
         }
@@ -110,9 +112,16 @@ export class Btf {
     return kind === undefined ? ids : ids.filter((id) => this.kind(id) === kind);
   }
 
-  /** Named types chained by name hash: head[hash] is the lowest id, next[id] the following one (0 ends). */
-  private buildNameIndex(): { head: Map<number, number>; next: Int32Array } {
-    const head = new Map<number, number>();
+  /**
+   * Named types chained by name hash: head[hash & mask] is the lowest id of its bucket, next[id]
+   * the following one (0 ends). Typed arrays, not a Map: the index is built at the first lookup
+   * of every scan-starting command, for ~100k types.
+   */
+  private buildNameIndex(): { head: Int32Array; next: Int32Array } {
+    let buckets = 1024;
+    while (buckets < this.typeStart.length) buckets *= 2;
+    const head = new Int32Array(buckets);
+    const mask = buckets - 1;
     const next = new Int32Array(this.typeStart.length);
     const s = this.strings;
     for (let id = this.typeStart.length - 1; id >= 1; id--) {
@@ -122,9 +131,9 @@ export class Btf {
       let end = off;
       while (end < stop && s[end] !== 0) end++;
       if (end >= stop) continue; // no NUL within a name's length: never a lookup's answer
-      const h = nameHash(s, off, end);
-      next[id] = head.get(h) ?? 0;
-      head.set(h, id);
+      const b = nameHash(s, off, end) & mask;
+      next[id] = head[b] as number;
+      head[b] = id;
     }
     return { head, next };
   }

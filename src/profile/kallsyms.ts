@@ -51,9 +51,11 @@ export class KallsymsError extends Error {
 export function findKallsyms(mem: GuestMemory, maxCandidates = 4096, known?: KnownNames): { tables: KallsymsTable[]; rejected: string[] } {
   const tables: KallsymsTable[] = [];
   const rejected: string[] = [];
+  // A table of a build already decoded here (the same kernel before a reset) takes its names.
+  const here = (k: string): ReturnType<KnownNames> => tables.find((t) => t.buildKey === k) ?? known?.(k);
   for (const hit of mem.findAll(DIGIT_TOKENS, maxCandidates)) {
     try {
-      tables.push(decodeAt(mem, hit, known));
+      tables.push(decodeAt(mem, hit, here));
     } catch (e) {
       rejected.push(`0x${hit.toString(16)}: ${e instanceof Error ? e.message : String(e)}`);
     }
@@ -136,13 +138,17 @@ type OffsetsAfter = (n: number) => Buffer | null;
 function findCount(buf: Buffer, tokenTable: number, after: OffsetsAfter): Decoded | number | null {
   const maxN = Math.min(MAX_SYMBOLS, Math.floor(tokenTable / 8));
   let namesOnly: number | null = null;
+  // Without seqs the markers sit at the same place for 256 counts in a row: their check and the
+  // scan for kallsyms_num_syms below them are made once per place (per count, they were most of
+  // a 5.10 kernel's discovery).
+  const blocks = new MarkerBlocks(buf);
   for (let n = 256; n <= maxN; n++) {
     const markerCount = (n + 255) >> 8;
     const seqsStart = tokenTable - align8(3 * n);
     for (const withSeqs of [true, false]) {
       const markersStart = (withSeqs ? seqsStart : tokenTable) - align8(4 * markerCount);
       if (markersStart < 16 || buf.readUInt32LE(markersStart) !== 0) continue;
-      const table = tryN(buf, n, markersStart, markerCount, after);
+      const table = tryN(buf, n, markersStart, blocks.at(markersStart, markerCount), after);
       if (table === 'no-offsets') namesOnly ??= n;
       else if (table) return table;
     }
@@ -150,22 +156,60 @@ function findCount(buf: Buffer, tokenTable: number, after: OffsetsAfter): Decode
   return namesOnly;
 }
 
-function tryN(buf: Buffer, n: number, markersStart: number, markerCount: number, after: OffsetsAfter): Decoded | 'no-offsets' | null {
-  let prev = 0;
-  for (let i = 1; i < markerCount; i++) {
-    const m = buf.readUInt32LE(markersStart + 4 * i);
-    // each block of 256 symbols takes at least 2 bytes per symbol
-    if (m < prev + 512 || m - prev > 256 * 0x4002) return null;
-    prev = m;
+/**
+ * kallsyms_markers at one place: whether they are plausible, and for each symbol count they
+ * allow, where that count stands 8 bytes before an 8-aligned names start (highest first).
+ */
+interface MarkerBlock { readonly lastMarker: number; readonly starts: Map<number, number[]> }
+
+/** The last few marker blocks asked for (one place per count with seqs, one per 256 counts without). */
+class MarkerBlocks {
+  private readonly recent = new Map<string, MarkerBlock | null>();
+  constructor(private readonly buf: Buffer) {}
+
+  at(markersStart: number, markerCount: number): MarkerBlock | null {
+    const key = `${markersStart}:${markerCount}`;
+    let b = this.recent.get(key);
+    if (b === undefined) {
+      b = this.read(markersStart, markerCount);
+      if (this.recent.size >= 4) this.recent.clear();
+      this.recent.set(key, b);
+    }
+    return b;
   }
-  const lastMarker = prev;
+
+  private read(markersStart: number, markerCount: number): MarkerBlock | null {
+    const buf = this.buf;
+    let prev = 0;
+    for (let i = 1; i < markerCount; i++) {
+      const m = buf.readUInt32LE(markersStart + 4 * i);
+      // each block of 256 symbols takes at least 2 bytes per symbol
+      if (m < prev + 512 || m - prev > 256 * 0x4002) return null;
+      prev = m;
+    }
+    const lastMarker = prev;
+    // names starts 8-aligned right after num_syms; each aligned start that leaves room, highest first.
+    const highest = markersStart - lastMarker - 8;
+    const lowest = Math.max(24, highest - 256 * 300);
+    const minN = 256 * (markerCount - 1) + 1;
+    const maxN = 256 * markerCount;
+    const starts = new Map<number, number[]>();
+    for (let x = highest & ~7; x >= lowest; x -= 8) {
+      const n = buf.readUInt32LE(x - 8);
+      if (n < minN || n > maxN) continue;
+      const xs = starts.get(n);
+      if (xs) xs.push(x); else starts.set(n, [x]);
+    }
+    return { lastMarker, starts };
+  }
+}
+
+function tryN(buf: Buffer, n: number, markersStart: number, block: MarkerBlock | null, after: OffsetsAfter): Decoded | 'no-offsets' | null {
+  if (!block) return null;
+  const markerCount = (n + 255) >> 8;
   const tailSymbols = n - 256 * (markerCount - 1);
-  // names starts 8-aligned right after num_syms; try each aligned start that leaves room.
-  const highest = markersStart - lastMarker - 8;
-  const lowest = Math.max(24, highest - 256 * 300);
-  for (let x = highest & ~7; x >= lowest; x -= 8) {
-    if (buf.readUInt32LE(x - 8) !== n) continue;
-    let off = x + lastMarker;
+  for (const x of block.starts.get(n) ?? []) {
+    let off = x + block.lastMarker;
     let ok = true;
     for (let s = 0; s < tailSymbols; s++) {
       if (off >= markersStart) { ok = false; break; }

@@ -1,7 +1,7 @@
 // Structure layouts: where a member lies in a kernel struct. From the guest's
 // BTF by default; from a Volatility 3 ISF file when the user supplies one.
-import { Ajv } from 'ajv';
 import { compiledOnUse } from '../util/lazy-validator.js';
+import { ajvClass } from '../util/deferred-modules.js';
 import { Btf } from './btf.js';
 import { SymbolTable } from './symbols.js';
 
@@ -73,7 +73,7 @@ const isfSchema = {
   },
 } as const;
 
-const validateIsf = compiledOnUse(() => new Ajv({ allErrors: false }).compile<IsfDocument>(isfSchema));
+const validateIsf = compiledOnUse(() => new (ajvClass())({ allErrors: false }).compile<IsfDocument>(isfSchema));
 
 /** Layouts from a Volatility 3 ISF JSON document (already parsed). */
 export class IsfLayouts implements StructLayouts {

@@ -10,13 +10,13 @@ export interface SymbolHit {
 
 /** What a symbol table derives from its names and address order: shared by the tables of one kernel build. */
 interface SymbolIndex {
-  readonly byName: Map<string, number>;
+  readonly byName: NameIndex;
   /** Indices of non-absolute symbols sorted by address, for address -> symbol. */
   readonly sorted: Uint32Array;
 }
 
 export class SymbolTable {
-  private readonly byName: Map<string, number>;
+  private readonly byName: NameIndex;
   private readonly sorted: Uint32Array;
 
   constructor(readonly names: readonly string[], readonly types: string, readonly addresses: BigUint64Array, shared?: SymbolTable) {
@@ -112,19 +112,26 @@ export class SymbolTable {
   }
 }
 
+/** Name indexes by names array: tables of one build (two images of it in one RAM, other guests) share one. */
+const nameIndexes = new WeakMap<readonly string[], { types: string; index: NameIndex }>();
+
 function buildIndex(names: readonly string[], types: string, addresses: BigUint64Array): SymbolIndex {
-  const byName = new Map<string, number>();
-  for (let i = 0; i < names.length; i++) {
-    const n = names[i] as string;
-    // A global definition wins over a static one of the same name.
-    const prev = byName.get(n);
-    if (prev === undefined || (isGlobal(types.charCodeAt(i)) && !isGlobal(types.charCodeAt(prev)))) byName.set(n, i);
+  let held = nameIndexes.get(names);
+  if (held?.types !== types) {
+    held = { types, index: new NameIndex(names, types) };
+    nameIndexes.set(names, held);
   }
-  const idx: number[] = [];
-  for (let i = 0; i < names.length; i++) if (types[i] !== 'A' && types[i] !== 'a') idx.push(i);
-  const sorted = Uint32Array.from(idx);
+  const byName = held.index;
+  let kept = 0;
+  const all = new Uint32Array(names.length);
+  for (let i = 0; i < names.length; i++) {
+    const c = types.charCodeAt(i);
+    if (c !== 0x41 && c !== 0x61) all[kept++] = i; // not 'A'/'a' (absolute)
+  }
+  const sorted = all.slice(0, kept);
   // kallsyms lists symbols in address order already: then the sort (BigInt compares) is not needed.
   if (inOrder(sorted, addresses)) return { byName, sorted };
+  const idx = Array.from(sorted);
   idx.sort((a, b) => {
     const x = addresses[a] as bigint;
     const y = addresses[b] as bigint;
@@ -135,14 +142,69 @@ function buildIndex(names: readonly string[], types: string, addresses: BigUint6
 
 /** Whether `sorted` (built for other addresses) still orders these addresses as buildIndex would. */
 function inOrder(sorted: Uint32Array, addresses: BigUint64Array): boolean {
+  // In 32-bit halves (little-endian x86-64, the only host this runs on): no BigInt per read.
+  const w = new Uint32Array(addresses.buffer, addresses.byteOffset, 2 * addresses.length);
   for (let k = 1; k < sorted.length; k++) {
     const a = sorted[k - 1] as number;
     const b = sorted[k] as number;
-    const x = addresses[a] as bigint;
-    const y = addresses[b] as bigint;
-    if (x > y || (x === y && a > b)) return false;
+    const ah = w[2 * a + 1] as number;
+    const bh = w[2 * b + 1] as number;
+    if (ah !== bh) { if (ah > bh) return false; continue; }
+    const al = w[2 * a] as number;
+    const bl = w[2 * b] as number;
+    if (al > bl || (al === bl && a > b)) return false;
   }
   return true;
+}
+
+/**
+ * Symbol names to their index: an open-addressed table of typed arrays (a Map of ~100k strings
+ * was the largest part of discovery after the names' decode). For a name held several times, a
+ * global definition wins over a static one, else the first listed.
+ */
+export class NameIndex {
+  /** Symbol index + 1 per slot (0: empty), and the full hash of that slot's name. */
+  private readonly slots: Int32Array;
+  private readonly hashes: Uint32Array;
+  private readonly mask: number;
+
+  constructor(private readonly names: readonly string[], types: string) {
+    let size = 1024;
+    while (size < 2 * names.length) size *= 2;
+    this.slots = new Int32Array(size);
+    this.hashes = new Uint32Array(size);
+    this.mask = size - 1;
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i] as string;
+      const h = stringHash(name);
+      for (let b = h & this.mask; ; b = (b + 1) & this.mask) {
+        const held = this.slots[b] as number;
+        if (held === 0) { this.slots[b] = i + 1; this.hashes[b] = h; break; }
+        if (this.hashes[b] === h && names[held - 1] === name) {
+          if (isGlobal(types.charCodeAt(i)) && !isGlobal(types.charCodeAt(held - 1))) this.slots[b] = i + 1;
+          break;
+        }
+      }
+    }
+  }
+
+  get(name: string): number | undefined {
+    const h = stringHash(name);
+    for (let b = h & this.mask; ; b = (b + 1) & this.mask) {
+      const held = this.slots[b] as number;
+      if (held === 0) return undefined;
+      if (this.hashes[b] === h && this.names[held - 1] === name) return held - 1;
+    }
+  }
+
+  has(name: string): boolean { return this.get(name) !== undefined; }
+}
+
+/** FNV-1a over the UTF-16 code units (kallsyms names are ASCII). */
+function stringHash(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x0100_0193);
+  return h >>> 0;
 }
 
 function isGlobal(c: number): boolean {

@@ -65,6 +65,7 @@ export class AddressSpace {
     }
     return mapped > 0;
   }
+  /** `length` bytes from `va`: a fresh copy the caller owns (it may change it); throws naming the first unmapped address. */
   read(va: bigint, length: number): Buffer { return this.native.read(va, length); }
   /** Null for what cannot be read, including an address arithmetic on a hostile pointer took out of 64 bits. */
   tryRead(va: bigint, length: number): Buffer | null {

@@ -88,7 +88,11 @@ const hex = (v: bigint): string => '0x' + v.toString(16);
 export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): DiscoveredKernel {
   const t0 = performance.now();
   const cache = opts.symbols || opts.layouts ? undefined : (opts.profiles === undefined ? sharedProfiles : opts.profiles ?? undefined);
-  const known = cache ? (k: string) => cache.names(k) : undefined;
+  // Names a table of the same build already decoded: in this RAM (a reboot or kexec leaves the old
+  // image's kallsyms; the same build's decode to the same names) or for another guest (the cache).
+  const decodedHere = new Map<string, { names: readonly string[]; types: string }>();
+  const known = (k: string): { names: readonly string[]; types: string } | undefined => decodedHere.get(k) ?? cache?.names(k);
+  const keep = (t: KallsymsTable): void => { if (decodedHere.size < 16) decodedHere.set(t.buildKey, { names: t.names, types: t.types }); };
   // The image first (page tables when CR3 is known, a bounded probe of a dump), kallsyms searched
   // only inside it; what it finds is judged like anything else, and all of RAM is searched when
   // it finds nothing valid.
@@ -98,6 +102,7 @@ export function discoverKernel(mem: GuestMemory, opts: DiscoveryOptions = {}): D
   const probeNotes = [probe.note];
   for (const start of probe.starts) {
     const found = findKallsymsInImage(mem, start, known);
+    if (found.table) keep(found.table);
     if (found.table && !probed.some((t) => t.tokenTablePhys === found.table?.tokenTablePhys)) probed.push(found.table);
     else if (!found.table) probeNotes.push(`kernel image probe: no kallsyms within ${MAX_IMAGE_SEARCH >> 20} MiB of ${hex(start)}`);
   }

@@ -6,7 +6,8 @@
 // interval of `nr` values that reach it, so every call/jmp rel32 is attributed to the slots it
 // serves: slot N must reach N's handler. A rewritten rel32 shows as the slot, its new target and
 // that target's owner.
-import { Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register, ConditionCode } from 'iced-x86';
+import type { ConditionCode, OpKind, Register } from 'iced-x86';
+import { icedX86 } from '../util/deferred-modules.js';
 import type { DispatchSlot, DispatchView, ModuleInfo, SyscallTableView, ViewError } from './types.js';
 import { hex, viewError, type KernelContext } from './kernel-context.js';
 import { abiNumbering, ownerOf } from './syscall-tables.js';
@@ -41,27 +42,52 @@ export interface SwitchMap {
   readonly errors: string[];
 }
 
-const reg32 = (r: Register): Register => {
-  // rax/eax/ax -> eax etc.: compare the full register's 32-bit view.
-  const names: [Register, Register][] = [
-    [Register.RAX, Register.EAX], [Register.RCX, Register.ECX], [Register.RDX, Register.EDX], [Register.RBX, Register.EBX],
-    [Register.RSI, Register.ESI], [Register.RDI, Register.EDI], [Register.R8, Register.R8D], [Register.R9, Register.R9D],
-    [Register.R10, Register.R10D], [Register.R11, Register.R11D],
-  ];
-  for (const [full, low] of names) if (r === full) return low;
-  return r;
-};
+/**
+ * The iced-x86 enum values the decode tests, read once: its enums are frozen objects of thousands
+ * of keys, and reading them per instruction (then per branch) cost more than the decoding itself.
+ */
+function readCodes() {
+  const { Mnemonic: M, FlowControl: F, OpKind: K, Register: R, ConditionCode: C } = icedX86();
+  return {
+    M: { Add: M.Add, Bt: M.Bt, Cdqe: M.Cdqe, Cmp: M.Cmp, Endbr64: M.Endbr64, INVALID: M.INVALID, Int3: M.Int3, Lea: M.Lea, Mov: M.Mov, Nop: M.Nop, Pop: M.Pop, Push: M.Push, Sub: M.Sub, Test: M.Test, Ud2: M.Ud2 },
+    F: { Call: F.Call, ConditionalBranch: F.ConditionalBranch, Return: F.Return, UnconditionalBranch: F.UnconditionalBranch },
+    K: { NearBranch64: K.NearBranch64, Register: K.Register },
+    immediates: new Set<OpKind>([K.Immediate8, K.Immediate8to32, K.Immediate8to64, K.Immediate32, K.Immediate32to64, K.Immediate16, K.Immediate64]),
+    R: { ESI: R.ESI, None: R.None },
+    C: { a: C.a, ae: C.ae, b: C.b, be: C.be, e: C.e, g: C.g, ge: C.ge, l: C.l, le: C.le, ne: C.ne },
+  };
+}
+let codeValues: ReturnType<typeof readCodes> | undefined;
+const codes = (): ReturnType<typeof readCodes> => (codeValues ??= readCodes());
+
+/** rax/eax/ax -> eax etc.: compares are of the full register's 32-bit view (built at first use, with iced-x86). */
+let low32: Map<Register, Register> | undefined;
+function reg32(r: Register): Register {
+  if (!low32) {
+    const { Register: R } = icedX86();
+    low32 = new Map([
+      [R.RAX, R.EAX], [R.RCX, R.ECX], [R.RDX, R.EDX], [R.RBX, R.EBX], [R.RSI, R.ESI], [R.RDI, R.EDI],
+      [R.R8, R.R8D], [R.R9, R.R9D], [R.R10, R.R10D], [R.R11, R.R11D],
+    ]);
+  }
+  return low32.get(r) ?? r;
+}
 
 /** Follows every path of the switch at `start` (its bytes in `code`) with the nr interval that reaches it. */
 export function mapSwitch(code: Buffer, start: bigint): SwitchMap {
+  const { Decoder, DecoderOptions, Instruction } = icedX86();
+  const { M, F, K, R } = codes();
   const end = start + BigInt(code.length);
   const ranges: { lo: number; hi: number; target: bigint }[] = [];
   const errors: string[] = [];
   const decoder = new Decoder(64, code, DecoderOptions.None);
   const ins = new Instruction();
   const seen = new Set<string>();
-  const stack: PathState[] = [{ ip: start, lo: 0, hi: NR_LIMIT - 1, reg: Register.ESI, offset: 0, cmp: null }];
+  const stack: PathState[] = [{ ip: start, lo: 0, hi: NR_LIMIT - 1, reg: R.ESI, offset: 0, cmp: null }];
   let total = 0;
+  // Where the decoder stands after its last instruction: a path going on from there needs no
+  // repositioning (setting the position costs as much as decoding).
+  let decoderAt = -1n;
   try {
     while (stack.length > 0) {
       const st = stack.pop() as PathState;
@@ -75,29 +101,32 @@ export function mapSwitch(code: Buffer, start: bigint): SwitchMap {
         if (seen.has(key)) break;
         seen.add(key);
         if (ip < start || ip >= end) { errors.push(`path leaves the function at ${hex(ip)}`); break; }
-        decoder.ip = ip;
-        decoder.position = Number(ip - start);
+        if (ip !== decoderAt) {
+          decoder.ip = ip;
+          decoder.position = Number(ip - start);
+        }
         decoder.decodeOut(ins);
-        if (ins.mnemonic === Mnemonic.INVALID) { errors.push(`undecodable bytes at ${hex(ip)}`); break; }
+        if (ins.mnemonic === M.INVALID) { errors.push(`undecodable bytes at ${hex(ip)}`); break; }
         const next = ins.nextIP;
+        decoderAt = next;
         const fc = ins.flowControl;
-        if (fc === FlowControl.Return || ins.mnemonic === Mnemonic.Int3 || ins.mnemonic === Mnemonic.Ud2) break;
-        if (fc === FlowControl.Call || fc === FlowControl.UnconditionalBranch) {
-          if (ins.op0Kind === OpKind.NearBranch64) {
+        if (fc === F.Return || ins.mnemonic === M.Int3 || ins.mnemonic === M.Ud2) break;
+        if (fc === F.Call || fc === F.UnconditionalBranch) {
+          if (ins.op0Kind === K.NearBranch64) {
             const target = ins.nearBranchTarget;
             if (target >= start && target < end) {
-              if (fc === FlowControl.Call) { errors.push(`call into itself at ${hex(ip)}`); break; }
+              if (fc === F.Call) { errors.push(`call into itself at ${hex(ip)}`); break; }
               ip = target; continue;
             }
             ranges.push({ lo, hi, target });
-            if (fc === FlowControl.Call) { ip = next; continue; }
+            if (fc === F.Call) { ip = next; continue; }
             break;
           }
           // Through a register or memory (a thunk): not a handler we can attribute.
-          errors.push(`indirect ${fc === FlowControl.Call ? 'call' : 'jump'} at ${hex(ip)} for nr ${lo}..${hi}`);
+          errors.push(`indirect ${fc === F.Call ? 'call' : 'jump'} at ${hex(ip)} for nr ${lo}..${hi}`);
           break;
         }
-        if (fc === FlowControl.ConditionalBranch) {
+        if (fc === F.ConditionalBranch) {
           const target = ins.nearBranchTarget;
           if (cmp === null) { errors.push(`branch at ${hex(ip)} on flags not from a compare of nr`); break; }
           const split = splitOn(ins.conditionCode, cmp.imm, cmp.offset, lo, hi);
@@ -112,26 +141,26 @@ export function mapSwitch(code: Buffer, start: bigint): SwitchMap {
         }
         // Data flow of nr: moves and constant adjustments of the register that holds it; a compare sets the flags.
         const m = ins.mnemonic;
-        const op0 = ins.op0Kind === OpKind.Register ? reg32(ins.op0Register) : Register.None;
-        const op1Reg = ins.opCount > 1 && ins.op1Kind === OpKind.Register ? reg32(ins.op1Register) : Register.None;
-        const imm = ins.opCount > 1 && isImmediate(ins.op1Kind) ? Number(BigInt.asUintN(32, ins.immediate(1))) : null;
-        if (m === Mnemonic.Cmp && op0 === reg && imm !== null) { cmp = { imm, offset }; ip = next; continue; }
+        const op0 = ins.op0Kind === K.Register ? reg32(ins.op0Register) : R.None;
+        const op1Reg = ins.opCount > 1 && ins.op1Kind === K.Register ? reg32(ins.op1Register) : R.None;
+        const imm = ins.opCount > 1 && codes().immediates.has(ins.op1Kind) ? Number(BigInt.asUintN(32, ins.immediate(1))) : null;
+        if (m === M.Cmp && op0 === reg && imm !== null) { cmp = { imm, offset }; ip = next; continue; }
         // test r,r: the flags of a compare with 0 (for the conditions a/be/e/ne gcc pairs with it).
-        if (m === Mnemonic.Test && op0 === reg && op1Reg === reg) { cmp = { imm: 0, offset }; ip = next; continue; }
-        if (m === Mnemonic.Mov && op1Reg === reg && op0 !== Register.None) { reg = op0; ip = next; cmp = null; continue; }
-        if ((m === Mnemonic.Sub || m === Mnemonic.Add) && op0 === reg && imm !== null) {
+        if (m === M.Test && op0 === reg && op1Reg === reg) { cmp = { imm: 0, offset }; ip = next; continue; }
+        if (m === M.Mov && op1Reg === reg && op0 !== R.None) { reg = op0; ip = next; cmp = null; continue; }
+        if ((m === M.Sub || m === M.Add) && op0 === reg && imm !== null) {
           // A sub's carry and zero flags are those of a compare of the old value with the immediate.
-          cmp = m === Mnemonic.Sub ? { imm, offset } : null;
-          offset = (offset + (m === Mnemonic.Add ? imm : -imm)) % NR_LIMIT;
+          cmp = m === M.Sub ? { imm, offset } : null;
+          offset = (offset + (m === M.Add ? imm : -imm)) % NR_LIMIT;
           ip = next; continue;
         }
-        if (m === Mnemonic.Lea && op0 !== Register.None && ins.memoryBase !== Register.None && reg32(ins.memoryBase) === reg && ins.memoryIndex === Register.None) {
+        if (m === M.Lea && op0 !== R.None && ins.memoryBase !== R.None && reg32(ins.memoryBase) === reg && ins.memoryIndex === R.None) {
           reg = op0; offset = (offset + Number(BigInt.asIntN(32, ins.memoryDisplacementU64))) % NR_LIMIT; ip = next; cmp = null; continue;
         }
-        if (m === Mnemonic.Nop || m === Mnemonic.Endbr64 || m === Mnemonic.Push || m === Mnemonic.Pop || m === Mnemonic.Cdqe) { ip = next; continue; }
+        if (m === M.Nop || m === M.Endbr64 || m === M.Push || m === M.Pop || m === M.Cdqe) { ip = next; continue; }
         // Anything else: if it writes the register holding nr, nr is lost on this path.
-        if (op0 === reg && m !== Mnemonic.Test && m !== Mnemonic.Cmp) { errors.push(`nr overwritten by ${m} at ${hex(ip)}`); break; }
-        if (m === Mnemonic.Test || m === Mnemonic.Cmp || m === Mnemonic.Bt) cmp = null;
+        if (op0 === reg && m !== M.Test && m !== M.Cmp) { errors.push(`nr overwritten by ${m} at ${hex(ip)}`); break; }
+        if (m === M.Test || m === M.Cmp || m === M.Bt) cmp = null;
         ip = next;
       }
     }
@@ -142,11 +171,6 @@ export function mapSwitch(code: Buffer, start: bigint): SwitchMap {
   return { ranges, errors };
 }
 
-function isImmediate(k: OpKind): boolean {
-  return k === OpKind.Immediate8 || k === OpKind.Immediate8to32 || k === OpKind.Immediate8to64 || k === OpKind.Immediate32 ||
-    k === OpKind.Immediate32to64 || k === OpKind.Immediate16 || k === OpKind.Immediate64;
-}
-
 type Interval = [number, number];
 
 /**
@@ -155,6 +179,7 @@ type Interval = [number, number];
  * where reg wraps, so each piece compares monotonically.
  */
 function splitOn(cc: ConditionCode, imm: number, offset: number, lo: number, hi: number): { taken: Interval[]; fall: Interval[] } | null {
+  const C = codes().C;
   const off = ((offset % NR_LIMIT) + NR_LIMIT) % NR_LIMIT;
   // nr in [lo, wrapAt-1] gives reg = nr + off; nr >= wrapAt gives reg = nr + off - 2^32.
   const wrapAt = NR_LIMIT - off;
@@ -167,18 +192,18 @@ function splitOn(cc: ConditionCode, imm: number, offset: number, lo: number, hi:
   for (const { a, b, shift } of pieces) {
     const k = imm - shift; // reg ? imm  <=>  nr ? k on this piece
     switch (cc) {
-      case ConditionCode.a: case ConditionCode.g: add(taken, Math.max(a, k + 1), b); add(fall, a, Math.min(b, k)); break;
-      case ConditionCode.ae: case ConditionCode.ge: add(taken, Math.max(a, k), b); add(fall, a, Math.min(b, k - 1)); break;
-      case ConditionCode.b: case ConditionCode.l: add(taken, a, Math.min(b, k - 1)); add(fall, Math.max(a, k), b); break;
-      case ConditionCode.be: case ConditionCode.le: add(taken, a, Math.min(b, k)); add(fall, Math.max(a, k + 1), b); break;
-      case ConditionCode.e: case ConditionCode.ne: {
+      case C.a: case C.g: add(taken, Math.max(a, k + 1), b); add(fall, a, Math.min(b, k)); break;
+      case C.ae: case C.ge: add(taken, Math.max(a, k), b); add(fall, a, Math.min(b, k - 1)); break;
+      case C.b: case C.l: add(taken, a, Math.min(b, k - 1)); add(fall, Math.max(a, k), b); break;
+      case C.be: case C.le: add(taken, a, Math.min(b, k)); add(fall, Math.max(a, k + 1), b); break;
+      case C.e: case C.ne: {
         const eq: Interval[] = [];
         const neq: Interval[] = [];
         if (k >= a && k <= b) eq.push([k, k]);
         add(neq, a, Math.min(b, k - 1));
         add(neq, Math.max(a, k + 1), b);
-        taken.push(...(cc === ConditionCode.e ? eq : neq));
-        fall.push(...(cc === ConditionCode.e ? neq : eq));
+        taken.push(...(cc === C.e ? eq : neq));
+        fall.push(...(cc === C.e ? neq : eq));
         break;
       }
       default: return null;

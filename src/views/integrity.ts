@@ -58,6 +58,13 @@ const XOR5RAX = Buffer.from([0x2e, 0x2e, 0x2e, 0x31, 0xc0]);
 export interface PatchSite { readonly at: bigint; readonly len: number; readonly ok: (b: Buffer) => boolean }
 
 const rel32 = (b: Buffer, at: bigint, len: number): bigint => at + BigInt(len) + BigInt(b.readInt32LE(1));
+/** `b` starts with `pattern` (compared here: a call into Buffer.equals per site cost more than the rest of the masking). */
+function startsWith(b: Buffer, pattern: Buffer): boolean {
+  if (b.length < pattern.length) return false;
+  for (let i = 0; i < pattern.length; i++) if (b[i] !== pattern[i]) return false;
+  return true;
+}
+const is5 = (b: Buffer, pattern: Buffer): boolean => b.length === 5 && startsWith(b, pattern);
 
 /**
  * Sites the kernel patches while it runs: jump labels (static keys flipped by sysctls, cgroup BPF,
@@ -107,8 +114,8 @@ function readPatchSites(ctx: KernelContext, errors: ViewError[]): PatchSite[] {
       const target = e + 4n + BigInt(jt.buf.readInt32LE(o + 4));
       sites.push({
         at: code, len: 5,
-        ok: (b) => b.equals(NOP5) || b.equals(NOP5_PREFIXED) || (b[0] === 0xe9 && rel32(b, code, 5) === target)
-          || b.subarray(0, 2).equals(NOP2) || (b[0] === 0xeb && code + 2n + BigInt(b.readInt8(1)) === target),
+        ok: (b) => is5(b, NOP5) || is5(b, NOP5_PREFIXED) || (b[0] === 0xe9 && rel32(b, code, 5) === target)
+          || startsWith(b, NOP2) || (b[0] === 0xeb && code + 2n + BigInt(b.readInt8(1)) === target),
       });
     }
   }
@@ -118,7 +125,7 @@ function readPatchSites(ctx: KernelContext, errors: ViewError[]): PatchSite[] {
   if (sc) {
     for (let o = 0; o < sc.buf.length; o += 8) {
       const at = sc.base + BigInt(o) + BigInt(sc.buf.readInt32LE(o));
-      sites.push({ at, len: 5, ok: (b) => b.equals(NOP5) || b.equals(NOP5_PREFIXED) || b.equals(XOR5RAX) || b[0] === 0xe8 || b[0] === 0xe9 || b[0] === 0xc3 });
+      sites.push({ at, len: 5, ok: (b) => is5(b, NOP5) || is5(b, NOP5_PREFIXED) || is5(b, XOR5RAX) || b[0] === 0xe8 || b[0] === 0xe9 || b[0] === 0xc3 });
     }
   }
   // The static call trampolines: a jump to the current function, or a return.
@@ -148,10 +155,12 @@ export function maskPatchSites(ctx: KernelContext, piece: Buffer, at: bigint, si
   for (let i = lo; i < sites.length; i++) {
     const site = sites[i] as PatchSite;
     if (site.at >= end) break;
-    const from = site.at > at ? Number(site.at - at) : 0;
-    const to = Math.min(len, Number(site.at + BigInt(site.len) - at));
+    // Where the site starts in the piece (negative: before it): small, the site overlaps the piece.
+    const rel = Number(site.at - at);
+    const from = rel > 0 ? rel : 0;
+    const to = Math.min(len, rel + site.len);
     // A site across a piece boundary is judged on its own bytes.
-    const inside = site.at >= at && site.at + 5n <= end;
+    const inside = rel >= 0 && rel + 5 <= len;
     const head = inside ? piece.subarray(from, from + 5) : ctx.space.read(site.at, 5);
     if (to > from && site.ok(head)) piece.fill(0, from, to);
   }
@@ -170,7 +179,9 @@ function hashRegion(ctx: KernelContext, from: string, to: string, errors: ViewEr
   for (let at = a; at < b; at += 0x20_0000n) {
     const len = Number(b - at < 0x20_0000n ? b - at : 0x20_0000n);
     try {
-      const piece = Buffer.from(ctx.space.read(at, len));
+      // A virtual read is a fresh copy the caller owns: masked in place (a second copy of ~20 MB
+      // into new memory was a quarter of the hashing's cost).
+      const piece = ctx.space.read(at, len);
       maskPatchSites(ctx, piece, at, sites);
       h.update(piece);
     } catch (e) {
@@ -252,10 +263,8 @@ function rehashPages(ctx: KernelContext, r: PagedRegion, first: number, count: n
           r.sameAsCopy[i + k] = same ? 1 : 0;
         }
       }
-      if (due > 0 && r.sites.length > 0) {
-        bytes = Buffer.from(bytes);
-        maskPatchSites(ctx, bytes, r.start + BigInt(i * PAGE), r.sites);
-      }
+      // A fresh copy (see AddressSpace.read), compared above: masked in place.
+      if (due > 0 && r.sites.length > 0) maskPatchSites(ctx, bytes, r.start + BigInt(i * PAGE), r.sites);
     } catch (e) {
       errors.push(viewError(where, e));
       return false;

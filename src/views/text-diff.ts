@@ -9,7 +9,8 @@
 // only used when its hashes are those of the stored baseline, so a copy taken from an already
 // patched kernel explains nothing.
 import { createHash } from 'node:crypto';
-import { Decoder, DecoderOptions, FlowControl, Formatter, FormatterSyntax, Instruction, Mnemonic, OpKind } from 'iced-x86';
+import type { Formatter } from 'iced-x86';
+import { icedX86 } from '../util/deferred-modules.js';
 import type { HandlerOwner, KernelIdentity, KernelIntegrityView, ModuleInfo, TextBranch, TextDiffView, TextSite, TextSiteGroup, ViewError } from './types.js';
 import { hex, viewError, type KernelContext } from './kernel-context.js';
 import { maskPatchSites, pagedTextHashes, patchSites, PAGED_HASH_PREFIX, type PatchSite } from './integrity.js';
@@ -136,7 +137,8 @@ function captureText(ctx: KernelContext, build: string, errors: ViewError[]): Re
   if (a === undefined || b === undefined || b <= a || b - a > BigInt(MAX_TEXT)) return null;
   const start = a & ~BigInt(PAGE - 1);
   const pages = Number((b - start + BigInt(PAGE - 1)) / BigInt(PAGE));
-  const raw = Buffer.alloc(pages * PAGE);
+  // Every byte is written below (or the copy is dropped): no zero fill of ~10-20 MB first.
+  const raw = Buffer.allocUnsafe(pages * PAGE);
   try {
     for (let i = 0; i < pages; i += 512) {
       const n = Math.min(512, pages - i);
@@ -147,7 +149,8 @@ function captureText(ctx: KernelContext, build: string, errors: ViewError[]): Re
     return null;
   }
   const sites = patchSites(ctx, errors);
-  const masked = Buffer.from(raw);
+  const masked = Buffer.allocUnsafe(raw.length);
+  raw.copy(masked);
   maskPatchSites(ctx, masked, start, sites);
   const pageHashes = Buffer.alloc(pages * HASH_LEN);
   for (let i = 0; i < pages; i++) createHash('sha256').update(masked.subarray(i * PAGE, (i + 1) * PAGE)).digest().copy(pageHashes, i * HASH_LEN);
@@ -351,7 +354,7 @@ function runsOf(a: Buffer, b: Buffer, base: bigint): [bigint, bigint][] {
 
 let formatter: Formatter | null = null;
 function fmt(): Formatter {
-  if (!formatter) { formatter = new Formatter(FormatterSyntax.Gas); formatter.uppercaseHex = false; }
+  if (!formatter) { const { Formatter, FormatterSyntax } = icedX86(); formatter = new Formatter(FormatterSyntax.Gas); formatter.uppercaseHex = false; }
   return formatter;
 }
 
@@ -359,6 +362,7 @@ interface Decoded { readonly len: number; readonly text: string; readonly branch
 
 /** Decodes instructions from `at` in `bytes` until `until` is covered (at most 4). */
 function decodeSpan(bytes: Buffer, at: bigint, until: bigint): Decoded[] {
+  const { Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind } = icedX86();
   const out: Decoded[] = [];
   const d = new Decoder(64, bytes, DecoderOptions.None);
   const ins = new Instruction();
@@ -396,6 +400,7 @@ function instructionStart(ctx: KernelContext, refBytes: (at: bigint, len: number
   if (!hit || hit.address < floor || hit.offset > BigInt(MAX_SWEEP)) return { start: at, fn: hit?.name ?? null, fnAt: hit?.address ?? null };
   const code = refBytes(hit.address, Number(hit.offset) + 16);
   if (!code) return { start: at, fn: hit.name, fnAt: hit.address };
+  const { Decoder, DecoderOptions, Instruction } = icedX86();
   const d = new Decoder(64, code, DecoderOptions.None);
   const ins = new Instruction();
   let ip = hit.address;
@@ -528,37 +533,50 @@ function entryBranches(ctx: KernelContext, ref: Reference, resolve: (r: RawSite)
   const sites: TextSite[] = [];
   const groups = new Map<bigint, { branch: TextBranch | null; count: number; examples: string[] }>();
   let truncated = false;
-  const seen = new Set<bigint>();
+  // Offsets from the copy's start in numbers, the addresses read in 32-bit halves (little-endian
+  // x86-64), the entry bytes compared in place: a BigInt, a Set of BigInts and two Buffer.equals per
+  // text symbol (~50k) were most of this.
+  const words = new Uint32Array(s.addresses.buffer, s.addresses.byteOffset, 2 * s.size);
+  const baseHi = Number(ref.start >> 32n);
+  const baseLo = Number(ref.start & 0xffff_ffffn);
+  const lo = Number(ref.textStart - ref.start);
+  const hi = Number(ref.textEnd - ref.start);
+  const seen = new Set<number>();
   for (let i = 0; i < s.size; i++) {
-    const t = s.types[i];
-    if (t !== 't' && t !== 'T') continue;
-    const fn = s.addresses[i] as bigint;
-    if (fn < ref.textStart || fn >= ref.textEnd || seen.has(fn)) continue;
-    seen.add(fn);
-    const head = copySlice(ref, fn, 9);
+    const t = s.types.charCodeAt(i);
+    if (t !== 0x74 && t !== 0x54) continue; // 't', 'T'
+    // fn - start, exact wherever it can fall in [lo, hi) (far-off addresses only lose low bits).
+    const o = ((words[2 * i + 1] as number) - baseHi) * 0x1_0000_0000 + ((words[2 * i] as number) - baseLo);
+    if (o < lo || o >= hi || seen.has(o)) continue;
+    seen.add(o);
+    const head = ref.copy.bytes(o, 9);
     if (!head || head.length < 9) continue;
-    const off = head.subarray(0, 4).equals(ENDBR64) || head.subarray(0, 4).equals(ENDBR_POISON) ? 4 : 0;
+    const endbr = (head[0] === 0xf3 && head[1] === 0x0f && head[2] === 0x1e && head[3] === 0xfa) // ENDBR64
+      || (head[0] === 0x66 && head[1] === 0x0f && head[2] === 0x1f && head[3] === 0x00); // ENDBR_POISON
+    const off = endbr ? 4 : 0;
     const op = head[off];
     // Only branches: int3 is also the padding after section-end labels, and without old bytes the two look alike.
     if (op !== 0xe8 && op !== 0xe9) continue;
-    const at = fn + BigInt(off);
-    const target = at + 5n + BigInt(head.readInt32LE(off + 1));
-    if (target >= ref.textStart && target < ref.textEnd) continue;
+    const rel = head.readInt32LE(off + 1);
+    const to = o + off + 5 + rel;
+    if (to >= lo && to < hi) continue;
+    const at = (s.addresses[i] as bigint) + BigInt(off);
+    const target = at + 5n + BigInt(rel);
     const name = s.names[i] ?? null;
-    const raw: RawSite = {
+    const rawSite: RawSite = {
       address: at, function: name, offset: off, old: '', new: head.subarray(off, off + 5).toString('hex'),
       oldInstruction: '(no clean copy)', instruction: `${op === 0xe8 ? 'call' : 'jmp'} 0x${target.toString(16)}`,
       atEntry: true, branch: { kind: op === 0xe8 ? 'call' : 'jmp', target }, oldBranch: null, int3: false, fentry: op === 0xe8 ? 'call' : null,
     };
     if (op === 0xe8) {
       let g = groups.get(target);
-      if (!g) { g = { branch: resolve(raw).branch, count: 0, examples: [] }; groups.set(target, g); }
+      if (!g) { g = { branch: resolve(rawSite).branch, count: 0, examples: [] }; groups.set(target, g); }
       g.count++;
       if (g.examples.length < MAX_GROUP_EXAMPLES && name !== null) g.examples.push(name);
       continue;
     }
     if (sites.length >= MAX_SITES) { truncated = true; continue; }
-    sites.push(resolve(raw));
+    sites.push(resolve(rawSite));
   }
   return { sites, fentryGroups: [...groups.values()].map((g) => ({ state: 'call' as const, branch: g.branch, count: g.count, examples: g.examples })), truncated };
 }

@@ -74,6 +74,24 @@ t.test('BTF: nested, anonymous and bitfield members resolve by name', async (t) 
   t.throws(() => btf.offsetof('mm_struct', 'pgd'), /no struct mm_struct/);
 });
 
+t.test('BTF: names found among thousands of types, every id of a name in ascending order', async (t) => {
+  const b = new BtfBuilder();
+  const int = b.int('int', 4);
+  const dups: number[] = [];
+  for (let i = 0; i < 5000; i++) {
+    // Every 997th type is another "dup" (structs and typedefs alike); the rest are distinct names.
+    if (i % 997 === 0) dups.push(i % 2 === 0 ? b.struct('dup', 4, [['v', int, 0]]) : b.typedef('dup', int));
+    else b.typedef(`t_${i}`, int);
+  }
+  const btf = new Btf(b.build());
+  t.same(btf.find('dup'), dups, 'all of them, lowest id first');
+  t.same(btf.find('dup', 4), dups.filter((_, k) => k % 2 === 0), 'by kind');
+  t.equal(btf.find('t_4999').length, 1);
+  t.same(btf.find('t_5000'), [], 'never defined');
+  t.same(btf.find(''), [], 'no name');
+  t.equal(btf.sizeofStruct('dup'), 4);
+});
+
 t.test('BTF: truncated or forged blobs are clean errors', async (t) => {
   const good = sampleBtf();
   t.throws(() => new Btf(good.subarray(0, 10)), BtfError);

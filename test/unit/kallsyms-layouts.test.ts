@@ -122,3 +122,16 @@ t.test('offsets not in ascending order: rejected, not garbage', async (t) => {
   const { tables } = decode('unsorted', image({ order: 'names-first', seqs: true, absolutePercpu: false }, false));
   t.equal(tables.length, 0);
 });
+
+t.test('the same build twice in one RAM (the image before a reboot): both found, the names decoded once', async (t) => {
+  const one = image({ order: 'offsets-first', seqs: false, absolutePercpu: true });
+  const { tables } = decode('twice', Buffer.concat([one, Buffer.alloc(8 - (one.length % 8 || 8)), one]));
+  t.equal(tables.length, 2, 'two tables');
+  const [a, b] = tables;
+  if (!a || !b) return;
+  t.equal(a.buildKey, b.buildKey, 'one build');
+  t.not(a.tokenTablePhys, b.tokenTablePhys, 'at two places');
+  t.equal(b.names, a.names, 'the second takes the first\'s names (the same array)');
+  t.same(b.names, names);
+  t.same([...b.addresses], [...a.addresses], 'addresses decoded from each table');
+});

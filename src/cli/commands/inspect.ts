@@ -7,9 +7,7 @@ import type { HandlerOwner, KernelSnapshot, TaskInfo, ViewError } from '../../vi
 import { snapshotErrors } from '../../views/snapshot-errors.js';
 import { errorMessage } from '../../util/errors.js';
 import { taskStateLetter } from '../../views/task-state.js';
-import { controlRequest } from '../../control/client.js';
 import { instrumentationNote } from '../../detectors/ftrace-hooks.js';
-import { printProcesses, printSummary, socketOf } from './guest.js';
 
 export const usage = `inspect <guest | dump-file> [--json] [--no-hash] [--from-ram] [--socket PATH] ${TARGET_USAGE}   print the kernel views rebuilt from guest memory (a supervised guest: the supervisor's latest scan)`;
 
@@ -21,6 +19,8 @@ export async function run(argv: string[]): Promise<number> {
   if (target === undefined || args.positional.length > 1) throw new UsageError(`usage: introvisor ${usage}`);
   if (!args.flags.has('from-ram') && isGuestName(target) && !(existsSync(target) && statSync(target).isFile())) {
     // A supervised guest: the supervisor's latest scan, over its control socket (it holds the guest's QMP).
+    // Loaded here only: the control client and its validators are start-up time a dump never needs.
+    const { socketOf } = await import('./guest.js');
     const fromSupervisor = await supervisorViews(socketOf(args.flags.get('socket')), target, args.flags.has('json'));
     if (fromSupervisor !== null) return fromSupervisor;
   }
@@ -46,6 +46,7 @@ export async function run(argv: string[]): Promise<number> {
 /** The supervisor's views of a guest it watches; null when no supervisor answers or it does not watch that guest. */
 async function supervisorViews(socket: string, guest: string, json: boolean): Promise<number | null> {
   if (!existsSync(socket)) return null;
+  const [{ controlRequest }, { printProcesses, printSummary }] = await Promise.all([import('../../control/client.js'), import('./guest.js')]);
   let summary: unknown;
   try {
     summary = await controlRequest(socket, { op: 'view', guest, view: 'summary' }, 5_000);

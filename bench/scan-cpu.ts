@@ -5,11 +5,13 @@
 // measures. Reproduce:
 //   IV_BENCH_DUMP=FILE npm run bench -- scan-cpu    (a raw dump, e.g. of a 512 MiB lab guest)
 // Without IV_BENCH_DUMP it boots one lab guest (512 MiB, KASLR on), dumps it and stops it first.
-// IV_BENCH_SCANS (default 2000) scans are measured after 200 unmeasured ones.
+// IV_BENCH_SCANS (default 2000) scans are measured after 200 unmeasured ones. IV_BENCH_IDLE_MS (default
+// 0): the process idles this long before each scan, as a supervisor between its scans does.
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLabGuest } from '../lab/lab-guest.js';
+import { sleep } from '../src/util/deadline.js';
 import { Introspector, type ScanOptions } from '../src/views/scan.js';
 import { analyzeScan } from '../src/detectors/index.js';
 import { baselineOf } from '../src/detectors/baseline.js';
@@ -53,7 +55,9 @@ export async function bench(): Promise<void> {
       let viewsMs = 0;
       let detectMs = 0;
       let findings = 0;
+      const idleMs = Number(process.env.IV_BENCH_IDLE_MS ?? 0);
       for (let i = -200; i < scans; i++) {
+        if (idleMs > 0) await sleep(idleMs);
         now += 100;
         n++;
         const c0 = cpuMs();
@@ -63,7 +67,7 @@ export async function bench(): Promise<void> {
         const c2 = cpuMs();
         if (i >= 0) { viewsMs += c1 - c0; detectMs += c2 - c1; findings += a.observations.length; }
       }
-      console.log(`${ins.kernel.identity.release}, ${first.tasks.tasks.length} tasks, ${scans} scans (after 200 unmeasured)`);
+      console.log(`${ins.kernel.identity.release}, ${first.tasks.tasks.length} tasks, ${scans} scans (after 200 unmeasured)${idleMs > 0 ? `, idle ${idleMs} ms before each` : ''}`);
       console.log(`CPU per scan: views ${(viewsMs / scans).toFixed(3)} ms, detectors (analyzeScan) ${(detectMs / scans).toFixed(3)} ms, total ${((viewsMs + detectMs) / scans).toFixed(3)} ms`);
       console.log(`observations per scan (a clean dump: 0): ${(findings / scans).toFixed(2)}`);
     } finally {

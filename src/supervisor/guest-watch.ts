@@ -334,7 +334,7 @@ export class GuestWatch implements ConsoleGuest {
         // A bug: say so, keep watching the other guests and this one.
         this.log(`watch cycle failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
       }
-      const wait = this.o.scanIntervalMs - (Date.now() - t0);
+      const wait = nextTick(t0, Date.now(), this.o.scanIntervalMs) - Date.now();
       if (wait > 0 && !this.stopped) await new Promise<void>((r) => { const t = setTimeout(r, wait); this.wake = () => { clearTimeout(t); r(); }; });
       this.wake = undefined;
     }
@@ -508,6 +508,18 @@ export class GuestWatch implements ConsoleGuest {
       this.log(`HOLD ${note}`);
     }
   }
+}
+
+/**
+ * When the next cycle starts: the first multiple of the interval after the one the cycle started in
+ * (or, after a cycle that overran, after now). Every guest's cycles start on the same clock ticks, so
+ * the scans of all guests run back to back and the process idles between bursts: a scan that starts
+ * on a CPU warm from the one before costs a fraction of one after an idle gap (docs/PERFORMANCE.md).
+ */
+export function nextTick(startedAtMs: number, nowMs: number, intervalMs: number): number {
+  const i = Math.max(1, intervalMs);
+  const next = (Math.floor(startedAtMs / i) + 1) * i;
+  return next > nowMs ? next : (Math.floor(nowMs / i) + 1) * i;
 }
 
 /** The guest console's last line, as a progress note (the console is the guest's: never parsed). */

@@ -5,7 +5,7 @@ import t from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GuestWatch } from '../../src/supervisor/guest-watch.js';
+import { GuestWatch, nextTick } from '../../src/supervisor/guest-watch.js';
 import { EventRecorder, type StoreHealth } from '../../src/supervisor/recorder.js';
 import { EventStore } from '../../src/store/event-store.js';
 import { SqliteLadderStateStore } from '../../src/store/ladder-state-store.js';
@@ -284,4 +284,15 @@ t.test('confirmation counts scans of one boot: the same race in two boots (same 
   s.guest.bootGeneration++;
   await s.watch.cycle();
   t.equal(s.events('finding').length, 1, 'a confirmed finding stands over a new boot that still shows it');
+});
+
+t.test('cycles start on shared clock ticks: the next multiple of the interval, or the first after an overrun', async (t) => {
+  t.equal(nextTick(1_000_003, 1_000_040, 100), 1_000_100, 'a cycle that started 3 ms late still starts the next on the tick');
+  t.equal(nextTick(1_000_050, 1_000_060, 100), 1_000_100, 'a guest that started between ticks joins the others');
+  t.equal(nextTick(1_000_003, 1_000_230, 100), 1_000_300, 'an overrun waits for the tick after now, not a burst of late cycles');
+  t.equal(nextTick(1_000_000, 1_000_000, 100), 1_000_100, 'exactly on a tick: the next one');
+  t.equal(nextTick(5, 6, 0), 7, 'a zero interval is read as 1 ms');
+  // Guests whose cycles started at different times in one interval all meet on the same tick.
+  const ticks = new Set([1_000_001, 1_000_030, 1_000_090].map((s) => nextTick(s, s + 5, 100)));
+  t.same([...ticks], [1_000_100]);
 });

@@ -76,7 +76,7 @@ function reg32(r: Register): Register {
 /** Follows every path of the switch at `start` (its bytes in `code`) with the nr interval that reaches it. */
 export function mapSwitch(code: Buffer, start: bigint): SwitchMap {
   const { Decoder, DecoderOptions, Instruction } = icedX86();
-  const { M, F, K, R } = codes();
+  const { M, F, K, R, immediates } = codes();
   const end = start + BigInt(code.length);
   const ranges: { lo: number; hi: number; target: bigint }[] = [];
   const errors: string[] = [];
@@ -143,7 +143,7 @@ export function mapSwitch(code: Buffer, start: bigint): SwitchMap {
         const m = ins.mnemonic;
         const op0 = ins.op0Kind === K.Register ? reg32(ins.op0Register) : R.None;
         const op1Reg = ins.opCount > 1 && ins.op1Kind === K.Register ? reg32(ins.op1Register) : R.None;
-        const imm = ins.opCount > 1 && codes().immediates.has(ins.op1Kind) ? Number(BigInt.asUintN(32, ins.immediate(1))) : null;
+        const imm = ins.opCount > 1 && immediates.has(ins.op1Kind) ? Number(BigInt.asUintN(32, ins.immediate(1))) : null;
         if (m === M.Cmp && op0 === reg && imm !== null) { cmp = { imm, offset }; ip = next; continue; }
         // test r,r: the flags of a compare with 0 (for the conditions a/be/e/ne gcc pairs with it).
         if (m === M.Test && op0 === reg && op1Reg === reg) { cmp = { imm: 0, offset }; ip = next; continue; }

@@ -81,9 +81,8 @@ function layout(ctx: KernelContext): Layout {
     recFlags: o('dyn_ftrace', 'flags'),
   };
 }
-const layoutOf = perProfile(layout);
-
 // Layouts never change for a profile.
+const layoutOf = perProfile(layout);
 
 /** A kernel-text address as "name" (a function's entry or its fentry site, past ENDBR) or "name+0xoff"; a module's as "0x... [module]"; else hex. */
 export function siteName(ctx: KernelContext, ip: bigint, modules: readonly ModuleInfo[]): string {

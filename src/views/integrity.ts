@@ -59,7 +59,7 @@ export interface PatchSite { readonly at: bigint; readonly len: number; readonly
 
 const rel32 = (b: Buffer, at: bigint, len: number): bigint => at + BigInt(len) + BigInt(b.readInt32LE(1));
 /** `b` starts with `pattern` (compared here: a call into Buffer.equals per site cost more than the rest of the masking). */
-function startsWith(b: Buffer, pattern: Buffer): boolean {
+export function startsWith(b: Buffer, pattern: Buffer): boolean {
   if (b.length < pattern.length) return false;
   for (let i = 0; i < pattern.length; i++) if (b[i] !== pattern[i]) return false;
   return true;

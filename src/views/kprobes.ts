@@ -48,7 +48,6 @@ function layout(ctx: KernelContext): Layout {
 }
 const layoutOf = perProfile(layout);
 
-
 /** The owner that says the most: unknown code over a module over the kernel. */
 function worstOwner(hs: readonly KprobeHandler[]): HandlerOwner {
   return hs.find((h) => h.owner.kind === 'unknown')?.owner ?? hs.find((h) => h.owner.kind === 'module')?.owner ??

@@ -68,7 +68,7 @@ function readModules(ctx: KernelContext, L: ModLayout, addresses: readonly bigin
  */
 export const KSET_REWALK_MS = 500;
 
-const lastKset = new WeakMap<KernelContext, { readonly head: Buffer; readonly listNodes: Buffer; readonly atMs: number; readonly kobjects: ModuleInfo[]; readonly errors: readonly ViewError[] }>();
+const lastKset = new WeakMap<KernelContext, { readonly headAt: bigint; readonly head: Buffer; readonly listNodes: Buffer; readonly atMs: number; readonly kobjects: ModuleInfo[]; readonly errors: readonly ViewError[] }>();
 
 export interface ModuleListOptions {
   /** Walk the kset whatever the last walk saw (a read that must be fresh). */
@@ -103,10 +103,11 @@ export function readModuleList(ctx: KernelContext, opts: ModuleListOptions = {})
     const kset = ctx.space.readU64(ksetPtr);
     if (!ctx.isKernelPointer(kset)) throw new Error(`module_kset ${hex(kset)} is not a kernel pointer`);
     const headAt = kset + BigInt(L.ksetList);
-    const head = Buffer.concat([Buffer.alloc(8), ctx.space.read(headAt, 16)]);
-    head.writeBigUInt64LE(headAt, 0);
+    // The list head's next and prev.
+    const head = ctx.space.read(headAt, 16);
     const last = lastKset.get(ctx);
-    if (!opts.fresh && last && listNodes && nowMs - last.atMs < KSET_REWALK_MS && nowMs >= last.atMs && last.head.equals(head) && last.listNodes.equals(listNodes)) {
+    if (!opts.fresh && last && listNodes && nowMs - last.atMs < KSET_REWALK_MS && nowMs >= last.atMs &&
+      last.headAt === headAt && last.head.equals(head) && last.listNodes.equals(listNodes)) {
       for (const e of last.errors) errors.push(e);
       return { modules, kobjects: last.kobjects, errors };
     }
@@ -126,7 +127,7 @@ export function readModuleList(ctx: KernelContext, opts: ModuleListOptions = {})
     }
     kobjects = readModules(ctx, L, mods, errors, 'module kobjects');
     // Kept only when the modules list was read whole: its nodes are half of what says the kset is still current.
-    if (listNodes) lastKset.set(ctx, { head, listNodes: Buffer.from(listNodes), atMs: nowMs, kobjects, errors: errors.slice(before) });
+    if (listNodes) lastKset.set(ctx, { headAt, head, listNodes: Buffer.from(listNodes), atMs: nowMs, kobjects, errors: errors.slice(before) });
     else lastKset.delete(ctx);
   } catch (e) {
     lastKset.delete(ctx);

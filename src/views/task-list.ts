@@ -4,7 +4,7 @@
 // cred->uid and mm->pgd, each pointer checked natively. JavaScript reads the records
 // through typed-array views and builds the TaskInfo objects from numbers.
 import type { TaskInfo, TaskListView, ViewError } from './types.js';
-import { hex, viewError, type KernelContext } from './kernel-context.js';
+import { hex, perProfile, viewError, type KernelContext } from './kernel-context.js';
 import type { RecordSpec } from '../translate/address-space.js';
 
 const PF_KTHREAD = 0x0020_0000;
@@ -44,16 +44,12 @@ const RECORD = {
 /** Status bits: the task's fields were read; real_parent->tgid, cred->uid, mm->pgd were followed. */
 const FIELDS_OK = 1, PARENT_OK = 2, CRED_OK = 4, MM_OK = 8;
 
-const layouts = new WeakMap<object, TaskLayout>();
-
 /** task_struct's run state: `state` (a long) up to 5.13, `__state` (an unsigned int) since 5.14. */
 export function taskStateMember(L: { has(struct: string, path: string): boolean }): '__state' | 'state' {
   return L.has('task_struct', '__state') ? '__state' : 'state';
 }
 
-export function taskLayout(ctx: KernelContext): TaskLayout {
-  const cached = layouts.get(ctx.profile);
-  if (cached) return cached;
+function buildTaskLayout(ctx: KernelContext): TaskLayout {
   const p = ctx.profile;
   const L = p.layouts;
   const o = (m: string): number => p.offsetof('task_struct', m);
@@ -83,9 +79,11 @@ export function taskLayout(ctx: KernelContext): TaskLayout {
       floor: ctx.kernelHalf,
     },
   };
-  layouts.set(ctx.profile, layout);
   return layout;
 }
+
+/** task_struct's layout and the record spec, once per kernel profile. */
+export const taskLayout = perProfile(buildTaskLayout);
 
 /** Reads the task_structs at `addresses` (e.g. found in the pid IDR or a run queue). */
 export function readTasks(ctx: KernelContext, addresses: readonly bigint[], errors: ViewError[], where: string): TaskInfo[] {
@@ -126,18 +124,17 @@ function buildTasks(records: ArrayBuffer, L: TaskLayout, errors: ViewError[], wh
   const tasks: TaskInfo[] = [];
   const alone = new Uint8Array(n);
   const q8 = R.stride / 8, q4 = R.stride / 4;
-  const before = prev;
   for (let i = 0; i < n; i++) {
     const q = i * q8, w = i * q4;
     // A record the same as the last scan's at this place: the same task (no 4 BigInts and a comm string per task per scan).
-    if (before && i < before.byRecord.length) {
-      const kept = before.byRecord[i];
-      let same = kept !== null && kept !== undefined;
-      for (let k = 0; same && k < q4; k++) same = u32[w + k] === before.words[w + k];
-      if (same && kept) {
+    const kept = prev?.byRecord[i];
+    if (prev && kept) {
+      let same = true;
+      for (let k = 0; same && k < q4; k++) same = u32[w + k] === prev.words[w + k];
+      if (same) {
         byRecord[i] = kept;
-        aloneByRecord[i] = before.alone[i] as number;
-        alone[tasks.length] = before.alone[i] as number;
+        aloneByRecord[i] = prev.alone[i] as number;
+        alone[tasks.length] = prev.alone[i] as number;
         tasks.push(kept);
         continue;
       }

@@ -13,7 +13,7 @@ import type { Formatter } from 'iced-x86';
 import { icedX86 } from '../util/deferred-modules.js';
 import type { HandlerOwner, KernelIdentity, KernelIntegrityView, ModuleInfo, TextBranch, TextDiffView, TextSite, TextSiteGroup, ViewError } from './types.js';
 import { hex, viewError, type KernelContext } from './kernel-context.js';
-import { maskPatchSites, pagedTextHashes, patchSites, PAGED_HASH_PREFIX, type PatchSite } from './integrity.js';
+import { maskPatchSites, pagedTextHashes, patchSites, PAGED_HASH_PREFIX, startsWith, type PatchSite } from './integrity.js';
 import { ownerOf } from './syscall-tables.js';
 import { FTRACE_SELF } from './ftrace-labels.js';
 import { TextCopy } from './text-copy.js';
@@ -551,9 +551,7 @@ function entryBranches(ctx: KernelContext, ref: Reference, resolve: (r: RawSite)
     seen.add(o);
     const head = ref.copy.bytes(o, 9);
     if (!head || head.length < 9) continue;
-    const endbr = (head[0] === 0xf3 && head[1] === 0x0f && head[2] === 0x1e && head[3] === 0xfa) // ENDBR64
-      || (head[0] === 0x66 && head[1] === 0x0f && head[2] === 0x1f && head[3] === 0x00); // ENDBR_POISON
-    const off = endbr ? 4 : 0;
+    const off = startsWith(head, ENDBR64) || startsWith(head, ENDBR_POISON) ? 4 : 0;
     const op = head[off];
     // Only branches: int3 is also the padding after section-end labels, and without old bytes the two look alike.
     if (op !== 0xe8 && op !== 0xe9) continue;

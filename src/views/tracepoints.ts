@@ -110,7 +110,6 @@ function layout(ctx: KernelContext): Layout {
 }
 const layoutOf = perProfile(layout);
 
-
 /**
  * The tracepoints one tracepoint_ptr_t array names. x86-64 has had PREL32 relocations since 4.19
  * (CONFIG_HAVE_ARCH_PREL32_RELOCATIONS is always set there): each entry is a 32-bit offset from
